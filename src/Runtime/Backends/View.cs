@@ -22,6 +22,8 @@ public readonly record struct View(
         return new View(tensor, 0, batch, rows, cols, (long)rows * cols, cols);
     }
 
+    public static implicit operator View(DeviceTensor tensor) => Of(tensor);
+
     public long ElementCount => (long)Batch * Rows * Cols;
 
     /// <summary>True when the view covers one dense block (rows follow each other, batches follow each other).</summary>

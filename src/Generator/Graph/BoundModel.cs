@@ -1,0 +1,144 @@
+using System.Collections.Generic;
+using System.Linq;
+using InFluxEdit.Generator.Common;
+using InFluxEdit.Generator.Graph.Ops;
+using InFluxEdit.Generator.Parsing;
+
+namespace InFluxEdit.Generator.Graph;
+
+/// <summary>
+/// Stage 2's result: a model's graph with every name resolved, every param folded to a constant, every
+/// shape known (symbolically in the runtime sizes) and checked.
+/// </summary>
+public sealed class BoundModel
+{
+    public BoundModel(ModelFileSpec model, GraphSpec graph, IReadOnlyList<string> sizes, IReadOnlyList<BoundValue> inputs,
+        IReadOnlyList<BoundWeight> weights, BoundScope body, IReadOnlyList<BoundValue> outputs)
+    {
+        Model = model;
+        Graph = graph;
+        Sizes = sizes;
+        Inputs = inputs;
+        Weights = weights;
+        Body = body;
+        Outputs = outputs;
+    }
+
+    public ModelFileSpec Model { get; }
+    public GraphSpec Graph { get; }
+    public IReadOnlyList<string> Sizes { get; }
+    public IReadOnlyList<BoundValue> Inputs { get; }
+
+    /// <summary>Every weight, in declaration order; repeated blocks' weights once, with their key pattern.</summary>
+    public IReadOnlyList<BoundWeight> Weights { get; }
+
+    public BoundScope Body { get; }
+    public IReadOnlyList<BoundValue> Outputs { get; }
+}
+
+/// <summary>A value of the graph: an input, an op's output, or a view of another value's memory.</summary>
+public sealed class BoundValue
+{
+    public BoundValue(int id, string name, IReadOnlyList<SymbolicDim> shape, BoundValue? viewOf = null)
+    {
+        Id = id;
+        Name = name;
+        Shape = shape;
+        ViewOf = viewOf;
+    }
+
+    public int Id { get; }
+    public string Name { get; }
+    public IReadOnlyList<SymbolicDim> Shape { get; }
+
+    /// <summary>For split outputs: the value whose memory this one looks at.</summary>
+    public BoundValue? ViewOf { get; }
+
+    public BoundValue Root => ViewOf?.Root ?? this;
+
+    /// <summary>Set when a repeated block writes to a name of the enclosing scope: the next iteration reads it.</summary>
+    public bool IsCarriedOutOfBlock { get; set; }
+
+    public string ShapeText => "[" + string.Join(", ", Shape.Select(d => d.ToString())) + "]";
+
+    public override string ToString() => $"{Name} {ShapeText}";
+}
+
+/// <summary>A weight: its checkpoint key (with "{i}" in repeated blocks), shape and the block that owns it.</summary>
+public sealed class BoundWeight
+{
+    public BoundWeight(string key, string localName, IReadOnlyList<long> shape, BoundRepeat? block, SourceSpan span)
+    {
+        Key = key;
+        LocalName = localName;
+        Shape = shape;
+        Block = block;
+        Span = span;
+    }
+
+    public string Key { get; }
+
+    /// <summary>The name inside its block ("img_attn.qkv.weight"); equals Key at top level.</summary>
+    public string LocalName { get; }
+
+    public IReadOnlyList<long> Shape { get; }
+    public BoundRepeat? Block { get; }
+    public SourceSpan Span { get; }
+    public bool IsUsed { get; set; }
+}
+
+public sealed class BoundScope
+{
+    public List<BoundStatement> Statements { get; } = new();
+}
+
+public abstract class BoundStatement
+{
+    protected BoundStatement(SourceSpan span) => Span = span;
+    public SourceSpan Span { get; }
+}
+
+public sealed class BoundOp : BoundStatement
+{
+    public BoundOp(OpDefinition definition, SourceSpan span) : base(span) => Definition = definition;
+
+    public OpDefinition Definition { get; }
+    public Dictionary<string, BoundValue> Values { get; } = new();
+    public Dictionary<string, List<BoundValue>> ValueLists { get; } = new();
+    public Dictionary<string, BoundWeight?> Weights { get; } = new();
+    public Dictionary<string, SchemaValue> Attributes { get; } = new();
+    public Dictionary<string, string> Texts { get; } = new();
+    public List<BoundValue> Outputs { get; } = new();
+
+    /// <summary>Set by the planner: the output reuses the memory of the op's aliasable input.</summary>
+    public bool InPlace { get; set; }
+
+    /// <summary>The op as a schema line with shapes, for comments in generated code.</summary>
+    public string Describe()
+    {
+        var args = Values.Select(v => $"{v.Key}={v.Value.Name} {v.Value.ShapeText}")
+            .Concat(ValueLists.Select(l => $"{l.Key}=[{string.Join(", ", l.Value.Select(v => v.Name + " " + v.ShapeText))}]"))
+            .Concat(Weights.Where(w => w.Value != null).Select(w => $"{w.Key}={w.Value!.LocalName}"));
+        string call = $"{Definition.Name}({string.Join(", ", args)})";
+        return Outputs.Count == 0 ? call : call + " -> " + string.Join(", ", Outputs.Select(o => o.ToString()));
+    }
+}
+
+public sealed class BoundRepeat : BoundStatement
+{
+    public BoundRepeat(long count, string index, string prefix, SourceSpan span) : base(span)
+    {
+        Count = count;
+        Index = index;
+        Prefix = prefix;
+    }
+
+    public long Count { get; }
+    public string Index { get; }
+
+    /// <summary>The key prefix with "{index}" ("double_blocks.{i}.").</summary>
+    public string Prefix { get; }
+
+    public List<BoundWeight> Weights { get; } = new();
+    public BoundScope Body { get; } = new();
+}

@@ -1,0 +1,415 @@
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.Linq;
+using InFluxEdit.Generator.Common;
+using InFluxEdit.Generator.Graph.Ops;
+using InFluxEdit.Generator.Parsing;
+
+namespace InFluxEdit.Generator.Graph;
+
+/// <summary>
+/// Stage 2: a model's params applied to its graph. Folds params and lets to constants, checks the
+/// requirements, resolves every value and weight name, and infers and checks every shape.
+/// </summary>
+public sealed class GraphBinder
+{
+    private readonly ModelFileSpec _model;
+    private readonly GraphSpec _graph;
+    private readonly List<SchemaDiagnostic> _diagnostics = new();
+    private readonly Dictionary<string, SchemaValue> _constants = new();
+    private readonly HashSet<string> _sizes = new();
+    private readonly List<BoundWeight> _allWeights = new();
+    private int _nextValueId;
+
+    private GraphBinder(ModelFileSpec model, GraphSpec graph)
+    {
+        _model = model;
+        _graph = graph;
+    }
+
+    public static (BoundModel? Model, IReadOnlyList<SchemaDiagnostic> Diagnostics) Bind(ModelFileSpec model, GraphSpec graph)
+    {
+        var binder = new GraphBinder(model, graph);
+        var bound = binder.Run();
+        return (binder._diagnostics.Count == 0 ? bound : null, binder._diagnostics);
+    }
+
+    private BoundModel? Run()
+    {
+        BindParams();
+        if (_diagnostics.Count > 0) return null;
+        BindLets();
+        if (_diagnostics.Count > 0) return null;
+        CheckRequirements();
+        if (_diagnostics.Count > 0) return null;
+
+        foreach (var size in _graph.Sizes)
+        {
+            if (_constants.ContainsKey(size.Name))
+                Error(DiagnosticIds.DuplicateName, $"size '{size.Name}' has the name of a param or let", size.Span);
+            _sizes.Add(size.Name);
+        }
+
+        var root = new Scope(this, null, null);
+        var inputs = new List<BoundValue>();
+        foreach (var input in _graph.Inputs)
+        {
+            var shape = EvaluateShape(input.Shape, $"input '{input.Name}'", allowSizes: true);
+            if (shape == null) continue;
+            var value = root.NewValue(input.Name, shape, null);
+            inputs.Add(value);
+        }
+        DeclareWeights(_graph.Weights, root, null, "");
+
+        var body = new BoundScope();
+        BindStatements(_graph.Body, root, body);
+
+        var outputs = new List<BoundValue>();
+        foreach (var output in _graph.Outputs)
+        {
+            var value = root.LookupValue(output.Name);
+            if (value == null) Error(DiagnosticIds.UnknownValue, $"output '{output.Name}' is never computed{root.Suggest(output.Name)}", output.Span);
+            else outputs.Add(value);
+        }
+
+        foreach (var weight in _allWeights.Where(w => !w.IsUsed))
+            Error(DiagnosticIds.UnusedWeight, $"weight '{weight.Key}' is declared but no op uses it: a checkpoint would need it for nothing", weight.Span);
+
+        return new BoundModel(_model, _graph, _graph.Sizes.Select(s => s.Name).ToList(), inputs, _allWeights, body, outputs);
+    }
+
+    private void BindParams()
+    {
+        var given = _model.Params.ToDictionary(p => p.Name, p => p.Value);
+        foreach (var declaration in _graph.Params)
+        {
+            if (!given.TryGetValue(declaration.Name, out var value))
+            {
+                Error(DiagnosticIds.InvalidParams,
+                    $"param '{declaration.Name}' ({TypeName(declaration.Type)}) is missing: graph '{_graph.Name}' needs {string.Join(", ", _graph.Params.Select(p => p.Name))}",
+                    _model.GraphSpan);
+                continue;
+            }
+            var converted = ConvertParam(declaration, value);
+            if (converted != null) _constants[declaration.Name] = converted;
+        }
+        foreach (var param in _model.Params)
+            if (_graph.Params.All(p => p.Name != param.Name))
+                Error(DiagnosticIds.InvalidParams,
+                    $"unknown param '{param.Name}': graph '{_graph.Name}' takes {string.Join(", ", _graph.Params.Select(p => p.Name))}", param.Value.Span);
+    }
+
+    private SchemaValue? ConvertParam(ParamDeclarationSpec declaration, AttributeValue value)
+    {
+        string problem = $"param '{declaration.Name}' must be {TypeName(declaration.Type)}";
+        switch (declaration.Type)
+        {
+            case ParamType.Bool when value.Kind == AttributeKind.Bool:
+                return SchemaValue.Of(value.Text == "true");
+            case ParamType.Number when value.Kind == AttributeKind.Number:
+                return SchemaValue.Of(ParseNumber(value.Text));
+            case ParamType.Int when value.Kind == AttributeKind.Number && IsWhole(value.Text):
+                return SchemaValue.Of(ParseNumber(value.Text));
+            case ParamType.IntList when value.Kind == AttributeKind.List &&
+                                        value.Items.All(i => i.Kind == AttributeKind.Number && IsWhole(i.Text)):
+                return SchemaValue.Of(value.Items.Select(i => ParseNumber(i.Text)).ToList());
+        }
+        Error(DiagnosticIds.InvalidParams, $"{problem}, got {value}", value.Span);
+        return null;
+    }
+
+    private static bool IsWhole(string text)
+    {
+        double v = ParseNumber(text);
+        return Math.Abs(v - Math.Round(v)) < 1e-9;
+    }
+
+    private static double ParseNumber(string text) => double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    private static string TypeName(ParamType type) => type switch
+    {
+        ParamType.Int => "an integer",
+        ParamType.Number => "a number",
+        ParamType.Bool => "true or false",
+        _ => "a list of integers",
+    };
+
+    private void BindLets()
+    {
+        foreach (var let in _graph.Lets)
+        {
+            if (_constants.ContainsKey(let.Name))
+            {
+                Error(DiagnosticIds.DuplicateName, $"let '{let.Name}' has the name of a param", let.Span);
+                continue;
+            }
+            try
+            {
+                _constants[let.Name] = Expression.Parse(let.Expression).Evaluate(LookupConstant);
+            }
+            catch (ExpressionException e)
+            {
+                Error(DiagnosticIds.InvalidExpression, $"let '{let.Name}': {e.Message}", let.Span);
+            }
+        }
+    }
+
+    private void CheckRequirements()
+    {
+        foreach (var requirement in _graph.Requirements)
+        {
+            try
+            {
+                var expression = Expression.Parse(requirement.That);
+                if (expression.Evaluate(LookupConstant).ToBoolean("a requirement")) continue;
+                // Point at the model's first param that the requirement reads: that is the line to fix.
+                var names = expression.Names().Distinct().ToList();
+                var param = _model.Params.FirstOrDefault(p => names.Contains(p.Name));
+                string values = string.Join(", ", names.Where(_constants.ContainsKey).Select(n => $"{n} = {_constants[n]}"));
+                Error(DiagnosticIds.InvalidParams, $"invalid params: {requirement.Message} ({requirement.That}; here {values})",
+                    param?.Value.Span ?? _model.GraphSpan);
+            }
+            catch (ExpressionException e)
+            {
+                Error(DiagnosticIds.InvalidExpression, $"requirement \"{requirement.That}\": {e.Message}", requirement.Span);
+            }
+        }
+    }
+
+    private SchemaValue? LookupConstant(string name) => _constants.TryGetValue(name, out var v) ? v : null;
+
+    private SchemaValue? LookupWithSizes(string name) =>
+        LookupConstant(name) ?? (_sizes.Contains(name) ? SchemaValue.Of(SymbolicDim.Symbol(name)) : null);
+
+    private List<SymbolicDim>? EvaluateShape(EquatableArray<AttributeValue> dims, string what, bool allowSizes)
+    {
+        var shape = new List<SymbolicDim>();
+        foreach (var dim in dims)
+        {
+            try
+            {
+                var value = Evaluate(dim, allowSizes);
+                var d = value.ToDim($"a dimension of {what}");
+                if (!allowSizes && !d.IsConstant) throw new ExpressionException($"a dimension of {what} must be a constant");
+                if (d.IsConstant && d.Constant <= 0) throw new ExpressionException($"a dimension of {what} is {d.Constant}; sizes must be positive");
+                shape.Add(d);
+            }
+            catch (ExpressionException e)
+            {
+                Error(DiagnosticIds.InvalidExpression, e.Message, dim.Span);
+                return null;
+            }
+        }
+        return shape;
+    }
+
+    private SchemaValue Evaluate(AttributeValue value, bool allowSizes)
+    {
+        Func<string, SchemaValue?> lookup = allowSizes ? LookupWithSizes : LookupConstant;
+        switch (value.Kind)
+        {
+            case AttributeKind.Number: return SchemaValue.Of(ParseNumber(value.Text));
+            case AttributeKind.Bool: return SchemaValue.Of(value.Text == "true");
+            case AttributeKind.String: return Expression.Parse(value.Text).Evaluate(lookup);
+            default:
+                return SchemaValue.Of(value.Items.Select(i => Evaluate(i, allowSizes).ToNumber("a list entry")).ToList());
+        }
+    }
+
+    private bool? EvaluateCondition(string? condition, SourceSpan span)
+    {
+        if (condition == null) return true;
+        try
+        {
+            return Expression.Parse(condition).Evaluate(LookupConstant).ToBoolean($"condition \"{condition}\"");
+        }
+        catch (ExpressionException e)
+        {
+            Error(DiagnosticIds.InvalidExpression, e.Message, span);
+            return null;
+        }
+    }
+
+    private void DeclareWeights(EquatableArray<TensorDeclarationSpec> declarations, Scope scope, BoundRepeat? block, string prefix)
+    {
+        foreach (var declaration in declarations)
+        {
+            bool? enabled = EvaluateCondition(declaration.Condition, declaration.Span);
+            if (enabled == null) continue;
+            string key = prefix + declaration.Name;
+            if (_allWeights.Any(w => w.Key == key) || scope.HasWeight(declaration.Name))
+            {
+                Error(DiagnosticIds.DuplicateName, $"weight '{key}' is declared twice", declaration.Span);
+                continue;
+            }
+            if (enabled == false)
+            {
+                scope.DisableWeight(declaration.Name);
+                continue;
+            }
+            var shape = EvaluateShape(declaration.Shape, $"weight '{key}'", allowSizes: false);
+            if (shape == null) continue;
+            var weight = new BoundWeight(key, declaration.Name, shape.Select(d => d.Constant).ToList(), block, declaration.Span);
+            scope.AddWeight(weight);
+            _allWeights.Add(weight);
+            block?.Weights.Add(weight);
+        }
+    }
+
+    private void BindStatements(EquatableArray<StatementSpec> statements, Scope scope, BoundScope into)
+    {
+        foreach (var statement in statements)
+        {
+            switch (statement.Kind)
+            {
+                case StatementKind.If:
+                    if (EvaluateCondition(statement.Condition, statement.Span) == true)
+                        BindStatements(statement.Body, scope, into);
+                    break;
+                case StatementKind.Repeat:
+                    BindRepeat(statement, scope, into);
+                    break;
+                default:
+                    BindOp(statement, scope, into);
+                    break;
+            }
+        }
+    }
+
+    private void BindRepeat(StatementSpec statement, Scope scope, BoundScope into)
+    {
+        long count;
+        try
+        {
+            count = Expression.Parse(statement.Count!).Evaluate(LookupConstant).ToInteger("the repeat count");
+        }
+        catch (ExpressionException e)
+        {
+            Error(DiagnosticIds.InvalidExpression, e.Message, statement.Span);
+            return;
+        }
+        if (!SchemaParser.IsIdentifier(statement.Index!) || !(statement.Prefix ?? "").Contains("{" + statement.Index + "}"))
+        {
+            Error(DiagnosticIds.InvalidSchema, $"a repeat's prefix must contain its index as {{{statement.Index}}}", statement.Span);
+            return;
+        }
+        var repeat = new BoundRepeat(count, statement.Index!, statement.Prefix!, statement.Span);
+        var inner = new Scope(this, scope, repeat);
+        DeclareWeights(statement.Weights, inner, repeat, statement.Prefix!);
+        if (count <= 0)
+        {
+            // A zero-depth block stack is legal (a model without single blocks); its weights are then not expected.
+            foreach (var w in repeat.Weights) { w.IsUsed = true; _allWeights.Remove(w); }
+            return;
+        }
+        BindStatements(statement.Body, inner, repeat.Body);
+        into.Statements.Add(repeat);
+    }
+
+    private void BindOp(StatementSpec statement, Scope scope, BoundScope into)
+    {
+        if (!OpCatalog.All.TryGetValue(statement.Op, out var definition))
+        {
+            Error(DiagnosticIds.UnknownOp,
+                $"unknown op '{statement.Op}' (known: {string.Join(", ", OpCatalog.All.Keys.OrderBy(k => k, StringComparer.Ordinal))})",
+                statement.Span);
+            return;
+        }
+        var op = new BoundOp(definition, statement.Span);
+        var binder = new OpBinder(op, statement, scope, _diagnostics);
+        try
+        {
+            definition.Bind(binder);
+            binder.RejectUnknownArguments();
+            into.Statements.Add(op);
+        }
+        catch (OpBinder.BindFailed)
+        {
+            // The diagnostic is recorded; outputs stay unbound, so later uses report unknown values.
+        }
+    }
+
+    private void Error(string id, string message, SourceSpan span) => _diagnostics.Add(new SchemaDiagnostic(id, message, span));
+
+    /// <summary>Names visible at one place of the graph: the file's top level, or a repeated block inside it.</summary>
+    internal sealed class Scope
+    {
+        private readonly GraphBinder _binder;
+        private readonly Scope? _parent;
+        private readonly BoundRepeat? _block;
+        private readonly Dictionary<string, BoundValue> _values = new();
+        private readonly Dictionary<string, BoundWeight> _weights = new();
+        private readonly HashSet<string> _disabledWeights = new();
+
+        public Scope(GraphBinder binder, Scope? parent, BoundRepeat? block)
+        {
+            _binder = binder;
+            _parent = parent;
+            _block = block;
+        }
+
+        public BoundValue? LookupValue(string name) =>
+            _values.TryGetValue(name, out var v) ? v : _parent?.LookupValue(name);
+
+        public (BoundWeight? Weight, bool DisabledByCondition) LookupWeight(string name)
+        {
+            if (_weights.TryGetValue(name, out var w)) return (w, false);
+            if (_disabledWeights.Contains(name)) return (null, true);
+            return _parent?.LookupWeight(name) ?? (null, false);
+        }
+
+        public bool HasWeight(string name) => _weights.ContainsKey(name) || _disabledWeights.Contains(name);
+        public void AddWeight(BoundWeight weight) => _weights[weight.LocalName] = weight;
+        public void DisableWeight(string name) => _disabledWeights.Add(name);
+
+        public BoundValue NewValue(string name, IReadOnlyList<SymbolicDim> shape, BoundValue? viewOf)
+        {
+            var value = new BoundValue(_binder._nextValueId++, name, shape, viewOf);
+            // A block writing to a name of the enclosing scope carries it to the next iteration and past the loop.
+            var owner = this;
+            while (!owner._values.ContainsKey(name) && owner._parent?.LookupValue(name) != null) owner = owner._parent;
+            if (owner != this)
+            {
+                value.IsCarriedOutOfBlock = true;
+                var previous = owner._values[name];
+                if (!previous.Shape.SequenceEqual(shape))
+                    throw new ExpressionException(
+                        $"'{name}' is {previous.ShapeText} outside the block but {value.ShapeText} inside: a repeated block must keep the shapes it carries");
+            }
+            owner._values[name] = value;
+            return value;
+        }
+
+        public SchemaValue Evaluate(AttributeValue value) => _binder.Evaluate(value, allowSizes: true);
+        public SchemaValue Evaluate(string expression) => Expression.Parse(expression).Evaluate(_binder.LookupWithSizes);
+
+        public string Suggest(string name)
+        {
+            var names = AllValueNames().Distinct().ToList();
+            var close = names.OrderBy(n => EditDistance(n, name)).FirstOrDefault();
+            return close != null && EditDistance(close, name) <= Math.Max(2, name.Length / 3) ? $" (did you mean '{close}'?)" : "";
+        }
+
+        public string SuggestWeight(string name)
+        {
+            var names = AllWeightNames().Distinct().ToList();
+            var close = names.OrderBy(n => EditDistance(n, name)).FirstOrDefault();
+            return close != null && EditDistance(close, name) <= Math.Max(2, name.Length / 3) ? $" (did you mean '{close}'?)" : "";
+        }
+
+        private IEnumerable<string> AllValueNames() => _values.Keys.Concat(_parent?.AllValueNames() ?? Enumerable.Empty<string>());
+        private IEnumerable<string> AllWeightNames() => _weights.Keys.Concat(_parent?.AllWeightNames() ?? Enumerable.Empty<string>());
+
+        private static int EditDistance(string a, string b)
+        {
+            var d = new int[a.Length + 1, b.Length + 1];
+            for (int i = 0; i <= a.Length; i++) d[i, 0] = i;
+            for (int j = 0; j <= b.Length; j++) d[0, j] = j;
+            for (int i = 1; i <= a.Length; i++)
+                for (int j = 1; j <= b.Length; j++)
+                    d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            return d[a.Length, b.Length];
+        }
+    }
+}

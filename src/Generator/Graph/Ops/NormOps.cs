@@ -1,0 +1,45 @@
+namespace InFluxEdit.Generator.Graph.Ops;
+
+/// <summary>LayerNorm over the last axis without affine parameters.</summary>
+public sealed class LayerNormOp : OpDefinition
+{
+    public override string Name => "layer_norm";
+    public override string Signature => "x, eps = 1e-6";
+    public override string? AliasableInput => "x";
+
+    public override void Bind(OpBinder b)
+    {
+        var x = b.Value("x");
+        b.Number("eps", "0.000001");
+        b.Outputs(x.Shape);
+    }
+
+    public override void EmitForward(BoundOp op, IForwardEmitter e) =>
+        e.Line($"_backend.LayerNorm({e.View(op.Outputs[0])}, {e.View(op.Values["x"])}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+}
+
+/// <summary>RMSNorm over groups of the last axis (per attention head), times a learned scale.</summary>
+public sealed class RmsNormOp : OpDefinition
+{
+    public override string Name => "rms_norm";
+    public override string Signature => "x, scale [group], group = last dim, eps = 1e-6";
+    public override string? AliasableInput => "x";
+
+    public override void Bind(OpBinder b)
+    {
+        var x = b.Value("x");
+        var scale = b.Weight("scale");
+        var last = x.Shape[x.Shape.Count - 1];
+        b.Check(last.IsConstant, $"x '{x.Name}' {x.ShapeText} must have a constant last dimension", "x");
+        long group = b.Integer("group", last.Constant.ToString());
+        b.Number("eps", "0.000001");
+        b.Check(group > 0 && last.Constant % group == 0, $"group {group} does not divide the {last} features of '{x.Name}'", "group");
+        b.Check(scale.Shape.Count == 1 && scale.Shape[0] == group,
+            $"scale '{scale.LocalName}' {ShapeRules.Text(scale.Shape)} must be [{group}]", "scale");
+        b.Outputs(x.Shape);
+    }
+
+    public override void EmitForward(BoundOp op, IForwardEmitter e) =>
+        e.Line($"_backend.RmsNorm({e.View(op.Outputs[0])}, {e.View(op.Values["x"])}, {e.Weight(op.Weights["scale"]!)}, " +
+               $"{op.Attributes["group"].ToInteger("group")}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+}

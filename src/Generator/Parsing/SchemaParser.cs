@@ -1,0 +1,412 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using InFluxEdit.Generator.Common;
+
+namespace InFluxEdit.Generator.Parsing;
+
+/// <summary>
+/// Stage 1: schema JSON → specs. Checks the form of the files (known keys, right JSON kinds, no duplicate
+/// names); what the names mean is checked by the graph stage.
+/// </summary>
+public static class SchemaParser
+{
+    /// <summary>Graph files live in a "graphs" folder; every other schema file is a model.</summary>
+    public static bool IsGraphFile(string path)
+    {
+        string? folder = Path.GetFileName(Path.GetDirectoryName(path) ?? "");
+        return string.Equals(folder, "graphs", StringComparison.OrdinalIgnoreCase);
+    }
+
+    public static ModelFileSpec ParseModel(string path, string text)
+    {
+        var diagnostics = new List<SchemaDiagnostic>();
+        string fileName = Path.GetFileName(path);
+        var empty = new SourceSpan(path, 0, 0, 0, 0, 0, 0);
+        var root = ParseRoot(path, text, diagnostics);
+        if (root == null)
+            return new ModelFileSpec(path, fileName, "", "", empty, null, null, "F32", EquatableArray<ParamValueSpec>.Empty, diagnostics.ToEquatableArray());
+
+        var reader = new ObjectReader(root, "the model file", diagnostics, Substitution.None);
+        string className = reader.RequiredString("model") ?? "";
+        if (className.Length > 0 && !IsIdentifier(className))
+            diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"\"model\" must be a C# class name, got \"{className}\"", root.Get("model")!.Span));
+        string graph = reader.RequiredString("graph") ?? "";
+        var graphSpan = root.Get("graph")?.Span ?? root.Span;
+        string? family = reader.OptionalString("family");
+        string? description = reader.OptionalString("description");
+        string dtype = (reader.OptionalString("dtype") ?? "f32").ToUpperInvariant();
+        if (dtype != "F32" && dtype != "BF16" && dtype != "F16" && dtype != "F64")
+        {
+            diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"\"dtype\" must be f32, bf16, f16 or f64, got \"{dtype.ToLowerInvariant()}\"", root.Get("dtype")!.Span));
+            dtype = "F32";
+        }
+        var parameters = new List<ParamValueSpec>();
+        var paramsNode = reader.Required("params", JsonKind.Object);
+        if (paramsNode != null)
+        {
+            var seen = new HashSet<string>();
+            foreach (var member in paramsNode.Members)
+            {
+                if (!seen.Add(member.Key.Value))
+                    diagnostics.Add(Error(DiagnosticIds.DuplicateName, $"param '{member.Key.Value}' is given twice", member.Key.Span));
+                var value = ReadAttribute(member.Value, diagnostics, Substitution.None, $"param '{member.Key.Value}'");
+                if (value != null) parameters.Add(new ParamValueSpec(member.Key.Value, value));
+            }
+        }
+        reader.RejectUnknown("$schema", "model", "graph", "family", "description", "dtype", "params");
+        return new ModelFileSpec(path, fileName, className, graph, graphSpan, family, description, dtype,
+            parameters.ToEquatableArray(), diagnostics.ToEquatableArray());
+    }
+
+    public static GraphSpec ParseGraph(string path, string text)
+    {
+        var diagnostics = new List<SchemaDiagnostic>();
+        var root = ParseRoot(path, text, diagnostics);
+        if (root == null)
+            return new GraphSpec(path, Path.GetFileNameWithoutExtension(path), null, default, default, default, default,
+                default, default, default, default, diagnostics.ToEquatableArray());
+
+        var reader = new ObjectReader(root, "the graph file", diagnostics, Substitution.None);
+        string name = reader.RequiredString("graph") ?? Path.GetFileNameWithoutExtension(path);
+        string? description = reader.OptionalString("description");
+
+        var parameters = new List<ParamDeclarationSpec>();
+        foreach (var member in Members(reader.Required("params", JsonKind.Object), "param", diagnostics))
+        {
+            ParamType? type = member.Value.Kind == JsonKind.String ? member.Value.Text switch
+            {
+                "int" => ParamType.Int,
+                "number" => ParamType.Number,
+                "bool" => ParamType.Bool,
+                "int[]" => ParamType.IntList,
+                _ => null,
+            } : null;
+            if (type == null)
+                diagnostics.Add(Error(DiagnosticIds.InvalidSchema,
+                    $"param '{member.Key.Value}' must declare its type as \"int\", \"number\", \"bool\" or \"int[]\"", member.Value.Span));
+            else parameters.Add(new ParamDeclarationSpec(member.Key.Value, type.Value, member.Key.Span));
+        }
+
+        var lets = new List<LetSpec>();
+        foreach (var member in Members(reader.Optional("let", JsonKind.Object), "let", diagnostics))
+        {
+            if (member.Value.Kind != JsonKind.String)
+                diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"let '{member.Key.Value}' must be an expression string", member.Value.Span));
+            else lets.Add(new LetSpec(member.Key.Value, member.Value.Text!, member.Value.Span));
+        }
+
+        var requirements = new List<RequirementSpec>();
+        var requireNode = reader.Optional("require", JsonKind.Array);
+        if (requireNode != null)
+            foreach (var item in requireNode.Items)
+            {
+                var r = new ObjectReader(item, "a requirement", diagnostics, Substitution.None);
+                if (!r.IsObject) continue;
+                string? that = r.RequiredString("that");
+                string? message = r.RequiredString("message");
+                r.RejectUnknown("that", "message");
+                if (that != null && message != null) requirements.Add(new RequirementSpec(that, message, item.Get("that")!.Span));
+            }
+
+        var sizes = new List<SizeSpec>();
+        foreach (var member in Members(reader.Required("sizes", JsonKind.Object), "size", diagnostics))
+            sizes.Add(new SizeSpec(member.Key.Value, member.Value.Text ?? "", member.Key.Span));
+
+        var inputs = ReadTensorDeclarations(reader.Required("inputs", JsonKind.Object), "input", diagnostics, Substitution.None);
+        var weights = ReadTensorDeclarations(reader.Optional("weights", JsonKind.Object), "weight", diagnostics, Substitution.None);
+        var body = ReadBody(reader.Required("body", JsonKind.Array), diagnostics, Substitution.None);
+
+        var outputs = new List<NameRef>();
+        var outputsNode = reader.Required("outputs", JsonKind.Array);
+        if (outputsNode != null)
+            foreach (var item in outputsNode.Items)
+            {
+                if (item.Kind == JsonKind.String) outputs.Add(new NameRef(item.Text!, item.Span));
+                else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "outputs must be value names", item.Span));
+            }
+
+        reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "body", "outputs");
+        return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
+            requirements.ToEquatableArray(), sizes.ToEquatableArray(), inputs, weights, body, outputs.ToEquatableArray(),
+            diagnostics.ToEquatableArray());
+    }
+
+    private static JsonNode? ParseRoot(string path, string text, List<SchemaDiagnostic> diagnostics)
+    {
+        try
+        {
+            var root = JsonReader.Parse(path, text);
+            if (root.Kind == JsonKind.Object) return root;
+            diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "a schema file must hold one JSON object", root.Span));
+        }
+        catch (JsonParseException e)
+        {
+            diagnostics.Add(Error(DiagnosticIds.InvalidJson, "invalid JSON: " + e.Message, e.Span));
+        }
+        return null;
+    }
+
+    private static IEnumerable<KeyValuePair<JsonString, JsonNode>> Members(JsonNode? node, string what, List<SchemaDiagnostic> diagnostics)
+    {
+        if (node == null) yield break;
+        var seen = new HashSet<string>();
+        foreach (var member in node.Members)
+        {
+            if (!seen.Add(member.Key.Value))
+            {
+                diagnostics.Add(Error(DiagnosticIds.DuplicateName, $"{what} '{member.Key.Value}' is declared twice", member.Key.Span));
+                continue;
+            }
+            yield return member;
+        }
+    }
+
+    private static EquatableArray<TensorDeclarationSpec> ReadTensorDeclarations(
+        JsonNode? node, string what, List<SchemaDiagnostic> diagnostics, Substitution substitution)
+    {
+        var result = new List<TensorDeclarationSpec>();
+        foreach (var member in Members(node, what, diagnostics))
+        {
+            string name = substitution.Apply(member.Key.Value);
+            JsonNode? shapeNode = member.Value;
+            string? condition = null;
+            if (member.Value.Kind == JsonKind.Object)
+            {
+                var r = new ObjectReader(member.Value, $"{what} '{name}'", diagnostics, substitution);
+                shapeNode = r.Required("shape", JsonKind.Array);
+                condition = r.OptionalString("if");
+                r.RejectUnknown("shape", "if");
+            }
+            if (shapeNode == null) continue;
+            if (shapeNode.Kind != JsonKind.Array)
+            {
+                diagnostics.Add(Error(DiagnosticIds.InvalidSchema,
+                    $"{what} '{name}' must be a shape (an array of sizes) or {{\"shape\": [...], \"if\": \"...\"}}", shapeNode.Span));
+                continue;
+            }
+            var dims = new List<AttributeValue>();
+            foreach (var item in shapeNode.Items)
+            {
+                var dim = ReadAttribute(item, diagnostics, substitution, $"a dimension of {what} '{name}'");
+                if (dim == null) continue;
+                if (dim.Kind != AttributeKind.Number && dim.Kind != AttributeKind.String)
+                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"a dimension of {what} '{name}' must be a number or an expression", item.Span));
+                else dims.Add(dim);
+            }
+            result.Add(new TensorDeclarationSpec(name, dims.ToEquatableArray(), condition, member.Key.Span));
+        }
+        return result.ToEquatableArray();
+    }
+
+    private static EquatableArray<StatementSpec> ReadBody(JsonNode? node, List<SchemaDiagnostic> diagnostics, Substitution substitution)
+    {
+        var statements = new List<StatementSpec>();
+        if (node == null) return EquatableArray<StatementSpec>.Empty;
+        foreach (var item in node.Items) ReadStatement(item, diagnostics, substitution, statements);
+        return statements.ToEquatableArray();
+    }
+
+    private static void ReadStatement(JsonNode node, List<SchemaDiagnostic> diagnostics, Substitution substitution, List<StatementSpec> into)
+    {
+        var r = new ObjectReader(node, "a statement", diagnostics, substitution);
+        if (!r.IsObject) return;
+        // A statement of only a comment documents the schema for its readers.
+        if (node.Members.Count == 1 && node.Get("comment")?.Kind == JsonKind.String) return;
+
+        if (node.Get("each") != null)
+        {
+            // A template over names ("img", "txt"): the body is repeated with {each} replaced, at parse time.
+            string? variable = r.RequiredString("each");
+            var values = r.Required("in", JsonKind.Array);
+            var body = r.Required("body", JsonKind.Array);
+            r.RejectUnknown("each", "in", "body", "comment");
+            if (variable == null || values == null || body == null) return;
+            foreach (var value in values.Items)
+            {
+                if (value.Kind != JsonKind.String)
+                {
+                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"in\" of an each-block must list strings", value.Span));
+                    continue;
+                }
+                var inner = substitution.With(variable, substitution.Apply(value.Text!));
+                foreach (var statement in body.Items) ReadStatement(statement, diagnostics, inner, into);
+            }
+            return;
+        }
+
+        if (node.Get("repeat") != null)
+        {
+            string? count = r.RequiredString("repeat");
+            string? index = r.RequiredString("index");
+            string? prefix = r.RequiredString("prefix");
+            var weights = ReadTensorDeclarations(r.Optional("weights", JsonKind.Object), "weight", diagnostics, substitution);
+            var body = ReadBody(r.Required("body", JsonKind.Array), diagnostics, substitution);
+            r.RejectUnknown("repeat", "index", "prefix", "weights", "body", "comment");
+            into.Add(new StatementSpec(StatementKind.Repeat, "repeat", default, default, count, index, prefix, null, weights, body, node.Span));
+            return;
+        }
+
+        if (node.Get("if") != null && node.Get("op") == null)
+        {
+            string? condition = r.RequiredString("if");
+            var body = ReadBody(r.Required("body", JsonKind.Array), diagnostics, substitution);
+            r.RejectUnknown("if", "body", "comment");
+            into.Add(new StatementSpec(StatementKind.If, "if", default, default, null, null, null, condition, default, body, node.Span));
+            return;
+        }
+
+        string? op = r.RequiredString("op");
+        if (op == null) return;
+        var outputs = new List<NameRef>();
+        var arguments = new List<ArgumentSpec>();
+        foreach (var member in node.Members)
+        {
+            string key = member.Key.Value;
+            if (key == "op" || key == "comment") continue;
+            if (key == "out")
+            {
+                if (member.Value.Kind == JsonKind.String) outputs.Add(new NameRef(substitution.Apply(member.Value.Text!), member.Value.Span));
+                else if (member.Value.Kind == JsonKind.Array)
+                    foreach (var item in member.Value.Items)
+                    {
+                        if (item.Kind == JsonKind.String) outputs.Add(new NameRef(substitution.Apply(item.Text!), item.Span));
+                        else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"out\" must name values", item.Span));
+                    }
+                else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"out\" must be a name or a list of names", member.Value.Span));
+                continue;
+            }
+            if (arguments.Any(a => a.Name == key))
+            {
+                diagnostics.Add(Error(DiagnosticIds.DuplicateName, $"argument '{key}' is given twice", member.Key.Span));
+                continue;
+            }
+            var value = ReadAttribute(member.Value, diagnostics, substitution, $"argument '{key}'");
+            if (value != null) arguments.Add(new ArgumentSpec(key, value));
+        }
+        into.Add(new StatementSpec(StatementKind.Op, op, arguments.ToEquatableArray(), outputs.ToEquatableArray(),
+            null, null, null, null, default, default, node.Span));
+    }
+
+    private static AttributeValue? ReadAttribute(JsonNode node, List<SchemaDiagnostic> diagnostics, Substitution substitution, string what)
+    {
+        switch (node.Kind)
+        {
+            case JsonKind.String: return new AttributeValue(AttributeKind.String, substitution.Apply(node.Text!), default, node.Span);
+            case JsonKind.Number: return new AttributeValue(AttributeKind.Number, node.Text!, default, node.Span);
+            case JsonKind.True: return new AttributeValue(AttributeKind.Bool, "true", default, node.Span);
+            case JsonKind.False: return new AttributeValue(AttributeKind.Bool, "false", default, node.Span);
+            case JsonKind.Array:
+                var items = new List<AttributeValue>();
+                foreach (var item in node.Items)
+                {
+                    if (item.Kind == JsonKind.Array || item.Kind == JsonKind.Object)
+                    {
+                        diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"{what} may list only numbers, strings and booleans", item.Span));
+                        return null;
+                    }
+                    var value = ReadAttribute(item, diagnostics, substitution, what);
+                    if (value != null) items.Add(value);
+                }
+                return new AttributeValue(AttributeKind.List, "", items.ToEquatableArray(), node.Span);
+            default:
+                diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"{what} cannot be {node.Describe()}", node.Span));
+                return null;
+        }
+    }
+
+    internal static bool IsIdentifier(string name) =>
+        name.Length > 0 && (char.IsLetter(name[0]) || name[0] == '_') && name.All(c => char.IsLetterOrDigit(c) || c == '_');
+
+    internal static SchemaDiagnostic Error(string id, string message, SourceSpan span) => new(id, message, span);
+
+    /// <summary>Replacements of "{name}" inside strings, for each-templates.</summary>
+    private sealed class Substitution
+    {
+        public static readonly Substitution None = new(new Dictionary<string, string>());
+        private readonly Dictionary<string, string> _values;
+        private Substitution(Dictionary<string, string> values) => _values = values;
+
+        public Substitution With(string name, string value) =>
+            new(new Dictionary<string, string>(_values) { [name] = value });
+
+        public string Apply(string text)
+        {
+            foreach (var pair in _values) text = text.Replace("{" + pair.Key + "}", pair.Value);
+            return text;
+        }
+    }
+
+    /// <summary>Reads members of one JSON object, reporting wrong kinds and unknown keys at their lines.</summary>
+    private sealed class ObjectReader
+    {
+        private readonly JsonNode _node;
+        private readonly string _what;
+        private readonly List<SchemaDiagnostic> _diagnostics;
+        private readonly Substitution _substitution;
+
+        public ObjectReader(JsonNode node, string what, List<SchemaDiagnostic> diagnostics, Substitution substitution)
+        {
+            _node = node;
+            _what = what;
+            _diagnostics = diagnostics;
+            _substitution = substitution;
+            IsObject = node.Kind == JsonKind.Object;
+            if (!IsObject) diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"{what} must be an object, not {node.Describe()}", node.Span));
+        }
+
+        public bool IsObject { get; }
+
+        public JsonNode? Optional(string key, JsonKind kind)
+        {
+            if (!IsObject) return null;
+            var value = _node.Get(key);
+            if (value == null) return null;
+            if (value.Kind == kind) return value;
+            _diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"\"{key}\" in {_what} must be {KindName(kind)}, not {value.Describe()}", value.Span));
+            return null;
+        }
+
+        public JsonNode? Required(string key, JsonKind kind)
+        {
+            if (!IsObject) return null;
+            if (_node.Get(key) == null)
+            {
+                _diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"{_what} needs \"{key}\"", _node.Span));
+                return null;
+            }
+            return Optional(key, kind);
+        }
+
+        public string? OptionalString(string key)
+        {
+            var node = Optional(key, JsonKind.String);
+            return node == null ? null : _substitution.Apply(node.Text!);
+        }
+
+        public string? RequiredString(string key)
+        {
+            var node = Required(key, JsonKind.String);
+            return node == null ? null : _substitution.Apply(node.Text!);
+        }
+
+        public void RejectUnknown(params string[] known)
+        {
+            if (!IsObject) return;
+            foreach (var member in _node.Members)
+                if (Array.IndexOf(known, member.Key.Value) < 0)
+                    _diagnostics.Add(Error(DiagnosticIds.InvalidSchema,
+                        $"unknown key \"{member.Key.Value}\" in {_what} (known: {string.Join(", ", known.Where(k => k != "$schema"))})",
+                        member.Key.Span));
+        }
+
+        private static string KindName(JsonKind kind) => kind switch
+        {
+            JsonKind.Object => "an object",
+            JsonKind.Array => "an array",
+            JsonKind.String => "a string",
+            _ => kind.ToString().ToLowerInvariant(),
+        };
+    }
+}

@@ -1,0 +1,87 @@
+using InFluxEdit.Generator.Common;
+
+namespace InFluxEdit.Generator.Parsing;
+
+// The parsed schema, free of Roslyn symbols and compared by value: the incremental pipeline regenerates a
+// model only when its spec (or its graph's spec) changes.
+
+/// <summary>A model file (schemas/NAME.json): a graph and the params that size it.</summary>
+public sealed record ModelFileSpec(
+    string Path,
+    string FileName,
+    string ClassName,
+    string GraphName,
+    SourceSpan GraphSpan,
+    string? Family,
+    string? Description,
+    string WeightsDType,
+    EquatableArray<ParamValueSpec> Params,
+    EquatableArray<SchemaDiagnostic> Diagnostics);
+
+/// <summary>A param's value as JSON text ("3072", "4.0", "[16, 56, 56]", "true").</summary>
+public sealed record ParamValueSpec(string Name, AttributeValue Value);
+
+/// <summary>A graph file (schemas/graphs/NAME.json): the architecture, shared by every model of its family.</summary>
+public sealed record GraphSpec(
+    string Path,
+    string Name,
+    string? Description,
+    EquatableArray<ParamDeclarationSpec> Params,
+    EquatableArray<LetSpec> Lets,
+    EquatableArray<RequirementSpec> Requirements,
+    EquatableArray<SizeSpec> Sizes,
+    EquatableArray<TensorDeclarationSpec> Inputs,
+    EquatableArray<TensorDeclarationSpec> Weights,
+    EquatableArray<StatementSpec> Body,
+    EquatableArray<NameRef> Outputs,
+    EquatableArray<SchemaDiagnostic> Diagnostics);
+
+public enum ParamType { Int, Number, Bool, IntList }
+
+public sealed record ParamDeclarationSpec(string Name, ParamType Type, SourceSpan Span);
+
+public sealed record LetSpec(string Name, string Expression, SourceSpan Span);
+
+public sealed record RequirementSpec(string That, string Message, SourceSpan Span);
+
+/// <summary>A size known only at run time (batch, token counts), read off the inputs.</summary>
+public sealed record SizeSpec(string Name, string Description, SourceSpan Span);
+
+/// <summary>An input or weight: a name, a shape of expressions, and an optional condition.</summary>
+public sealed record TensorDeclarationSpec(string Name, EquatableArray<AttributeValue> Shape, string? Condition, SourceSpan Span);
+
+public sealed record NameRef(string Name, SourceSpan Span);
+
+public enum StatementKind { Op, Repeat, If }
+
+/// <summary>
+/// One line of a graph body: an op with named arguments and outputs, a repeated block (with its own
+/// weights under a key prefix), or a conditional block.
+/// </summary>
+public sealed record StatementSpec(
+    StatementKind Kind,
+    string Op,
+    EquatableArray<ArgumentSpec> Arguments,
+    EquatableArray<NameRef> Outputs,
+    string? Count,
+    string? Index,
+    string? Prefix,
+    string? Condition,
+    EquatableArray<TensorDeclarationSpec> Weights,
+    EquatableArray<StatementSpec> Body,
+    SourceSpan Span);
+
+public sealed record ArgumentSpec(string Name, AttributeValue Value);
+
+public enum AttributeKind { String, Number, Bool, List }
+
+/// <summary>A JSON scalar or list of scalars, with its position.</summary>
+public sealed record AttributeValue(AttributeKind Kind, string Text, EquatableArray<AttributeValue> Items, SourceSpan Span)
+{
+    public override string ToString() => Kind switch
+    {
+        AttributeKind.String => Text,
+        AttributeKind.List => "[" + string.Join(", ", Items) + "]",
+        _ => Text,
+    };
+}
