@@ -56,6 +56,9 @@ public sealed class BoundValue
 
     public BoundValue Root => ViewOf?.Root ?? this;
 
+    /// <summary>The output of an op that failed to bind: its uses are not reported again.</summary>
+    public bool IsError { get; init; }
+
     /// <summary>Set when a repeated block writes to a name of the enclosing scope: the next iteration reads it.</summary>
     public bool IsCarriedOutOfBlock { get; set; }
 

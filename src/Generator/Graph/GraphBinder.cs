@@ -69,12 +69,16 @@ public sealed class GraphBinder
         foreach (var output in _graph.Outputs)
         {
             var value = root.LookupValue(output.Name);
+            if (value?.IsError == true) continue;
             if (value == null) Error(DiagnosticIds.UnknownValue, $"output '{output.Name}' is never computed{root.Suggest(output.Name)}", output.Span);
             else outputs.Add(value);
         }
 
-        foreach (var weight in _allWeights.Where(w => !w.IsUsed))
-            Error(DiagnosticIds.UnusedWeight, $"weight '{weight.Key}' is declared but no op uses it: a checkpoint would need it for nothing", weight.Span);
+        // With other errors, ops that failed to bind leave weights unused: report only the cause.
+        if (_diagnostics.Count == 0)
+            foreach (var weight in _allWeights.Where(w => !w.IsUsed))
+                Error(DiagnosticIds.UnusedWeight, $"weight '{weight.Key}' is declared but no op uses it: a checkpoint would need it for nothing",
+                    weight.Span);
 
         return new BoundModel(_model, _graph, _graph.Sizes.Select(s => s.Name).ToList(), inputs, _allWeights, body, outputs);
     }
@@ -326,7 +330,10 @@ public sealed class GraphBinder
         }
         catch (OpBinder.BindFailed)
         {
-            // The diagnostic is recorded; outputs stay unbound, so later uses report unknown values.
+            // The diagnostic is recorded. Outputs become error values so that later uses stay quiet
+            // instead of repeating the same mistake as "unknown value".
+            foreach (var output in statement.Outputs)
+                scope.BindError(output.Name);
         }
     }
 
@@ -357,6 +364,11 @@ public sealed class GraphBinder
             if (_weights.TryGetValue(name, out var w)) return (w, false);
             if (_disabledWeights.Contains(name)) return (null, true);
             return _parent?.LookupWeight(name) ?? (null, false);
+        }
+
+        public void BindError(string name)
+        {
+            _values[name] = new BoundValue(_binder._nextValueId++, name, new SymbolicDim[0]) { IsError = true };
         }
 
         public bool HasWeight(string name) => _weights.ContainsKey(name) || _disabledWeights.Contains(name);

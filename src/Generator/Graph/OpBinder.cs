@@ -76,6 +76,7 @@ public sealed class OpBinder
             throw new BindFailed();
         }
         var value = _scope.LookupValue(attribute.Text);
+        if (value?.IsError == true) throw new BindFailed();
         if (value != null) return value;
         Fail(DiagnosticIds.UnknownValue, $"unknown value '{attribute.Text}'{_scope.Suggest(attribute.Text)}", attribute.Span);
         throw new BindFailed();

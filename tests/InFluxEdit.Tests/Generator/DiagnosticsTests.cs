@@ -1,0 +1,179 @@
+using InFluxEdit.Generator;
+using InFluxEdit.Generator.Common;
+using InFluxEdit.Generator.Parsing;
+using Shouldly;
+
+namespace InFluxEdit.Tests.Generator;
+
+/// <summary>One test per class of bad schema: each names the file, the line and what to fix.</summary>
+public class DiagnosticsTests
+{
+    private const string GraphPath = "/schemas/graphs/mlp.json";
+    private const string ModelPath = "/schemas/mlp-small.json";
+
+    private const string Model = """
+        {
+          "model": "MlpSmall",
+          "graph": "mlp",
+          "params": { "width": 8, "hidden": 16, "heads": 2 }
+        }
+        """;
+
+    // A small valid graph; each test breaks one line of it.
+    private const string Graph = """
+        {
+          "graph": "mlp",
+          "params": { "width": "int", "hidden": "int", "heads": "int" },
+          "require": [ { "that": "width % heads == 0", "message": "width must be divisible by heads" } ],
+          "sizes": { "B": "batch", "L": "tokens" },
+          "inputs": { "x": ["B", "L", "width"] },
+          "weights": {
+            "fc1.weight": ["hidden", "width"],
+            "fc1.bias": ["hidden"],
+            "fc2.weight": ["width", "hidden"]
+          },
+          "body": [
+            { "op": "linear", "x": "x", "weight": "fc1.weight", "bias": "fc1.bias", "out": "h" },
+            { "op": "gelu_tanh", "x": "h", "out": "h" },
+            { "op": "linear", "x": "h", "weight": "fc2.weight", "out": "y" }
+          ],
+          "outputs": ["y"]
+        }
+        """;
+
+    private static IReadOnlyList<SchemaDiagnostic> Compile(string graph, string model = Model)
+    {
+        var graphSpec = SchemaParser.ParseGraph(GraphPath, graph);
+        if (graphSpec.Diagnostics.Count > 0) return graphSpec.Diagnostics;
+        var result = ModelCompiler.Compile(SchemaParser.ParseModel(ModelPath, model), new[] { graphSpec }.ToEquatableArray());
+        return result.Diagnostics;
+    }
+
+    private static SchemaDiagnostic Single(IReadOnlyList<SchemaDiagnostic> diagnostics, string id)
+    {
+        diagnostics.Count.ShouldBe(1, string.Join("\n", diagnostics));
+        diagnostics[0].Id.ShouldBe(id, diagnostics[0].ToString());
+        return diagnostics[0];
+    }
+
+    /// <summary>1-based line of the first occurrence of a snippet, as an editor shows it.</summary>
+    private static int LineOf(string text, string snippet) =>
+        text.Substring(0, text.IndexOf(snippet, StringComparison.Ordinal)).Count(c => c == '\n') + 1;
+
+    [Fact]
+    public void TheBaseGraphCompiles() => Compile(Graph).ShouldBeEmpty();
+
+    [Fact]
+    public void UnknownOpNamesTheOpAndTheKnownOnes()
+    {
+        string graph = Graph.Replace("\"op\": \"gelu_tanh\"", "\"op\": \"gelu_fast\"");
+        var d = Single(Compile(graph), DiagnosticIds.UnknownOp);
+        d.Message.ShouldContain("unknown op 'gelu_fast'");
+        d.Message.ShouldContain("gelu_tanh");
+        d.Span.Path.ShouldBe(GraphPath);
+        (d.Span.Line + 1).ShouldBe(LineOf(graph, "gelu_fast"));
+    }
+
+    [Fact]
+    public void UnknownWeightSuggestsTheDeclaredOne()
+    {
+        string graph = Graph.Replace("\"weight\": \"fc2.weight\"", "\"weight\": \"fc3.weight\"").Replace(",\n    \"fc2.weight\": [\"width\", \"hidden\"]", "");
+        var diagnostics = Compile(graph);
+        var d = diagnostics.First(x => x.Id == DiagnosticIds.UnknownWeight);
+        d.Message.ShouldContain("unknown weight 'fc3.weight'");
+        (d.Span.Line + 1).ShouldBe(LineOf(graph, "fc3.weight"));
+    }
+
+    [Fact]
+    public void WeightThatNoOpUsesIsReported()
+    {
+        string graph = Graph.Replace("\"fc1.bias\": [\"hidden\"],", "\"fc1.bias\": [\"hidden\"],\n    \"fc1.scale\": [\"hidden\"],");
+        var d = Single(Compile(graph), DiagnosticIds.UnusedWeight);
+        d.Message.ShouldContain("fc1.scale");
+        (d.Span.Line + 1).ShouldBe(LineOf(graph, "fc1.scale"));
+    }
+
+    [Fact]
+    public void ShapeMismatchShowsBothShapes()
+    {
+        string graph = Graph.Replace("\"fc2.weight\": [\"width\", \"hidden\"]", "\"fc2.weight\": [\"width\", \"width\"]");
+        var d = Single(Compile(graph), DiagnosticIds.ShapeMismatch);
+        d.Message.ShouldContain("[B, L, 16]");
+        d.Message.ShouldContain("[8, 8]");
+        (d.Span.Line + 1).ShouldBe(LineOf(graph, "{ \"op\": \"linear\", \"x\": \"h\""));
+    }
+
+    [Fact]
+    public void InvalidParamsPointAtTheModelFileLine()
+    {
+        string model = Model.Replace("\"heads\": 2", "\"heads\": 3");
+        var d = Single(Compile(Graph, model), DiagnosticIds.InvalidParams);
+        d.Message.ShouldContain("width must be divisible by heads");
+        d.Message.ShouldContain("heads = 3");
+        d.Span.Path.ShouldBe(ModelPath);
+        (d.Span.Line + 1).ShouldBe(LineOf(model, "\"width\": 8"));
+    }
+
+    [Fact]
+    public void FluxHeadDimMustEqualTheRopeAxes()
+    {
+        string model = File.ReadAllText(Path.Combine(TestPaths.SchemasDir, "flux-fill-tiny.json")).Replace("[8, 12, 12]", "[8, 12, 16]");
+        string graph = File.ReadAllText(Path.Combine(TestPaths.SchemasDir, "graphs", "flux-transformer.json"));
+        var graphSpec = SchemaParser.ParseGraph("/schemas/graphs/flux-transformer.json", graph);
+        var result = ModelCompiler.Compile(SchemaParser.ParseModel("/schemas/flux-fill-tiny.json", model), new[] { graphSpec }.ToEquatableArray());
+        var d = Single(result.Diagnostics, DiagnosticIds.InvalidParams);
+        d.Message.ShouldContain("sum(axes_dim) must equal the head dim");
+        (d.Span.Line + 1).ShouldBe(LineOf(model, "\"hidden_size\""));
+    }
+
+    [Fact]
+    public void MissingAndUnknownParamsAreNamed()
+    {
+        string model = Model.Replace("\"hidden\": 16", "\"hiden\": 16");
+        var diagnostics = Compile(Graph, model);
+        diagnostics.ShouldContain(d => d.Id == DiagnosticIds.InvalidParams && d.Message.Contains("param 'hidden'") && d.Message.Contains("missing"));
+        diagnostics.ShouldContain(d => d.Id == DiagnosticIds.InvalidParams && d.Message.Contains("unknown param 'hiden'"));
+    }
+
+    [Fact]
+    public void DuplicateWeightNamesAreReported()
+    {
+        string graph = Graph.Replace("\"fc1.bias\": [\"hidden\"],", "\"fc1.bias\": [\"hidden\"],\n    \"fc1.bias\": [\"hidden\"],");
+        var d = Single(Compile(graph), DiagnosticIds.DuplicateName);
+        d.Message.ShouldContain("'fc1.bias' is declared twice");
+        (d.Span.Line + 1).ShouldBe(LineOf(graph, "fc1.bias") + 1);
+    }
+
+    [Fact]
+    public void UnknownValueSuggestsAClose()
+    {
+        string graph = Graph.Replace("\"x\": \"h\", \"weight\": \"fc2.weight\"", "\"x\": \"hh\", \"weight\": \"fc2.weight\"");
+        var d = Single(Compile(graph), DiagnosticIds.UnknownValue);
+        d.Message.ShouldContain("unknown value 'hh' (did you mean 'h'?)");
+    }
+
+    [Fact]
+    public void BrokenJsonGivesItsLine()
+    {
+        string graph = Graph.Replace("\"out\": \"y\" }", "\"out\": \"y\" ");
+        var d = Compile(graph).First();
+        d.Id.ShouldBe(DiagnosticIds.InvalidJson);
+        d.Span.Line.ShouldBeGreaterThan(10);
+    }
+
+    [Fact]
+    public void MissingGraphListsTheKnownGraphs()
+    {
+        var d = Single(Compile(Graph, Model.Replace("\"graph\": \"mlp\"", "\"graph\": \"mpl\"")), DiagnosticIds.MissingGraph);
+        d.Message.ShouldContain("no graph named \"mpl\"");
+        d.Message.ShouldContain("\"mlp\"");
+    }
+
+    [Fact]
+    public void UnknownArgumentIsReported()
+    {
+        string graph = Graph.Replace("\"op\": \"gelu_tanh\", \"x\": \"h\"", "\"op\": \"gelu_tanh\", \"x\": \"h\", \"approximate\": true");
+        var d = Single(Compile(graph), DiagnosticIds.InvalidSchema);
+        d.Message.ShouldContain("gelu_tanh has no argument \"approximate\"");
+    }
+}
