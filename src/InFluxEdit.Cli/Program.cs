@@ -1,1 +1,47 @@
-return 0;
+using CommandLine;
+using CommandLine.Text;
+using InFluxEdit.Cli.Commands;
+
+namespace InFluxEdit.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        var parser = new Parser(settings =>
+        {
+            settings.HelpWriter = null;
+            settings.CaseInsensitiveEnumValues = true;
+        });
+        var result = parser.ParseArguments<ParityOptions, BenchOptions, ModelsOptions, InspectOptions>(args);
+        try
+        {
+            return result.MapResult(
+                (ParityOptions o) => ParityCommand.Run(o),
+                (BenchOptions o) => BenchCommand.Run(o),
+                (ModelsOptions _) => ModelsCommand.List(),
+                (InspectOptions o) => ModelsCommand.Inspect(o),
+                errors => ShowHelp(result, errors));
+        }
+        catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException
+                                      or ArgumentException or InvalidOperationException or IOException or NotSupportedException)
+        {
+            System.Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+    }
+
+    private static int ShowHelp<T>(ParserResult<T> result, IEnumerable<Error> errors)
+    {
+        var help = HelpText.AutoBuild(result, h =>
+        {
+            h.Heading = "influx-cli — train and apply FLUX.1 Fill editing LoRAs (compiled models from schemas/*.json)";
+            h.Copyright = "";
+            h.AddDashesToOption = true;
+            return HelpText.DefaultParsingErrorsHandler(result, h);
+        }, e => e);
+        bool isHelp = errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError);
+        (isHelp ? System.Console.Out : System.Console.Error).WriteLine(help);
+        return isHelp ? 0 : 1;
+    }
+}

@@ -1,0 +1,58 @@
+using System.Globalization;
+using CommandLine;
+using InFluxEdit.Cli.Console;
+using InFluxEdit.Cli.Parity;
+
+namespace InFluxEdit.Cli.Commands;
+
+[Verb("parity", HelpText = "Check this build against reference vectors: runs every case of DIR/manifest.json that the build supports and prints each tensor's relative L2 error against its tolerance.")]
+public sealed class ParityOptions : DeviceOptions
+{
+    [Value(0, MetaName = "DIR", Required = true, HelpText = "Folder with manifest.json and the golden files (e.g. ../shared/golden).")]
+    public string Directory { get; set; } = "";
+
+    [Option("out", HelpText = "Write OUT/<case>.safetensors with every computed tensor, named as in the golden file without 'expected.'.")]
+    public string? OutDir { get; set; }
+
+    [Option("case", HelpText = "Run only the cases whose name contains this text.")]
+    public string? CaseFilter { get; set; }
+}
+
+public static class ParityCommand
+{
+    public static int Run(ParityOptions options)
+    {
+        var manifest = GoldenManifest.Load(options.Directory);
+        using var backend = options.CreateBackend(System.Console.Out);
+        var runner = new ParityRunner(manifest, backend);
+        var table = new ConsoleTable("case", "tensor", "rel L2", "tolerance", "ok");
+        int failed = 0, passed = 0, skipped = 0;
+        foreach (var goldenCase in manifest.Cases.Where(c => options.CaseFilter == null || c.Name.Contains(options.CaseFilter)))
+        {
+            System.Console.Error.WriteLine($"running {goldenCase.Name} ({goldenCase.Kind})");
+            foreach (var row in runner.Run(goldenCase, options.OutDir))
+            {
+                string ok = row.Status switch
+                {
+                    ParityStatus.Passed => "ok",
+                    ParityStatus.Failed => "FAIL",
+                    _ => "skipped",
+                };
+                table.Add(row.Case, row.Tensor, Format(row.Error), Format(row.Tolerance), row.Note == null ? ok : $"{ok}: {row.Note}");
+                switch (row.Status)
+                {
+                    case ParityStatus.Passed: passed++; break;
+                    case ParityStatus.Failed: failed++; break;
+                    default: skipped++; break;
+                }
+            }
+        }
+        table.Write(System.Console.Out);
+        System.Console.WriteLine($"parity: {passed} passed, {failed} failed, {skipped} skipped");
+        if (options.OutDir != null) System.Console.WriteLine($"computed tensors written to {Path.GetFullPath(options.OutDir)}");
+        return failed == 0 ? 0 : 1;
+    }
+
+    private static string Format(double value) =>
+        double.IsNaN(value) ? "-" : value.ToString("0.00e+00", CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,85 @@
+using System.Text.Json;
+
+namespace InFluxEdit.Cli.Parity;
+
+/// <summary>One case of ../shared/golden/manifest.json.</summary>
+public sealed class GoldenCase
+{
+    private readonly JsonElement _json;
+
+    public GoldenCase(string name, JsonElement json)
+    {
+        Name = name;
+        _json = json;
+    }
+
+    public string Name { get; }
+    public string Kind => String("kind") ?? "";
+    public string? Data => String("data");
+    public string? InputsFrom => String("inputs_from");
+
+    public IReadOnlyList<string> Weights =>
+        _json.TryGetProperty("weights", out var w) && w.ValueKind == JsonValueKind.Array
+            ? w.EnumerateArray().Select(e => e.GetString()!).ToList()
+            : Array.Empty<string>();
+
+    public string? String(string property) =>
+        _json.TryGetProperty(property, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+
+    public double? Number(string property) =>
+        _json.TryGetProperty(property, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
+
+    /// <summary>The tolerance for a tensor: the longest matching name prefix, else "default", else 1e-4.</summary>
+    public double ToleranceFor(string tensor)
+    {
+        if (!_json.TryGetProperty("tolerance", out var t) || t.ValueKind != JsonValueKind.Object) return 1e-4;
+        double? best = null;
+        int bestLength = -1;
+        foreach (var p in t.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.Number) continue;
+            if (p.Name == "default" && bestLength < 0) best = p.Value.GetDouble();
+            else if (tensor.StartsWith(p.Name, StringComparison.Ordinal) && p.Name.Length > bestLength)
+            {
+                best = p.Value.GetDouble();
+                bestLength = p.Name.Length;
+            }
+        }
+        return best ?? 1e-4;
+    }
+}
+
+public sealed class GoldenManifest
+{
+    private GoldenManifest(string directory, IReadOnlyList<GoldenCase> cases)
+    {
+        Directory = directory;
+        Cases = cases;
+    }
+
+    public string Directory { get; }
+    public IReadOnlyList<GoldenCase> Cases { get; }
+
+    public GoldenCase? Find(string name) => Cases.FirstOrDefault(c => c.Name == name);
+
+    public string PathOf(string fileName) => Path.Combine(Directory, fileName);
+
+    public static GoldenManifest Load(string directory)
+    {
+        string path = Path.Combine(directory, "manifest.json");
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"no manifest.json in {Path.GetFullPath(directory)}: point parity at a golden folder such as ../shared/golden", path);
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(File.ReadAllText(path));
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path} is not valid JSON: {e.Message}");
+        }
+        if (!document.RootElement.TryGetProperty("cases", out var cases) || cases.ValueKind != JsonValueKind.Object)
+            throw new InvalidDataException($"{path} has no \"cases\" object");
+        return new GoldenManifest(directory, cases.EnumerateObject().Select(c => new GoldenCase(c.Name, c.Value.Clone())).ToList());
+    }
+}

@@ -1,0 +1,55 @@
+using InFluxEdit.Runtime.Tensors;
+
+namespace InFluxEdit.Runtime.Backends;
+
+/// <summary>
+/// Passes every op to another backend and counts the floating-point work of the heavy ones (GEMMs and
+/// attention), so benchmarks report achieved GFLOP/s for any model without a hand-written FLOP formula.
+/// </summary>
+public sealed class CountingBackend : IBackend
+{
+    private readonly IBackend _inner;
+
+    public CountingBackend(IBackend inner) => _inner = inner;
+
+    /// <summary>Multiply-adds counted as two operations.</summary>
+    public double FloatingPointOperations { get; private set; }
+
+    public void ResetCount() => FloatingPointOperations = 0;
+
+    public string Name => _inner.Name;
+    public string Description => _inner.Description;
+
+    public DeviceTensor Allocate(int[] shape) => _inner.Allocate(shape);
+    public DeviceTensor Upload(HostTensor host) => _inner.Upload(host);
+    public DeviceTensor UploadWeight(int[] shape, DType dtype, ReadOnlySpan<byte> raw) => _inner.UploadWeight(shape, dtype, raw);
+    public HostTensor Download(View view, int[] shape) => _inner.Download(view, shape);
+    public void Synchronize() => _inner.Synchronize();
+
+    public void Linear(View y, View x, DeviceTensor weight, DeviceTensor? bias)
+    {
+        FloatingPointOperations += 2.0 * x.Batch * x.Rows * x.Cols * y.Cols;
+        _inner.Linear(y, x, weight, bias);
+    }
+
+    public void Attention(View o, View q, View k, View v, int heads, float scale)
+    {
+        // q·kᵀ and p·v: two products of Lq × Lk × head_dim per head.
+        FloatingPointOperations += 4.0 * q.Batch * q.Rows * k.Rows * q.Cols;
+        _inner.Attention(o, q, k, v, heads, scale);
+    }
+
+    public void LayerNorm(View y, View x, float eps) => _inner.LayerNorm(y, x, eps);
+    public void RmsNorm(View y, View x, DeviceTensor scale, int groupSize, float eps) => _inner.RmsNorm(y, x, scale, groupSize, eps);
+    public void Modulate(View y, View x, View shift, View scale) => _inner.Modulate(y, x, shift, scale);
+    public void GatedResidual(View y, View residual, View x, View gate) => _inner.GatedResidual(y, residual, x, gate);
+    public void Add(View y, View a, View b) => _inner.Add(y, a, b);
+    public void Silu(View y, View x) => _inner.Silu(y, x);
+    public void GeluTanh(View y, View x) => _inner.GeluTanh(y, x);
+    public void Copy(View y, View x) => _inner.Copy(y, x);
+    public void TimestepEmbedding(View y, View t, float timeFactor, float maxPeriod) => _inner.TimestepEmbedding(y, t, timeFactor, maxPeriod);
+    public void RopeEmbed(View pe, View ids, int[] axesDim, float theta) => _inner.RopeEmbed(pe, ids, axesDim, theta);
+    public void ApplyRope(View y, View x, View pe, int headDim) => _inner.ApplyRope(y, x, pe, headDim);
+
+    public void Dispose() => _inner.Dispose();
+}
