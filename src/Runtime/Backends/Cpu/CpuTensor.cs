@@ -1,0 +1,70 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using InFluxEdit.Runtime.Tensors;
+
+namespace InFluxEdit.Runtime.Backends.Cpu;
+
+/// <summary>
+/// A float32 tensor in a pinned managed array: pinned so kernels can hold raw pointers across a whole op without
+/// fixed blocks, managed so the GC (not us) owns the memory once the tensor is gone.
+/// </summary>
+public sealed unsafe class CpuTensor : DeviceTensor
+{
+    private readonly CpuBufferPool? _pool;
+    private float[]? _data;
+
+    internal CpuTensor(int[] shape, float[] pinnedData, CpuBufferPool? pool) : base(shape, DType.F32)
+    {
+        if (pinnedData.LongLength != Length)
+            throw new ArgumentException($"buffer of {pinnedData.LongLength} floats for a tensor of {Length}");
+        _data = pinnedData;
+        _pool = pool;
+        Pointer = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinnedData));
+    }
+
+    /// <summary>Element 0; valid until the tensor is disposed.</summary>
+    public float* Pointer { get; }
+
+    public bool IsDisposed => _data is null;
+
+    public Span<float> Span => (_data ?? throw new ObjectDisposedException(ToString())).AsSpan();
+
+    public override void Dispose()
+    {
+        float[]? data = Interlocked.Exchange(ref _data, null);
+        if (data is not null) _pool?.Return(data);
+    }
+}
+
+/// <summary>
+/// Recycles pinned activation buffers by exact length: a model allocates the same few shapes every step, and
+/// pinned arrays on the pinned object heap are costly to allocate and never compacted.
+/// </summary>
+internal sealed class CpuBufferPool
+{
+    private readonly Dictionary<long, Stack<float[]>> _free = new();
+    private readonly object _gate = new();
+
+    public float[] Rent(long length)
+    {
+        lock (_gate)
+        {
+            if (_free.TryGetValue(length, out var stack) && stack.Count > 0) return stack.Pop();
+        }
+        return GC.AllocateUninitializedArray<float>(checked((int)length), pinned: true);
+    }
+
+    public void Return(float[] buffer)
+    {
+        lock (_gate)
+        {
+            if (!_free.TryGetValue(buffer.LongLength, out var stack)) _free[buffer.LongLength] = stack = new Stack<float[]>();
+            stack.Push(buffer);
+        }
+    }
+
+    public void Clear()
+    {
+        lock (_gate) _free.Clear();
+    }
+}

@@ -1,0 +1,98 @@
+using ILGPU;
+using ILGPU.Runtime;
+using InFluxEdit.Runtime.Tensors;
+
+namespace InFluxEdit.Runtime.Backends.Gpu;
+
+/// <summary>
+/// A tensor in an ILGPU accelerator's memory: float32 (activations, float32 weights) or 16-bit words (bf16/f16
+/// weights, kept narrow so the 23.8 GB bf16 model fits an 80 GB GPU). Pooled buffers may be longer than the tensor;
+/// only the first <see cref="DeviceTensor.Length"/> elements belong to it.
+/// </summary>
+public sealed class GpuTensor : DeviceTensor
+{
+    private readonly IlgpuBackend owner;
+    private readonly MemoryBuffer1D<float, Stride1D.Dense>? floatBuffer;
+    private readonly MemoryBuffer1D<ushort, Stride1D.Dense>? wordBuffer;
+    private readonly bool pooled;
+    private GpuTensor? widened;
+    private bool disposed;
+
+    internal GpuTensor(IlgpuBackend owner, int[] shape, MemoryBuffer1D<float, Stride1D.Dense> buffer, bool pooled)
+        : base(shape, DType.F32)
+    {
+        this.owner = owner;
+        floatBuffer = buffer;
+        this.pooled = pooled;
+    }
+
+    internal GpuTensor(IlgpuBackend owner, int[] shape, DType dtype, MemoryBuffer1D<ushort, Stride1D.Dense> buffer)
+        : base(shape, dtype)
+    {
+        if (dtype is not (DType.BF16 or DType.F16))
+            throw new ArgumentException($"16-bit storage holds BF16 or F16, not {dtype}", nameof(dtype));
+        this.owner = owner;
+        wordBuffer = buffer;
+    }
+
+    internal IlgpuBackend Owner => owner;
+
+    internal ArrayView<float> Floats
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            return floatBuffer is not null
+                ? floatBuffer.View.SubView(0, Length).AsContiguous()
+                : throw new InvalidOperationException($"{this} holds 16-bit words, not float32");
+        }
+    }
+
+    internal ArrayView<ushort> Words
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            return wordBuffer is not null
+                ? wordBuffer.View.SubView(0, Length).AsContiguous()
+                : throw new InvalidOperationException($"{this} holds float32, not 16-bit words");
+        }
+    }
+
+    /// <summary>Device address of element <paramref name="index"/>, for cuBLAS.</summary>
+    internal IntPtr DevicePointer(long index)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        return floatBuffer is not null
+            ? floatBuffer.NativePtr + checked((nint)(index * sizeof(float)))
+            : wordBuffer!.NativePtr + checked((nint)(index * sizeof(ushort)));
+    }
+
+    /// <summary>
+    /// This tensor as float32: itself, or a widened copy made once and kept while this tensor lives (for the rare
+    /// 16-bit bias or norm scale; large 16-bit weights go through the GEMM paths instead).
+    /// </summary>
+    internal GpuTensor AsFloat32()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (floatBuffer is not null)
+            return this;
+        return widened ??= owner.Widen(this);
+    }
+
+    public override void Dispose()
+    {
+        if (disposed)
+            return;
+        disposed = true;
+        widened?.Dispose();
+        if (floatBuffer is not null)
+        {
+            if (pooled)
+                owner.ReturnToPool(floatBuffer);
+            else
+                floatBuffer.Dispose();
+        }
+        wordBuffer?.Dispose();
+    }
+}

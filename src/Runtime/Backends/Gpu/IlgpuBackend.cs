@@ -1,0 +1,754 @@
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using InFluxEdit.Runtime.Backends.Gpu.Kernels;
+using InFluxEdit.Runtime.Tensors;
+
+namespace InFluxEdit.Runtime.Backends.Gpu;
+
+/// <summary>
+/// <see cref="IBackend"/> on an ILGPU accelerator: CUDA in production (cuBLAS for Linear when a libcublas is found),
+/// ILGPU's CPU accelerator as a simulator for tests. Every op is one or a few kernel launches on the accelerator's
+/// default stream, so ops run in the order they are called; <see cref="Synchronize"/> waits for them.
+/// Each public op binds the accelerator to the calling thread first (a no-op when it already is), because CUDA
+/// launches and cuBLAS calls use the thread's current CUDA context.
+/// </summary>
+public sealed class IlgpuBackend : IBackend
+{
+    /// <summary>Simulated CPU device: warps of 8, at most 32 threads per group. Every simulated thread is an OS
+    /// thread and a barrier costs a context switch per thread; 16-thread groups ran ~10× faster than 256-thread
+    /// groups on 2 cores, so the simulator gets small groups.</summary>
+    private static readonly CPUDevice SimulatorDevice = new(numThreadsPerWarp: 8, numWarpsPerMultiprocessor: 4, numMultiprocessors: 1);
+
+    private static readonly Lazy<(bool Available, string Reason)> CudaProbe = new(ProbeCuda);
+
+    private readonly Context context;
+    private readonly Accelerator accelerator;
+    private readonly GpuKernels kernels;
+    private readonly GpuBufferPool<float> floatPool;
+    private readonly GpuBufferPool<ushort> wordPool;
+    private readonly CuBlasNative? cublas;
+    private readonly LaunchShape launch;
+    private readonly Dictionary<string, IDisposable> tables = new();
+    private readonly object tablesGate = new();
+    private bool disposed;
+
+    private IlgpuBackend(Context context, Accelerator accelerator, GpuPrecision precision, Action<string> log)
+    {
+        this.context = context;
+        this.accelerator = accelerator;
+        Precision = precision;
+        accelerator.Bind();
+        kernels = new GpuKernels(accelerator);
+        floatPool = new GpuBufferPool<float>(accelerator);
+        wordPool = new GpuBufferPool<ushort>(accelerator);
+        launch = accelerator.AcceleratorType == AcceleratorType.Cuda ? LaunchShape.Gpu : LaunchShape.Simulator;
+        if (launch.LargestGroup > accelerator.MaxNumThreadsPerGroup)
+            throw new InvalidOperationException(
+                $"{accelerator.Name} allows {accelerator.MaxNumThreadsPerGroup} threads per group, the kernels need {launch.LargestGroup}");
+
+        if (accelerator is CudaAccelerator cuda)
+        {
+            cublas = CuBlasNative.TryCreate(out string report);
+            if (cublas is not null)
+            {
+                cublas.SetStream(((CudaStream)cuda.DefaultStream).StreamPtr);
+                GemmPath = $"cuBLAS {cublas.VersionText} sgemm/GemmEx ({cublas.LibraryName})";
+                log($"[cuda] {report}; Linear runs on cuBLAS, precision {precision}");
+            }
+            else
+            {
+                GemmPath = "ILGPU tiled GEMM";
+                log($"[cuda] {report}; Linear falls back to the ILGPU tiled GEMM kernel (slower)");
+            }
+            Name = "cuda";
+            Description = $"{cuda.Name}, compute {cuda.Architecture.Major}.{cuda.Architecture.Minor}, " +
+                $"{cuda.NumMultiprocessors} SMs, {cuda.MemorySize / (1024.0 * 1024 * 1024):F1} GiB, {GemmPath}, precision {precision}";
+        }
+        else
+        {
+            GemmPath = "ILGPU tiled GEMM";
+            Name = "ilgpu-cpu";
+            Description = $"ILGPU CPU accelerator (GPU simulator, {accelerator.MaxNumThreadsPerGroup} threads per group), {GemmPath}";
+        }
+    }
+
+    public string Name { get; }
+    public string Description { get; }
+
+    /// <summary>How Linear multiplies by bf16 weights on cuBLAS (see <see cref="GpuPrecision"/>).</summary>
+    public GpuPrecision Precision { get; }
+
+    /// <summary>"cuBLAS … sgemm/GemmEx (libcublas.so.N)" or "ILGPU tiled GEMM".</summary>
+    public string GemmPath { get; }
+
+    /// <summary>True when Linear runs on cuBLAS.</summary>
+    public bool UsesCuBlas => cublas is not null;
+
+    internal Accelerator Accelerator => accelerator;
+
+    // ---------------------------------------------------------------- construction
+
+    /// <summary>
+    /// The backend on CUDA device <paramref name="deviceIndex"/>. Logs (to <paramref name="log"/>, default stderr)
+    /// which cuBLAS library was loaded, or why Linear falls back to the ILGPU GEMM kernel.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No CUDA device (or no driver) is found.</exception>
+    public static IlgpuBackend CreateCuda(int deviceIndex = 0, GpuPrecision precision = GpuPrecision.Float32,
+        Action<string>? log = null)
+    {
+        var (available, reason) = CudaProbe.Value;
+        if (!available)
+            throw new InvalidOperationException($"no CUDA device found: {reason}");
+        var context = Context.Create(builder => builder.Cuda().EnableAlgorithms().Optimize(OptimizationLevel.O1));
+        try
+        {
+            int count = context.GetCudaDevices().Count;
+            if (deviceIndex < 0 || deviceIndex >= count)
+                throw new InvalidOperationException(
+                    $"no CUDA device found at index {deviceIndex}: {count} device(s) visible");
+            var accelerator = context.CreateCudaAccelerator(deviceIndex);
+            return new IlgpuBackend(context, accelerator, precision, log ?? (line => Console.Error.WriteLine(line)));
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The backend on ILGPU's CPU accelerator: real kernels, simulated threads. For tests at tiny sizes.</summary>
+    public static IlgpuBackend CreateCpuSimulator()
+    {
+        var context = Context.Create(builder =>
+            builder.CPU(SimulatorDevice).EnableAlgorithms().Optimize(OptimizationLevel.O1));
+        try
+        {
+            return new IlgpuBackend(context, context.CreateCPUAccelerator(0), GpuPrecision.Float32, _ => { });
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Whether a CUDA device can be used. Never throws; the first call costs a driver load (when one exists) and a
+    /// device count, later calls are free.
+    /// </summary>
+    public static bool IsCudaAvailable() => CudaProbe.Value.Available;
+
+    /// <summary>Why <see cref="IsCudaAvailable"/> answered as it did.</summary>
+    public static string CudaAvailability => CudaProbe.Value.Reason;
+
+    private static (bool, string) ProbeCuda()
+    {
+        try
+        {
+            // Checking for the driver library first keeps ILGPU's CUDA bindings from being touched at all on a
+            // machine without one.
+            string driver = OperatingSystem.IsWindows() ? "nvcuda.dll" : "libcuda.so.1";
+            if (!NativeLibrary.TryLoad(driver, out IntPtr handle))
+                return (false, $"the CUDA driver ({driver}) is not installed");
+            NativeLibrary.Free(handle);
+            int count = CudaDevice.GetDevices(_ => true).Length;
+            return count > 0
+                ? (true, $"{count} CUDA device(s)")
+                : (false, "the CUDA driver reports no usable device (or no architecture ILGPU 1.5.3 supports)");
+        }
+        catch (Exception e)
+        {
+            return (false, $"probing CUDA failed: {e.GetType().Name}: {e.Message}");
+        }
+    }
+
+    // ---------------------------------------------------------------- memory
+
+    public DeviceTensor Allocate(int[] shape)
+    {
+        ThrowIfDisposed();
+        accelerator.Bind();
+        long length = HostTensor.ElementCount(shape);
+        return new GpuTensor(this, (int[])shape.Clone(), floatPool.Rent(length), pooled: true);
+    }
+
+    public DeviceTensor Upload(HostTensor host)
+    {
+        var tensor = (GpuTensor)Allocate(host.Shape);
+        tensor.Floats.CopyFromCPU(new ReadOnlySpan<float>(host.Data));
+        return tensor;
+    }
+
+    public DeviceTensor UploadWeight(int[] shape, DType dtype, ReadOnlySpan<byte> raw)
+    {
+        ThrowIfDisposed();
+        accelerator.Bind();
+        long length = HostTensor.ElementCount(shape);
+        if (raw.Length != length * dtype.SizeInBytes())
+            throw new ArgumentException(
+                $"a {dtype} tensor of shape {HostTensor.FormatShape(shape)} needs {length * dtype.SizeInBytes()} bytes, got {raw.Length}");
+        shape = (int[])shape.Clone();
+        if (!BitConverter.IsLittleEndian)
+            throw new PlatformNotSupportedException("weights are little-endian and so must the host be");
+
+        // Matrices keep 16-bit storage (that is what lets the bf16 model fit); vectors (biases, norm scales) are
+        // tiny and widened so the element-wise kernels need only one element type.
+        if (dtype is DType.BF16 or DType.F16 && shape.Length >= 2)
+        {
+            var words = accelerator.Allocate1D<ushort>(Math.Max(length, 1));
+            if (length > 0)
+                words.View.SubView(0, length).AsContiguous().CopyFromCPU(MemoryMarshal.Cast<byte, ushort>(raw));
+            return new GpuTensor(this, shape, dtype, words);
+        }
+
+        float[] floats = dtype switch
+        {
+            DType.F32 => MemoryMarshal.Cast<byte, float>(raw).ToArray(),
+            DType.BF16 => Array.ConvertAll(MemoryMarshal.Cast<byte, ushort>(raw).ToArray(), w => BitConverter.UInt32BitsToSingle((uint)w << 16)),
+            DType.F16 => Array.ConvertAll(MemoryMarshal.Cast<byte, System.Half>(raw).ToArray(), h => (float)h),
+            DType.F64 => Array.ConvertAll(MemoryMarshal.Cast<byte, double>(raw).ToArray(), d => (float)d),
+            _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, null),
+        };
+        // Weights live as long as the model: an exact allocation, not a pool bucket with up to 12.5 % slack.
+        var buffer = accelerator.Allocate1D<float>(Math.Max(length, 1));
+        if (length > 0)
+            buffer.View.SubView(0, length).AsContiguous().CopyFromCPU(new ReadOnlySpan<float>(floats));
+        return new GpuTensor(this, shape, buffer, pooled: false);
+    }
+
+    public HostTensor Download(View view, int[] shape)
+    {
+        ThrowIfDisposed();
+        accelerator.Bind();
+        long count = HostTensor.ElementCount(shape);
+        if (count != view.ElementCount)
+            throw new ArgumentException($"{view} has {view.ElementCount} elements, shape {HostTensor.FormatShape(shape)} {count}");
+        var tensor = FloatTensor(view, nameof(view));
+        CheckBounds(view, tensor, nameof(view));
+        var data = new float[count];
+        if (count == 0)
+            return new HostTensor((int[])shape.Clone(), data);
+        if (view.IsContiguous)
+        {
+            tensor.Floats.SubView(view.Offset, count).CopyToCPU(new Span<float>(data));
+        }
+        else
+        {
+            using var dense = (GpuTensor)Allocate([view.Batch, view.Rows, view.Cols]);
+            Copy(dense.AsView(), view);
+            dense.Floats.CopyToCPU(new Span<float>(data));
+        }
+        return new HostTensor((int[])shape.Clone(), data);
+    }
+
+    public void Synchronize()
+    {
+        ThrowIfDisposed();
+        accelerator.Bind();
+        accelerator.Synchronize();
+    }
+
+    /// <summary>Frees pooled buffers no tensor uses (after a forward pass of another size, say).</summary>
+    public long TrimPool() => floatPool.Trim() + wordPool.Trim();
+
+    internal void ReturnToPool(MemoryBuffer1D<float, Stride1D.Dense> buffer)
+    {
+        if (disposed)
+            buffer.Dispose();
+        else
+            floatPool.Return(buffer);
+    }
+
+    internal GpuTensor Widen(GpuTensor narrow)
+    {
+        accelerator.Bind();
+        var wide = new GpuTensor(this, narrow.Shape, floatPool.Rent(narrow.Length), pooled: true);
+        if (narrow.Length > 0)
+            WidenWords(wide.Floats, narrow.Words, narrow.DType);
+        return wide;
+    }
+
+    private void WidenWords(ArrayView<float> wide, ArrayView<ushort> narrow, DType dtype)
+    {
+        var kernel = dtype == DType.BF16 ? kernels.WidenBFloat16 : kernels.WidenFloat16;
+        kernel((int)CheckedCount(narrow.Length), wide, narrow);
+    }
+
+    // ---------------------------------------------------------------- element-wise ops
+
+    public void Copy(View y, View x) => Elementwise(kernels.Copy, y, x);
+
+    public void Silu(View y, View x) => Elementwise(kernels.Silu, y, x);
+
+    public void GeluTanh(View y, View x) => Elementwise(kernels.GeluTanh, y, x);
+
+    public void Add(View y, View a, View b)
+    {
+        var (count, ys, yd) = Output(y);
+        if (count == 0) return;
+        var (aLayout, aData) = Operand(a, y, nameof(a));
+        var (bLayout, bData) = Operand(b, y, nameof(b));
+        kernels.Add(count, y.Cols, ys, yd, aLayout, aData, bLayout, bData);
+    }
+
+    public void Modulate(View y, View x, View shift, View scale)
+    {
+        var (count, ys, yd) = Output(y);
+        if (count == 0) return;
+        var (xs, xd) = Operand(x, y, nameof(x));
+        var (shiftLayout, shiftData) = Operand(shift, y, nameof(shift));
+        var (scaleLayout, scaleData) = Operand(scale, y, nameof(scale));
+        kernels.Modulate(count, y.Cols, ys, yd, xs, xd, shiftLayout, shiftData, scaleLayout, scaleData);
+    }
+
+    public void GatedResidual(View y, View residual, View x, View gate)
+    {
+        var (count, ys, yd) = Output(y);
+        if (count == 0) return;
+        var (rs, rd) = Operand(residual, y, nameof(residual));
+        var (xs, xd) = Operand(x, y, nameof(x));
+        var (gs, gd) = Operand(gate, y, nameof(gate));
+        kernels.GatedResidual(count, y.Cols, ys, yd, rs, rd, xs, xd, gs, gd);
+    }
+
+    private void Elementwise(Action<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> kernel,
+        View y, View x)
+    {
+        var (count, ys, yd) = Output(y);
+        if (count == 0) return;
+        var (xs, xd) = Operand(x, y, nameof(x));
+        kernel(count, y.Cols, ys, yd, xs, xd);
+    }
+
+    // ---------------------------------------------------------------- row reductions
+
+    public void LayerNorm(View y, View x, float eps)
+    {
+        var (count, ys, yd) = Output(y);
+        if (count == 0) return;
+        var (xs, xd) = SameShapeOperand(x, y, nameof(x));
+        int rows = y.Batch * y.Rows;
+        int group = GroupSizeFor(y.Cols, launch.RowGroup);
+        kernels.LayerNorm(new KernelConfig(rows, group), y.Cols, eps, ys, yd, xs, xd);
+    }
+
+    public void RmsNorm(View y, View x, DeviceTensor scale, int groupSize, float eps)
+    {
+        var (count, ys, yd) = Output(y);
+        if (groupSize <= 0 || y.Cols % groupSize != 0)
+            throw new ArgumentException($"RmsNorm group size {groupSize} does not divide {y.Cols} columns", nameof(groupSize));
+        var scaleTensor = OwnTensor(scale, nameof(scale)).AsFloat32();
+        if (scaleTensor.Length != groupSize)
+            throw new ArgumentException($"RmsNorm scale has {scaleTensor.Length} elements, group size is {groupSize}", nameof(scale));
+        if (count == 0) return;
+        var (xs, xd) = SameShapeOperand(x, y, nameof(x));
+        int groupsPerRow = y.Cols / groupSize;
+        int groups = checked(y.Batch * y.Rows * groupsPerRow);
+        int group = GroupSizeFor(groupSize, launch.RowGroup);
+        kernels.RmsNorm(new KernelConfig(groups, group), groupSize, groupsPerRow, eps, ys, yd, xs, xd, scaleTensor.Floats);
+    }
+
+    /// <summary>The smallest power of two ≥ work, between one warp-ish 8 and the launch shape's maximum.</summary>
+    private static int GroupSizeFor(int work, int maximum)
+    {
+        int size = 8;
+        while (size < work && size < maximum)
+            size *= 2;
+        return size;
+    }
+
+    // ---------------------------------------------------------------- embeddings
+
+    public void TimestepEmbedding(View y, View t, float timeFactor, float maxPeriod)
+    {
+        if (y.Cols % 2 != 0)
+            throw new ArgumentException($"a timestep embedding has an even width, got {y.Cols}", nameof(y));
+        if (t.Cols != 1)
+            throw new ArgumentException($"timesteps are one per row (Cols = 1), got {t.Cols} columns", nameof(t));
+        var (count, ys, yd) = Output(y);
+        if (count == 0) return;
+        var (ts, td) = RowOperand(t, y, nameof(t));
+        int half = y.Cols / 2;
+        var frequencies = Table($"timestep:{half}:{maxPeriod:R}", () =>
+        {
+            // Same float32 arithmetic as the CPU backend: freq[k] = exp(−ln(maxPeriod)·k/half).
+            var f = new float[half];
+            float logPeriod = MathF.Log(maxPeriod);
+            for (int k = 0; k < half; k++)
+                f[k] = MathF.Exp(-logPeriod * k / half);
+            return f;
+        });
+        kernels.Timestep(count, half, timeFactor, ys, yd, ts, td, frequencies);
+    }
+
+    public void RopeEmbed(View pe, View ids, int[] axesDim, float theta)
+    {
+        if (ids.Cols != axesDim.Length)
+            throw new ArgumentException($"ids have {ids.Cols} columns for {axesDim.Length} axes", nameof(ids));
+        int angles = 0;
+        foreach (int d in axesDim)
+        {
+            if (d <= 0 || d % 2 != 0)
+                throw new ArgumentException($"RoPE axis widths must be positive and even, got [{string.Join(", ", axesDim)}]", nameof(axesDim));
+            angles += d / 2;
+        }
+        if (pe.Cols != 4 * angles)
+            throw new ArgumentException($"pe needs 4·{angles} = {4 * angles} columns, has {pe.Cols}", nameof(pe));
+        if (ids.Batch != pe.Batch || ids.Rows != pe.Rows)
+            throw new ArgumentException($"ids {ids} and pe {pe} disagree on batch or rows");
+        var (_, ps, pd) = Output(pe);
+        if (pe.ElementCount == 0) return;
+        var idsTensor = FloatTensor(ids, nameof(ids));
+        CheckBounds(ids, idsTensor, nameof(ids));
+        var idsLayout = new StridedMatrix(ids.Offset, pe.Rows, ids.BatchStride, ids.RowStride);
+
+        string key = $"rope:{theta:R}:{string.Join(",", axesDim)}";
+        var omega = Table(key + ":omega", () =>
+        {
+            var w = new double[angles];
+            int p = 0;
+            foreach (int d in axesDim)
+                for (int j = 0; j < d / 2; j++)
+                    w[p++] = 1.0 / Math.Pow(theta, 2.0 * j / d);
+            return w;
+        });
+        var axisOfAngle = Table(key + ":axis", () =>
+        {
+            var a = new int[angles];
+            int p = 0;
+            for (int axis = 0; axis < axesDim.Length; axis++)
+                for (int j = 0; j < axesDim[axis] / 2; j++)
+                    a[p++] = axis;
+            return a;
+        });
+        int count = (int)CheckedCount((long)pe.Batch * pe.Rows * angles);
+        kernels.Rope(count, angles, ps, pd, idsLayout, idsTensor.Floats, omega, axisOfAngle);
+    }
+
+    public void ApplyRope(View y, View x, View pe, int headDim)
+    {
+        if (headDim <= 0 || headDim % 2 != 0 || x.Cols % headDim != 0)
+            throw new ArgumentException($"head dim {headDim} must be even and divide {x.Cols} columns", nameof(headDim));
+        if (pe.Cols != headDim / 2 * 4)
+            throw new ArgumentException($"pe needs {headDim / 2 * 4} columns for head dim {headDim}, has {pe.Cols}", nameof(pe));
+        var (_, ys, yd) = Output(y);
+        if (y.ElementCount == 0) return;
+        var (xs, xd) = SameShapeOperand(x, y, nameof(x));
+        if (pe.Rows != y.Rows || (pe.Batch != y.Batch && pe.Batch != 1))
+            throw new ArgumentException($"pe {pe} needs one row per token of {y}", nameof(pe));
+        var peTensor = FloatTensor(pe, nameof(pe));
+        CheckBounds(pe, peTensor, nameof(pe));
+        var peLayout = new StridedMatrix(pe.Offset, y.Rows, pe.Batch == y.Batch ? pe.BatchStride : 0, pe.RowStride);
+        int pairsPerRow = y.Cols / 2;
+        int count = (int)CheckedCount(y.ElementCount / 2);
+        kernels.ApplyRope(count, pairsPerRow, headDim / 2, ys, yd, xs, xd, peLayout, peTensor.Floats);
+    }
+
+    // ---------------------------------------------------------------- attention
+
+    public void Attention(View o, View q, View k, View v, int heads, float scale)
+    {
+        if (heads <= 0 || q.Cols % heads != 0)
+            throw new ArgumentException($"{heads} heads do not divide {q.Cols} columns", nameof(heads));
+        int headDim = q.Cols / heads;
+        if (headDim > AttentionKernels.MaxHeadDim)
+            throw new ArgumentException($"head dim {headDim} exceeds the attention kernel's {AttentionKernels.MaxHeadDim}", nameof(heads));
+        if (k.Cols != q.Cols || v.Cols != q.Cols || o.Cols != q.Cols)
+            throw new ArgumentException($"q, k, v and o need the same columns: {q.Cols}, {k.Cols}, {v.Cols}, {o.Cols}");
+        if (o.Batch != q.Batch || o.Rows != q.Rows)
+            throw new ArgumentException($"o {o} needs q's batch and rows {q}", nameof(o));
+        if (k.Batch != q.Batch || v.Batch != q.Batch || k.Rows != v.Rows)
+            throw new ArgumentException($"k {k} and v {v} need q's batch and equal rows");
+        if (k.Rows == 0)
+            throw new ArgumentException("attention over zero keys is undefined", nameof(k));
+        var (count, os, od) = Output(o);
+        if (count == 0) return;
+        var (qs, qd) = Strided(q, nameof(q));
+        var (ks, kd) = Strided(k, nameof(k));
+        var (vs, vd) = Strided(v, nameof(v));
+        var grid = new Index3D((q.Rows + AttentionKernels.QueryTile - 1) / AttentionKernels.QueryTile, heads, q.Batch);
+        kernels.Attention(new KernelConfig(grid, new Index3D(launch.AttentionGroup, 1, 1)),
+            q.Rows, k.Rows, headDim, scale, os, od, qs, qd, ks, kd, vs, vd);
+    }
+
+    // ---------------------------------------------------------------- linear
+
+    public void Linear(View y, View x, DeviceTensor weight, DeviceTensor? bias)
+    {
+        var w = OwnTensor(weight, nameof(weight));
+        int n = y.Cols, kDim = x.Cols;
+        if (w.Length != (long)n * kDim || w.Shape.Length < 2 || w.Shape[^1] != kDim)
+            throw new ArgumentException($"weight {w} is not [{n}, {kDim}] for x {x} → y {y}", nameof(weight));
+        if (y.Batch != x.Batch || y.Rows != x.Rows)
+            throw new ArgumentException($"y {y} and x {x} need the same batch and rows");
+        GpuTensor? b = bias is null ? null : OwnTensor(bias, nameof(bias)).AsFloat32();
+        if (b is not null && b.Length != n)
+            throw new ArgumentException($"bias {b} does not have {n} elements", nameof(bias));
+        var (count, ys, yd) = Output(y);
+        if (count == 0) return;
+        var (xs, xd) = Strided(x, nameof(x));
+        int m = checked(x.Batch * x.Rows);
+
+        if (kDim == 0)
+        {
+            // An empty sum: y is the bias (or zero). Neither GEMM path accepts K = 0.
+            using var zeros = (GpuTensor)Allocate([n]);
+            zeros.Floats.MemSetToZero();
+            Copy(y, new View(zeros, 0, 1, 1, n, 0, 0));
+            if (b is not null)
+                kernels.AddBiasToRows(count, n, ys, yd, b.Floats);
+            return;
+        }
+
+        if (cublas is not null)
+        {
+            LinearOnCuBlas(y, x, w, b);
+            return;
+        }
+
+        int side = launch.GemmThreadsPerSide;
+        var grid = new Index2D((n + 4 * side - 1) / (4 * side), (m + 4 * side - 1) / (4 * side));
+        var config = new KernelConfig(grid, new Index2D(side, side));
+        var biasData = b?.Floats ?? default;
+        int hasBias = b is null ? 0 : 1;
+        switch (w.DType)
+        {
+            case DType.F32:
+                kernels.LinearFloat32(config, m, n, kDim, ys, yd, xs, xd, w.Floats, biasData, hasBias);
+                break;
+            case DType.BF16:
+                kernels.LinearBFloat16(config, m, n, kDim, ys, yd, xs, xd, w.Words, biasData, hasBias);
+                break;
+            case DType.F16:
+                kernels.LinearFloat16(config, m, n, kDim, ys, yd, xs, xd, w.Words, biasData, hasBias);
+                break;
+            default:
+                throw new NotSupportedException($"weights stored as {w.DType}");
+        }
+    }
+
+    /// <summary>
+    /// y[M, N] = x[M, K]·W[N, K]ᵀ on cuBLAS. cuBLAS is column-major: a row-major [M, N] matrix with row stride ld
+    /// is its column-major [N, M] transpose with leading dimension ld. So the call computes yᵀ = W·xᵀ:
+    /// gemm(OP_T, OP_N, N, M, K, W (column-major [K, N], ld K), xᵀ (column-major [K, M], ld = x's row stride),
+    /// yᵀ (ld = y's row stride)).
+    ///
+    /// bf16 weights in <see cref="GpuPrecision.Float32"/> are widened into a float32 scratch copy for each call and
+    /// multiplied by sgemm, rather than run through an ILGPU kernel that widens on load: widening reads 2·N·K and
+    /// writes 4·N·K bytes (≈ 0.1 ms for FLUX's largest 21504×3072 weight at 3 TB/s) against a GEMM of 2·M·N·K flops
+    /// (≈ 8 ms for M = 4608 at sgemm's ~50 TFLOP/s), while a hand-written ILGPU SIMT GEMM without tensor cores
+    /// reaches a fraction of sgemm's rate. Arithmetic from datasheet figures, not yet measured on the GPU.
+    /// </summary>
+    private void LinearOnCuBlas(View y, View x, GpuTensor w, GpuTensor? bias)
+    {
+        int n = y.Cols, kDim = x.Cols;
+        bool stacked = x.BatchesStackAsRows && y.BatchesStackAsRows;
+        if (!stacked && x.Batch > 1)
+        {
+            for (int batch = 0; batch < x.Batch; batch++)
+                LinearOnCuBlas(Batch(y, batch), Batch(x, batch), w, bias);
+            return;
+        }
+        int m = checked(x.Batch * x.Rows);
+        if (y.RowStride < n || y.RowStride > int.MaxValue)
+            throw new ArgumentException($"Linear output rows overlap or are too far apart for cuBLAS: {y}", nameof(y));
+        var yTensor = (GpuTensor)y.Tensor;
+        IntPtr yPointer = yTensor.DevicePointer(y.Offset);
+        int ldy = (int)y.RowStride;
+
+        MemoryBuffer1D<float, Stride1D.Dense>? denseX = null;
+        MemoryBuffer1D<float, Stride1D.Dense>? wideWeights = null;
+        MemoryBuffer1D<ushort, Stride1D.Dense>? narrowX = null;
+        try
+        {
+            if (w.DType == DType.BF16 && Precision == GpuPrecision.BFloat16)
+            {
+                narrowX = wordPool.Rent((long)m * kDim);
+                var (xs, xd) = Strided(x, nameof(x));
+                kernels.RoundToBFloat16((int)CheckedCount((long)m * kDim), kDim, narrowX.View.AsContiguous(), xs, xd);
+                cublas!.GemmEx(CuBlasNative.OperationTranspose, CuBlasNative.OperationNone, n, m, kDim, 1f,
+                    w.DevicePointer(0), CuBlasNative.DataBFloat16, kDim,
+                    narrowX.NativePtr, CuBlasNative.DataBFloat16, kDim,
+                    0f, yPointer, CuBlasNative.DataFloat32, ldy);
+            }
+            else
+            {
+                IntPtr xPointer;
+                int ldx;
+                if (x.RowStride >= kDim && x.RowStride <= int.MaxValue)
+                {
+                    xPointer = ((GpuTensor)x.Tensor).DevicePointer(x.Offset);
+                    ldx = (int)x.RowStride;
+                }
+                else
+                {
+                    // Broadcast (stride 0) or overlapping rows: cuBLAS needs ld ≥ K, so materialise x.
+                    denseX = floatPool.Rent((long)m * kDim);
+                    var (xs, xd) = Strided(x, nameof(x));
+                    var denseLayout = new StridedMatrix(0, x.Rows, (long)x.Rows * kDim, kDim);
+                    kernels.Copy((int)CheckedCount((long)m * kDim), kDim, denseLayout, denseX.View.AsContiguous(), xs, xd);
+                    xPointer = denseX.NativePtr;
+                    ldx = kDim;
+                }
+
+                IntPtr wPointer;
+                if (w.DType == DType.F32)
+                {
+                    wPointer = w.DevicePointer(0);
+                }
+                else
+                {
+                    wideWeights = floatPool.Rent(w.Length);
+                    WidenWords(wideWeights.View.SubView(0, w.Length).AsContiguous(), w.Words, w.DType);
+                    wPointer = wideWeights.NativePtr;
+                }
+                cublas!.Sgemm(CuBlasNative.OperationTranspose, CuBlasNative.OperationNone, n, m, kDim, 1f,
+                    wPointer, kDim, xPointer, ldx, 0f, yPointer, ldy);
+            }
+        }
+        finally
+        {
+            // Safe to reuse at once: later kernels on the same stream run after this GEMM.
+            if (denseX is not null) floatPool.Return(denseX);
+            if (wideWeights is not null) floatPool.Return(wideWeights);
+            if (narrowX is not null) wordPool.Return(narrowX);
+        }
+
+        if (bias is not null)
+        {
+            var (_, ys, yd) = Output(y);
+            kernels.AddBiasToRows((int)CheckedCount(y.ElementCount), n, ys, yd, bias.Floats);
+        }
+    }
+
+    private static View Batch(View view, int batch) =>
+        view with { Offset = view.Offset + batch * view.BatchStride, Batch = 1, BatchStride = (long)view.Rows * view.RowStride };
+
+    // ---------------------------------------------------------------- view plumbing
+
+    private GpuTensor OwnTensor(DeviceTensor tensor, string name)
+    {
+        ThrowIfDisposed();
+        if (tensor is not GpuTensor gpu || !ReferenceEquals(gpu.Owner, this))
+            throw new ArgumentException($"{name} ({tensor}) was not allocated by this backend", name);
+        return gpu;
+    }
+
+    private GpuTensor FloatTensor(View view, string name)
+    {
+        var tensor = OwnTensor(view.Tensor, name);
+        if (tensor.DType != DType.F32)
+            throw new ArgumentException($"{name} views a {tensor.DType} tensor; views are float32", name);
+        return tensor;
+    }
+
+    private static void CheckBounds(View view, GpuTensor tensor, string name)
+    {
+        if (view.ElementCount == 0)
+            return;
+        if (view.Offset < 0 || view.BatchStride < 0 || view.RowStride < 0)
+            throw new ArgumentException($"{name} {view} has a negative offset or stride", name);
+        long last = view.Offset + (view.Batch - 1) * view.BatchStride + (view.Rows - 1) * view.RowStride + view.Cols - 1;
+        if (last >= tensor.Length)
+            throw new ArgumentException($"{name} {view} reaches element {last} of a tensor of {tensor.Length}", name);
+    }
+
+    private (StridedMatrix Layout, ArrayView<float> Data) Strided(View view, string name)
+    {
+        var tensor = FloatTensor(view, name);
+        CheckBounds(view, tensor, name);
+        return (new StridedMatrix(view.Offset, view.Rows, view.BatchStride, view.RowStride), tensor.Floats);
+    }
+
+    /// <summary>Validates an output view and binds the accelerator; returns its element count for a 1-D launch.</summary>
+    private (int Count, StridedMatrix Layout, ArrayView<float> Data) Output(View y)
+    {
+        ThrowIfDisposed();
+        accelerator.Bind();
+        var (layout, data) = Strided(y, nameof(y));
+        return ((int)CheckedCount(y.ElementCount), layout, data);
+    }
+
+    /// <summary>
+    /// An input of an element-wise op, addressed with the output's flat rows: it has the output's columns and,
+    /// per dimension, the output's size or 1 (broadcast with stride 0).
+    /// </summary>
+    private (StridedMatrix Layout, ArrayView<float> Data) Operand(View operand, View output, string name)
+    {
+        if (operand.Cols != output.Cols)
+            throw new ArgumentException($"{name} {operand} does not match or broadcast to {output}", name);
+        return RowOperand(operand, output, name);
+    }
+
+    /// <summary>Like <see cref="Operand"/> without the column check: for per-row inputs such as timesteps.</summary>
+    private (StridedMatrix Layout, ArrayView<float> Data) RowOperand(View operand, View output, string name)
+    {
+        var tensor = FloatTensor(operand, name);
+        CheckBounds(operand, tensor, name);
+        if ((operand.Rows != output.Rows && operand.Rows != 1) || (operand.Batch != output.Batch && operand.Batch != 1))
+            throw new ArgumentException($"{name} {operand} does not match or broadcast to {output}", name);
+        long rowStride = operand.Rows == output.Rows ? operand.RowStride : 0;
+        long batchStride = operand.Batch == output.Batch ? operand.BatchStride : 0;
+        return (new StridedMatrix(operand.Offset, output.Rows, batchStride, rowStride), tensor.Floats);
+    }
+
+    private (StridedMatrix Layout, ArrayView<float> Data) SameShapeOperand(View operand, View output, string name)
+    {
+        if (operand.Batch != output.Batch || operand.Rows != output.Rows || operand.Cols != output.Cols)
+            throw new ArgumentException($"{name} {operand} must have the shape of {output}", name);
+        return Strided(operand, name);
+    }
+
+    private static long CheckedCount(long count) =>
+        count <= int.MaxValue
+            ? count
+            : throw new NotSupportedException($"{count} elements exceed one launch's int range; split the op");
+
+    /// <summary>A small constant device table (frequencies, RoPE omegas), uploaded once per distinct content.</summary>
+    private ArrayView<T> Table<T>(string key, Func<T[]> build) where T : unmanaged
+    {
+        lock (tablesGate)
+        {
+            if (!tables.TryGetValue(key, out var stored))
+            {
+                T[] values = build();
+                var buffer = accelerator.Allocate1D<T>(Math.Max(values.Length, 1));
+                if (values.Length > 0)
+                    buffer.View.SubView(0, values.Length).AsContiguous().CopyFromCPU(new ReadOnlySpan<T>(values));
+                tables[key] = stored = buffer;
+            }
+            return ((MemoryBuffer1D<T, Stride1D.Dense>)stored).View.AsContiguous();
+        }
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(disposed, this);
+
+    public void Dispose()
+    {
+        if (disposed)
+            return;
+        accelerator.Bind();
+        accelerator.Synchronize();
+        disposed = true;
+        cublas?.Dispose();
+        foreach (var table in tables.Values)
+            table.Dispose();
+        floatPool.Dispose();
+        wordPool.Dispose();
+        accelerator.Dispose();
+        context.Dispose();
+    }
+
+    /// <summary>Group sizes: large on a GPU; small on the simulator, whose threads are OS threads.</summary>
+    private readonly record struct LaunchShape(int RowGroup, int AttentionGroup, int GemmThreadsPerSide)
+    {
+        public static readonly LaunchShape Gpu = new(RowGroup: 256, AttentionGroup: 128, GemmThreadsPerSide: 16);
+        public static readonly LaunchShape Simulator = new(RowGroup: 16, AttentionGroup: 16, GemmThreadsPerSide: 4);
+
+        public int LargestGroup => Math.Max(Math.Max(RowGroup, AttentionGroup), GemmThreadsPerSide * GemmThreadsPerSide);
+    }
+}

@@ -1,0 +1,135 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace InFluxEdit.Runtime.Backends.Gpu.Kernels;
+
+/// <summary>
+/// softmax(q·kᵀ·scale)·v per (batch, head), flash-attention style: a group owns <see cref="QueryTile"/> query rows
+/// and streams the keys in tiles of <see cref="KeyTile"/>, keeping a running row maximum and row sum (online
+/// softmax) and rescaling its output accumulator when the maximum grows, so no L×L score matrix exists anywhere.
+///
+/// Shared memory for head dims up to <see cref="MaxHeadDim"/> (floats): q tile 16·128, one k-or-v tile 32·129
+/// (k and v take turns in the same buffer), scores 16·33, output accumulator 16·128, 3·16 row statistics:
+/// 8,800 floats = 34.4 KB, under ILGPU's 48 KB static limit. The +1 strides put a warp's 32 keys, read at the
+/// same head column, in 32 different banks.
+///
+/// Grid (⌈Lq / 16⌉, heads, batch); any group size (128 on a GPU, 16 on the CPU simulator).
+/// </summary>
+public static class AttentionKernels
+{
+    public const int QueryTile = 16;
+    public const int KeyTile = 32;
+    public const int MaxHeadDim = 128;
+    private const int KeyStride = MaxHeadDim + 1;
+    private const int ScoreStride = KeyTile + 1;
+
+    public static void Attention(int queryRows, int keyRows, int headDim, float scale,
+        StridedMatrix o, ArrayView<float> oData, StridedMatrix q, ArrayView<float> qData,
+        StridedMatrix k, ArrayView<float> kData, StridedMatrix v, ArrayView<float> vData)
+    {
+        var queries = SharedMemory.Allocate<float>(QueryTile * MaxHeadDim);
+        var keysOrValues = SharedMemory.Allocate<float>(KeyTile * KeyStride);
+        var scores = SharedMemory.Allocate<float>(QueryTile * ScoreStride);
+        var output = SharedMemory.Allocate<float>(QueryTile * MaxHeadDim);
+        var rowMax = SharedMemory.Allocate<float>(QueryTile);
+        var rowSum = SharedMemory.Allocate<float>(QueryTile);
+        var rowRescale = SharedMemory.Allocate<float>(QueryTile);
+
+        int thread = Group.IdxX;
+        int threads = Group.DimX;
+        int firstQuery = Grid.IdxX * QueryTile;
+        int headColumn = Grid.IdxY * headDim;
+        long queryFlatRow0 = (long)Grid.IdxZ * queryRows + firstQuery;
+        long keyFlatRow0 = (long)Grid.IdxZ * keyRows;
+        int tileElements = QueryTile * headDim;
+
+        for (int e = thread; e < tileElements; e += threads)
+        {
+            int i = e / headDim, d = e - i * headDim;
+            queries[i * headDim + d] = firstQuery + i < queryRows
+                ? qData[q.IndexOf(queryFlatRow0 + i, headColumn + d)]
+                : 0f;
+            output[e] = 0f;
+        }
+        for (int i = thread; i < QueryTile; i += threads)
+        {
+            rowMax[i] = float.NegativeInfinity;
+            rowSum[i] = 0f;
+        }
+        Group.Barrier();
+
+        for (int firstKey = 0; firstKey < keyRows; firstKey += KeyTile)
+        {
+            int validKeys = XMath.Min(KeyTile, keyRows - firstKey);
+            LoadKeyTile(keysOrValues, k, kData, keyFlatRow0 + firstKey, validKeys, headColumn, headDim);
+            Group.Barrier();
+
+            for (int e = thread; e < QueryTile * KeyTile; e += threads)
+            {
+                int i = e / KeyTile, j = e - i * KeyTile;
+                float score = float.NegativeInfinity;
+                if (j < validKeys)
+                {
+                    float dot = 0f;
+                    int queryBase = i * headDim, keyBase = j * KeyStride;
+                    for (int d = 0; d < headDim; d++)
+                        dot += queries[queryBase + d] * keysOrValues[keyBase + d];
+                    score = dot * scale;
+                }
+                scores[i * ScoreStride + j] = score;
+            }
+            Group.Barrier();
+
+            // The keys are no longer needed: the values take their buffer while the row statistics update.
+            LoadKeyTile(keysOrValues, v, vData, keyFlatRow0 + firstKey, validKeys, headColumn, headDim);
+            for (int i = thread; i < QueryTile; i += threads)
+            {
+                float previousMax = rowMax[i];
+                float tileMax = previousMax;
+                for (int j = 0; j < validKeys; j++)
+                    tileMax = XMath.Max(tileMax, scores[i * ScoreStride + j]);
+                float tileSum = 0f;
+                for (int j = 0; j < validKeys; j++)
+                {
+                    float p = XMath.Exp(scores[i * ScoreStride + j] - tileMax);
+                    scores[i * ScoreStride + j] = p;
+                    tileSum += p;
+                }
+                // exp(−inf − finite) = 0 on the first tile: the empty accumulator is simply dropped.
+                float rescale = XMath.Exp(previousMax - tileMax);
+                rowRescale[i] = rescale;
+                rowSum[i] = rowSum[i] * rescale + tileSum;
+                rowMax[i] = tileMax;
+            }
+            Group.Barrier();
+
+            for (int e = thread; e < tileElements; e += threads)
+            {
+                int i = e / headDim, d = e - i * headDim;
+                float acc = output[e] * rowRescale[i];
+                int scoreBase = i * ScoreStride;
+                for (int j = 0; j < validKeys; j++)
+                    acc += scores[scoreBase + j] * keysOrValues[j * KeyStride + d];
+                output[e] = acc;
+            }
+            Group.Barrier();
+        }
+
+        for (int e = thread; e < tileElements; e += threads)
+        {
+            int i = e / headDim, d = e - i * headDim;
+            if (firstQuery + i < queryRows)
+                oData[o.IndexOf(queryFlatRow0 + i, headColumn + d)] = output[e] / rowSum[i];
+        }
+    }
+
+    private static void LoadKeyTile(ArrayView<float> tile, StridedMatrix source, ArrayView<float> sourceData,
+        long firstFlatRow, int validRows, int headColumn, int headDim)
+    {
+        for (int e = Group.IdxX; e < validRows * headDim; e += Group.DimX)
+        {
+            int j = e / headDim, d = e - j * headDim;
+            tile[j * KeyStride + d] = sourceData[source.IndexOf(firstFlatRow + j, headColumn + d)];
+        }
+    }
+}
