@@ -1,20 +1,24 @@
 namespace InFluxEdit.Tests;
 
-/// <summary>Where the repository and the shared golden vectors are, found from the test binary's folder.</summary>
+/// <summary>Where the repository and the shared golden data are, found from the test assembly's folder.</summary>
 public static class TestPaths
 {
-    public static string RepoRoot { get; } = FindRepoRoot();
+    private static readonly Lazy<string> Root = new(FindRepoRoot);
+
+    /// <summary>The folder holding InFluxEdit.sln.</summary>
+    public static string RepoRoot => Root.Value;
 
     public static string SchemasDir => Path.Combine(RepoRoot, "schemas");
 
+    /// <summary>../shared/golden next to the repository: reference tensors computed by the public FLUX code.</summary>
     public static string GoldenDir
     {
         get
         {
             string dir = Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "golden"));
-            if (!File.Exists(Path.Combine(dir, "manifest.json")))
+            if (!Directory.Exists(dir))
                 throw new DirectoryNotFoundException(
-                    $"the golden vectors are missing: expected {dir}/manifest.json (../shared/golden beside the repository)");
+                    $"The golden test data is missing: expected it at {dir} (the shared/ folder beside the repository root {RepoRoot}).");
             return dir;
         }
     }
@@ -23,8 +27,27 @@ public static class TestPaths
 
     private static string FindRepoRoot()
     {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "InFluxEdit.sln"))) return dir.FullName;
-        throw new DirectoryNotFoundException($"InFluxEdit.sln not found above {AppContext.BaseDirectory}");
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "InFluxEdit.sln")))
+                return dir.FullName;
+        }
+        throw new DirectoryNotFoundException($"No folder above {AppContext.BaseDirectory} holds InFluxEdit.sln; run the tests from the repository.");
     }
+}
+
+/// <summary>A fresh folder under the system temp folder, deleted with everything in it on dispose.</summary>
+public sealed class TempDir : IDisposable
+{
+    public TempDir()
+    {
+        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "influxedit-tests-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(Path);
+    }
+
+    public string Path { get; }
+
+    public string File(string name) => System.IO.Path.Combine(Path, name);
+
+    public void Dispose() => Directory.Delete(Path, recursive: true);
 }

@@ -1,0 +1,55 @@
+using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Tensors;
+
+namespace InFluxEdit.Runtime.Models;
+
+/// <summary>A tensor of a checkpoint under the name a model looks it up by (<see cref="Key"/>).</summary>
+internal sealed record CheckpointTensor(string Key, SafeTensorsFile File, TensorEntry? Entry, OtherTensorEntry? Other)
+{
+    public int[] Shape => Entry?.Shape ?? Other!.Shape;
+    public string DTypeName => Entry?.DType.SafeTensorsName() ?? Other!.DTypeName;
+    public string StoredName => Entry?.Name ?? Other!.Name;
+}
+
+/// <summary>
+/// How checkpoint tensor names map to model parameter names. ComfyUI saves full checkpoints with every
+/// tensor under <c>model.diffusion_model.</c>; those load as if the prefix were not there.
+/// </summary>
+internal static class CheckpointKeys
+{
+    public const string ComfyUiPrefix = "model.diffusion_model.";
+
+    public static IReadOnlyList<CheckpointTensor> Of(SafeTensorsFile file)
+    {
+        var names = file.Tensors.Select(t => t.Name).Concat(file.OtherTensors.Select(t => t.Name)).ToList();
+        int strip = names.Count > 0 && names.All(n => n.StartsWith(ComfyUiPrefix, StringComparison.Ordinal)) ? ComfyUiPrefix.Length : 0;
+        return file.Tensors.Select(t => new CheckpointTensor(t.Name[strip..], file, t, null))
+            .Concat(file.OtherTensors.Select(t => new CheckpointTensor(t.Name[strip..], file, null, t)))
+            .ToList();
+    }
+
+    public static bool StripsComfyUiPrefix(SafeTensorsFile file) =>
+        Of(file).FirstOrDefault() is { } first && first.Key != first.StoredName;
+
+    /// <summary>The dotted prefix (e.g. "transformer.") every key shares, or null. The last component of a name never counts.</summary>
+    public static string? CommonPrefix(IReadOnlyCollection<string> keys)
+    {
+        if (keys.Count == 0) return null;
+        string[]? common = null;
+        foreach (string key in keys)
+        {
+            string[] parts = key.Split('.');
+            string[] candidate = parts[..^1];
+            if (common is null)
+            {
+                common = candidate;
+                continue;
+            }
+            int shared = 0;
+            while (shared < common.Length && shared < candidate.Length && common[shared] == candidate[shared]) shared++;
+            common = common[..shared];
+            if (common.Length == 0) return null;
+        }
+        return common is { Length: > 0 } ? string.Join('.', common) + "." : null;
+    }
+}

@@ -1,0 +1,27 @@
+namespace InFluxEdit.Runtime.Models;
+
+/// <summary>
+/// What a compiled model says about itself, so a checkpoint can be matched to it.
+/// <paramref name="Params"/> maps each schema parameter to the JSON text of its value ("3072", "4.0",
+/// "[16, 56, 56]", "true"), named as the reference implementation's config names it.
+/// </summary>
+/// <param name="Name">The model's name, e.g. the schema file name without extension.</param>
+/// <param name="SchemaFile">The schema file the model was generated from, for messages.</param>
+/// <param name="Family">The architecture family the schema belongs to.</param>
+/// <param name="Params">Parameter name → JSON text of its value.</param>
+/// <param name="Parameters">The weights the model loads.</param>
+public sealed record ModelDescriptor(
+    string Name,
+    string SchemaFile,
+    string Family,
+    IReadOnlyDictionary<string, string> Params,
+    IReadOnlyList<ParameterInfo> Parameters);
+
+/// <summary>The model a checkpoint was recognised as, and why (for the user and the log).</summary>
+public sealed record ModelMatch(ModelDescriptor Model, string Reason);
+
+/// <summary>
+/// No candidate model fits a checkpoint, or several fit equally. An <see cref="IOException"/> because
+/// <see cref="InvalidDataException"/> is sealed.
+/// </summary>
+public sealed class ModelNotRecognizedException(string message) : IOException(message);

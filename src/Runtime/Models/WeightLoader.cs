@@ -1,0 +1,140 @@
+using System.Text;
+using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Tensors;
+
+namespace InFluxEdit.Runtime.Models;
+
+/// <summary>
+/// Puts a checkpoint's tensors on a backend under a model's parameter names. Everything is checked before the
+/// first upload: a wrong file costs a second and one complete error message, not minutes of copying and a crash.
+/// </summary>
+public static class WeightLoader
+{
+    private const int ListedPerProblem = 20;
+
+    public static IReadOnlyDictionary<string, DeviceTensor> Load(
+        IReadOnlyList<ParameterInfo> table,
+        IReadOnlyList<SafeTensorsFile> files,
+        IBackend backend,
+        IProgress<(int done, int total)>? progress = null)
+    {
+        if (files.Count == 0)
+            throw new ArgumentException("no weight files were given", nameof(files));
+        Dictionary<string, CheckpointTensor> found = Validate(table, files);
+
+        var loaded = new Dictionary<string, DeviceTensor>(StringComparer.Ordinal);
+        try
+        {
+            foreach (ParameterInfo parameter in table)
+            {
+                CheckpointTensor tensor = found[parameter.Name];
+                TensorEntry entry = tensor.Entry!;
+                loaded.Add(parameter.Name, backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, tensor.File.GetBytes(entry)));
+                progress?.Report((loaded.Count, table.Count));
+            }
+        }
+        catch
+        {
+            // A half-loaded model is useless and its device memory may be what the retry needs.
+            foreach (DeviceTensor uploaded in loaded.Values)
+                uploaded.Dispose();
+            throw;
+        }
+        return loaded;
+    }
+
+    private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<SafeTensorsFile> files)
+    {
+        var expected = new Dictionary<string, ParameterInfo>(StringComparer.Ordinal);
+        foreach (ParameterInfo parameter in table)
+        {
+            if (!expected.TryAdd(parameter.Name, parameter))
+                throw new ArgumentException($"the parameter table names '{parameter.Name}' twice", nameof(table));
+        }
+
+        var found = new Dictionary<string, CheckpointTensor>(StringComparer.Ordinal);
+        var inSeveralFiles = new List<string>();
+        foreach (SafeTensorsFile file in files)
+        {
+            foreach (CheckpointTensor tensor in CheckpointKeys.Of(file))
+            {
+                if (!found.TryAdd(tensor.Key, tensor))
+                    inSeveralFiles.Add($"{tensor.Key}: in {found[tensor.Key].File.Path} and {file.Path}");
+            }
+        }
+
+        var missing = new List<string>();
+        var misShaped = new List<string>();
+        var unloadable = new List<string>();
+        foreach (ParameterInfo parameter in table)
+        {
+            if (!found.TryGetValue(parameter.Name, out CheckpointTensor? tensor))
+                missing.Add($"{parameter.Name} {HostTensor.FormatShape(parameter.Shape)}");
+            else if (!tensor.Shape.AsSpan().SequenceEqual(parameter.Shape))
+                misShaped.Add($"{parameter.Name}: the model expects {HostTensor.FormatShape(parameter.Shape)}, " +
+                    $"{FileName(tensor.File)} has {HostTensor.FormatShape(tensor.Shape)}");
+            else if (tensor.Entry is null)
+                unloadable.Add($"{parameter.Name}: stored as {tensor.DTypeName} in {FileName(tensor.File)}; only F32, F16, BF16 and F64 load");
+        }
+        var unexpected = found.Values.Where(t => !expected.ContainsKey(t.Key))
+            .Select(t => $"{t.Key} {HostTensor.FormatShape(t.Shape)} in {FileName(t.File)}")
+            .ToList();
+
+        if (missing.Count + misShaped.Count + unloadable.Count + unexpected.Count + inSeveralFiles.Count == 0)
+            return found;
+
+        var message = new StringBuilder();
+        message.AppendLine($"The weights in {string.Join(", ", files.Select(f => $"'{f.Path}'"))} do not fit the model's {table.Count} parameters.");
+        // A prefix explains every line below at once, so it comes first.
+        foreach (string hint in PrefixHints(files, expected, found))
+            message.AppendLine(hint);
+        AppendList(message, "missing (the model needs them; no file has them)", missing);
+        AppendList(message, "unexpected (in a file; the model has no such parameter)", unexpected);
+        AppendList(message, "with the wrong shape", misShaped);
+        AppendList(message, "in a dtype that cannot be loaded", unloadable);
+        AppendList(message, "in two files (each weight must come from one file)", inSeveralFiles);
+        throw new WeightMismatchException(message.ToString().TrimEnd(), missing, unexpected, misShaped, inSeveralFiles, unloadable);
+    }
+
+    private static void AppendList(StringBuilder message, string what, List<string> items)
+    {
+        if (items.Count == 0) return;
+        message.AppendLine($"{items.Count} {what}:");
+        foreach (string item in items.Take(ListedPerProblem))
+            message.AppendLine($"  {item}");
+        if (items.Count > ListedPerProblem)
+            message.AppendLine($"  … and {items.Count - ListedPerProblem} more");
+    }
+
+    /// <summary>A prefix on every key of a file is the usual reason nothing matches: name it and say what to do.</summary>
+    private static IEnumerable<string> PrefixHints(
+        IReadOnlyList<SafeTensorsFile> files, Dictionary<string, ParameterInfo> expected, Dictionary<string, CheckpointTensor> found)
+    {
+        foreach (SafeTensorsFile file in files)
+        {
+            var keys = found.Values.Where(t => t.File == file).Select(t => t.Key).ToList();
+            if (CheckpointKeys.CommonPrefix(keys) is not { } prefix || expected.Keys.Any(k => k.StartsWith(prefix, StringComparison.Ordinal)))
+                continue;
+
+            int matchWithoutPrefix = keys.Count(k => expected.ContainsKey(k[prefix.Length..]));
+            string stripped = CheckpointKeys.StripsComfyUiPrefix(file) ? $" (after removing '{CheckpointKeys.ComfyUiPrefix}')" : "";
+            if (matchWithoutPrefix > 0)
+                yield return $"Every tensor in '{file.Path}'{stripped} starts with '{prefix}', which the model's names do not; " +
+                    $"without it {matchWithoutPrefix} of {keys.Count} names match. Save the file again without the prefix.";
+            else if (prefix == "transformer.")
+                yield return $"Every tensor in '{file.Path}' starts with 'transformer.': it is a diffusers-format file, whose names and layout " +
+                    "differ from the original checkpoint names the model uses. Load the original single-file checkpoint instead.";
+            else
+                yield return $"Every tensor in '{file.Path}'{stripped} starts with '{prefix}' and none matches the model's names even without it: " +
+                    "is this file a checkpoint of this model?";
+        }
+
+        int bundled = files.Sum(f => f.Tensors.Count(t => t.Name.StartsWith(CheckpointKeys.ComfyUiPrefix, StringComparison.Ordinal)));
+        if (bundled > 0 && !files.Any(CheckpointKeys.StripsComfyUiPrefix))
+            yield return $"{bundled} tensors start with '{CheckpointKeys.ComfyUiPrefix}' beside others: the file bundles several models " +
+                "(a ComfyUI all-in-one checkpoint). Load the model's own file instead.";
+    }
+
+    private static string FileName(SafeTensorsFile file) => Path.GetFileName(file.Path);
+}

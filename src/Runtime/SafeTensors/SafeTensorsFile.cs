@@ -1,0 +1,190 @@
+using System.Buffers.Binary;
+using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
+using InFluxEdit.Runtime.Tensors;
+
+namespace InFluxEdit.Runtime.SafeTensors;
+
+/// <summary>
+/// A safetensors file (8-byte little-endian header length, JSON header, tensor data), memory-mapped read-only so
+/// a 24 GB checkpoint costs no copy until a tensor is read. <see cref="Open"/> validates the whole header; after it
+/// returns, every entry's bytes lie inside the file and no two tensors share bytes.
+/// Spans and memory handed out stay valid until the file is disposed.
+/// </summary>
+public sealed unsafe class SafeTensorsFile : IDisposable
+{
+    private readonly MemoryMappedFile _mapping;
+    private readonly MemoryMappedViewAccessor _view;
+    private readonly byte* _data;
+    private readonly Dictionary<string, TensorEntry> _tensorsByName;
+    private readonly Dictionary<string, OtherTensorEntry> _othersByName;
+    private bool _disposed;
+
+    private SafeTensorsFile(
+        string path, SafeTensorsHeader header, MemoryMappedFile mapping, MemoryMappedViewAccessor view, long dataStart)
+    {
+        Path = path;
+        Metadata = header.Metadata;
+        Tensors = header.Tensors;
+        OtherTensors = header.OtherTensors;
+        _tensorsByName = header.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        _othersByName = header.OtherTensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        _mapping = mapping;
+        _view = view;
+        byte* start = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref start);
+        _data = start + view.PointerOffset + dataStart;
+    }
+
+    public string Path { get; }
+
+    /// <summary>The header's <c>__metadata__</c> (string → string); empty when the file has none.</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    /// <summary>The floating-point tensors, in header order.</summary>
+    public IReadOnlyList<TensorEntry> Tensors { get; }
+
+    /// <summary>Tensors of valid safetensors dtypes that are not floating point (see <see cref="OtherTensorEntry"/>).</summary>
+    public IReadOnlyList<OtherTensorEntry> OtherTensors { get; }
+
+    public static SafeTensorsFile Open(string path)
+    {
+        if (!BitConverter.IsLittleEndian)
+            throw new PlatformNotSupportedException("safetensors data is little-endian; this machine is big-endian.");
+        path = System.IO.Path.GetFullPath(path);
+
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+        MemoryMappedFile? mapping = null;
+        MemoryMappedViewAccessor? view = null;
+        try
+        {
+            long fileLength = stream.Length;
+            if (fileLength < 8)
+                throw new SafeTensorsException(path,
+                    $"the file is {fileLength} bytes long, shorter than the 8-byte header length that starts every safetensors file.",
+                    "It is not a safetensors file, or it was cut off; fetch it again.");
+
+            Span<byte> prefix = stackalloc byte[8];
+            stream.ReadExactly(prefix);
+            ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(prefix);
+            if (headerLength > SafeTensorsHeader.MaxHeaderLength)
+                throw new SafeTensorsException(path,
+                    $"the header length field says {headerLength} bytes, more than the {SafeTensorsHeader.MaxHeaderLength} any real header needs.",
+                    "The file is not a safetensors file (check that it is not a .ckpt, .gguf or an HTML error page) or it is corrupt.");
+            if ((long)headerLength > fileLength - 8)
+                throw new SafeTensorsException(path,
+                    $"the header length field says {headerLength} bytes but only {fileLength - 8} follow it.",
+                    "The file is truncated or not a safetensors file; fetch it again.");
+
+            var json = new byte[headerLength];
+            stream.ReadExactly(json);
+            long dataStart = 8 + (long)headerLength;
+            long dataLength = fileLength - dataStart;
+            SafeTensorsHeader header = SafeTensorsHeader.Parse(path, json, dataLength);
+
+            mapping = MemoryMappedFile.CreateFromFile(
+                stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+            view = mapping.CreateViewAccessor(0, fileLength, MemoryMappedFileAccess.Read);
+            return new SafeTensorsFile(path, header, mapping, view, dataStart);
+        }
+        catch
+        {
+            view?.Dispose();
+            mapping?.Dispose();
+            stream.Dispose();
+            throw;
+        }
+    }
+
+    public bool TryGetTensor(string name, out TensorEntry entry) => _tensorsByName.TryGetValue(name, out entry!);
+
+    /// <exception cref="KeyNotFoundException">No tensor has that name.</exception>
+    /// <exception cref="SafeTensorsException">The tensor exists but holds integers, bools or fp8.</exception>
+    public TensorEntry GetTensor(string name)
+    {
+        if (_tensorsByName.TryGetValue(name, out TensorEntry? entry))
+            return entry;
+        if (_othersByName.TryGetValue(name, out OtherTensorEntry? other))
+            throw new SafeTensorsException(Path,
+                $"tensor '{name}' holds {other.DTypeName} values, not floating point (F32, F16, BF16, F64).");
+        throw new KeyNotFoundException($"Safetensors file '{Path}' has no tensor '{name}' ({Tensors.Count + OtherTensors.Count} tensors in the file).");
+    }
+
+    /// <summary>The tensor's raw little-endian bytes, straight from the mapping (no copy).</summary>
+    public ReadOnlySpan<byte> GetBytes(TensorEntry entry) => new(DataPointer(entry), (int)entry.ByteLength);
+
+    /// <summary>The tensor's raw bytes as memory (for writers that copy tensors between files); valid until disposal.</summary>
+    public ReadOnlyMemory<byte> GetMemory(TensorEntry entry) =>
+        new MappedMemory(this, DataPointer(entry), (int)entry.ByteLength).Memory;
+
+    /// <summary>The tensor widened to float32: exact for F16 and BF16; F64 rounds to nearest.</summary>
+    public HostTensor ReadFloat32(string name)
+    {
+        TensorEntry entry = GetTensor(name);
+        ReadOnlySpan<byte> bytes = GetBytes(entry);
+        var values = new float[entry.ElementCount];
+        switch (entry.DType)
+        {
+            case DType.F32:
+                bytes.CopyTo(MemoryMarshal.AsBytes(values.AsSpan()));
+                break;
+            case DType.BF16:
+                BFloat16.ToSingle(bytes, values);
+                break;
+            case DType.F16:
+                Float16.ToSingle(bytes, values);
+                break;
+            case DType.F64:
+                ReadOnlySpan<double> doubles = MemoryMarshal.Cast<byte, double>(bytes);
+                for (int i = 0; i < values.Length; i++)
+                    values[i] = (float)doubles[i];
+                break;
+            default:
+                throw new InvalidOperationException($"no float32 conversion for {entry.DType}");
+        }
+        return new HostTensor((int[])entry.Shape.Clone(), values);
+    }
+
+    /// <summary>An I64 tensor (token ids in test data) and its shape.</summary>
+    public long[] ReadInt64(string name, out int[] shape)
+    {
+        if (!_othersByName.TryGetValue(name, out OtherTensorEntry? entry) || entry.DTypeName != "I64")
+        {
+            string found = _tensorsByName.TryGetValue(name, out TensorEntry? floatEntry) ? $"it is {floatEntry.DType}"
+                : entry is not null ? $"it is {entry.DTypeName}" : "there is no such tensor";
+            throw new SafeTensorsException(Path, $"tensor '{name}' was read as I64 but {found}.");
+        }
+        var span = new ReadOnlySpan<byte>(DataPointer(entry), (int)entry.ByteLength);
+        shape = (int[])entry.Shape.Clone();
+        return MemoryMarshal.Cast<byte, long>(span).ToArray();
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _view.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view.Dispose();
+        _mapping.Dispose();
+    }
+
+    public override string ToString() => $"{Path} ({Tensors.Count + OtherTensors.Count} tensors)";
+
+    private byte* DataPointer(TensorEntry entry) =>
+        Locate(entry, _tensorsByName.GetValueOrDefault(entry.Name), entry.Name, entry.DataOffset, entry.ByteLength);
+
+    private byte* DataPointer(OtherTensorEntry entry) =>
+        Locate(entry, _othersByName.GetValueOrDefault(entry.Name), entry.Name, entry.DataOffset, entry.ByteLength);
+
+    // Only entries this file handed out were checked against its size; any other entry could point past the mapping.
+    private byte* Locate(object entry, object? registered, string name, long offset, long byteLength)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!ReferenceEquals(entry, registered))
+            throw new ArgumentException($"tensor entry '{name}' does not come from '{Path}'; look it up in this file.", nameof(entry));
+        if (byteLength > int.MaxValue)
+            throw new NotSupportedException(
+                $"tensor '{name}' in '{Path}' is {byteLength} bytes; tensors over 2 GiB cannot be read as one span.");
+        return _data + offset;
+    }
+}
