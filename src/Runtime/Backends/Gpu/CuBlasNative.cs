@@ -63,9 +63,8 @@ internal sealed unsafe class CuBlasNative : IDisposable
     /// </summary>
     public static CuBlasNative? TryCreate(out string report)
     {
-        string[] names = OperatingSystem.IsWindows() ? WindowsNames : LinuxNames;
         var tried = new List<string>();
-        foreach (string name in names)
+        foreach (string name in CandidatePaths())
         {
             if (!NativeLibrary.TryLoad(name, typeof(CuBlasNative).Assembly, null, out IntPtr library))
             {
@@ -86,6 +85,34 @@ internal sealed unsafe class CuBlasNative : IDisposable
         }
         report = "no usable cuBLAS (" + string.Join("; ", tried) + ")";
         return null;
+    }
+
+    /// <summary>
+    /// INFLUXEDIT_CUBLAS (an explicit file) first, then each soname through the loader's search path, then the
+    /// same names in the CUDA toolkit's library folders, which a toolkit install does not always register with
+    /// ldconfig.
+    /// </summary>
+    private static IEnumerable<string> CandidatePaths()
+    {
+        string? explicitPath = Environment.GetEnvironmentVariable("INFLUXEDIT_CUBLAS");
+        if (!string.IsNullOrEmpty(explicitPath))
+            yield return explicitPath;
+        string[] names = OperatingSystem.IsWindows() ? WindowsNames : LinuxNames;
+        foreach (string name in names)
+            yield return name;
+        var roots = new[] { Environment.GetEnvironmentVariable("CUDA_PATH"), Environment.GetEnvironmentVariable("CUDA_HOME"),
+                OperatingSystem.IsWindows() ? null : "/usr/local/cuda" }
+            .Where(root => !string.IsNullOrEmpty(root)).Distinct();
+        foreach (string root in roots!)
+            foreach (string folder in OperatingSystem.IsWindows()
+                         ? new[] { Path.Combine(root!, "bin"), Path.Combine(root!, "bin", "x64") }
+                         : new[] { Path.Combine(root!, "lib64"), Path.Combine(root!, "targets", "x86_64-linux", "lib") })
+                foreach (string name in names)
+                {
+                    string path = Path.Combine(folder, name);
+                    if (File.Exists(path))
+                        yield return path;
+                }
     }
 
     public void SetStream(IntPtr stream) => Check(setStream(handle, stream), "cublasSetStream_v2");

@@ -1,0 +1,64 @@
+using InFluxEdit.Runtime.Backends.Gpu;
+using InFluxEdit.Runtime.Tensors;
+using Xunit.Abstractions;
+
+namespace InFluxEdit.Tests.Gpu;
+
+/// <summary>
+/// The CUDA backend. Without a GPU these check only that probing is safe and creation fails clearly; on a GPU
+/// machine the same float64-referenced op checks as the simulator's run on CUDA, Linear through cuBLAS when found.
+/// (xunit 2 has no runtime skip: without a device the GPU checks return early and say so on the output.)
+/// </summary>
+public sealed class CudaBackendTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void ProbingNeverThrowsAndCreationFailsClearlyWithoutADevice()
+    {
+        bool available = IlgpuBackend.IsCudaAvailable();
+        Assert.Equal(available, IlgpuBackend.IsCudaAvailable());
+        output.WriteLine($"CUDA available: {available} ({IlgpuBackend.CudaAvailability})");
+        if (available)
+            return;
+        var error = Assert.Throws<InvalidOperationException>(() => IlgpuBackend.CreateCuda());
+        Assert.StartsWith("no CUDA device found", error.Message);
+    }
+
+    [Fact]
+    public void EveryOpMatchesFloat64OnCuda()
+    {
+        if (!IlgpuBackend.IsCudaAvailable())
+        {
+            output.WriteLine("no CUDA device: nothing run");
+            return;
+        }
+        using var backend = IlgpuBackend.CreateCuda(log: output.WriteLine);
+        output.WriteLine(backend.Description);
+        Assert.Equal("cuda", backend.Name);
+        var checks = new GpuOpChecks(backend);
+        checks.ElementwiseOps(3, 5, 33);
+        checks.LayerNorm(2, 3, 3072, 100f);
+        checks.RmsNorm(2, 3, 128, 3, bf16MatrixScale: true);
+        checks.TimestepEmbedding([0f, 0.5f, 0.99358f, 1f, 30f], half: 128);
+        checks.RopeEmbedAndApply(2, 9, [16, 56, 56], heads: 2);
+        foreach (var type in new[] { DType.F32, DType.BF16, DType.F16 })
+            checks.Linear(2, 37, 200, 129, type, withBias: true);
+        checks.Linear(2, 3, 64, 40, DType.F32, withBias: true, broadcastRows: true);
+        checks.Attention(1, 2, 128, 300, 257, 1f);
+        checks.Attention(2, 3, 32, 70, 70, 4f);
+    }
+
+    [Fact]
+    public void BFloat16PrecisionRunsGemmExWithinBFloat16Error()
+    {
+        if (!IlgpuBackend.IsCudaAvailable())
+        {
+            output.WriteLine("no CUDA device: nothing run");
+            return;
+        }
+        using var backend = IlgpuBackend.CreateCuda(precision: GpuPrecision.BFloat16, log: output.WriteLine);
+        output.WriteLine(backend.Description);
+        // Activations rounded to bf16 (8 significant bits): a K = 256 dot product of unit-scale terms keeps
+        // about 1e-2 absolute accuracy.
+        new GpuOpChecks(backend).Linear(2, 37, 256, 96, DType.BF16, withBias: true, tolerance: 3e-2);
+    }
+}
