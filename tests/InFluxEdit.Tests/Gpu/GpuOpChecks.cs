@@ -1,4 +1,5 @@
 using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Numerics;
 using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Tests.Gpu;
@@ -194,11 +195,12 @@ public sealed class GpuOpChecks(IBackend backend, int seed = 1234)
         using var yTensor = backend.Allocate([times.Length, 2 * half]);
         var y = yTensor.AsView();
         backend.TimestepEmbedding(y, t, 1000f, 10000f);
-        float logPeriod = MathF.Log(10000f);
+        // Frequencies as the reference rounds them (ReferenceMathTests checks them against Math.Exp).
+        float[] frequencies = ReferenceMath.TimestepFrequencies(half, 10000f);
         double[] expected = Reference(y, (_, r, c) =>
         {
             int k = c < half ? c : c - half;
-            float argument = 1000f * times[r] * MathF.Exp(-logPeriod * k / half);
+            float argument = 1000f * times[r] * frequencies[k];
             return c < half ? Math.Cos(argument) : Math.Sin(argument);
         });
         AssertClose(expected, ReadBack(y), 2e-6, 0, "TimestepEmbedding");

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using InFluxEdit.Runtime.Numerics;
 using InFluxEdit.Runtime.Tensors;
 
 [assembly: InternalsVisibleTo("InFluxEdit.Tests")]
@@ -205,10 +206,9 @@ public sealed unsafe class CpuBackend : IBackend
         RequireInside(y, nameof(y));
         RequireInside(t, nameof(t));
         int half = y.Cols / 2;
-        // As PyTorch computes it: frequencies and arguments in float32, each cos/sin of a float32 argument.
-        float negativeLogPeriod = (float)-Math.Log(maxPeriod);
-        var frequencies = new float[half];
-        for (int k = 0; k < half; k++) frequencies[k] = (float)Math.Exp(negativeLogPeriod * k / half);
+        // As the reference computes it even in its float64 runs: float32 frequencies, arguments rounded to
+        // float32 (t.float() * freqs), cos and sin of those float32 arguments.
+        var frequencies = ReferenceMath.TimestepFrequencies(half, maxPeriod);
         RowWalker ys = new(y), ts = new(t);
         for (int i = 0; i < ys.Count; i++)
         {
@@ -216,7 +216,7 @@ public sealed unsafe class CpuBackend : IBackend
             float* row = ys[i];
             for (int k = 0; k < half; k++)
             {
-                double argument = scaledTime * frequencies[k];
+                float argument = scaledTime * frequencies[k];
                 row[k] = (float)Math.Cos(argument);
                 row[half + k] = (float)Math.Sin(argument);
             }

@@ -5,6 +5,7 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
 using InFluxEdit.Runtime.Backends.Gpu.Kernels;
+using InFluxEdit.Runtime.Numerics;
 using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Runtime.Backends.Gpu;
@@ -373,15 +374,8 @@ public sealed class IlgpuBackend : IBackend
         if (count == 0) return;
         var (ts, td) = RowOperand(t, y, nameof(t));
         int half = y.Cols / 2;
-        var frequencies = Table($"timestep:{half}:{maxPeriod:R}", () =>
-        {
-            // Same float32 arithmetic as the CPU backend: freq[k] = exp(−ln(maxPeriod)·k/half).
-            var f = new float[half];
-            float logPeriod = MathF.Log(maxPeriod);
-            for (int k = 0; k < half; k++)
-                f[k] = MathF.Exp(-logPeriod * k / half);
-            return f;
-        });
+        // Same float32 frequencies as the CPU backend and the reference.
+        var frequencies = Table($"timestep:{half}:{maxPeriod:R}", () => ReferenceMath.TimestepFrequencies(half, maxPeriod));
         kernels.Timestep(count, half, timeFactor, ys, yd, ts, td, frequencies);
     }
 
