@@ -13,6 +13,7 @@ public class CpuAttentionTests
     [InlineData(5, 300, 2, 24)]   // a few queries: the small-row GEMM path
     [InlineData(300, 7, 3, 20)]   // many queries over few keys
     [InlineData(130, 1, 1, 40)]
+    [InlineData(30, 2100, 1, 64)] // packed keys beyond L2: key panels become the outer loop
     public void Attention_matches_float64_softmax_over_strided_head_columns(int queryRows, int keyRows, int heads, int headDim)
     {
         using var s = new CpuTestSupport(queryRows * 7 + keyRows);
