@@ -3,44 +3,55 @@ using System.Runtime.InteropServices;
 namespace InFluxEdit.Runtime.Backends.Cpu;
 
 /// <summary>
-/// softmax(q·kᵀ·scale)·v per (batch, head, block of query rows): the block's scores S = Q·Kᵀ and the output
-/// O = P·V are two packed GEMMs, and the softmax normalisation is applied to O's rows (Dh values) instead of
-/// P's (Lk values). Memory is one score block per thread, never L×L per head.
+/// softmax(q·kᵀ·scale)·v per (batch, head): the head's keys and values are packed into GEMM panels once, then for
+/// each block of query rows the scores S = Q·Kᵀ and the output O = P·V are two products on those panels, and the
+/// softmax normalisation is applied to O's rows (Dh values) instead of P's (Lk values). Memory is one score block
+/// and one head's packed keys and values per thread, never L×L per head.
 /// </summary>
 internal static unsafe class CpuAttention
 {
     /// <summary>Target bytes of one score block: about half of a 1 MB L2, so S stays cached between the two GEMMs.</summary>
     private const int ScoreBlockBytes = 512 * 1024;
 
-    [ThreadStatic] private static float* t_scores;
-    [ThreadStatic] private static long t_scoresCapacity;
-
     public static void Run(View o, View q, View k, View v, int heads, float scale)
     {
         int queryRows = q.Rows, keyRows = k.Rows;
         int qkDim = q.Cols / heads, valueDim = v.Cols / heads;
+        if (queryRows == 0 || q.Batch == 0) return;
         int blockRows = QueryBlockRows(keyRows);
         int blocksPerHead = (queryRows + blockRows - 1) / blockRows;
-        int tasks = q.Batch * heads * blocksPerHead;
-        if (tasks == 0) return;
+        // Whole heads per task amortise the packing of K and V; split heads only when there are too few to share.
+        int headsInAllBatches = q.Batch * heads;
+        int chunksPerHead = Math.Min(blocksPerHead, Math.Max(1, (2 * CpuParallel.ThreadCount + headsInAllBatches - 1) / headsInAllBatches));
+        int tasks = headsInAllBatches * chunksPerHead;
 
         float* qBase = CpuBackend.Base(q), kBase = CpuBackend.Base(k), vBase = CpuBackend.Base(v), oBase = CpuBackend.Base(o);
-        long flopsPerTask = 2L * Math.Min(blockRows, queryRows) * keyRows * (qkDim + valueDim);
+        GemmKernel kernel = CpuGemm.BestKernel;
         Action<int> body = task =>
         {
-            int block = task % blocksPerHead;
-            int head = task / blocksPerHead % heads;
-            int batch = task / (blocksPerHead * heads);
-            int row0 = block * blockRows;
-            int rows = Math.Min(blockRows, queryRows - row0);
-            float* qBlock = qBase + batch * q.BatchStride + row0 * q.RowStride + head * qkDim;
-            float* kHead = kBase + batch * k.BatchStride + head * qkDim;
-            float* vHead = vBase + batch * v.BatchStride + head * valueDim;
-            float* oBlock = oBase + batch * o.BatchStride + row0 * o.RowStride + head * valueDim;
-            AttendBlock(oBlock, o.RowStride, qBlock, q.RowStride, kHead, k.RowStride, vHead, v.RowStride,
-                rows, keyRows, qkDim, valueDim, scale);
+            int chunk = task % chunksPerHead;
+            int head = task / chunksPerHead % heads;
+            int batch = task / (chunksPerHead * heads);
+            int firstBlock = (int)((long)blocksPerHead * chunk / chunksPerHead);
+            int endBlock = (int)((long)blocksPerHead * (chunk + 1) / chunksPerHead);
+
+            Scratch scratch = Scratch.ForCurrentThread(
+                CpuGemm.PackedWholeBFloats(keyRows, qkDim, kernel), CpuGemm.PackedWholeBFloats(valueDim, keyRows, kernel),
+                (long)blockRows * keyRows);
+            CpuGemm.PackWholeB(kBase + batch * k.BatchStride + head * qkDim, k.RowStride, bIsKByN: false, keyRows, qkDim, kernel, scratch.Keys);
+            CpuGemm.PackWholeB(vBase + batch * v.BatchStride + head * valueDim, v.RowStride, bIsKByN: true, valueDim, keyRows, kernel, scratch.Values);
+
+            for (int block = firstBlock; block < endBlock; block++)
+            {
+                int row0 = block * blockRows;
+                int rows = Math.Min(blockRows, queryRows - row0);
+                float* qBlock = qBase + batch * q.BatchStride + row0 * q.RowStride + head * qkDim;
+                float* oBlock = oBase + batch * o.BatchStride + row0 * o.RowStride + head * valueDim;
+                AttendBlock(oBlock, o.RowStride, qBlock, q.RowStride, scratch, rows, keyRows, qkDim, valueDim, scale, kernel);
+            }
         };
-        if (flopsPerTask * tasks < 4_000_000)
+        long flops = 2L * q.Batch * heads * queryRows * keyRows * (qkDim + valueDim);
+        if (flops < 4_000_000)
             for (int t = 0; t < tasks; t++) body(t);
         else
             CpuParallel.ForTasks(tasks, body);
@@ -48,42 +59,57 @@ internal static unsafe class CpuAttention
 
     private static int QueryBlockRows(int keyRows)
     {
-        // A multiple of the GEMM's 12-row micro-panel; few enough rows that S fits the L2 target, enough that the
-        // packing of K and V (redone per block) stays small next to the block's arithmetic.
+        // A multiple of the GEMM's 12-row micro-panel, with few enough rows that S fits the L2 target.
         int rows = ScoreBlockBytes / (Math.Max(1, keyRows) * sizeof(float));
-        return Math.Clamp(rows / 12 * 12, 24, 96);
+        return Math.Clamp(rows / 12 * 12, 12, 96);
     }
 
-    private static void AttendBlock(float* o, long ldo, float* q, long ldq, float* k, long ldk, float* v, long ldv,
-        int rows, int keyRows, int qkDim, int valueDim, float scale)
+    private static void AttendBlock(float* o, long ldo, float* q, long ldq, Scratch scratch,
+        int rows, int keyRows, int qkDim, int valueDim, float scale, GemmKernel kernel)
     {
-        float* scores = ScoreBuffer((long)rows * keyRows);
-        GemmKernel kernel = CpuGemm.BestKernel;
-        CpuGemm.MultiplySerial(new GemmProblem(rows, keyRows, qkDim, q, ldq, k, ldk, bIsKByN: false, scores, keyRows, null), kernel);
+        float* scores = scratch.Scores;
+        CpuGemm.MultiplyPrepacked(q, ldq, rows, scratch.Keys, keyRows, qkDim, scores, keyRows, kernel);
 
-        Span<float> inverseSums = rows <= 256 ? stackalloc float[rows] : new float[rows];
+        Span<float> inverseSums = stackalloc float[rows];
         for (int r = 0; r < rows; r++)
         {
             float* s = scores + (long)r * keyRows;
             // Max-subtracted in the scaled domain, so exp never overflows and the largest term is exactly 1.
             CpuVector.Scale(s, scale, keyRows);
             float max = CpuVector.Max(s, keyRows);
-            float sum = CpuVector.ExpScaledInPlace(s, 1f, max, keyRows);
-            inverseSums[r] = 1f / sum;
+            inverseSums[r] = 1f / CpuVector.ExpScaledInPlace(s, 1f, max, keyRows);
         }
 
-        CpuGemm.MultiplySerial(new GemmProblem(rows, valueDim, keyRows, scores, keyRows, v, ldv, bIsKByN: true, o, ldo, null), kernel);
+        CpuGemm.MultiplyPrepacked(scores, keyRows, rows, scratch.Values, valueDim, keyRows, o, ldo, kernel);
         for (int r = 0; r < rows; r++) CpuVector.Scale(o + r * ldo, inverseSums[r], valueDim);
     }
 
-    private static float* ScoreBuffer(long floats)
+    /// <summary>One thread's packed keys, packed values and score block, grown on demand and kept for the thread's life.</summary>
+    private sealed class Scratch
     {
-        if (t_scoresCapacity < floats)
+        [ThreadStatic] private static Scratch? t_current;
+
+        private long _keysCapacity, _valuesCapacity, _scoresCapacity;
+
+        public float* Keys { get; private set; }
+        public float* Values { get; private set; }
+        public float* Scores { get; private set; }
+
+        public static Scratch ForCurrentThread(long keys, long values, long scores)
         {
-            if (t_scores != null) NativeMemory.AlignedFree(t_scores);
-            t_scores = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
-            t_scoresCapacity = floats;
+            Scratch scratch = t_current ??= new Scratch();
+            scratch.Keys = Grow(scratch.Keys, ref scratch._keysCapacity, keys);
+            scratch.Values = Grow(scratch.Values, ref scratch._valuesCapacity, values);
+            scratch.Scores = Grow(scratch.Scores, ref scratch._scoresCapacity, scores);
+            return scratch;
         }
-        return t_scores;
+
+        private static float* Grow(float* buffer, ref long capacity, long needed)
+        {
+            if (capacity >= needed && buffer != null) return buffer;
+            if (buffer != null) NativeMemory.AlignedFree(buffer);
+            capacity = Math.Max(needed, 16);
+            return (float*)NativeMemory.AlignedAlloc((nuint)(capacity * sizeof(float)), 64);
+        }
     }
 }

@@ -143,7 +143,6 @@ public static unsafe class CpuGemm
         }
         GemmGeometry g = GemmGeometry.For(kernel);
         PackBuffers buffers = PackBuffers.ForCurrentThread(g);
-        float* edgeTile = stackalloc float[MaxMR * MaxNR];
 
         for (int jc = n0; jc < n1; jc += g.NC)
         {
@@ -159,33 +158,95 @@ public static unsafe class CpuGemm
                 {
                     int mc = Math.Min(g.MC, m1 - ic);
                     PackRowPanels(p.A, p.Lda, ic, mc, pc, kc, g.MR, buffers.A);
-                    for (int ir = 0; ir < mc; ir += g.MR)
-                    {
-                        int mr = Math.Min(g.MR, mc - ir);
-                        float* pa = buffers.A + (long)ir * kc;
-                        for (int jr = 0; jr < nc; jr += g.NR)
-                        {
-                            int nr = Math.Min(g.NR, nc - jr);
-                            float* pb = buffers.B + (long)jr * kc;
-                            float* cTile = p.C + (long)(ic + ir) * p.Ldc + jc + jr;
-                            float* biasTile = accumulate || p.Bias == null ? null : p.Bias + jc + jr;
-                            if (mr == g.MR && nr == g.NR)
-                            {
-                                RunKernel(kernel, pa, pb, kc, cTile, p.Ldc, biasTile, accumulate);
-                                continue;
-                            }
-                            // A ragged edge: compute the full tile aside (padding is zero) and keep the valid part.
-                            RunKernel(kernel, pa, pb, kc, edgeTile, g.NR, null, accumulate: false);
-                            for (int r = 0; r < mr; r++)
-                            {
-                                float* src = edgeTile + r * g.NR;
-                                float* dst = cTile + r * p.Ldc;
-                                for (int j = 0; j < nr; j++)
-                                    dst[j] = accumulate ? dst[j] + src[j] : src[j] + (biasTile == null ? 0f : biasTile[j]);
-                            }
-                        }
-                    }
+                    MacroKernel(kernel, g, buffers.A, mc, buffers.B, nc, kc, p.C + (long)ic * p.Ldc + jc, p.Ldc,
+                        accumulate || p.Bias == null ? null : p.Bias + jc, accumulate, bPanelsOuter: false);
                 }
+            }
+        }
+    }
+
+    /// <summary>
+    /// All MR×NR tiles of an mc×nc block of C from packed A (mc rows) and packed B (nc columns) over one K block.
+    /// With <paramref name="bPanelsOuter"/> each B panel is loaded once and reused by every A panel (B larger than
+    /// L2, A small); otherwise each A panel stays in L1 while the B panels stream from L2.
+    /// </summary>
+    private static void MacroKernel(GemmKernel kernel, GemmGeometry g, float* packedA, int mc, float* packedB, int nc, int kc,
+        float* c, long ldc, float* bias, bool accumulate, bool bPanelsOuter)
+    {
+        float* edgeTile = stackalloc float[MaxMR * MaxNR];
+        int mPanels = (mc + g.MR - 1) / g.MR, nPanels = (nc + g.NR - 1) / g.NR;
+        int outerCount = bPanelsOuter ? nPanels : mPanels, innerCount = bPanelsOuter ? mPanels : nPanels;
+        for (int outer = 0; outer < outerCount; outer++)
+            for (int inner = 0; inner < innerCount; inner++)
+            {
+                int ir = (bPanelsOuter ? inner : outer) * g.MR, jr = (bPanelsOuter ? outer : inner) * g.NR;
+                int mr = Math.Min(g.MR, mc - ir), nr = Math.Min(g.NR, nc - jr);
+                float* pa = packedA + (long)ir * kc;
+                float* pb = packedB + (long)jr * kc;
+                float* cTile = c + (long)ir * ldc + jr;
+                float* biasTile = bias == null ? null : bias + jr;
+                if (mr == g.MR && nr == g.NR)
+                {
+                    RunKernel(kernel, pa, pb, kc, cTile, ldc, biasTile, accumulate);
+                    continue;
+                }
+                // A ragged edge: compute the full tile aside (padding is zero) and keep the valid part.
+                RunKernel(kernel, pa, pb, kc, edgeTile, g.NR, null, accumulate: false);
+                for (int r = 0; r < mr; r++)
+                {
+                    float* src = edgeTile + r * g.NR;
+                    float* dst = cTile + r * ldc;
+                    for (int j = 0; j < nr; j++)
+                        dst[j] = accumulate ? dst[j] + src[j] : src[j] + (biasTile == null ? 0f : biasTile[j]);
+                }
+            }
+    }
+
+    /// <summary>Floats that <see cref="PackWholeB"/> writes: every K block of all N columns, padded to NR.</summary>
+    internal static long PackedWholeBFloats(int n, int k, GemmKernel kernel)
+    {
+        GemmGeometry g = GemmGeometry.For(kernel);
+        return (long)((n + g.NR - 1) / g.NR * g.NR) * k;
+    }
+
+    /// <summary>
+    /// Packs all of B once (K block after K block, NR panels within each) for products that reuse it across many
+    /// A blocks on one thread, as attention does with a head's keys and values for every block of queries.
+    /// </summary>
+    internal static void PackWholeB(float* b, long ldb, bool bIsKByN, int n, int k, GemmKernel kernel, float* destination)
+    {
+        GemmGeometry g = GemmGeometry.For(kernel);
+        long paddedN = (n + g.NR - 1) / g.NR * g.NR;
+        for (int pc = 0; pc < k; pc += g.KC)
+        {
+            int kc = Math.Min(g.KC, k - pc);
+            float* block = destination + paddedN * pc;
+            if (bIsKByN) PackColumnPanels(b, ldb, pc, kc, 0, n, g.NR, block);
+            else PackRowPanels(b, ldb, 0, n, pc, kc, g.NR, block);
+        }
+    }
+
+    /// <summary>C[M,N] = A·op(B) on the calling thread, with B from <see cref="PackWholeB"/>.</summary>
+    internal static void MultiplyPrepacked(float* a, long lda, int m, float* packedB, int n, int k, float* c, long ldc, GemmKernel kernel)
+    {
+        GemmGeometry g = GemmGeometry.For(kernel);
+        if (k == 0)
+        {
+            FillWithBias(new GemmProblem(m, n, k, a, lda, null, 0, false, c, ldc, null), 0, m, 0, n);
+            return;
+        }
+        PackBuffers buffers = PackBuffers.ForCurrentThread(g);
+        long paddedN = (n + g.NR - 1) / g.NR * g.NR;
+        // Panels of B bigger than L2 are walked once each, with the few A panels reused from L1.
+        bool bPanelsOuter = paddedN * Math.Min(k, g.KC) * sizeof(float) > 512 * 1024;
+        for (int pc = 0; pc < k; pc += g.KC)
+        {
+            int kc = Math.Min(g.KC, k - pc);
+            for (int ic = 0; ic < m; ic += g.MC)
+            {
+                int mc = Math.Min(g.MC, m - ic);
+                PackRowPanels(a, lda, ic, mc, pc, kc, g.MR, buffers.A);
+                MacroKernel(kernel, g, buffers.A, mc, packedB + paddedN * pc, n, kc, c + (long)ic * ldc, ldc, null, pc > 0, bPanelsOuter);
             }
         }
     }

@@ -12,14 +12,19 @@ internal static unsafe class CpuRowKernels
 
     public static void LayerNorm(float* y, float* x, int n, float eps)
     {
-        float mean = CpuVector.Sum(x, n) / n;
-        float variance = CpuVector.SumSquaredDeviations(x, mean, n) / n;
+        // Two passes, the second also summing the deviations: that sum is the rounding error of the float32 mean
+        // (the corrected two-pass algorithm), which matters when rows sit far from zero.
+        float roughMean = CpuVector.Sum(x, n) / n;
+        float squares = CpuVector.SumDeviations(x, roughMean, n, out float deviationSum);
+        float correction = deviationSum / n;
+        float variance = MathF.Max(0f, squares / n - correction * correction);
         float inverse = 1f / MathF.Sqrt(variance + eps);
-        var m = Vector512.Create(mean);
+        var m = Vector512.Create(roughMean);
+        var d = Vector512.Create(correction);
         var s = Vector512.Create(inverse);
         int i = 0;
-        for (; i + W <= n; i += W) Vector512.Store((Vector512.Load(x + i) - m) * s, y + i);
-        for (; i < n; i++) y[i] = (x[i] - mean) * inverse;
+        for (; i + W <= n; i += W) Vector512.Store((Vector512.Load(x + i) - m - d) * s, y + i);
+        for (; i < n; i++) y[i] = (x[i] - roughMean - correction) * inverse;
     }
 
     public static void RmsNorm(float* y, float* x, float* scale, int groupSize, int n, float eps)

@@ -84,25 +84,36 @@ internal static unsafe class CpuVector
     }
 
     /// <summary>Σ (x[i] − center)²: the second pass of a two-pass variance, free of the cancellation of E[x²] − E[x]².</summary>
-    public static float SumSquaredDeviations(float* x, float center, int n)
+    public static float SumSquaredDeviations(float* x, float center, int n) => SumDeviations(x, center, n, out _);
+
+    /// <summary>Σ (x[i] − center)², and Σ (x[i] − center) in <paramref name="sum"/>: the rounding error of a float32 mean.</summary>
+    public static float SumDeviations(float* x, float center, int n, out float sum)
     {
         var c = Vector512.Create(center);
-        Vector512<float> acc0 = default, acc1 = default;
+        Vector512<float> acc0 = default, acc1 = default, linear = default;
         int i = 0;
         for (; i + 2 * W <= n; i += 2 * W)
         {
             Vector512<float> d0 = Vector512.Load(x + i) - c, d1 = Vector512.Load(x + i + W) - c;
+            linear += d0 + d1;
             acc0 = Vector512.FusedMultiplyAdd(d0, d0, acc0);
             acc1 = Vector512.FusedMultiplyAdd(d1, d1, acc1);
         }
         for (; i + W <= n; i += W)
         {
             Vector512<float> d = Vector512.Load(x + i) - c;
+            linear += d;
             acc0 = Vector512.FusedMultiplyAdd(d, d, acc0);
         }
-        float sum = Vector512.Sum(acc0 + acc1);
-        for (; i < n; i++) sum += (x[i] - center) * (x[i] - center);
-        return sum;
+        float squares = Vector512.Sum(acc0 + acc1);
+        sum = Vector512.Sum(linear);
+        for (; i < n; i++)
+        {
+            float d = x[i] - center;
+            sum += d;
+            squares += d * d;
+        }
+        return squares;
     }
 
     public static float Max(float* x, int n)
