@@ -49,17 +49,25 @@ for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
     fi
 done
 
+# torch.__config__.show() of Debian's build says BLAS_INFO=generic (it links libblas.so.3), so also
+# report which BLAS library the process actually mapped.
 /usr/bin/python3 - <<'PY'
-import time, torch
-cfg = torch.__config__.show()
-blas = "openblas" if "openblas" in cfg.lower() else "unknown"
+import os, re, time, torch
+torch.set_num_threads(os.cpu_count() or 1)
+m = re.search(r"BLAS_INFO=([^,]*)", torch.__config__.show())
+print("torch.__config__: BLAS_INFO=%s" % (m.group(1) if m else "?"))
 torch.manual_seed(0)
 a = torch.randn(1024, 1024); b = torch.randn(1024, 1024)
 for _ in range(3): a @ b
 ts = []
-for _ in range(7):
+for _ in range(9):
     t0 = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t0)
 ts.sort()
-print("torch %s, BLAS per torch.__config__: %s, threads %d, 1024^3 fp32 matmul %.1f GFLOP/s"
-      % (torch.__version__, blas, torch.get_num_threads(), 2 * 1024**3 / ts[len(ts) // 2] / 1e9))
+libs = sorted({l.split()[-1] for l in open("/proc/self/maps") if "blas" in l.lower()})
+print("BLAS mapped in process: %s" % (", ".join(libs) or "none"))
+print("torch %s, threads %d, 1024^3 fp32 matmul %.1f GFLOP/s (median of 9; shared machines vary)"
+      % (torch.__version__, torch.get_num_threads(), 2 * 1024**3 / ts[len(ts) // 2] / 1e9))
+if not any("openblas" in l for l in libs):
+    print("WARNING: OpenBLAS is not the BLAS torch uses; expect ~4 GFLOP/s "
+          "(check: update-alternatives --display libblas.so.3-x86_64-linux-gnu)")
 PY

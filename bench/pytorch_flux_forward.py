@@ -61,6 +61,12 @@ args = parse_args(sys.argv[1:])
 # not limit the GEMM threads; OPENBLAS_NUM_THREADS does.
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(args.threads)
+# torch's OpenMP pool (elementwise ops) and OpenBLAS's own pthread pool (GEMMs) share the cores. By
+# default both busy-wait after finishing (OpenBLAS for ~2^28 cycles), stealing the cores from the other
+# pool's next op; on 2 cores the mid-size forward took ~1.4 s instead of ~0.75 s. Let idle threads sleep
+# (the environment can still override either setting).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # minimum: spin 2^4 cycles, then sleep
 
 
 def tune_malloc():
@@ -341,6 +347,8 @@ def main():
         "attention": "sdpa" if model.have_sdpa else "matmul_softmax",
         "dtype": "float32",
         "malloc_tuned": MALLOC_TUNED,
+        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "openblas_thread_timeout": os.environ["OPENBLAS_THREAD_TIMEOUT"],
     }
     if expected is not None:
         ref = expected.double()
