@@ -41,6 +41,9 @@ public sealed class BenchOptions : DeviceOptions
     [Option("baseline", Default = "auto", HelpText = "PyTorch CPU baseline: auto (run it when installed), pytorch (require it), none.")]
     public string Baseline { get; set; } = "auto";
 
+    [Option("profile", HelpText = "Also print the time per op (waits for every op: the total is slower than an unprofiled run).")]
+    public bool Profile { get; set; }
+
     [Option("python", Default = "/usr/bin/python3", HelpText = "The Python that has torch (bench/install-pytorch-baseline.sh installs Debian's).")]
     public string Python { get; set; } = "/usr/bin/python3";
 }
@@ -54,16 +57,12 @@ public static class BenchCommand
         var info = ModelCatalog.All.FirstOrDefault(m => m.Descriptor.Name == options.Model)
             ?? throw new ArgumentException($"no compiled model '{options.Model}' (compiled: {string.Join(", ", ModelCatalog.All.Select(m => m.Descriptor.Name))})");
 
-        string weightsPath = options.Weights ?? Path.Combine(Path.GetTempPath(), $"influx-bench-{info.Descriptor.Name}.safetensors");
-        if (options.Weights == null && !File.Exists(weightsPath))
-        {
-            System.Console.Error.WriteLine($"writing seeded random weights for {info.Descriptor.Name} to {weightsPath}");
-            RandomWeights.Write(info.Descriptor, weightsPath, seed: 1234);
-        }
-
         using var inner = options.CreateBackend(System.Console.Out);
-        var backend = new CountingBackend(inner);
-        var result = TimeForward(backend, info, weightsPath, options);
+        var backend = new CountingBackend(inner, options.Profile);
+        var weights = options.Weights == null
+            ? RandomWeights.Upload(info.Descriptor, backend, Seed, new ProgressBar("random weights", "tensors"))
+            : LoadWeights(info, options.Weights, backend);
+        var result = TimeForward(backend, info, weights, options);
         double gemm = MeasureGemm(backend, 1024);
 
         var table = new ConsoleTable("implementation", "device", "median ms", "tokens/s", "GFLOP/s", "vs PyTorch");
@@ -71,7 +70,7 @@ public static class BenchCommand
         string? baselineNote = null;
         if (options.Baseline != "none")
         {
-            var baseline = PyTorchBaseline.Run(options, weightsPath);
+            var baseline = PyTorchBaseline.Run(options, options.Weights ?? BaselineWeightsFile(info.Descriptor));
             if (baseline.Error != null)
             {
                 if (options.Baseline == "pytorch") throw new InvalidOperationException(baseline.Error);
@@ -94,16 +93,47 @@ public static class BenchCommand
         System.Console.WriteLine($"forward of {info.Descriptor.Name}: batch {options.Batch}, {options.ImageTokens} image + {options.TextTokens} text tokens, " +
                                  $"{result.Flops / 1e9:F1} GFLOP per pass, median of {options.Runs} after {options.Warmup} warm-up");
         table.Write(System.Console.Out);
+        if (options.Profile) WriteProfile(result.Profile);
         if (baselineNote != null) System.Console.WriteLine($"PyTorch baseline not run: {baselineNote}");
         return 0;
     }
 
-    private sealed record ForwardTiming(double MedianMs, double Flops);
+    private sealed record ForwardTiming(double MedianMs, double Flops, IReadOnlyDictionary<string, (double Seconds, int Calls)> Profile);
 
-    private static ForwardTiming TimeForward(CountingBackend backend, CompiledModelInfo info, string weightsPath, BenchOptions options)
+    private static void WriteProfile(IReadOnlyDictionary<string, (double Seconds, int Calls)> profile)
     {
-        using var file = SafeTensorsFile.Open(weightsPath);
-        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, new ProgressBar("loading weights", "tensors"));
+        double total = profile.Values.Sum(p => p.Seconds);
+        var table = new ConsoleTable("op", "calls", "ms per pass", "share");
+        foreach (var (op, (seconds, calls)) in profile.OrderByDescending(p => p.Value.Seconds))
+            table.Add(op, calls.ToString(CultureInfo.InvariantCulture), (seconds * 1000).ToString("F1", CultureInfo.InvariantCulture),
+                (seconds / total).ToString("P0", CultureInfo.InvariantCulture));
+        System.Console.WriteLine("profile of the last pass (each op waited for):");
+        table.Write(System.Console.Out);
+    }
+
+    private const int Seed = 1234;
+
+    private static IReadOnlyDictionary<string, DeviceTensor> LoadWeights(CompiledModelInfo info, string path, IBackend backend)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        return WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, new ProgressBar("loading weights", "tensors"));
+    }
+
+    /// <summary>The same seeded weights as a file the PyTorch baseline can read, written once per model.</summary>
+    private static string BaselineWeightsFile(ModelDescriptor model)
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"influx-bench-{model.Name}-{Seed}.safetensors");
+        if (!File.Exists(path))
+        {
+            System.Console.Error.WriteLine($"writing the benchmark's weights for the PyTorch baseline to {path}");
+            RandomWeights.Write(model, path, Seed);
+        }
+        return path;
+    }
+
+    private static ForwardTiming TimeForward(CountingBackend backend, CompiledModelInfo info,
+        IReadOnlyDictionary<string, DeviceTensor> weights, BenchOptions options)
+    {
         try
         {
             var model = info.Create(backend, weights);
@@ -123,7 +153,8 @@ public static class BenchCommand
                     progress.Report((run + 1, options.Warmup + options.Runs));
                 }
                 times.Sort();
-                return new ForwardTiming(times[times.Count / 2], backend.FloatingPointOperations);
+                return new ForwardTiming(times[times.Count / 2], backend.FloatingPointOperations,
+                    new Dictionary<string, (double Seconds, int Calls)>(backend.Profile));
             }
             finally
             {
@@ -196,27 +227,76 @@ public static class BenchInputs
     }
 }
 
-/// <summary>Seeded random weights for a compiled model, saved with its params as __metadata__.config.</summary>
+/// <summary>
+/// Seeded random weights for a compiled model: weight matrices ~ U(−√3, √3)/√fan_in (unit-variance activations
+/// through the network), norm scales near 1, small biases. Fast enough for the 12B model (a counter-based hash
+/// per element, in parallel), and stored in the model's checkpoint dtype.
+/// </summary>
 public static class RandomWeights
 {
-    public static void Write(ModelDescriptor model, string path, int seed)
+    public static HostTensor Generate(ParameterInfo parameter, int seed)
     {
-        var random = new Random(seed);
-        var tensors = new List<KeyValuePair<string, HostTensor>>();
+        var t = new HostTensor(parameter.Shape);
+        bool isNormScale = parameter.Name.EndsWith(".scale", StringComparison.Ordinal);
+        float amplitude = parameter.Shape.Length == 2 ? (float)Math.Sqrt(3.0 / parameter.Shape[1]) : 0.02f;
+        float center = isNormScale ? 1f : 0f;
+        ulong stream = (ulong)seed * 0x9E3779B97F4A7C15UL ^ (ulong)StringComparer.Ordinal.GetHashCode(parameter.Name);
+        var data = t.Data;
+        Parallel.For(0, (data.Length + 65535) / 65536, chunk =>
+        {
+            int end = Math.Min(data.Length, (chunk + 1) * 65536);
+            for (int i = chunk * 65536; i < end; i++)
+            {
+                ulong z = stream + (ulong)i * 0x9E3779B97F4A7C15UL;
+                z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+                z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+                z ^= z >> 31;
+                float unit = (z >> 40) * (1f / (1 << 24)) * 2f - 1f;
+                data[i] = center + amplitude * unit;
+            }
+        });
+        return t;
+    }
+
+    public static IReadOnlyDictionary<string, DeviceTensor> Upload(ModelDescriptor model, IBackend backend, int seed,
+        IProgress<(int Done, int Total)>? progress = null)
+    {
+        var weights = new Dictionary<string, DeviceTensor>();
         foreach (var parameter in model.Parameters)
         {
-            var t = new HostTensor(parameter.Shape);
-            bool isNormScale = parameter.Name.EndsWith(".scale", StringComparison.Ordinal);
-            double std = parameter.Shape.Length == 2 ? 1.0 / Math.Sqrt(parameter.Shape[1]) : 0.02;
-            for (int i = 0; i < t.Data.Length; i++)
-            {
-                double gaussian = Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
-                t.Data[i] = (float)((isNormScale ? 1 : 0) + std * gaussian);
-            }
-            tensors.Add(new(parameter.Name, t));
+            var host = Generate(parameter, seed);
+            byte[] raw = Encode(host, parameter.DType);
+            weights[parameter.Name] = backend.UploadWeight(parameter.Shape, parameter.DType, raw);
+            progress?.Report((weights.Count, model.Parameters.Count));
         }
+        return weights;
+    }
+
+    /// <summary>Writes float32 weights with the model's params as __metadata__.config (as BFL checkpoints carry them).</summary>
+    public static void Write(ModelDescriptor model, string path, int seed)
+    {
+        var tensors = model.Parameters.Select(p => new KeyValuePair<string, HostTensor>(p.Name, Generate(p, seed)));
         var config = "{" + string.Join(", ", model.Params.Select(p => $"{JsonSerializer.Serialize(p.Key)}: {p.Value}")) + "}";
         SafeTensorsWriter.Write(path, tensors, new Dictionary<string, string> { ["format"] = "bfl", ["config"] = config });
+    }
+
+    private static byte[] Encode(HostTensor host, DType dtype)
+    {
+        switch (dtype)
+        {
+            case DType.BF16:
+                var bf16 = new byte[host.Data.Length * 2];
+                BFloat16.FromSingle(host.Data, bf16);
+                return bf16;
+            case DType.F16:
+                var f16 = new byte[host.Data.Length * 2];
+                Float16.FromSingle(host.Data, f16);
+                return f16;
+            default:
+                var f32 = new byte[host.Data.Length * 4];
+                Buffer.BlockCopy(host.Data, 0, f32, 0, f32.Length);
+                return f32;
+        }
     }
 }
 

@@ -16,10 +16,18 @@ public static class BackendFactory
         _ => throw new ArgumentException($"--device must be auto, cpu or cuda, not '{text}'"),
     };
 
-    public static IBackend Create(DeviceChoice choice) => choice switch
+    public static GpuPrecision ParsePrecision(string text) => text.ToLowerInvariant() switch
+    {
+        "fp32" or "float32" => GpuPrecision.Float32,
+        "bf16" or "bfloat16" => GpuPrecision.BFloat16,
+        _ => throw new ArgumentException($"--precision must be fp32 or bf16, not '{text}'"),
+    };
+
+    /// <summary>The CPU computes in float32 whatever the precision; it only changes CUDA's matrix products.</summary>
+    public static IBackend Create(DeviceChoice choice, GpuPrecision precision = GpuPrecision.Float32) => choice switch
     {
         DeviceChoice.Cpu => new CpuBackend(),
-        DeviceChoice.Cuda => IlgpuBackend.CreateCuda(),
-        _ => IlgpuBackend.IsCudaAvailable() ? IlgpuBackend.CreateCuda() : new CpuBackend(),
+        DeviceChoice.Cuda => IlgpuBackend.CreateCuda(precision: precision),
+        _ => IlgpuBackend.IsCudaAvailable() ? IlgpuBackend.CreateCuda(precision: precision) : new CpuBackend(),
     };
 }

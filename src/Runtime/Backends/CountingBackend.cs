@@ -5,17 +5,49 @@ namespace InFluxEdit.Runtime.Backends;
 /// <summary>
 /// Passes every op to another backend and counts the floating-point work of the heavy ones (GEMMs and
 /// attention), so benchmarks report achieved GFLOP/s for any model without a hand-written FLOP formula.
+/// With profiling on, it also waits for each op and adds its time to a per-op total (slower, but it shows
+/// where a forward pass spends its time).
 /// </summary>
 public sealed class CountingBackend : IBackend
 {
     private readonly IBackend _inner;
+    private readonly Dictionary<string, (double Seconds, int Calls)> _profile = new();
 
-    public CountingBackend(IBackend inner) => _inner = inner;
+    public CountingBackend(IBackend inner, bool profile = false)
+    {
+        _inner = inner;
+        Profiling = profile;
+    }
+
+    public bool Profiling { get; }
+
+    /// <summary>Seconds and calls per op since the last reset (empty unless profiling).</summary>
+    public IReadOnlyDictionary<string, (double Seconds, int Calls)> Profile => _profile;
+
+    private void Timed(string op, Action run)
+    {
+        if (!Profiling)
+        {
+            run();
+            return;
+        }
+        _inner.Synchronize();
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        run();
+        _inner.Synchronize();
+        double seconds = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+        _profile.TryGetValue(op, out var total);
+        _profile[op] = (total.Seconds + seconds, total.Calls + 1);
+    }
 
     /// <summary>Multiply-adds counted as two operations.</summary>
     public double FloatingPointOperations { get; private set; }
 
-    public void ResetCount() => FloatingPointOperations = 0;
+    public void ResetCount()
+    {
+        FloatingPointOperations = 0;
+        _profile.Clear();
+    }
 
     public string Name => _inner.Name;
     public string Description => _inner.Description;
@@ -29,27 +61,27 @@ public sealed class CountingBackend : IBackend
     public void Linear(View y, View x, DeviceTensor weight, DeviceTensor? bias)
     {
         FloatingPointOperations += 2.0 * x.Batch * x.Rows * x.Cols * y.Cols;
-        _inner.Linear(y, x, weight, bias);
+        Timed(nameof(Linear), () => _inner.Linear(y, x, weight, bias));
     }
 
     public void Attention(View o, View q, View k, View v, int heads, float scale)
     {
         // q·kᵀ and p·v: two products of Lq × Lk × head_dim per head.
         FloatingPointOperations += 4.0 * q.Batch * q.Rows * k.Rows * q.Cols;
-        _inner.Attention(o, q, k, v, heads, scale);
+        Timed(nameof(Attention), () => _inner.Attention(o, q, k, v, heads, scale));
     }
 
-    public void LayerNorm(View y, View x, float eps) => _inner.LayerNorm(y, x, eps);
-    public void RmsNorm(View y, View x, DeviceTensor scale, int groupSize, float eps) => _inner.RmsNorm(y, x, scale, groupSize, eps);
-    public void Modulate(View y, View x, View shift, View scale) => _inner.Modulate(y, x, shift, scale);
-    public void GatedResidual(View y, View residual, View x, View gate) => _inner.GatedResidual(y, residual, x, gate);
-    public void Add(View y, View a, View b) => _inner.Add(y, a, b);
-    public void Silu(View y, View x) => _inner.Silu(y, x);
-    public void GeluTanh(View y, View x) => _inner.GeluTanh(y, x);
-    public void Copy(View y, View x) => _inner.Copy(y, x);
-    public void TimestepEmbedding(View y, View t, float timeFactor, float maxPeriod) => _inner.TimestepEmbedding(y, t, timeFactor, maxPeriod);
-    public void RopeEmbed(View pe, View ids, int[] axesDim, float theta) => _inner.RopeEmbed(pe, ids, axesDim, theta);
-    public void ApplyRope(View y, View x, View pe, int headDim) => _inner.ApplyRope(y, x, pe, headDim);
+    public void LayerNorm(View y, View x, float eps) => Timed(nameof(LayerNorm), () => _inner.LayerNorm(y, x, eps));
+    public void RmsNorm(View y, View x, DeviceTensor scale, int groupSize, float eps) => Timed(nameof(RmsNorm), () => _inner.RmsNorm(y, x, scale, groupSize, eps));
+    public void Modulate(View y, View x, View shift, View scale) => Timed(nameof(Modulate), () => _inner.Modulate(y, x, shift, scale));
+    public void GatedResidual(View y, View residual, View x, View gate) => Timed(nameof(GatedResidual), () => _inner.GatedResidual(y, residual, x, gate));
+    public void Add(View y, View a, View b) => Timed(nameof(Add), () => _inner.Add(y, a, b));
+    public void Silu(View y, View x) => Timed(nameof(Silu), () => _inner.Silu(y, x));
+    public void GeluTanh(View y, View x) => Timed(nameof(GeluTanh), () => _inner.GeluTanh(y, x));
+    public void Copy(View y, View x) => Timed(nameof(Copy), () => _inner.Copy(y, x));
+    public void TimestepEmbedding(View y, View t, float timeFactor, float maxPeriod) => Timed(nameof(TimestepEmbedding), () => _inner.TimestepEmbedding(y, t, timeFactor, maxPeriod));
+    public void RopeEmbed(View pe, View ids, int[] axesDim, float theta) => Timed(nameof(RopeEmbed), () => _inner.RopeEmbed(pe, ids, axesDim, theta));
+    public void ApplyRope(View y, View x, View pe, int headDim) => Timed(nameof(ApplyRope), () => _inner.ApplyRope(y, x, pe, headDim));
 
     public void Dispose() => _inner.Dispose();
 }
