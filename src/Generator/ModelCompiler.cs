@@ -37,11 +37,11 @@ public static class ModelCompiler
         diagnostics.AddRange(bindDiagnostics);
         if (bound == null) return Failed();
 
-        var plan = BufferPlan.Create(bound);
-        diagnostics.AddRange(plan.Diagnostics);
+        var plans = bound.Entries.ToDictionary(entry => entry, BufferPlan.Create);
+        foreach (var plan in plans.Values) diagnostics.AddRange(plan.Diagnostics);
         if (diagnostics.Count > 0) return Failed();
 
-        return new CompiledModelSource(model.ClassName, hint, ModelEmitter.Emit(bound, plan), EquatableArray<SchemaDiagnostic>.Empty);
+        return new CompiledModelSource(model.ClassName, hint, ModelEmitter.Emit(bound, plans), EquatableArray<SchemaDiagnostic>.Empty);
 
         CompiledModelSource Failed() => new(model.ClassName, hint, null, diagnostics.ToEquatableArray());
     }

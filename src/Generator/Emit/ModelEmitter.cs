@@ -13,21 +13,22 @@ namespace InFluxEdit.Generator.Emit;
 public sealed class ModelEmitter : IForwardEmitter
 {
     private readonly BoundModel _model;
-    private readonly BufferPlan _plan;
+    private readonly IReadOnlyDictionary<BoundEntry, BufferPlan> _plans;
+    private BufferPlan _plan = null!;
     private readonly CodeWriter _w = new();
     private readonly Dictionary<Storage, string> _tensorNames = new();
     private readonly Stack<HashSet<string>> _declared = new();
     private BoundRepeat? _currentBlock;
 
-    private ModelEmitter(BoundModel model, BufferPlan plan)
+    private ModelEmitter(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans)
     {
         _model = model;
-        _plan = plan;
+        _plans = plans;
     }
 
-    public static string Emit(BoundModel model, BufferPlan plan)
+    public static string Emit(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans)
     {
-        var emitter = new ModelEmitter(model, plan);
+        var emitter = new ModelEmitter(model, plans);
         emitter.EmitFile();
         return emitter._w.ToString();
     }
@@ -59,7 +60,11 @@ public sealed class ModelEmitter : IForwardEmitter
         EmitWeightFields();
         EmitConstructor();
         EmitRunAdapter();
-        EmitForward();
+        foreach (var entry in _model.Entries)
+        {
+            _plan = _plans[entry];
+            EmitEntry(entry);
+        }
         EmitBlockClasses();
         _w.Close();
     }
@@ -150,62 +155,92 @@ public sealed class ModelEmitter : IForwardEmitter
         }
     }
 
+    private static string MethodName(BoundEntry entry) => CSharpNames.Pascal(entry.Name);
+
+    private static string List(IEnumerable<string> items) => string.Join(", ", items.Select(CSharpNames.Literal));
+
     private void EmitRunAdapter()
     {
-        string inputs = string.Join(", ", _model.Inputs.Select(i => CSharpNames.Literal(i.Name)));
-        string outputs = string.Join(", ", _model.Outputs.Select(o => CSharpNames.Literal(o.Name)));
-        _w.Line($"public override IReadOnlyList<string> InputNames {{ get; }} = new[] {{ {inputs} }};");
+        _w.Line("public override IReadOnlyList<ModelEntry> Entries { get; } = new ModelEntry[]");
+        _w.Line("{");
+        foreach (var entry in _model.Entries)
+            _w.Line($"    new({CSharpNames.Literal(entry.Name)}, new[] {{ {List(entry.Inputs.Select(i => i.Name))} }}, new[] {{ {List(entry.Outputs.Select(o => o.Name))} }}),");
+        _w.Line("};");
         _w.Line();
-        _w.Line($"public override IReadOnlyList<string> OutputNames {{ get; }} = new[] {{ {outputs} }};");
-        _w.Line();
-        _w.Open("public override IReadOnlyDictionary<string, DeviceTensor> Run(IReadOnlyDictionary<string, DeviceTensor> inputs, IActivationObserver? observer = null)");
-        string args = string.Join(", ", _model.Inputs.Select(i => $"RequireInput(inputs, {CSharpNames.Literal(i.Name)}, {CSharpNames.Literal(ClassName)})"));
-        if (_model.Outputs.Count == 1)
+        _w.Open("public override IReadOnlyDictionary<string, DeviceTensor> Run(string entry, IReadOnlyDictionary<string, DeviceTensor> inputs, IActivationObserver? observer = null)");
+        _w.Open("switch (entry)");
+        foreach (var entry in _model.Entries)
         {
-            _w.Line($"return new Dictionary<string, DeviceTensor> {{ [{CSharpNames.Literal(_model.Outputs[0].Name)}] = Forward({args}, observer) }};");
+            _w.Open($"case {CSharpNames.Literal(entry.Name)}:");
+            string args = string.Join(", ", entry.Inputs.Select(i => $"RequireInput(inputs, {CSharpNames.Literal(i.Name)}, {CSharpNames.Literal(ClassName)})"));
+            if (entry.Outputs.Count == 1)
+            {
+                _w.Line($"return new Dictionary<string, DeviceTensor> {{ [{CSharpNames.Literal(entry.Outputs[0].Name)}] = {MethodName(entry)}({args}, observer) }};");
+            }
+            else
+            {
+                _w.Line($"var result = {MethodName(entry)}({args}, observer);");
+                _w.Line("return new Dictionary<string, DeviceTensor>");
+                _w.Line("{");
+                for (int i = 0; i < entry.Outputs.Count; i++)
+                    _w.Line($"    [{CSharpNames.Literal(entry.Outputs[i].Name)}] = result.Item{i + 1},");
+                _w.Line("};");
+            }
+            _w.Close();
         }
-        else
-        {
-            _w.Line($"var result = Forward({args}, observer);");
-            _w.Line("return new Dictionary<string, DeviceTensor>");
-            _w.Line("{");
-            for (int i = 0; i < _model.Outputs.Count; i++)
-                _w.Line($"    [{CSharpNames.Literal(_model.Outputs[i].Name)}] = result.Item{i + 1},");
-            _w.Line("};");
-        }
+        _w.Line("default:");
+        _w.Line($"    throw new ArgumentException($\"{ClassName} has no entry '{{entry}}' (it has {string.Join(", ", _model.Entries.Select(e => e.Name))})\");");
+        _w.Close();
         _w.Close();
         _w.Line();
     }
 
-    private void EmitForward()
+    private void EmitEntry(BoundEntry entry)
     {
-        string returnType = _model.Outputs.Count == 1
+        string returnType = entry.Outputs.Count == 1
             ? "DeviceTensor"
-            : "(" + string.Join(", ", _model.Outputs.Select(o => "DeviceTensor " + CSharpNames.Pascal(o.Name))) + ")";
-        string parameters = string.Join(", ", _model.Inputs.Select(i => "View " + CSharpNames.Camel(i.Name)));
+            : "(" + string.Join(", ", entry.Outputs.Select(o => "DeviceTensor " + CSharpNames.Pascal(o.Name))) + ")";
+        string parameters = string.Join(", ", entry.Inputs.Select(i => "View " + CSharpNames.Camel(i.EmitName)));
         _w.Line("/// <summary>");
-        _w.Line("/// Runs the graph. " + Escape(string.Join(", ", _model.Inputs.Select(i => $"{i.Name} {i.ShapeText}"))) + ".");
-        _w.Line("/// Returns " + Escape(string.Join(", ", _model.Outputs.Select(o => $"{o.Name} {o.ShapeText}"))) + ", owned by the caller.");
+        _w.Line("/// Runs the graph. " + Escape(string.Join(", ", entry.Inputs.Select(i => $"{i.Name} {i.ShapeText}"))) + ".");
+        _w.Line("/// Returns " + Escape(string.Join(", ", entry.Outputs.Select(o => $"{o.Name} {o.ShapeText}"))) + ", owned by the caller.");
         _w.Line("/// </summary>");
-        _w.Open($"public {returnType} Forward({parameters}, IActivationObserver? observer = null)");
-        _declared.Push(new HashSet<string>(_model.Inputs.Select(i => CSharpNames.Camel(i.Name))));
+        _w.Open($"public {returnType} {MethodName(entry)}({parameters}, IActivationObserver? observer = null)");
+        _declared.Push(new HashSet<string>(entry.Inputs.Select(i => CSharpNames.Camel(i.EmitName))));
 
         _w.Line("// Runtime sizes, read off the inputs.");
-        foreach (string size in _model.Sizes)
-        {
-            var (input, axis) = FindSize(size);
-            _w.Line($"int {size} = SizeOf({CSharpNames.Camel(input.Name)}, {axis}, {CSharpNames.Literal(input.Name)});");
-        }
-        foreach (var input in _model.Inputs)
-            _w.Line($"CheckInput({CSharpNames.Literal(input.Name)}, {CSharpNames.Camel(input.Name)}, {ShapeArray(input.Shape)}, {CSharpNames.Literal(input.ShapeText)});");
+        foreach (string size in entry.Sizes) EmitSize(entry, size);
+        foreach (var input in entry.Inputs)
+            _w.Line($"CheckInput({CSharpNames.Literal(input.Name)}, {CSharpNames.Camel(input.EmitName)}, {ShapeArray(input.Shape)}, {CSharpNames.Literal(input.ShapeText)});");
         _w.Line();
 
-        EmitScope(_model.Body);
+        EmitScope(entry.Body);
 
-        if (_model.Outputs.Count == 1) _w.Line($"return {TensorOf(_model.Outputs[0])};");
-        else _w.Line("return (" + string.Join(", ", _model.Outputs.Select(TensorOf)) + ");");
+        if (entry.Outputs.Count == 1) _w.Line($"return {TensorOf(entry.Outputs[0])};");
+        else _w.Line("return (" + string.Join(", ", entry.Outputs.Select(TensorOf)) + ");");
         _declared.Pop();
         _w.Close();
+        _w.Line();
+    }
+
+    /// <summary>
+    /// A size read off the first input dimension that is a multiple of it: "int h = SizeOf(image, 2, 8, 0, …)"
+    /// for an image of height 8h; SizeOf explains a height that is not a multiple of 8.
+    /// </summary>
+    private void EmitSize(BoundEntry entry, string size)
+    {
+        foreach (var input in entry.Inputs)
+            for (int axis = 0; axis < input.Shape.Count; axis++)
+            {
+                var dim = input.Shape[axis];
+                if (dim.Terms.Count != 1 || !dim.Terms.TryGetValue(size, out long factor) || factor <= 0) continue;
+                string read = factor == 1 && dim.Constant == 0
+                    ? $"SizeOf({CSharpNames.Camel(input.EmitName)}, {axis}, {CSharpNames.Literal(input.Name)})"
+                    : $"SizeOf({CSharpNames.Camel(input.EmitName)}, {axis}, {CSharpNames.Literal(input.Name)}, {factor}, {dim.Constant}, {CSharpNames.Literal(size)})";
+                _w.Line($"int {size} = {read};");
+                return;
+            }
+        throw new System.InvalidOperationException($"size '{size}' is not a multiple of any input dimension");
     }
 
     private string TensorOf(BoundValue output)
@@ -214,20 +249,19 @@ public sealed class ModelEmitter : IForwardEmitter
         return _tensorNames[storage];
     }
 
-    private (BoundValue Input, int Axis) FindSize(string size)
-    {
-        foreach (var input in _model.Inputs)
-            for (int axis = 0; axis < input.Shape.Count; axis++)
-                if (input.Shape[axis].Equals(SymbolicDim.Symbol(size))) return (input, axis);
-        throw new System.InvalidOperationException($"size '{size}' is not a dimension of any input");
-    }
-
     private void EmitScope(BoundScope scope)
     {
         foreach (var statement in scope.Statements)
         {
-            if (statement is BoundRepeat repeat) EmitRepeat(repeat);
-            else EmitOp((BoundOp)statement);
+            switch (statement)
+            {
+                case BoundRepeat repeat: EmitRepeat(repeat); break;
+                case BoundComment comment:
+                    _w.Line();
+                    _w.Line($"// {comment.Text}");
+                    break;
+                case BoundOp op: EmitOp(op); break;
+            }
             foreach (var storage in _plan.ReleasedAfter(statement))
                 _w.Line($"{_tensorNames[storage]}.Dispose();");
         }
@@ -260,7 +294,7 @@ public sealed class ModelEmitter : IForwardEmitter
             _tensorNames[allocated] = tensor;
             _w.Line($"var {tensor} = Allocate({string.Join(", ", output.Shape.Select(Dim))});");
             // "x = f(x)" into new memory: compute from the old value first, then rebind the name.
-            if (BufferPlan.Reads(op).Any(input => input.Name == output.Name))
+            if (BufferPlan.Reads(op).Any(input => input.EmitName == output.EmitName))
             {
                 _pendingOutputs[output] = tensor + ".AsView()";
                 op.Definition.EmitForward(op, this);
@@ -277,7 +311,7 @@ public sealed class ModelEmitter : IForwardEmitter
 
     private string NewTensorName(BoundValue value)
     {
-        string baseName = CSharpNames.Camel(value.Name).TrimStart('@') + "Tensor";
+        string baseName = CSharpNames.Camel(value.EmitName).TrimStart('@') + "Tensor";
         string name = baseName;
         for (int n = 2; _declared.Peek().Contains(name); n++) name = baseName + n;
         foreach (var scope in _declared) scope.Add(name);
@@ -287,7 +321,7 @@ public sealed class ModelEmitter : IForwardEmitter
     // IForwardEmitter: what op definitions use to write their line.
 
     public string View(BoundValue value) =>
-        _pendingOutputs.TryGetValue(value, out var pending) ? pending : CSharpNames.Camel(value.Name);
+        _pendingOutputs.TryGetValue(value, out var pending) ? pending : CSharpNames.Camel(value.EmitName);
 
     public string Weight(BoundWeight weight) =>
         weight.Block == null ? WeightField(weight) : "block." + WeightProperty(weight);

@@ -12,26 +12,39 @@ namespace InFluxEdit.Generator.Graph;
 /// </summary>
 public sealed class BoundModel
 {
-    public BoundModel(ModelFileSpec model, GraphSpec graph, IReadOnlyList<string> sizes, IReadOnlyList<BoundValue> inputs,
-        IReadOnlyList<BoundWeight> weights, BoundScope body, IReadOnlyList<BoundValue> outputs)
+    public BoundModel(ModelFileSpec model, GraphSpec graph, IReadOnlyList<BoundWeight> weights, IReadOnlyList<BoundEntry> entries)
     {
         Model = model;
         Graph = graph;
-        Sizes = sizes;
-        Inputs = inputs;
         Weights = weights;
-        Body = body;
-        Outputs = outputs;
+        Entries = entries;
     }
 
     public ModelFileSpec Model { get; }
     public GraphSpec Graph { get; }
-    public IReadOnlyList<string> Sizes { get; }
-    public IReadOnlyList<BoundValue> Inputs { get; }
 
-    /// <summary>Every weight, in declaration order; repeated blocks' weights once, with their key pattern.</summary>
+    /// <summary>Every weight, in declaration order; a looped block's weights once, with their key pattern.</summary>
     public IReadOnlyList<BoundWeight> Weights { get; }
 
+    /// <summary>The generated methods ("forward", or a VAE's "encode" and "decode"), sharing the weights.</summary>
+    public IReadOnlyList<BoundEntry> Entries { get; }
+}
+
+/// <summary>One generated method: its inputs, the runtime sizes they carry, its statements and outputs.</summary>
+public sealed class BoundEntry
+{
+    public BoundEntry(string name, IReadOnlyList<string> sizes, IReadOnlyList<BoundValue> inputs, BoundScope body, IReadOnlyList<BoundValue> outputs)
+    {
+        Name = name;
+        Sizes = sizes;
+        Inputs = inputs;
+        Body = body;
+        Outputs = outputs;
+    }
+
+    public string Name { get; }
+    public IReadOnlyList<string> Sizes { get; }
+    public IReadOnlyList<BoundValue> Inputs { get; }
     public BoundScope Body { get; }
     public IReadOnlyList<BoundValue> Outputs { get; }
 }
@@ -45,10 +58,14 @@ public sealed class BoundValue
         Name = name;
         Shape = shape;
         ViewOf = viewOf;
+        EmitName = name;
     }
 
     public int Id { get; }
     public string Name { get; }
+
+    /// <summary>The name in generated code: the schema name, suffixed with the iteration in unrolled blocks.</summary>
+    public string EmitName { get; init; } = "";
     public IReadOnlyList<SymbolicDim> Shape { get; }
 
     /// <summary>For split outputs: the value whose memory this one looks at.</summary>
@@ -125,6 +142,13 @@ public sealed class BoundOp : BoundStatement
         string call = $"{Definition.Name}({string.Join(", ", args)})";
         return Outputs.Count == 0 ? call : call + " -> " + string.Join(", ", Outputs.Select(o => o.ToString()));
     }
+}
+
+/// <summary>A marker in an unrolled block ("encoder.down.1.block.0"), printed as a comment.</summary>
+public sealed class BoundComment : BoundStatement
+{
+    public BoundComment(string text, SourceSpan span) : base(span) => Text = text;
+    public string Text { get; }
 }
 
 public sealed class BoundRepeat : BoundStatement

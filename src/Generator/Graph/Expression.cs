@@ -190,6 +190,23 @@ internal sealed class BinaryExpr : Expression
     }
 }
 
+internal sealed class ConditionalExpr : Expression
+{
+    private readonly Expression _condition, _whenTrue, _whenFalse;
+
+    public ConditionalExpr(Expression condition, Expression whenTrue, Expression whenFalse)
+    {
+        _condition = condition;
+        _whenTrue = whenTrue;
+        _whenFalse = whenFalse;
+    }
+
+    public override SchemaValue Evaluate(Func<string, SchemaValue?> lookup) =>
+        _condition.Evaluate(lookup).ToBoolean("the condition of '?:'") ? _whenTrue.Evaluate(lookup) : _whenFalse.Evaluate(lookup);
+
+    public override IEnumerable<string> Names() => _condition.Names().Concat(_whenTrue.Names()).Concat(_whenFalse.Names());
+}
+
 internal sealed class CallExpr : Expression
 {
     private readonly string _function;
@@ -242,10 +259,23 @@ internal sealed class ExpressionParser
 
     public Expression ParseAll()
     {
-        var e = ParseLevel(0);
+        var e = ParseConditional();
         SkipSpaces();
         if (_pos < _text.Length) throw new ExpressionException($"unexpected '{_text.Substring(_pos)}' in \"{_text}\"");
         return e;
+    }
+
+    /// <summary>cond ? a : b, the loosest binding, right-associative.</summary>
+    private Expression ParseConditional()
+    {
+        var condition = ParseLevel(0);
+        SkipSpaces();
+        if (Peek() != '?') return condition;
+        _pos++;
+        var whenTrue = ParseConditional();
+        Expect(':');
+        var whenFalse = ParseConditional();
+        return new ConditionalExpr(condition, whenTrue, whenFalse);
     }
 
     private Expression ParseLevel(int level)
@@ -279,7 +309,7 @@ internal sealed class ExpressionParser
         while (Peek() == '[')
         {
             _pos++;
-            var index = ParseLevel(0);
+            var index = ParseConditional();
             Expect(']');
             e = new IndexExpr(e, index);
             SkipSpaces();
@@ -294,7 +324,7 @@ internal sealed class ExpressionParser
         if (c == '(')
         {
             _pos++;
-            var e = ParseLevel(0);
+            var e = ParseConditional();
             Expect(')');
             return e;
         }
@@ -322,7 +352,7 @@ internal sealed class ExpressionParser
             {
                 while (true)
                 {
-                    args.Add(ParseLevel(0));
+                    args.Add(ParseConditional());
                     SkipSpaces();
                     if (Peek() == ',') { _pos++; continue; }
                     break;

@@ -52,26 +52,34 @@ public sealed class GraphBinder
         }
 
         var root = new Scope(this, null, null);
-        var inputs = new List<BoundValue>();
-        foreach (var input in _graph.Inputs)
-        {
-            var shape = EvaluateShape(input.Shape, $"input '{input.Name}'", allowSizes: true);
-            if (shape == null) continue;
-            var value = root.NewValue(input.Name, shape, null);
-            inputs.Add(value);
-        }
         DeclareWeights(_graph.Weights, root, null, "");
 
-        var body = new BoundScope();
-        BindStatements(_graph.Body, root, body);
-
-        var outputs = new List<BoundValue>();
-        foreach (var output in _graph.Outputs)
+        var entries = new List<BoundEntry>();
+        foreach (var entry in _graph.Entries)
         {
-            var value = root.LookupValue(output.Name);
-            if (value?.IsError == true) continue;
-            if (value == null) Error(DiagnosticIds.UnknownValue, $"output '{output.Name}' is never computed{root.Suggest(output.Name)}", output.Span);
-            else outputs.Add(value);
+            var scope = new Scope(this, root, null);
+            var inputs = new List<BoundValue>();
+            foreach (var input in entry.Inputs)
+            {
+                var shape = EvaluateShape(input.Shape, $"input '{input.Name}'", scope, allowSizes: true);
+                if (shape == null) continue;
+                inputs.Add(scope.NewValue(input.Name, shape, null));
+            }
+            var sizes = _graph.Sizes.Select(s => s.Name)
+                .Where(size => inputs.Any(i => i.Shape.Any(d => d.Terms.ContainsKey(size)))).ToList();
+
+            var body = new BoundScope();
+            BindStatements(entry.Body, scope, body);
+
+            var outputs = new List<BoundValue>();
+            foreach (var output in entry.Outputs)
+            {
+                var value = scope.LookupValue(output.Name);
+                if (value?.IsError == true) continue;
+                if (value == null) Error(DiagnosticIds.UnknownValue, $"output '{output.Name}' is never computed{scope.Suggest(output.Name)}", output.Span);
+                else outputs.Add(value);
+            }
+            entries.Add(new BoundEntry(entry.Name, sizes, inputs, body, outputs));
         }
 
         // With other errors, ops that failed to bind leave weights unused: report only the cause.
@@ -80,7 +88,7 @@ public sealed class GraphBinder
                 Error(DiagnosticIds.UnusedWeight, $"weight '{weight.Key}' is declared but no op uses it: a checkpoint would need it for nothing",
                     weight.Span);
 
-        return new BoundModel(_model, _graph, _graph.Sizes.Select(s => s.Name).ToList(), inputs, _allWeights, body, outputs);
+        return new BoundModel(_model, _graph, _allWeights, entries);
     }
 
     private void BindParams()
@@ -186,14 +194,14 @@ public sealed class GraphBinder
     private SchemaValue? LookupWithSizes(string name) =>
         LookupConstant(name) ?? (_sizes.Contains(name) ? SchemaValue.Of(SymbolicDim.Symbol(name)) : null);
 
-    private List<SymbolicDim>? EvaluateShape(EquatableArray<AttributeValue> dims, string what, bool allowSizes)
+    private List<SymbolicDim>? EvaluateShape(EquatableArray<AttributeValue> dims, string what, Scope scope, bool allowSizes)
     {
         var shape = new List<SymbolicDim>();
         foreach (var dim in dims)
         {
             try
             {
-                var value = Evaluate(dim, allowSizes);
+                var value = scope.Evaluate(dim, allowSizes);
                 var d = value.ToDim($"a dimension of {what}");
                 if (!allowSizes && !d.IsConstant) throw new ExpressionException($"a dimension of {what} must be a constant");
                 if (d.IsConstant && d.Constant <= 0) throw new ExpressionException($"a dimension of {what} is {d.Constant}; sizes must be positive");
@@ -208,25 +216,24 @@ public sealed class GraphBinder
         return shape;
     }
 
-    private SchemaValue Evaluate(AttributeValue value, bool allowSizes)
+    private static SchemaValue Evaluate(AttributeValue value, Func<string, SchemaValue?> lookup)
     {
-        Func<string, SchemaValue?> lookup = allowSizes ? LookupWithSizes : LookupConstant;
         switch (value.Kind)
         {
             case AttributeKind.Number: return SchemaValue.Of(ParseNumber(value.Text));
             case AttributeKind.Bool: return SchemaValue.Of(value.Text == "true");
             case AttributeKind.String: return Expression.Parse(value.Text).Evaluate(lookup);
             default:
-                return SchemaValue.Of(value.Items.Select(i => Evaluate(i, allowSizes).ToNumber("a list entry")).ToList());
+                return SchemaValue.Of(value.Items.Select(i => Evaluate(i, lookup).ToNumber("a list entry")).ToList());
         }
     }
 
-    private bool? EvaluateCondition(string? condition, SourceSpan span)
+    private bool? EvaluateCondition(string? condition, SourceSpan span, Scope scope)
     {
         if (condition == null) return true;
         try
         {
-            return Expression.Parse(condition).Evaluate(LookupConstant).ToBoolean($"condition \"{condition}\"");
+            return scope.Evaluate(condition, allowSizes: false).ToBoolean($"condition \"{condition}\"");
         }
         catch (ExpressionException e)
         {
@@ -239,7 +246,7 @@ public sealed class GraphBinder
     {
         foreach (var declaration in declarations)
         {
-            bool? enabled = EvaluateCondition(declaration.Condition, declaration.Span);
+            bool? enabled = EvaluateCondition(declaration.Condition, declaration.Span, scope);
             if (enabled == null) continue;
             string key = prefix + declaration.Name;
             if (_allWeights.Any(w => w.Key == key) || scope.HasWeight(declaration.Name))
@@ -252,7 +259,7 @@ public sealed class GraphBinder
                 scope.DisableWeight(declaration.Name);
                 continue;
             }
-            var shape = EvaluateShape(declaration.Shape, $"weight '{key}'", allowSizes: false);
+            var shape = EvaluateShape(declaration.Shape, $"weight '{key}'", scope, allowSizes: false);
             if (shape == null) continue;
             var weight = new BoundWeight(key, declaration.Name, shape.Select(d => d.Constant).ToList(), block, declaration.Span);
             scope.AddWeight(weight);
@@ -268,7 +275,7 @@ public sealed class GraphBinder
             switch (statement.Kind)
             {
                 case StatementKind.If:
-                    if (EvaluateCondition(statement.Condition, statement.Span) == true)
+                    if (EvaluateCondition(statement.Condition, statement.Span, scope) == true)
                         BindStatements(statement.Body, scope, into);
                     break;
                 case StatementKind.Repeat:
@@ -286,7 +293,7 @@ public sealed class GraphBinder
         long count;
         try
         {
-            count = Expression.Parse(statement.Count!).Evaluate(LookupConstant).ToInteger("the repeat count");
+            count = scope.Evaluate(statement.Count!, allowSizes: false).ToInteger("the repeat count");
         }
         catch (ExpressionException e)
         {
@@ -298,9 +305,14 @@ public sealed class GraphBinder
             Error(DiagnosticIds.InvalidSchema, $"a repeat's prefix must contain its index as {{{statement.Index}}}", statement.Span);
             return;
         }
-        var repeat = new BoundRepeat(count, statement.Index!, statement.Prefix!, statement.Span);
+        if (statement.Unroll)
+        {
+            BindUnrolled(statement, count, scope, into);
+            return;
+        }
+        var repeat = new BoundRepeat(count, statement.Index!, scope.Prefix + statement.Prefix!, statement.Span);
         var inner = new Scope(this, scope, repeat);
-        DeclareWeights(statement.Weights, inner, repeat, statement.Prefix!);
+        DeclareWeights(statement.Weights, inner, repeat, scope.Prefix + statement.Prefix!);
         if (count <= 0)
         {
             // A zero-depth block stack is legal (a model without single blocks); its weights are then not expected.
@@ -309,6 +321,35 @@ public sealed class GraphBinder
         }
         BindStatements(statement.Body, inner, repeat.Body);
         into.Statements.Add(repeat);
+    }
+
+    /// <summary>
+    /// Every iteration bound on its own, with the index (and the block's lets) as constants, into the enclosing
+    /// statement list: shapes and weights may differ per iteration (a VAE's levels), and the code is straight.
+    /// </summary>
+    private void BindUnrolled(StatementSpec statement, long count, Scope scope, BoundScope into)
+    {
+        for (long n = 0; n < count; n++)
+        {
+            long index = statement.Reverse ? count - 1 - n : n;
+            string prefix = scope.Prefix + statement.Prefix!.Replace("{" + statement.Index + "}", index.ToString(CultureInfo.InvariantCulture));
+            var iteration = new Scope(this, scope, null, prefix, scope.Suffix + "_" + index.ToString(CultureInfo.InvariantCulture));
+            iteration.SetConstant(statement.Index!, SchemaValue.Of(index));
+            foreach (var let in statement.Lets)
+            {
+                try
+                {
+                    iteration.SetConstant(let.Name, iteration.Evaluate(let.Expression, allowSizes: false));
+                }
+                catch (ExpressionException e)
+                {
+                    Error(DiagnosticIds.InvalidExpression, $"let '{let.Name}' ({statement.Index} = {index}): {e.Message}", let.Span);
+                }
+            }
+            DeclareWeights(statement.Weights, iteration, null, prefix);
+            into.Statements.Add(new BoundComment(prefix.TrimEnd('.'), statement.Span));
+            BindStatements(statement.Body, iteration, into);
+        }
     }
 
     private void BindOp(StatementSpec statement, Scope scope, BoundScope into)
@@ -348,13 +389,29 @@ public sealed class GraphBinder
         private readonly Dictionary<string, BoundValue> _values = new();
         private readonly Dictionary<string, BoundWeight> _weights = new();
         private readonly HashSet<string> _disabledWeights = new();
+        private readonly Dictionary<string, SchemaValue> _constants = new();
 
-        public Scope(GraphBinder binder, Scope? parent, BoundRepeat? block)
+        public Scope(GraphBinder binder, Scope? parent, BoundRepeat? block, string? prefix = null, string? suffix = null)
         {
             _binder = binder;
             _parent = parent;
             _block = block;
+            Prefix = prefix ?? parent?.Prefix ?? "";
+            Suffix = suffix ?? parent?.Suffix ?? "";
         }
+
+        /// <summary>The key prefix of an unrolled iteration ("encoder.down.1."), prepended to nested prefixes.</summary>
+        public string Prefix { get; }
+
+        /// <summary>Appended to the names of values local to an unrolled iteration, so each gets its own variable.</summary>
+        public string Suffix { get; }
+
+        public void SetConstant(string name, SchemaValue value) => _constants[name] = value;
+
+        private SchemaValue? LookupConstant(string name, bool allowSizes) =>
+            _constants.TryGetValue(name, out var v) ? v
+            : _parent != null ? _parent.LookupConstant(name, allowSizes)
+            : allowSizes ? _binder.LookupWithSizes(name) : _binder.LookupConstant(name);
 
         public BoundValue? LookupValue(string name) =>
             _values.TryGetValue(name, out var v) ? v : _parent?.LookupValue(name);
@@ -377,11 +434,16 @@ public sealed class GraphBinder
 
         public BoundValue NewValue(string name, IReadOnlyList<SymbolicDim> shape, BoundValue? viewOf)
         {
-            var value = new BoundValue(_binder._nextValueId++, name, shape, viewOf);
             // A block writing to a name of the enclosing scope carries it to the next iteration and past the loop.
             var owner = this;
-            while (!owner._values.ContainsKey(name) && owner._parent?.LookupValue(name) != null) owner = owner._parent;
-            if (owner != this)
+            bool crossesLoop = false;
+            while (!owner._values.ContainsKey(name) && owner._parent?.LookupValue(name) != null)
+            {
+                crossesLoop |= owner._block != null;
+                owner = owner._parent;
+            }
+            var value = new BoundValue(_binder._nextValueId++, name, shape, viewOf) { EmitName = name + owner.Suffix };
+            if (crossesLoop)
             {
                 value.IsCarriedOutOfBlock = true;
                 var previous = owner._values[name];
@@ -393,8 +455,11 @@ public sealed class GraphBinder
             return value;
         }
 
-        public SchemaValue Evaluate(AttributeValue value) => _binder.Evaluate(value, allowSizes: true);
-        public SchemaValue Evaluate(string expression) => Expression.Parse(expression).Evaluate(_binder.LookupWithSizes);
+        public SchemaValue Evaluate(AttributeValue value, bool allowSizes = true) =>
+            GraphBinder.Evaluate(value, name => LookupConstant(name, allowSizes));
+
+        public SchemaValue Evaluate(string expression, bool allowSizes = true) =>
+            Expression.Parse(expression).Evaluate(name => LookupConstant(name, allowSizes));
 
         public string Suggest(string name)
         {

@@ -43,6 +43,19 @@ public sealed class SymbolicDim : IEquatable<SymbolicDim>
         return new SymbolicDim(Constant * factor, terms);
     }
 
+    /// <summary>
+    /// ⌊this / divisor⌋ for every value of the runtime sizes, which is linear only when each size's coefficient
+    /// divides exactly (⌊(8h − 1)/2⌋ = 4h − 1); null otherwise.
+    /// </summary>
+    public SymbolicDim? FloorDivide(long divisor)
+    {
+        if (divisor <= 0 || _terms.Values.Any(c => c % divisor != 0)) return null;
+        var terms = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        foreach (var t in _terms) terms[t.Key] = t.Value / divisor;
+        long constant = Constant >= 0 ? Constant / divisor : -((-Constant + divisor - 1) / divisor);
+        return new SymbolicDim(constant, terms);
+    }
+
     private static SymbolicDim Combine(SymbolicDim a, SymbolicDim b, long sign)
     {
         var terms = new SortedDictionary<string, long>(a._terms, StringComparer.Ordinal);

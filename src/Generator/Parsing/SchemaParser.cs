@@ -66,7 +66,7 @@ public static class SchemaParser
         var root = ParseRoot(path, text, diagnostics);
         if (root == null)
             return new GraphSpec(path, Path.GetFileNameWithoutExtension(path), null, default, default, default, default,
-                default, default, default, default, diagnostics.ToEquatableArray());
+                default, default, diagnostics.ToEquatableArray());
 
         var reader = new ObjectReader(root, "the graph file", diagnostics, Substitution.None);
         string name = reader.RequiredString("graph") ?? Path.GetFileNameWithoutExtension(path);
@@ -114,10 +114,40 @@ public static class SchemaParser
         foreach (var member in Members(reader.Required("sizes", JsonKind.Object), "size", diagnostics))
             sizes.Add(new SizeSpec(member.Key.Value, member.Value.Text ?? "", member.Key.Span));
 
-        var inputs = ReadTensorDeclarations(reader.Required("inputs", JsonKind.Object), "input", diagnostics, Substitution.None);
         var weights = ReadTensorDeclarations(reader.Optional("weights", JsonKind.Object), "weight", diagnostics, Substitution.None);
-        var body = ReadBody(reader.Required("body", JsonKind.Array), diagnostics, Substitution.None);
+        var entries = new List<EntrySpec>();
+        var entriesNode = reader.Optional("entries", JsonKind.Object);
+        if (entriesNode != null)
+        {
+            foreach (var member in Members(entriesNode, "entry", diagnostics))
+            {
+                if (!IsIdentifier(member.Key.Value))
+                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"entry name '{member.Key.Value}' must be an identifier", member.Key.Span));
+                var entry = ReadEntry(new ObjectReader(member.Value, $"entry '{member.Key.Value}'", diagnostics, Substitution.None),
+                    member.Key.Value, member.Key.Span, diagnostics);
+                if (entry != null) entries.Add(entry);
+            }
+            foreach (var key in new[] { "inputs", "body", "outputs" })
+                if (root.Get(key) != null)
+                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"\"{key}\" belongs inside each entry when a graph has \"entries\"", root.Get(key)!.Span));
+        }
+        else
+        {
+            var entry = ReadEntry(reader, "forward", root.Span, diagnostics);
+            if (entry != null) entries.Add(entry);
+        }
 
+        reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "body", "outputs", "entries");
+        return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
+            requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
+            diagnostics.ToEquatableArray());
+    }
+
+    private static EntrySpec? ReadEntry(ObjectReader reader, string name, SourceSpan span, List<SchemaDiagnostic> diagnostics)
+    {
+        if (!reader.IsObject) return null;
+        var inputs = ReadTensorDeclarations(reader.Required("inputs", JsonKind.Object), "input", diagnostics, Substitution.None);
+        var body = ReadBody(reader.Required("body", JsonKind.Array), diagnostics, Substitution.None);
         var outputs = new List<NameRef>();
         var outputsNode = reader.Required("outputs", JsonKind.Array);
         if (outputsNode != null)
@@ -126,11 +156,8 @@ public static class SchemaParser
                 if (item.Kind == JsonKind.String) outputs.Add(new NameRef(item.Text!, item.Span));
                 else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "outputs must be value names", item.Span));
             }
-
-        reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "body", "outputs");
-        return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
-            requirements.ToEquatableArray(), sizes.ToEquatableArray(), inputs, weights, body, outputs.ToEquatableArray(),
-            diagnostics.ToEquatableArray());
+        if (name != "forward") reader.RejectUnknown("inputs", "body", "outputs", "comment");
+        return new EntrySpec(name, inputs, body, outputs.ToEquatableArray(), span);
     }
 
     private static JsonNode? ParseRoot(string path, string text, List<SchemaDiagnostic> diagnostics)
@@ -241,10 +268,28 @@ public static class SchemaParser
             string? count = r.RequiredString("repeat");
             string? index = r.RequiredString("index");
             string? prefix = r.RequiredString("prefix");
+            bool unroll = r.OptionalBool("unroll");
+            bool reverse = r.OptionalBool("reverse");
+            var lets = new List<LetSpec>();
+            foreach (var member in Members(r.Optional("let", JsonKind.Object), "let", diagnostics))
+            {
+                if (member.Value.Kind != JsonKind.String)
+                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"let '{member.Key.Value}' must be an expression string", member.Value.Span));
+                else lets.Add(new LetSpec(member.Key.Value, substitution.Apply(member.Value.Text!), member.Value.Span));
+            }
+            if (lets.Count > 0 && !unroll)
+                diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "a repeat's \"let\" needs \"unroll\": true (its values change per iteration)", node.Span));
+            if (reverse && !unroll)
+                diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"reverse\" needs \"unroll\": true", node.Span));
             var weights = ReadTensorDeclarations(r.Optional("weights", JsonKind.Object), "weight", diagnostics, substitution);
             var body = ReadBody(r.Required("body", JsonKind.Array), diagnostics, substitution);
-            r.RejectUnknown("repeat", "index", "prefix", "weights", "body", "comment");
-            into.Add(new StatementSpec(StatementKind.Repeat, "repeat", default, default, count, index, prefix, null, weights, body, node.Span));
+            r.RejectUnknown("repeat", "index", "prefix", "unroll", "reverse", "let", "weights", "body", "comment");
+            into.Add(new StatementSpec(StatementKind.Repeat, "repeat", default, default, count, index, prefix, null, weights, body, node.Span)
+            {
+                Unroll = unroll,
+                Reverse = reverse,
+                Lets = lets.ToEquatableArray(),
+            });
             return;
         }
 
@@ -383,6 +428,17 @@ public static class SchemaParser
         {
             var node = Optional(key, JsonKind.String);
             return node == null ? null : _substitution.Apply(node.Text!);
+        }
+
+        public bool OptionalBool(string key)
+        {
+            if (!IsObject) return false;
+            var value = _node.Get(key);
+            if (value == null) return false;
+            if (value.Kind == JsonKind.True) return true;
+            if (value.Kind == JsonKind.False) return false;
+            _diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"\"{key}\" in {_what} must be true or false", value.Span));
+            return false;
         }
 
         public string? RequiredString(string key)

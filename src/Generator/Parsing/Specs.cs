@@ -30,11 +30,20 @@ public sealed record GraphSpec(
     EquatableArray<LetSpec> Lets,
     EquatableArray<RequirementSpec> Requirements,
     EquatableArray<SizeSpec> Sizes,
-    EquatableArray<TensorDeclarationSpec> Inputs,
     EquatableArray<TensorDeclarationSpec> Weights,
+    EquatableArray<EntrySpec> Entries,
+    EquatableArray<SchemaDiagnostic> Diagnostics);
+
+/// <summary>
+/// One method of the generated model over the shared weights: "forward" for a graph with a single body,
+/// or each of "entries" (a VAE's "encode" and "decode").
+/// </summary>
+public sealed record EntrySpec(
+    string Name,
+    EquatableArray<TensorDeclarationSpec> Inputs,
     EquatableArray<StatementSpec> Body,
     EquatableArray<NameRef> Outputs,
-    EquatableArray<SchemaDiagnostic> Diagnostics);
+    SourceSpan Span);
 
 public enum ParamType { Int, Number, Bool, IntList }
 
@@ -69,7 +78,17 @@ public sealed record StatementSpec(
     string? Condition,
     EquatableArray<TensorDeclarationSpec> Weights,
     EquatableArray<StatementSpec> Body,
-    SourceSpan Span);
+    SourceSpan Span)
+{
+    /// <summary>Repeat: expand every iteration at compile time, so shapes and weights may depend on the index.</summary>
+    public bool Unroll { get; init; }
+
+    /// <summary>Repeat: count the index down (the decoder's levels 3, 2, 1, 0).</summary>
+    public bool Reverse { get; init; }
+
+    /// <summary>Repeat (unrolled): constants evaluated per iteration, which may read the index.</summary>
+    public EquatableArray<LetSpec> Lets { get; init; }
+}
 
 public sealed record ArgumentSpec(string Name, AttributeValue Value);
 

@@ -49,13 +49,13 @@ public sealed class BufferPlan
     public IReadOnlyList<Storage> ReleasedAfter(BoundStatement statement) =>
         _releaseAfter.TryGetValue(statement, out var list) ? list : (IReadOnlyList<Storage>)new Storage[0];
 
-    public static BufferPlan Create(BoundModel model)
+    public static BufferPlan Create(BoundEntry entry)
     {
         var plan = new BufferPlan();
-        foreach (var input in model.Inputs) plan._storage[input] = new Storage(plan._nextId++, input, isInput: true);
-        plan.AssignStorage(model.Body, insideRepeat: false);
-        foreach (var output in model.Outputs) plan._outputs.Add(plan._storage[output]);
-        plan.PlanReleases(model.Body);
+        foreach (var input in entry.Inputs) plan._storage[input] = new Storage(plan._nextId++, input, isInput: true);
+        plan.AssignStorage(entry.Body, insideRepeat: false);
+        foreach (var output in entry.Outputs) plan._outputs.Add(plan._storage[output]);
+        plan.PlanReleases(entry.Body);
         return plan;
     }
 
@@ -68,7 +68,7 @@ public sealed class BufferPlan
                 AssignStorage(repeat.Body, insideRepeat: true);
                 continue;
             }
-            var op = (BoundOp)statement;
+            if (statement is not BoundOp op) continue;
             if (op.Outputs.Count == 0) continue;
             if (op.Definition.OutputsAreViews)
             {
@@ -77,7 +77,7 @@ public sealed class BufferPlan
             }
             var output0 = op.Outputs[0];
             string? alias = op.Definition.AliasableInput;
-            if (alias != null && op.Values.TryGetValue(alias, out var input) && input.Name == output0.Name && !_storage[input].IsInput)
+            if (alias != null && op.Values.TryGetValue(alias, out var input) && input.EmitName == output0.EmitName && !_storage[input].IsInput)
             {
                 op.InPlace = true;
                 _storage[output0] = _storage[input];
@@ -96,12 +96,12 @@ public sealed class BufferPlan
     }
 
     /// <summary>Every value a statement reads, nested blocks included.</summary>
-    public static IEnumerable<BoundValue> Reads(BoundStatement statement)
+    public static IEnumerable<BoundValue> Reads(BoundStatement statement) => statement switch
     {
-        if (statement is BoundRepeat repeat) return repeat.Body.Statements.SelectMany(Reads);
-        var op = (BoundOp)statement;
-        return op.Values.Values.Concat(op.ValueLists.Values.SelectMany(v => v));
-    }
+        BoundRepeat repeat => repeat.Body.Statements.SelectMany(Reads),
+        BoundOp op => op.Values.Values.Concat(op.ValueLists.Values.SelectMany(v => v)),
+        _ => Enumerable.Empty<BoundValue>(),
+    };
 
     private void PlanReleases(BoundScope scope)
     {

@@ -27,14 +27,20 @@ public abstract class CompiledModel
 
     public abstract ModelDescriptor Info { get; }
 
-    /// <summary>Input names in the order Forward takes them.</summary>
-    public abstract IReadOnlyList<string> InputNames { get; }
+    /// <summary>The generated methods ("forward"; a VAE's "encode" and "decode"), first the main one.</summary>
+    public abstract IReadOnlyList<ModelEntry> Entries { get; }
 
-    public abstract IReadOnlyList<string> OutputNames { get; }
+    /// <summary>Input names of the first entry, in the order its method takes them.</summary>
+    public IReadOnlyList<string> InputNames => Entries[0].InputNames;
 
-    /// <summary>Runs the graph on named inputs; the outputs belong to the caller (dispose them).</summary>
+    /// <summary>Runs an entry on named inputs; the outputs belong to the caller (dispose them).</summary>
     public abstract IReadOnlyDictionary<string, DeviceTensor> Run(
-        IReadOnlyDictionary<string, DeviceTensor> inputs, IActivationObserver? observer = null);
+        string entry, IReadOnlyDictionary<string, DeviceTensor> inputs, IActivationObserver? observer = null);
+
+    /// <summary>Runs the first entry.</summary>
+    public IReadOnlyDictionary<string, DeviceTensor> Run(
+        IReadOnlyDictionary<string, DeviceTensor> inputs, IActivationObserver? observer = null) =>
+        Run(Entries[0].Name, inputs, observer);
 
     protected DeviceTensor Allocate(params int[] shape) => _backend.Allocate(shape);
 
@@ -45,6 +51,20 @@ public abstract class CompiledModel
         if (axis >= shape.Length)
             throw new ArgumentException($"input '{inputName}' has shape {HostTensor.FormatShape(shape)}; it needs at least {axis + 1} dimensions");
         return shape[axis];
+    }
+
+    /// <summary>
+    /// A runtime size that an input dimension is a multiple of (an image of height 8·h gives h), with an
+    /// error that says which multiple is needed.
+    /// </summary>
+    protected static int SizeOf(View input, int axis, string inputName, int factor, int offset, string sizeName)
+    {
+        int dim = SizeOf(input, axis, inputName);
+        if (dim - offset <= 0 || (dim - offset) % factor != 0)
+            throw new ArgumentException(
+                $"input '{inputName}' has {dim} along axis {axis}; it must be {factor}·{sizeName}{(offset == 0 ? "" : $" + {offset}")} " +
+                $"(a multiple of {factor}{(offset == 0 ? "" : $" plus {offset}")})");
+        return (dim - offset) / factor;
     }
 
     /// <summary>Checks a whole, dense input against its declared shape, naming the schema's sizes on mismatch.</summary>
@@ -74,6 +94,9 @@ public abstract class CompiledModel
             ? tensor
             : throw new KeyNotFoundException($"weight '{key}' was not loaded");
 }
+
+/// <summary>One generated method of a model.</summary>
+public sealed record ModelEntry(string Name, IReadOnlyList<string> InputNames, IReadOnlyList<string> OutputNames);
 
 /// <summary>A compiled model of the build, for choosing one by name or by a checkpoint's contents.</summary>
 public sealed record CompiledModelInfo(

@@ -1,5 +1,6 @@
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Cpu;
+using InFluxEdit.Runtime.Numerics;
 using InFluxEdit.Runtime.Tensors;
 using Shouldly;
 using static InFluxEdit.Tests.Cpu.CpuTestSupport;
@@ -168,12 +169,14 @@ public class CpuRowOpTests
         var expected = new List<double>();
         foreach (float time in times)
         {
-            // PyTorch's order of float32 roundings: freq = exp(fl(−ln P)·k / half), argument = fl(fl(1000·t)·freq).
+            // PyTorch's order of float32 roundings: argument = fl(fl(1000·t)·freq), with the frequencies rounded
+            // as its float32 exp rounds them (ReferenceMathTests checks those against Math.Exp).
             float scaled = 1000f * time;
             var row = new double[256];
+            float[] frequencies = ReferenceMath.TimestepFrequencies(128, 10000f);
             for (int k = 0; k < 128; k++)
             {
-                float frequency = (float)Math.Exp((float)-Math.Log(10000.0) * k / 128f);
+                float frequency = frequencies[k];
                 float argument = scaled * frequency;
                 row[k] = Math.Cos(argument);
                 row[128 + k] = Math.Sin(argument);
