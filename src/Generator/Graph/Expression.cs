@@ -217,16 +217,24 @@ internal sealed class CallExpr : Expression
 
     public override SchemaValue Evaluate(Func<string, SchemaValue?> lookup)
     {
-        if (_arguments.Count != 1) throw new ExpressionException($"{_function}() takes one argument");
-        var v = _arguments[0].Evaluate(lookup);
+        var values = _arguments.Select(a => a.Evaluate(lookup)).ToList();
         switch (_function)
         {
-            case "sum": return SchemaValue.Of(v.ToList("the argument of sum()").Sum());
-            case "len": return SchemaValue.Of(v.ToList("the argument of len()").Count);
-            case "sqrt": return SchemaValue.Of(Math.Sqrt(v.ToNumber("the argument of sqrt()")));
-            default: throw new ExpressionException($"unknown function '{_function}' (known: sum, len, sqrt)");
+            case "sum": return SchemaValue.Of(One(values).ToList("the argument of sum()").Sum());
+            case "len": return SchemaValue.Of(One(values).ToList("the argument of len()").Count);
+            case "sqrt": return SchemaValue.Of(Math.Sqrt(One(values).ToNumber("the argument of sqrt()")));
+            case "pow": return SchemaValue.Of(Math.Pow(Two(values).A.ToNumber("the base of pow()"), Two(values).B.ToNumber("the exponent of pow()")));
+            case "min": return SchemaValue.Of(Math.Min(Two(values).A.ToNumber("an argument of min()"), Two(values).B.ToNumber("an argument of min()")));
+            case "max": return SchemaValue.Of(Math.Max(Two(values).A.ToNumber("an argument of max()"), Two(values).B.ToNumber("an argument of max()")));
+            default: throw new ExpressionException($"unknown function '{_function}' (known: sum, len, sqrt, pow, min, max)");
         }
     }
+
+    private SchemaValue One(List<SchemaValue> values) =>
+        values.Count == 1 ? values[0] : throw new ExpressionException($"{_function}() takes one argument");
+
+    private (SchemaValue A, SchemaValue B) Two(List<SchemaValue> values) =>
+        values.Count == 2 ? (values[0], values[1]) : throw new ExpressionException($"{_function}() takes two arguments");
 }
 
 internal sealed class IndexExpr : Expression

@@ -300,7 +300,7 @@ public sealed class GraphBinder
             Error(DiagnosticIds.InvalidExpression, e.Message, statement.Span);
             return;
         }
-        if (!SchemaParser.IsIdentifier(statement.Index!) || !(statement.Prefix ?? "").Contains("{" + statement.Index + "}"))
+        if (!statement.IsTemplateUse && (!SchemaParser.IsIdentifier(statement.Index!) || !(statement.Prefix ?? "").Contains("{" + statement.Index + "}")))
         {
             Error(DiagnosticIds.InvalidSchema, $"a repeat's prefix must contain its index as {{{statement.Index}}}", statement.Span);
             return;
@@ -347,7 +347,7 @@ public sealed class GraphBinder
                 }
             }
             DeclareWeights(statement.Weights, iteration, null, prefix);
-            into.Statements.Add(new BoundComment(prefix.TrimEnd('.'), statement.Span));
+            into.Statements.Add(new BoundComment(statement.IsTemplateUse ? $"{statement.Op} {prefix.TrimEnd('.')}" : prefix.TrimEnd('.'), statement.Span));
             BindStatements(statement.Body, iteration, into);
         }
     }

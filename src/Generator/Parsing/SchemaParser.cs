@@ -115,6 +115,10 @@ public static class SchemaParser
             sizes.Add(new SizeSpec(member.Key.Value, member.Value.Text ?? "", member.Key.Span));
 
         var weights = ReadTensorDeclarations(reader.Optional("weights", JsonKind.Object), "weight", diagnostics, Substitution.None);
+        var templates = new Dictionary<string, JsonNode>();
+        foreach (var member in Members(reader.Optional("templates", JsonKind.Object), "template", diagnostics))
+            templates[member.Key.Value] = member.Value;
+        var substitution = Substitution.None.WithTemplates(templates);
         var entries = new List<EntrySpec>();
         var entriesNode = reader.Optional("entries", JsonKind.Object);
         if (entriesNode != null)
@@ -123,8 +127,8 @@ public static class SchemaParser
             {
                 if (!IsIdentifier(member.Key.Value))
                     diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"entry name '{member.Key.Value}' must be an identifier", member.Key.Span));
-                var entry = ReadEntry(new ObjectReader(member.Value, $"entry '{member.Key.Value}'", diagnostics, Substitution.None),
-                    member.Key.Value, member.Key.Span, diagnostics);
+                var entry = ReadEntry(new ObjectReader(member.Value, $"entry '{member.Key.Value}'", diagnostics, substitution),
+                    member.Key.Value, member.Key.Span, diagnostics, substitution);
                 if (entry != null) entries.Add(entry);
             }
             foreach (var key in new[] { "inputs", "body", "outputs" })
@@ -133,21 +137,22 @@ public static class SchemaParser
         }
         else
         {
-            var entry = ReadEntry(reader, "forward", root.Span, diagnostics);
+            var entry = ReadEntry(reader, "forward", root.Span, diagnostics, substitution);
             if (entry != null) entries.Add(entry);
         }
 
-        reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "body", "outputs", "entries");
+        reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates", "body", "outputs", "entries");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
             diagnostics.ToEquatableArray());
     }
 
-    private static EntrySpec? ReadEntry(ObjectReader reader, string name, SourceSpan span, List<SchemaDiagnostic> diagnostics)
+    private static EntrySpec? ReadEntry(ObjectReader reader, string name, SourceSpan span, List<SchemaDiagnostic> diagnostics,
+        Substitution substitution)
     {
         if (!reader.IsObject) return null;
-        var inputs = ReadTensorDeclarations(reader.Required("inputs", JsonKind.Object), "input", diagnostics, Substitution.None);
-        var body = ReadBody(reader.Required("body", JsonKind.Array), diagnostics, Substitution.None);
+        var inputs = ReadTensorDeclarations(reader.Required("inputs", JsonKind.Object), "input", diagnostics, substitution);
+        var body = ReadBody(reader.Required("body", JsonKind.Array), diagnostics, substitution);
         var outputs = new List<NameRef>();
         var outputsNode = reader.Required("outputs", JsonKind.Array);
         if (outputsNode != null)
@@ -263,6 +268,42 @@ public static class SchemaParser
             return;
         }
 
+        if (node.Get("use") != null)
+        {
+            // A template instance: its weights under the given key prefix, its body with the given lets,
+            // bound like a one-iteration unrolled block.
+            string? name = r.RequiredString("use");
+            string prefix = r.OptionalString("prefix") ?? "";
+            var letsNode = r.Optional("let", JsonKind.Object);
+            r.RejectUnknown("use", "prefix", "let", "comment");
+            if (name == null) return;
+            if (!substitution.Templates.TryGetValue(name, out var template))
+            {
+                diagnostics.Add(Error(DiagnosticIds.InvalidSchema,
+                    $"unknown template '{name}' (known: {string.Join(", ", substitution.Templates.Keys)})", node.Get("use")!.Span));
+                return;
+            }
+            var t = new ObjectReader(template, $"template '{name}'", diagnostics, substitution);
+            var templateWeights = ReadTensorDeclarations(t.Optional("weights", JsonKind.Object), "weight", diagnostics, substitution);
+            var templateBody = ReadBody(t.Required("body", JsonKind.Array), diagnostics, substitution);
+            t.RejectUnknown("weights", "body", "comment");
+            var useLets = new List<LetSpec>();
+            foreach (var member in Members(letsNode, "let", diagnostics))
+            {
+                if (member.Value.Kind != JsonKind.String)
+                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"let '{member.Key.Value}' must be an expression string", member.Value.Span));
+                else useLets.Add(new LetSpec(member.Key.Value, substitution.Apply(member.Value.Text!), member.Value.Span));
+            }
+            into.Add(new StatementSpec(StatementKind.Repeat, "use " + name, default, default, "1", "use", prefix, null,
+                templateWeights, templateBody, node.Span)
+            {
+                Unroll = true,
+                Lets = useLets.ToEquatableArray(),
+                IsTemplateUse = true,
+            });
+            return;
+        }
+
         if (node.Get("repeat") != null)
         {
             string? count = r.RequiredString("repeat");
@@ -366,15 +407,24 @@ public static class SchemaParser
 
     internal static SchemaDiagnostic Error(string id, string message, SourceSpan span) => new(id, message, span);
 
-    /// <summary>Replacements of "{name}" inside strings, for each-templates.</summary>
+    /// <summary>Replacements of "{name}" inside strings (each-blocks), and the graph's templates.</summary>
     private sealed class Substitution
     {
-        public static readonly Substitution None = new(new Dictionary<string, string>());
+        public static readonly Substitution None = new(new Dictionary<string, string>(), new Dictionary<string, JsonNode>());
         private readonly Dictionary<string, string> _values;
-        private Substitution(Dictionary<string, string> values) => _values = values;
+
+        private Substitution(Dictionary<string, string> values, IReadOnlyDictionary<string, JsonNode> templates)
+        {
+            _values = values;
+            Templates = templates;
+        }
+
+        public IReadOnlyDictionary<string, JsonNode> Templates { get; }
 
         public Substitution With(string name, string value) =>
-            new(new Dictionary<string, string>(_values) { [name] = value });
+            new(new Dictionary<string, string>(_values) { [name] = value }, Templates);
+
+        public Substitution WithTemplates(IReadOnlyDictionary<string, JsonNode> templates) => new(_values, templates);
 
         public string Apply(string text)
         {

@@ -86,6 +86,9 @@ public sealed record StatementSpec(
     /// <summary>Repeat: count the index down (the decoder's levels 3, 2, 1, 0).</summary>
     public bool Reverse { get; init; }
 
+    /// <summary>An instance of a graph template: one unrolled iteration whose prefix need not name an index.</summary>
+    public bool IsTemplateUse { get; init; }
+
     /// <summary>Repeat (unrolled): constants evaluated per iteration, which may read the index.</summary>
     public EquatableArray<LetSpec> Lets { get; init; }
 }

@@ -50,5 +50,7 @@ public static class OpCatalog
         new LinearOp(), new LayerNormOp(), new RmsNormOp(), new ModulateOp(), new GatedResidualOp(), new AddOp(),
         new SiluOp(), new GeluTanhOp(), new TimestepEmbeddingOp(), new RopeEmbedOp(), new RopeOp(), new AttentionOp(),
         new SplitOp(), new ConcatOp(), new TapOp(),
+        new Conv2dOp(), new GroupNormOp(), new UpsampleNearest2xOp(), new ChannelsLayoutOp(toLast: true),
+        new ChannelsLayoutOp(toLast: false), new ScaleShiftOp(),
     }.ToDictionary(op => op.Name);
 }

@@ -85,11 +85,14 @@ public sealed class RopeOp : OpDefinition
     }
 }
 
-/// <summary>Multi-head scaled dot-product attention without mask; heads concatenated in the features.</summary>
+/// <summary>
+/// Multi-head scaled dot-product attention without mask; heads concatenated in the features. Images
+/// [B, H, W, C] attend over their H·W pixels (the VAE's single-head mid attention).
+/// </summary>
 public sealed class AttentionOp : OpDefinition
 {
     public override string Name => "attention";
-    public override string Signature => "q [B, Lq, C], k [B, Lk, C], v [B, Lk, C], heads, scale = 1/sqrt(C/heads)";
+    public override string Signature => "q [B, Lq, C] or [B, H, W, C], k, v [B, Lk, C] (or images like q), heads, scale = 1/sqrt(C/heads)";
 
     public override void Bind(OpBinder b)
     {
@@ -97,18 +100,25 @@ public sealed class AttentionOp : OpDefinition
         var k = b.Value("k");
         var v = b.Value("v");
         long heads = b.Integer("heads");
-        b.Check(q.Shape.Count == 3, $"q '{q.Name}' must be [B, L, features], it is {q.ShapeText}", "q");
+        b.Check(q.Shape.Count == 3 || q.Shape.Count == 4, $"q '{q.Name}' must be [B, L, features] or an image [B, H, W, C], it is {q.ShapeText}", "q");
         b.Check(ShapeRules.Same(k.Shape, v.Shape), $"k '{k.Name}' {k.ShapeText} and v '{v.Name}' {v.ShapeText} differ", "v");
-        b.Check(k.Shape.Count == 3 && k.Shape[0].Equals(q.Shape[0]) && k.Shape[2].Equals(q.Shape[2]),
-            $"k '{k.Name}' {k.ShapeText} does not fit q '{q.Name}' {q.ShapeText}", "k");
-        b.Check(heads > 0 && q.Shape[2].IsConstant && q.Shape[2].Constant % heads == 0,
-            $"{heads} heads do not divide the {q.Shape[2]} features of q", "heads");
-        long headDim = q.Shape[2].Constant / heads;
+        if (q.Shape.Count == 4)
+            b.Check(ShapeRules.Same(q.Shape, k.Shape), $"image attention needs q, k, v of one shape; k '{k.Name}' is {k.ShapeText}", "k");
+        else
+            b.Check(k.Shape.Count == 3 && k.Shape[0].Equals(q.Shape[0]) && k.Shape[2].Equals(q.Shape[2]),
+                $"k '{k.Name}' {k.ShapeText} does not fit q '{q.Name}' {q.ShapeText}", "k");
+        var features = q.Shape[q.Shape.Count - 1];
+        b.Check(heads > 0 && features.IsConstant && features.Constant % heads == 0,
+            $"{heads} heads do not divide the {features} features of q", "heads");
+        long headDim = features.Constant / heads;
         b.Number("scale", "1 / sqrt(" + headDim + ")");
         b.Outputs(q.Shape);
     }
 
-    public override void EmitForward(BoundOp op, IForwardEmitter e) =>
-        e.Line($"_backend.Attention({e.View(op.Outputs[0])}, {e.View(op.Values["q"])}, {e.View(op.Values["k"])}, {e.View(op.Values["v"])}, " +
+    public override void EmitForward(BoundOp op, IForwardEmitter e)
+    {
+        string View(BoundValue value) => value.Shape.Count == 4 ? Images.Tokens(e, value) : e.View(value);
+        e.Line($"_backend.Attention({View(op.Outputs[0])}, {View(op.Values["q"])}, {View(op.Values["k"])}, {View(op.Values["v"])}, " +
                $"{op.Attributes["heads"].ToInteger("heads")}, {e.Float(op.Attributes["scale"].Number!.Value)});");
+    }
 }
