@@ -519,6 +519,13 @@ public sealed class IlgpuBackend : IBackend
     /// <see cref="AttentionScratchBudgetBytes"/>. At FLUX's size (24 heads, Lq = Lk = 4608) that is 1.9 GiB, one chunk;
     /// each call then moves about 8 GB through it (GEMM write, softmax read ×2 and write, GEMM read) against
     /// 2·2·24·4608²·128 = 261 GFLOP.
+    ///
+    /// Measured on an H200 (cuBLAS 13.1, B = 1, 24 heads, Dh 128, q/k/v column slices of a fused qkv), per call:
+    /// L = 4608: Float32 7.8 ms, BFloat16/TF32 2.9 ms (of which the softmax pass 1.7 ms), the ILGPU kernel 102 ms;
+    /// L = 1100: 0.53 / 0.24 / 6.8 ms; L = 300: 0.063 / 0.038 / 0.62 ms. cuBLAS wins at every size measured, so
+    /// there is no small-size threshold: the kernel only serves where cuBLAS is missing or a view has a row stride
+    /// below its width (broadcast rows). At 4608 the TF32 output differs from Float32's by at most 3.2e-4 (outputs
+    /// up to 0.59), the kernel's by 2.4e-6.
     /// </summary>
     private void AttentionOnCuBlas(View o, View q, View k, View v, int heads, int headDim, float scale)
     {
