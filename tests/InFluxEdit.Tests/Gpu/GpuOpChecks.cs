@@ -291,7 +291,11 @@ public sealed class GpuOpChecks(IBackend backend, int seed = 1234)
 
     // ------------------------------------------------------------------ attention
 
-    public void Attention(int batch, int heads, int headDim, int queryRows, int keyRows, float spread)
+    /// <summary>
+    /// Attention against float64, within absolute·spread + relative·|expected| (defaults: float32 parity).
+    /// </summary>
+    public void Attention(int batch, int heads, int headDim, int queryRows, int keyRows, float spread,
+        double absolute = 2e-5, double relative = 1e-4)
     {
         int width = heads * headDim;
         // q, k and v are column slices of fused [batch, rows, 3·width] projections, as in the model.
@@ -328,7 +332,7 @@ public sealed class GpuOpChecks(IBackend backend, int seed = 1234)
                         expected[(b * queryRows + i) * width + h * headDim + d] = sum / total;
                     }
                 }
-        AssertClose(expected, ReadBack(oTensor.AsView()), 2e-5 * spread, 1e-4,
+        AssertClose(expected, ReadBack(oTensor.AsView()), absolute * spread, relative,
             $"Attention B{batch} H{heads} D{headDim} Lq{queryRows} Lk{keyRows}");
         qb.Device.Dispose();
         kb.Device.Dispose();

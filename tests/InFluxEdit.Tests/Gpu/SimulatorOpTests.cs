@@ -108,6 +108,48 @@ public sealed class GpuAttentionTests(SimulatorBackendFixture fixture) : IClassF
     }
 }
 
+/// <summary>The row softmax of the cuBLAS attention path, on the simulator against float64.</summary>
+public sealed class GpuSoftmaxTests(SimulatorBackendFixture fixture) : IClassFixture<SimulatorBackendFixture>
+{
+    [Theory]
+    [InlineData(3, 1, 1f, 0f)]       // one column: probability 1
+    [InlineData(2, 7, 1f, 0f)]       // fewer columns than threads: idle threads must not poison the reduction
+    [InlineData(4, 300, 4f, 0f)]     // more columns than threads
+    [InlineData(2, 300, 400f, 0f)]   // scores far beyond exp's float range: max subtraction, online rescaling
+    [InlineData(2, 33, 1f, 1e4f)]    // large common offset
+    [InlineData(1, 4608, 30f, 0f)]   // FLUX's key count
+    public void SoftmaxRowsMatchesFloat64(int rows, int cols, float spread, float offset)
+    {
+        var backend = fixture.Backend;
+        var random = new Random(rows * 1000 + cols);
+        var host = new float[rows * cols + 5];
+        for (int i = 0; i < host.Length; i++)
+            host[i] = offset + spread * (float)(random.NextDouble() * 2 - 1);
+        // Rising scores in the last row: each thread's maximum grows on every element it reads.
+        for (int c = 0; c < cols; c++)
+            host[2 + (rows - 1) * cols + c] = offset + spread * c / cols;
+        using var tensor = backend.Upload(new HostTensor([host.Length], host));
+        var view = new View(tensor, 2, 1, rows, cols, (long)rows * cols, cols);
+        backend.SoftmaxRowsInPlace(view);
+        backend.Synchronize();
+        var all = backend.Download(tensor.AsView(), [host.Length]).Data;
+
+        var expected = new double[rows * cols];
+        for (int r = 0; r < rows; r++)
+        {
+            double max = double.NegativeInfinity, total = 0;
+            for (int c = 0; c < cols; c++) max = Math.Max(max, host[2 + r * cols + c]);
+            for (int c = 0; c < cols; c++) total += Math.Exp(host[2 + r * cols + c] - max);
+            for (int c = 0; c < cols; c++) expected[r * cols + c] = Math.Exp(host[2 + r * cols + c] - max) / total;
+        }
+        GpuOpChecks.AssertClose(expected, all.Skip(2).Take(rows * cols).ToArray(), 1e-7, 1e-5,
+            $"softmax [{rows}, {cols}] spread {spread} offset {offset}");
+        // Elements outside the view are untouched.
+        Assert.Equal(host[..2], all[..2]);
+        Assert.Equal(host[^3..], all[^3..]);
+    }
+}
+
 public sealed class GpuMemoryTests(SimulatorBackendFixture fixture) : IClassFixture<SimulatorBackendFixture>
 {
     [Fact]

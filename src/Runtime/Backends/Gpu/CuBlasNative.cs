@@ -16,8 +16,11 @@ internal sealed unsafe class CuBlasNative : IDisposable
     public const int DataFloat16 = 2;        // CUDA_R_16F
     public const int DataBFloat16 = 14;      // CUDA_R_16BF
     public const int ComputeFloat32 = 68;    // CUBLAS_COMPUTE_32F
+    public const int ComputeFloat32FastTf32 = 77; // CUBLAS_COMPUTE_32F_FAST_TF32: float32 inputs rounded to TF32 on tensor cores
     public const int GemmAlgorithmDefault = -1; // CUBLAS_GEMM_DEFAULT (tensor cores where the types allow)
+    public const int GemmAlgorithmDefaultTensorOp = 99; // CUBLAS_GEMM_DEFAULT_TENSOR_OP (deprecated alias of DEFAULT since CUDA 11)
     private const int DefaultMath = 0;       // CUBLAS_DEFAULT_MATH: no TF32 for sgemm
+    private const int Tf32TensorOpMath = 3;  // CUBLAS_TF32_TENSOR_OP_MATH: sgemm and 32F GemmEx may round inputs to TF32
 
     private static readonly string[] LinuxNames = ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11"];
     private static readonly string[] WindowsNames = ["cublas64_13.dll", "cublas64_12.dll", "cublas64_11.dll"];
@@ -28,6 +31,9 @@ internal sealed unsafe class CuBlasNative : IDisposable
     private readonly delegate* unmanaged<IntPtr, IntPtr, int> setStream;
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, float*, IntPtr, int, IntPtr, int, float*, IntPtr, int, int> sgemm;
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, void*, IntPtr, int, int, IntPtr, int, int, void*, IntPtr, int, int, int, int, int> gemmEx;
+    private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, float*, IntPtr, int, long, IntPtr, int, long, float*, IntPtr, int, long, int, int> sgemmStridedBatched;
+    private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, void*, IntPtr, int, int, long, IntPtr, int, int, long, void*, IntPtr, int, int, long, int, int, int, int> gemmStridedBatchedEx;
+    private readonly delegate* unmanaged<IntPtr, int, int> setMathMode;
 
     private CuBlasNative(IntPtr library, string libraryName)
     {
@@ -38,8 +44,17 @@ internal sealed unsafe class CuBlasNative : IDisposable
         setStream = (delegate* unmanaged<IntPtr, IntPtr, int>)Export("cublasSetStream_v2");
         sgemm = (delegate* unmanaged<IntPtr, int, int, int, int, int, float*, IntPtr, int, IntPtr, int, float*, IntPtr, int, int>)Export("cublasSgemm_v2");
         gemmEx = (delegate* unmanaged<IntPtr, int, int, int, int, int, void*, IntPtr, int, int, IntPtr, int, int, void*, IntPtr, int, int, int, int, int>)Export("cublasGemmEx");
+        // cublasSgemmStridedBatched(handle, transa, transb, m, n, k, const float* alpha, const float* A, int lda,
+        //   long long strideA, const float* B, int ldb, long long strideB, const float* beta, float* C, int ldc,
+        //   long long strideC, int batchCount) — no _v2 suffix exists for it.
+        sgemmStridedBatched = (delegate* unmanaged<IntPtr, int, int, int, int, int, float*, IntPtr, int, long, IntPtr, int, long, float*, IntPtr, int, long, int, int>)Export("cublasSgemmStridedBatched");
+        // cublasGemmStridedBatchedEx(handle, transa, transb, m, n, k, const void* alpha, const void* A, cudaDataType Atype,
+        //   int lda, long long strideA, const void* B, cudaDataType Btype, int ldb, long long strideB, const void* beta,
+        //   void* C, cudaDataType Ctype, int ldc, long long strideC, int batchCount, cublasComputeType_t computeType,
+        //   cublasGemmAlgo_t algo).
+        gemmStridedBatchedEx = (delegate* unmanaged<IntPtr, int, int, int, int, int, void*, IntPtr, int, int, long, IntPtr, int, int, long, void*, IntPtr, int, int, long, int, int, int, int>)Export("cublasGemmStridedBatchedEx");
         var getVersion = (delegate* unmanaged<IntPtr, int*, int>)Export("cublasGetVersion_v2");
-        var setMathMode = (delegate* unmanaged<IntPtr, int, int>)Export("cublasSetMathMode");
+        setMathMode = (delegate* unmanaged<IntPtr, int, int>)Export("cublasSetMathMode");
 
         IntPtr created;
         Check(create(&created), "cublasCreate_v2");
@@ -116,6 +131,39 @@ internal sealed unsafe class CuBlasNative : IDisposable
     }
 
     public void SetStream(IntPtr stream) => Check(setStream(handle, stream), "cublasSetStream_v2");
+
+    /// <summary>
+    /// Whether sgemm (and GemmEx with CUBLAS_COMPUTE_32F) may round float32 inputs to TF32 on tensor cores
+    /// (CUBLAS_TF32_TENSOR_OP_MATH) or must compute in full float32 (CUBLAS_DEFAULT_MATH, the handle's initial mode).
+    /// </summary>
+    public void SetTf32(bool allowed) =>
+        Check(setMathMode(handle, allowed ? Tf32TensorOpMath : DefaultMath), "cublasSetMathMode");
+
+    /// <summary>
+    /// For i in [0, batchCount): C_i = alpha·op(A_i)·op(B_i) + beta·C_i, float32 throughout, where X_i starts
+    /// strideX elements after X_{i−1}. Strides may be smaller than a matrix (interleaved column blocks), as long as
+    /// no two C_i share an element.
+    /// </summary>
+    public void SgemmStridedBatched(int transA, int transB, int m, int n, int k, float alpha,
+        IntPtr a, int lda, long strideA, IntPtr b, int ldb, long strideB, float beta, IntPtr c, int ldc, long strideC,
+        int batchCount)
+    {
+        Check(sgemmStridedBatched(handle, transA, transB, m, n, k, &alpha, a, lda, strideA, b, ldb, strideB,
+            &beta, c, ldc, strideC, batchCount), "cublasSgemmStridedBatched");
+    }
+
+    /// <summary>
+    /// <see cref="SgemmStridedBatched"/> with storage types and a compute type (float32 alpha/beta: the compute
+    /// type must be one of the CUBLAS_COMPUTE_32F family).
+    /// </summary>
+    public void GemmStridedBatchedEx(int transA, int transB, int m, int n, int k, float alpha,
+        IntPtr a, int aType, int lda, long strideA, IntPtr b, int bType, int ldb, long strideB,
+        float beta, IntPtr c, int cType, int ldc, long strideC, int batchCount, int computeType)
+    {
+        Check(gemmStridedBatchedEx(handle, transA, transB, m, n, k, &alpha, a, aType, lda, strideA, b, bType, ldb,
+            strideB, &beta, c, cType, ldc, strideC, batchCount, computeType, GemmAlgorithmDefault),
+            "cublasGemmStridedBatchedEx");
+    }
 
     /// <summary>C = alpha·op(A)·op(B) + beta·C, float32 throughout.</summary>
     public void Sgemm(int transA, int transB, int m, int n, int k, float alpha, IntPtr a, int lda,

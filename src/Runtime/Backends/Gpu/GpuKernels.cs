@@ -29,6 +29,7 @@ internal sealed class GpuKernels
     private readonly Lazy<Action<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<double>, ArrayView<int>>> rope;
     private readonly Lazy<Action<Index1D, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>> applyRope;
     private readonly Lazy<Action<KernelConfig, int, int, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>> attention;
+    private readonly Lazy<Action<KernelConfig, int, ArrayView<float>>> softmaxRows;
     private readonly Lazy<Action<KernelConfig, int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>> linearFloat32;
     private readonly Lazy<Action<KernelConfig, int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int>> linearBFloat16, linearFloat16;
 
@@ -52,6 +53,7 @@ internal sealed class GpuKernels
         rope = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<double>, ArrayView<int>>(EmbeddingKernels.Rope));
         applyRope = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(EmbeddingKernels.ApplyRope));
         attention = Auto(() => a.LoadStreamKernel<int, int, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(AttentionKernels.Attention));
+        softmaxRows = Auto(() => a.LoadStreamKernel<int, ArrayView<float>>(AttentionKernels.SoftmaxRows));
         linearFloat32 = Auto(() => a.LoadStreamKernel<int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(GemmKernels.LinearFloat32));
         linearBFloat16 = Auto(() => a.LoadStreamKernel<int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int>(GemmKernels.LinearBFloat16));
         linearFloat16 = Auto(() => a.LoadStreamKernel<int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int>(GemmKernels.LinearFloat16));
@@ -73,6 +75,7 @@ internal sealed class GpuKernels
     public Action<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<double>, ArrayView<int>> Rope => rope.Value;
     public Action<Index1D, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> ApplyRope => applyRope.Value;
     public Action<KernelConfig, int, int, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> Attention => attention.Value;
+    public Action<KernelConfig, int, ArrayView<float>> SoftmaxRows => softmaxRows.Value;
     public Action<KernelConfig, int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> LinearFloat32 => linearFloat32.Value;
     public Action<KernelConfig, int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int> LinearBFloat16 => linearBFloat16.Value;
     public Action<KernelConfig, int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int> LinearFloat16 => linearFloat16.Value;

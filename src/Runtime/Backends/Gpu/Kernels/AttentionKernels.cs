@@ -123,6 +123,68 @@ public static class AttentionKernels
         }
     }
 
+    /// <summary>Largest group <see cref="SoftmaxRows"/> accepts (its shared reduction arrays have this many slots).</summary>
+    public const int SoftmaxMaxGroup = 256;
+
+    /// <summary>
+    /// In place, for each row of a dense row-major [rows, cols] float32 matrix: x ← exp(x − max)/Σexp(x − max).
+    /// The score pass of attention on cuBLAS: the scale is already applied (the GEMM's alpha).
+    /// Grid: one group per row; the group size a power of two up to <see cref="SoftmaxMaxGroup"/>.
+    /// Pass 1: each thread keeps an online maximum and a sum of exp(x − maximum) over the columns
+    /// col ≡ thread (mod group size), one exp per element, rescaling its sum when its maximum grows; the (maximum,
+    /// sum) pairs are then combined by a tree reduction. Pass 2 rereads the row (mostly from L2: a 4608-score row
+    /// is 18 KB) and writes the probabilities. So the row is read twice and written once, and no overflow is
+    /// possible whatever the scores' size.
+    /// </summary>
+    public static void SoftmaxRows(int cols, ArrayView<float> data)
+    {
+        var maxima = SharedMemory.Allocate<float>(SoftmaxMaxGroup);
+        var sums = SharedMemory.Allocate<float>(SoftmaxMaxGroup);
+        int thread = Group.IdxX;
+        int threads = Group.DimX;
+        long start = (long)Grid.IdxX * cols;
+
+        float max = float.NegativeInfinity;
+        float sum = 0f;
+        for (int c = thread; c < cols; c += threads)
+        {
+            float x = data[start + c];
+            if (x > max)
+            {
+                // exp(−inf) = 0 for the first element: the empty sum stays 0.
+                sum = sum * XMath.Exp(max - x) + 1f;
+                max = x;
+            }
+            else if (x > float.NegativeInfinity)
+            {
+                sum += XMath.Exp(x - max);
+            }
+        }
+        maxima[thread] = max;
+        sums[thread] = sum;
+        Group.Barrier();
+        for (int half = threads / 2; half > 0; half >>= 1)
+        {
+            if (thread < half)
+            {
+                float a = maxima[thread], b = maxima[thread + half];
+                float m = XMath.Max(a, b);
+                // Threads that saw no column hold (−inf, 0); two of them must not make exp(−inf + inf) = NaN.
+                if (m > float.NegativeInfinity)
+                {
+                    sums[thread] = sums[thread] * XMath.Exp(a - m) + sums[thread + half] * XMath.Exp(b - m);
+                    maxima[thread] = m;
+                }
+            }
+            Group.Barrier();
+        }
+        float rowMax = maxima[0];
+        float inverseSum = 1f / sums[0];
+
+        for (int c = thread; c < cols; c += threads)
+            data[start + c] = XMath.Exp(data[start + c] - rowMax) * inverseSum;
+    }
+
     private static void LoadKeyTile(ArrayView<float> tile, StridedMatrix source, ArrayView<float> sourceData,
         long firstFlatRow, int validRows, int headColumn, int headDim)
     {
