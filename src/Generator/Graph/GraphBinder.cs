@@ -63,7 +63,14 @@ public sealed class GraphBinder
             {
                 var shape = EvaluateShape(input.Shape, $"input '{input.Name}'", scope, allowSizes: true);
                 if (shape == null) continue;
-                inputs.Add(scope.NewValue(input.Name, shape, null));
+                try
+                {
+                    inputs.Add(scope.NewValue(input.Name, shape, null));
+                }
+                catch (ExpressionException e)
+                {
+                    Error(DiagnosticIds.DuplicateName, e.Message, input.Span);
+                }
             }
             var sizes = _graph.Sizes.Select(s => s.Name)
                 .Where(size => inputs.Any(i => i.Shape.Any(d => d.Terms.ContainsKey(size)))).ToList();
@@ -434,6 +441,8 @@ public sealed class GraphBinder
 
         public BoundValue NewValue(string name, IReadOnlyList<SymbolicDim> shape, BoundValue? viewOf)
         {
+            if (_binder._sizes.Contains(name) || LookupConstant(name, allowSizes: false) != null)
+                throw new ExpressionException($"value '{name}' has the name of a param, let or size; give it another name");
             // A block writing to a name of the enclosing scope carries it to the next iteration and past the loop.
             var owner = this;
             bool crossesLoop = false;

@@ -81,6 +81,8 @@ public sealed class CountingBackend : IBackend
     public void Copy(View y, View x) => Timed(nameof(Copy), () => _inner.Copy(y, x));
     public void TimestepEmbedding(View y, View t, float timeFactor, float maxPeriod) => Timed(nameof(TimestepEmbedding), () => _inner.TimestepEmbedding(y, t, timeFactor, maxPeriod));
     public void RopeEmbed(View pe, View ids, int[] axesDim, float theta) => Timed(nameof(RopeEmbed), () => _inner.RopeEmbed(pe, ids, axesDim, theta));
+    public void ScaleShift(View y, View x, float scale, float shift) => Timed(nameof(ScaleShift), () => _inner.ScaleShift(y, x, scale, shift));
+    public void Transpose(View y, View x) => Timed(nameof(Transpose), () => _inner.Transpose(y, x));
     public void ApplyRope(View y, View x, View pe, int headDim) => Timed(nameof(ApplyRope), () => _inner.ApplyRope(y, x, pe, headDim));
 
     public void Dispose() => _inner.Dispose();

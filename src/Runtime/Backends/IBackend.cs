@@ -63,6 +63,12 @@ public interface IBackend : IDisposable
     /// <summary>y = x (strided copy).</summary>
     void Copy(View y, View x);
 
+    /// <summary>y = scale·x + shift with constants, elementwise. y may alias x.</summary>
+    void ScaleShift(View y, View x, float scale, float shift);
+
+    /// <summary>Per batch, y[b, c, r] = x[b, r, c]: y.Rows = x.Cols and y.Cols = x.Rows (NCHW ↔ channels-last).</summary>
+    void Transpose(View y, View x);
+
     /// <summary>
     /// Sinusoidal embedding of the scalars in t (one per row, Cols = 1): t' = timeFactor·t,
     /// freq[k] = exp(−ln(maxPeriod)·k/half), y = [cos(t'·freq) | sin(t'·freq)], y.Cols = 2·half.

@@ -198,6 +198,47 @@ public sealed unsafe class CpuBackend : IBackend
         });
     }
 
+    public void ScaleShift(View y, View x, float scale, float shift)
+    {
+        RequireSameShape(y, x, nameof(x));
+        RowWalker ys = new(y), xs = new(x);
+        int n = y.Cols;
+        CpuParallel.ForRanges(ys.Count, n, (start, end) =>
+        {
+            for (int i = start; i < end; i++)
+            {
+                float* yRow = ys[i], xRow = xs[i];
+                for (int c = 0; c < n; c++) yRow[c] = scale * xRow[c] + shift;
+            }
+        });
+    }
+
+    public void Transpose(View y, View x)
+    {
+        if (y.Batch != x.Batch || y.Rows != x.Cols || y.Cols != x.Rows)
+            throw new ArgumentException($"cannot transpose {x} into {y}: each sample needs [rows, cols] → [cols, rows]");
+        RequireInside(y, nameof(y));
+        RequireInside(x, nameof(x));
+        float* yBase = Base(y), xBase = Base(x);
+        // Blocks of 32×32 keep both the reads and the writes within a few cache lines.
+        const int Tile = 32;
+        int rowTiles = (x.Rows + Tile - 1) / Tile, colTiles = (x.Cols + Tile - 1) / Tile;
+        long xBatch = x.BatchStride, xRowStride = x.RowStride, yBatch = y.BatchStride, yRowStride = y.RowStride;
+        int rows = x.Rows, cols = x.Cols;
+        CpuParallel.ForRanges(x.Batch * rowTiles * colTiles, Tile * Tile, (start, end) =>
+        {
+            for (int task = start; task < end; task++)
+            {
+                int b = Math.DivRem(task, rowTiles * colTiles, out int tile);
+                int r0 = tile / colTiles * Tile, c0 = tile % colTiles * Tile;
+                float* xs = xBase + b * xBatch, ys = yBase + b * yBatch;
+                for (int r = r0; r < Math.Min(r0 + Tile, rows); r++)
+                    for (int c = c0; c < Math.Min(c0 + Tile, cols); c++)
+                        ys[c * yRowStride + r] = xs[r * xRowStride + c];
+            }
+        });
+    }
+
     public void TimestepEmbedding(View y, View t, float timeFactor, float maxPeriod)
     {
         if (t.Cols != 1) throw new ArgumentException($"timesteps {t} must have one column", nameof(t));
