@@ -19,6 +19,8 @@ internal sealed class GpuKernels
 {
     private readonly Lazy<Unary> copy, silu, geluTanh;
     private readonly Lazy<Binary> add;
+    private readonly Lazy<Action<Index1D, int, float, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>> scaleShift;
+    private readonly Lazy<Action<Index1D, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>> transpose;
     private readonly Lazy<Ternary> modulate, gatedResidual;
     private readonly Lazy<Action<Index1D, int, StridedMatrix, ArrayView<float>, ArrayView<float>>> addBiasToRows;
     private readonly Lazy<Action<Index1D, int, ArrayView<ushort>, StridedMatrix, ArrayView<float>>> roundToBFloat16;
@@ -40,6 +42,8 @@ internal sealed class GpuKernels
         copy = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(ElementwiseKernels.Copy));
         silu = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(ElementwiseKernels.Silu));
         geluTanh = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(ElementwiseKernels.GeluTanh));
+        scaleShift = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, float, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(ElementwiseKernels.ScaleShift));
+        transpose = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(ElementwiseKernels.Transpose));
         add = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(ElementwiseKernels.Add));
         modulate = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(ElementwiseKernels.Modulate));
         gatedResidual = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(ElementwiseKernels.GatedResidual));
@@ -63,6 +67,8 @@ internal sealed class GpuKernels
     public Unary Silu => silu.Value;
     public Unary GeluTanh => geluTanh.Value;
     public Binary Add => add.Value;
+    public Action<Index1D, int, float, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> ScaleShift => scaleShift.Value;
+    public Action<Index1D, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> Transpose => transpose.Value;
     public Ternary Modulate => modulate.Value;
     public Ternary GatedResidual => gatedResidual.Value;
     public Action<Index1D, int, StridedMatrix, ArrayView<float>, ArrayView<float>> AddBiasToRows => addBiasToRows.Value;

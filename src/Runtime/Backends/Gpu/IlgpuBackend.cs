@@ -305,6 +305,26 @@ public sealed class IlgpuBackend : IBackend
 
     public void GeluTanh(View y, View x) => Elementwise(kernels.GeluTanh, y, x);
 
+    public void ScaleShift(View y, View x, float scale, float shift)
+    {
+        var (count, ys, yd) = Output(y);
+        if (count == 0) return;
+        var (xs, xd) = Operand(x, y, nameof(x));
+        kernels.ScaleShift(count, y.Cols, scale, shift, ys, yd, xs, xd);
+    }
+
+    public void Transpose(View y, View x)
+    {
+        if (y.Batch != x.Batch || y.Rows != x.Cols || y.Cols != x.Rows)
+            throw new ArgumentException($"cannot transpose {x} into {y}: each sample needs [rows, cols] → [cols, rows]");
+        var (count, ys, yd) = Output(y);
+        if (count == 0) return;
+        var xTensor = FloatTensor(x, nameof(x));
+        CheckBounds(x, xTensor, nameof(x));
+        var xs = new StridedMatrix(x.Offset, x.Rows, x.BatchStride, x.RowStride);
+        kernels.Transpose(count, x.Rows, x.Cols, ys, yd, xs, xTensor.Floats);
+    }
+
     public void Add(View y, View a, View b)
     {
         var (count, ys, yd) = Output(y);

@@ -18,6 +18,25 @@ public static class ElementwiseKernels
         yData[y.IndexOf(flatRow, col)] = xData[x.IndexOf(flatRow, col)];
     }
 
+    public static void ScaleShift(Index1D index, int cols, float scale, float shift,
+        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+    {
+        long flatRow = index / cols;
+        int col = index - (int)(flatRow * cols);
+        yData[y.IndexOf(flatRow, col)] = scale * xData[x.IndexOf(flatRow, col)] + shift;
+    }
+
+    /// <summary>One thread per element of y: y[b, c, r] = x[b, r, c] (y has xCols rows of xRows columns).</summary>
+    public static void Transpose(Index1D index, int xRows, int xCols,
+        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+    {
+        long flatRow = index / xRows;
+        int r = index - (int)(flatRow * xRows);
+        long batch = flatRow / xCols;
+        int c = (int)(flatRow - batch * xCols);
+        yData[y.IndexOf(flatRow, r)] = xData[x.IndexOf(batch * xRows + r, c)];
+    }
+
     public static void Add(Index1D index, int cols,
         StridedMatrix y, ArrayView<float> yData, StridedMatrix a, ArrayView<float> aData,
         StridedMatrix b, ArrayView<float> bData)
