@@ -354,7 +354,11 @@ public sealed class GraphBinder
                 }
             }
             DeclareWeights(statement.Weights, iteration, null, prefix);
-            into.Statements.Add(new BoundComment(statement.IsTemplateUse ? $"{statement.Op} {prefix.TrimEnd('.')}" : prefix.TrimEnd('.'), statement.Span));
+            // A template used without its own prefix sits inside an iteration whose comment already says where.
+            string comment = !statement.IsTemplateUse ? prefix.TrimEnd('.')
+                : statement.Prefix!.Length == 0 ? statement.Op
+                : $"{statement.Op}: {prefix.TrimEnd('.')}";
+            into.Statements.Add(new BoundComment(comment, statement.Span));
             BindStatements(statement.Body, iteration, into);
         }
     }
