@@ -3,8 +3,8 @@ using InFluxEdit.Runtime.Tensors;
 namespace InFluxEdit.Runtime.Backends;
 
 /// <summary>
-/// Passes every op to another backend and counts the floating-point work of the heavy ones (GEMMs and
-/// attention), so benchmarks report achieved GFLOP/s for any model without a hand-written FLOP formula.
+/// Passes every op to another backend and counts the floating-point work of the heavy ones (GEMMs,
+/// convolutions and attention), so benchmarks report achieved GFLOP/s for any model without a hand-written FLOP formula.
 /// With profiling on, it also waits for each op and adds its time to a per-op total (slower, but it shows
 /// where a forward pass spends its time).
 /// </summary>
@@ -71,6 +71,16 @@ public sealed class CountingBackend : IBackend
         Timed(nameof(Attention), () => _inner.Attention(o, q, k, v, heads, scale));
     }
 
+    public void Conv2d(View y, View x, int height, int width, DeviceTensor weight, DeviceTensor? bias, int stride, Padding2d padding)
+    {
+        // Per output pixel and channel, Cin·kh·kw multiply-adds (weight is [Cout, Cin, kh, kw]).
+        if (weight.Shape.Length == 4)
+            FloatingPointOperations += 2.0 * y.Batch * y.Rows * weight.Length;
+        Timed(nameof(Conv2d), () => _inner.Conv2d(y, x, height, width, weight, bias, stride, padding));
+    }
+
+    public void GroupNorm(View y, View x, int groups, DeviceTensor? scale, DeviceTensor? bias, float eps) => Timed(nameof(GroupNorm), () => _inner.GroupNorm(y, x, groups, scale, bias, eps));
+    public void UpsampleNearest2x(View y, View x, int height, int width) => Timed(nameof(UpsampleNearest2x), () => _inner.UpsampleNearest2x(y, x, height, width));
     public void LayerNorm(View y, View x, float eps) => Timed(nameof(LayerNorm), () => _inner.LayerNorm(y, x, eps));
     public void RmsNorm(View y, View x, DeviceTensor scale, int groupSize, float eps) => Timed(nameof(RmsNorm), () => _inner.RmsNorm(y, x, scale, groupSize, eps));
     public void Modulate(View y, View x, View shift, View scale) => Timed(nameof(Modulate), () => _inner.Modulate(y, x, shift, scale));

@@ -93,4 +93,37 @@ public interface IBackend : IDisposable
     /// and o (Cols = heads·headDim). q and o have the query rows, k and v the key rows.
     /// </summary>
     void Attention(View o, View q, View k, View v, int heads, float scale);
+
+    // ---------------------------------------------------------------- image ops (the autoencoder)
+    // Images are channels-last token tensors: a View of [Batch, Rows = height·width, Cols = channels], pixel (py, px)
+    // in row py·width + px. A 1×1 conv is then a Linear, the VAE's attention a single-head Attention on [B, HW, C].
+    // These ops need rows that do not overlap (RowStride ≥ Cols); Offset, RowStride and BatchStride are otherwise free.
+
+    /// <summary>
+    /// 2-D cross-correlation (PyTorch's Conv2d, dilation 1, groups 1) with zero padding:
+    /// y[b, oy·outW + ox, co] = bias[co] + Σ_{ci, ky, kx} weight[co, ci, ky, kx] · x̂[b, oy·stride + ky − top, ox·stride + kx − left, ci],
+    /// where x̂ is x (pixels [b, py·width + px, ci]) read as zero outside 0 ≤ py &lt; height, 0 ≤ px &lt; width.
+    /// <paramref name="weight"/> is [Cout, Cin, kh, kw] as PyTorch checkpoints store it (any storage dtype the backend
+    /// returned from <see cref="UploadWeight"/>); <paramref name="bias"/> has Cout elements or is null.
+    /// x is [B, height·width, Cin]; y is [B, outH·outW, Cout] with outH = (height + top + bottom − kh)/stride + 1 and
+    /// outW = (width + left + right − kw)/stride + 1 (integer division, as PyTorch). y must not overlap x.
+    /// Backends may keep a repacked copy of an uploaded weight, so weights are read-only once uploaded.
+    /// </summary>
+    void Conv2d(View y, View x, int height, int width, DeviceTensor weight, DeviceTensor? bias, int stride, Padding2d padding);
+
+    /// <summary>
+    /// GroupNorm (PyTorch's, channels-last): the C columns split into <paramref name="groups"/> groups of C/groups
+    /// consecutive channels; for each (batch, group), mean μ and biased variance σ² over all rows (pixels) and the
+    /// group's channels; y = (x − μ)/sqrt(σ² + eps)·scale[c] + bias[c]. scale and bias have C elements; a null one
+    /// means 1 (scale) or 0 (bias). Statistics are accumulated in float64. y may alias x.
+    /// </summary>
+    void GroupNorm(View y, View x, int groups, DeviceTensor? scale, DeviceTensor? bias, float eps);
+
+    /// <summary>
+    /// Nearest-neighbour ×2 upsampling (PyTorch's interpolate(scale_factor=2, mode="nearest")): x is
+    /// [B, height·width, C], y is [B, (2·height)·(2·width), C], y[b, Y·2·width + X, c] = x[b, (Y/2)·width + X/2, c]
+    /// (integer division), i.e. each pixel repeated 2×2.
+    /// y must not overlap x.
+    /// </summary>
+    void UpsampleNearest2x(View y, View x, int height, int width);
 }

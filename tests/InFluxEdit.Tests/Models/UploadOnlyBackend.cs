@@ -39,6 +39,9 @@ internal sealed class UploadOnlyBackend(int failOnUpload = -1) : IBackend
     public void RopeEmbed(View pe, View ids, int[] axesDim, float theta) => throw new NotSupportedException();
     public void ApplyRope(View y, View x, View pe, int headDim) => throw new NotSupportedException();
     public void Attention(View o, View q, View k, View v, int heads, float scale) => throw new NotSupportedException();
+    public void Conv2d(View y, View x, int height, int width, DeviceTensor weight, DeviceTensor? bias, int stride, Padding2d padding) => throw new NotSupportedException();
+    public void GroupNorm(View y, View x, int groups, DeviceTensor? scale, DeviceTensor? bias, float eps) => throw new NotSupportedException();
+    public void UpsampleNearest2x(View y, View x, int height, int width) => throw new NotSupportedException();
     public void Dispose() { }
 
     internal sealed class StoredWeight(int[] shape, DType dtype, byte[] bytes) : DeviceTensor(shape, dtype)

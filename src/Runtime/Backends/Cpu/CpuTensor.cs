@@ -27,6 +27,9 @@ public sealed unsafe class CpuTensor : DeviceTensor
 
     public bool IsDisposed => _data is null;
 
+    /// <summary>An activation buffer from <see cref="CpuBackend.Allocate"/> (writable), not an uploaded weight (read-only).</summary>
+    internal bool IsPooled => _pool is not null;
+
     public Span<float> Span => (_data ?? throw new ObjectDisposedException(ToString())).AsSpan();
 
     public override void Dispose()
