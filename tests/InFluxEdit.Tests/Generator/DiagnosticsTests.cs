@@ -170,6 +170,23 @@ public class DiagnosticsTests
     }
 
     [Fact]
+    public void UnknownTemplateListsTheKnownOnes()
+    {
+        string graph = Graph.Replace("\"body\": [\n    { \"op\": \"linear\", \"x\": \"x\"", "\"templates\": { \"mlp\": { \"body\": [] } },\n  \"body\": [\n    { \"use\": \"mpl\" },\n    { \"op\": \"linear\", \"x\": \"x\"");
+        var d = Compile(graph).First();
+        d.Id.ShouldBe(DiagnosticIds.InvalidSchema);
+        d.Message.ShouldContain("unknown template 'mpl' (known: mlp)");
+    }
+
+    [Fact]
+    public void ValueMayNotShadowAParam()
+    {
+        string graph = Graph.Replace("\"out\": \"h\" },\n    { \"op\": \"gelu_tanh\"", "\"out\": \"hidden\" },\n    { \"op\": \"gelu_tanh\"");
+        var d = Compile(graph).First();
+        d.Message.ShouldContain("value 'hidden' has the name of a param");
+    }
+
+    [Fact]
     public void UnknownArgumentIsReported()
     {
         string graph = Graph.Replace("\"op\": \"gelu_tanh\", \"x\": \"h\"", "\"op\": \"gelu_tanh\", \"x\": \"h\", \"approximate\": true");

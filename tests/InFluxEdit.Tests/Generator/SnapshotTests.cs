@@ -19,10 +19,20 @@ public class SnapshotTests
     }
 
     [Fact]
+    public void TinyVaeMatchesApprovedCode()
+    {
+        var result = GeneratorHarness.Run(GeneratorHarness.RepoSchemas("flux-vae-tiny.json", "graphs/flux-vae.json"));
+
+        result.Diagnostics.ShouldBeEmpty();
+        var source = result.GeneratedSources.Single(s => s.HintName == "FluxVaeTiny.g.cs").SourceText.ToString();
+        source.ShouldMatchApproved(options => options.SubFolder("Approved").WithDiscriminator("FluxVaeTiny").NoDiff());
+    }
+
+    [Fact]
     public void CatalogListsEveryModel()
     {
         var result = GeneratorHarness.Run(GeneratorHarness.RepoSchemas(
-            "flux-fill-tiny.json", "flux-fill-dev.json", "graphs/flux-transformer.json"));
+            "flux-fill-tiny.json", "flux-fill-dev.json", "graphs/flux-transformer.json", "flux-vae-tiny.json", "graphs/flux-vae.json"));
 
         result.Diagnostics.ShouldBeEmpty();
         var catalog = result.GeneratedSources.Single(s => s.HintName == "ModelCatalog.g.cs").SourceText.ToString();
