@@ -28,7 +28,12 @@ public sealed class BoundModel
 
     /// <summary>The generated methods ("forward", or a VAE's "encode" and "decode"), sharing the weights.</summary>
     public IReadOnlyList<BoundEntry> Entries { get; }
+
+    public List<BoundLoraAlias> LoraAliases { get; } = new();
 }
+
+/// <summary>Rows [RowOffset, RowOffset + RowCount) of Module's weight, known to Format as Alias ({i}: the block).</summary>
+public sealed record BoundLoraAlias(string Format, string Alias, string Module, int RowOffset, int RowCount);
 
 /// <summary>One generated method: its inputs, the runtime sizes they carry, its statements and outputs.</summary>
 public sealed class BoundEntry

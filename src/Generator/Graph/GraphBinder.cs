@@ -95,8 +95,60 @@ public sealed class GraphBinder
                 Error(DiagnosticIds.UnusedWeight, $"weight '{weight.Key}' is declared but no op uses it: a checkpoint would need it for nothing",
                     weight.Span);
 
-        return new BoundModel(_model, _graph, _allWeights, entries);
+        var model = new BoundModel(_model, _graph, _allWeights, entries);
+        BindLoraAliases(model, root);
+        return model;
     }
+
+    /// <summary>
+    /// Checks every alias against a declared 2-D weight ("{module}.weight") and turns split row sizes into offsets;
+    /// the parts of a split module must cover its rows exactly.
+    /// </summary>
+    private void BindLoraAliases(BoundModel model, Scope root)
+    {
+        foreach (var module in _graph.LoraAliases.GroupBy(a => (a.Format, a.Module)))
+        {
+            var parts = module.OrderBy(a => a.Part).ToList();
+            var weight = _allWeights.FirstOrDefault(w => w.Key == module.Key.Module + ".weight");
+            if (weight == null)
+            {
+                // Switched off by a condition for this model (guidance_in without guidance_embed): nothing to alias.
+                if (root.LookupWeight(module.Key.Module + ".weight").DisabledByCondition) continue;
+                Error(DiagnosticIds.UnknownWeight, $"LoRA alias for '{module.Key.Module}': the graph declares no weight '{module.Key.Module}.weight'", parts[0].Span);
+                continue;
+            }
+            if (weight.Shape.Count != 2)
+            {
+                Error(DiagnosticIds.ShapeMismatch, $"LoRA alias for '{module.Key.Module}': its weight is {ShapeText(weight.Shape)}, not a linear layer's [out, in]", parts[0].Span);
+                continue;
+            }
+            int offset = 0;
+            foreach (var part in parts)
+            {
+                int rows;
+                if (part.RowsExpression.Length == 0) rows = (int)weight.Shape[0];
+                else
+                {
+                    try
+                    {
+                        rows = (int)root.Evaluate(part.RowsExpression, allowSizes: false).ToInteger("a row count");
+                    }
+                    catch (ExpressionException e)
+                    {
+                        Error(DiagnosticIds.InvalidExpression, e.Message, part.Span);
+                        return;
+                    }
+                }
+                model.LoraAliases.Add(new BoundLoraAlias(part.Format, part.Alias, module.Key.Module, offset, rows));
+                offset += rows;
+            }
+            if (offset != weight.Shape[0])
+                Error(DiagnosticIds.ShapeMismatch,
+                    $"LoRA alias for '{module.Key.Module}': its parts cover {offset} rows, the weight has {weight.Shape[0]}", parts[0].Span);
+        }
+    }
+
+    private static string ShapeText(IReadOnlyList<long> shape) => "[" + string.Join(", ", shape) + "]";
 
     private void BindParams()
     {

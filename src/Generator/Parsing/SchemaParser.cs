@@ -141,10 +141,50 @@ public static class SchemaParser
             if (entry != null) entries.Add(entry);
         }
 
-        reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates", "body", "outputs", "entries");
+        var loraAliases = ReadLoraFormats(reader.Optional("lora_formats", JsonKind.Object), diagnostics);
+
+        reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates",
+            "body", "outputs", "entries", "lora_formats");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
-            diagnostics.ToEquatableArray());
+            diagnostics.ToEquatableArray())
+        {
+            LoraAliases = loraAliases,
+        };
+    }
+
+    private static EquatableArray<LoraAliasSpec> ReadLoraFormats(JsonNode? node, List<SchemaDiagnostic> diagnostics)
+    {
+        var aliases = new List<LoraAliasSpec>();
+        foreach (var format in Members(node, "LoRA format", diagnostics))
+        {
+            var r = new ObjectReader(format.Value, $"LoRA format '{format.Key.Value}'", diagnostics, Substitution.None);
+            string prefix = r.OptionalString("prefix") ?? "";
+            var modules = r.Required("modules", JsonKind.Object);
+            r.RejectUnknown("prefix", "modules", "comment");
+            foreach (var module in Members(modules, "module", diagnostics))
+            {
+                if (module.Value.Kind == JsonKind.String)
+                {
+                    aliases.Add(new LoraAliasSpec(format.Key.Value, prefix + module.Value.Text, module.Key.Value, 0, "", module.Value.Span));
+                    continue;
+                }
+                var m = new ObjectReader(module.Value, $"module '{module.Key.Value}'", diagnostics, Substitution.None);
+                var split = m.Required("split", JsonKind.Array);
+                var rows = m.Required("rows", JsonKind.Array);
+                m.RejectUnknown("split", "rows", "comment");
+                if (split == null || rows == null) continue;
+                if (split.Items.Count != rows.Items.Count || split.Items.Any(i => i.Kind != JsonKind.String) || rows.Items.Any(i => i.Kind != JsonKind.String && i.Kind != JsonKind.Number))
+                {
+                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"module '{module.Key.Value}': \"split\" names and \"rows\" sizes must pair up", module.Value.Span));
+                    continue;
+                }
+                for (int part = 0; part < split.Items.Count; part++)
+                    aliases.Add(new LoraAliasSpec(format.Key.Value, prefix + split.Items[part].Text, module.Key.Value, part,
+                        rows.Items[part].Text!, split.Items[part].Span));
+            }
+        }
+        return aliases.ToEquatableArray();
     }
 
     private static EntrySpec? ReadEntry(ObjectReader reader, string name, SourceSpan span, List<SchemaDiagnostic> diagnostics,

@@ -32,7 +32,17 @@ public sealed record GraphSpec(
     EquatableArray<SizeSpec> Sizes,
     EquatableArray<TensorDeclarationSpec> Weights,
     EquatableArray<EntrySpec> Entries,
-    EquatableArray<SchemaDiagnostic> Diagnostics);
+    EquatableArray<SchemaDiagnostic> Diagnostics)
+{
+    /// <summary>Other tools' names for the graph's linear layers, so their LoRA files load.</summary>
+    public EquatableArray<LoraAliasSpec> LoraAliases { get; init; }
+}
+
+/// <summary>
+/// One linear layer under another tool's name, e.g. diffusers' "transformer_blocks.{i}.attn.to_q" for rows
+/// [0, hidden_size) of "double_blocks.{i}.img_attn.qkv" (fused layers are split into row blocks).
+/// </summary>
+public sealed record LoraAliasSpec(string Format, string Alias, string Module, int Part, string RowsExpression, SourceSpan Span);
 
 /// <summary>
 /// One method of the generated model over the shared weights: "forward" for a graph with a single body,

@@ -265,7 +265,7 @@ public static class RandomWeights
         foreach (var parameter in model.Parameters)
         {
             var host = Generate(parameter, seed);
-            byte[] raw = Encode(host, parameter.DType);
+            byte[] raw = DTypeEncoding.Encode(host.Data, parameter.DType);
             weights[parameter.Name] = backend.UploadWeight(parameter.Shape, parameter.DType, raw);
             progress?.Report((weights.Count, model.Parameters.Count));
         }
@@ -278,25 +278,6 @@ public static class RandomWeights
         var tensors = model.Parameters.Select(p => new KeyValuePair<string, HostTensor>(p.Name, Generate(p, seed)));
         var config = "{" + string.Join(", ", model.Params.Select(p => $"{JsonSerializer.Serialize(p.Key)}: {p.Value}")) + "}";
         SafeTensorsWriter.Write(path, tensors, new Dictionary<string, string> { ["format"] = "bfl", ["config"] = config });
-    }
-
-    private static byte[] Encode(HostTensor host, DType dtype)
-    {
-        switch (dtype)
-        {
-            case DType.BF16:
-                var bf16 = new byte[host.Data.Length * 2];
-                BFloat16.FromSingle(host.Data, bf16);
-                return bf16;
-            case DType.F16:
-                var f16 = new byte[host.Data.Length * 2];
-                Float16.FromSingle(host.Data, f16);
-                return f16;
-            default:
-                var f32 = new byte[host.Data.Length * 4];
-                Buffer.BlockCopy(host.Data, 0, f32, 0, f32.Length);
-                return f32;
-        }
     }
 }
 

@@ -15,7 +15,17 @@ public sealed record ModelDescriptor(
     string SchemaFile,
     string Family,
     IReadOnlyDictionary<string, string> Params,
-    IReadOnlyList<ParameterInfo> Parameters);
+    IReadOnlyList<ParameterInfo> Parameters)
+{
+    /// <summary>Other tools' names for the model's linear layers (from the schema's "lora_formats").</summary>
+    public IReadOnlyList<LoraAlias> LoraAliases { get; init; } = Array.Empty<LoraAlias>();
+}
+
+/// <summary>
+/// Rows [RowOffset, RowOffset + RowCount) of the linear layer <paramref name="Module"/> (its weight is
+/// "Module.weight"), named <paramref name="Alias"/> by <paramref name="Format"/>; "{i}" stands for a block index.
+/// </summary>
+public sealed record LoraAlias(string Format, string Alias, string Module, int RowOffset, int RowCount);
 
 /// <summary>The model a checkpoint was recognised as, and why (for the user and the log).</summary>
 public sealed record ModelMatch(ModelDescriptor Model, string Reason);

@@ -17,11 +17,20 @@ public static class WeightLoader
         IReadOnlyList<ParameterInfo> table,
         IReadOnlyList<SafeTensorsFile> files,
         IBackend backend,
-        IProgress<(int done, int total)>? progress = null)
+        IProgress<(int done, int total)>? progress = null,
+        IReadOnlyDictionary<string, HostTensor>? deltas = null)
     {
         if (files.Count == 0)
             throw new ArgumentException("no weight files were given", nameof(files));
         Dictionary<string, CheckpointTensor> found = Validate(table, files);
+        if (deltas != null)
+            foreach (var (key, delta) in deltas)
+            {
+                var parameter = table.FirstOrDefault(p => p.Name == key)
+                    ?? throw new ArgumentException($"a weight delta names '{key}', which the model does not have", nameof(deltas));
+                if (!parameter.Shape.AsSpan().SequenceEqual(delta.Shape))
+                    throw new ArgumentException($"the delta for '{key}' is {HostTensor.FormatShape(delta.Shape)}, the weight {HostTensor.FormatShape(parameter.Shape)}", nameof(deltas));
+            }
 
         var loaded = new Dictionary<string, DeviceTensor>(StringComparer.Ordinal);
         try
@@ -30,7 +39,9 @@ public static class WeightLoader
             {
                 CheckpointTensor tensor = found[parameter.Name];
                 TensorEntry entry = tensor.Entry!;
-                loaded.Add(parameter.Name, backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, tensor.File.GetBytes(entry)));
+                loaded.Add(parameter.Name, deltas != null && deltas.TryGetValue(parameter.Name, out var delta)
+                    ? UploadMerged(backend, tensor.File, entry, delta)
+                    : backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, tensor.File.GetBytes(entry)));
                 progress?.Report((loaded.Count, table.Count));
             }
         }
@@ -42,6 +53,17 @@ public static class WeightLoader
             throw;
         }
         return loaded;
+    }
+
+    /// <summary>
+    /// W + ΔW (a LoRA merged at load time) in float32, stored back in the checkpoint's dtype so a bf16 model stays
+    /// bf16 on the device, rounded to nearest even like PyTorch.
+    /// </summary>
+    private static DeviceTensor UploadMerged(IBackend backend, SafeTensorsFile file, TensorEntry entry, HostTensor delta)
+    {
+        var merged = file.ReadFloat32(entry.Name);
+        for (int i = 0; i < merged.Data.Length; i++) merged.Data[i] += delta.Data[i];
+        return backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, DTypeEncoding.Encode(merged.Data, entry.DType));
     }
 
     private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<SafeTensorsFile> files)
