@@ -83,17 +83,21 @@ public sealed class ModelEmitter : IForwardEmitter
         _w.Line("    {");
         foreach (var p in spec.Params) _w.Line($"        [{CSharpNames.Literal(p.Name)}] = {CSharpNames.Literal(p.Value.ToString())},");
         _w.Line("    },");
-        _w.Line("    Parameters: CreateParameterTable())");
-        _w.Line("{");
-        if (_model.LoraAliases.Count > 0)
+        if (_model.LoraAliases.Count == 0)
         {
+            _w.Line("    Parameters: CreateParameterTable());");
+        }
+        else
+        {
+            _w.Line("    Parameters: CreateParameterTable())");
+            _w.Line("{");
             _w.Line("    LoraAliases = new LoraAlias[]");
             _w.Line("    {");
             foreach (var alias in _model.LoraAliases)
                 _w.Line($"        new({CSharpNames.Literal(alias.Format)}, {CSharpNames.Literal(alias.Alias)}, {CSharpNames.Literal(alias.Module)}, {alias.RowOffset}, {alias.RowCount}),");
             _w.Line("    },");
+            _w.Line("};");
         }
-        _w.Line("};");
         _w.Line();
         _w.Open("private static ParameterInfo[] CreateParameterTable()");
         _w.Line("var table = new List<ParameterInfo>();");
