@@ -1,0 +1,73 @@
+using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.SafeTensors;
+
+namespace InFluxEdit.Cli.Fill;
+
+/// <summary>The build has no compiled model of a family the command needs (its schema has not landed yet).</summary>
+public sealed class MissingModelFamilyException(string family, IEnumerable<CompiledModelInfo> compiled)
+    : InvalidOperationException(
+        $"this build has no compiled '{family}' model (schemas/ has none; compiled: {string.Join(", ", compiled.Select(m => $"{m.Descriptor.Name} ({m.Descriptor.Family})"))})")
+{
+    public string Family { get; } = family;
+}
+
+/// <summary>A compiled model with its weights on a backend; disposing frees the weights.</summary>
+public sealed class LoadedModel : IDisposable
+{
+    private readonly IReadOnlyDictionary<string, DeviceTensor> _weights;
+
+    private LoadedModel(CompiledModel model, IReadOnlyDictionary<string, DeviceTensor> weights, string reason)
+    {
+        Model = model;
+        _weights = weights;
+        Reason = reason;
+    }
+
+    public CompiledModel Model { get; }
+
+    /// <summary>Why this compiled model was chosen for the checkpoint, for the user.</summary>
+    public string Reason { get; }
+
+    /// <summary>
+    /// Loads a checkpoint as a model of <paramref name="family"/>: the compiled model named <paramref name="modelName"/>,
+    /// or, without a name, the one <see cref="ModelRecognizer"/> recognises among the family.
+    /// </summary>
+    public static LoadedModel Load(string checkpoint, string family, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog,
+        string? modelName = null, IProgress<(int Done, int Total)>? progress = null)
+    {
+        var candidates = catalog.Where(m => m.Descriptor.Family == family).ToList();
+        if (candidates.Count == 0) throw new MissingModelFamilyException(family, catalog);
+        using var file = SafeTensorsFile.Open(checkpoint);
+        CompiledModelInfo info;
+        string reason;
+        if (modelName != null)
+        {
+            info = candidates.FirstOrDefault(m => m.Descriptor.Name == modelName)
+                ?? throw new ArgumentException(
+                    $"no compiled {family} model '{modelName}' (compiled: {string.Join(", ", candidates.Select(m => m.Descriptor.Name))})");
+            reason = "named on the command line";
+        }
+        else
+        {
+            var match = ModelRecognizer.Recognize(file, candidates.Select(m => m.Descriptor));
+            info = candidates.First(m => m.Descriptor == match.Model);
+            reason = match.Reason;
+        }
+        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress);
+        try
+        {
+            return new LoadedModel(info.Create(backend, weights), weights, reason);
+        }
+        catch
+        {
+            foreach (var w in weights.Values) w.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var w in _weights.Values) w.Dispose();
+    }
+}
