@@ -43,7 +43,7 @@ public sealed record FillEditResult(
 /// </summary>
 public sealed class FillPipeline
 {
-    public const string VaeFamily = "flux-vae";
+    public const string TransformerFamily = "flux-fill";
     public const int LatentChannels = 16;
     private const int PackedLatentFeatures = 4 * LatentChannels;
     private const int ConditionFeatures = PackedLatentFeatures + 256;
@@ -53,15 +53,14 @@ public sealed class FillPipeline
 
     public FillPipeline(CompiledModel transformer, CompiledModel vae)
     {
-        RequireEntry(transformer, "forward", new[] { "img", "img_ids", "txt", "txt_ids", "timesteps", "y" }, "out");
+        ModelEntries.Require(transformer, "forward", new[] { "img", "img_ids", "txt", "txt_ids", "timesteps", "y" }, "out");
         int inChannels = TextConditioning.IntParam(transformer.Info, "in_channels");
         int outChannels = TextConditioning.IntParam(transformer.Info, "out_channels");
         if (inChannels != PackedLatentFeatures + ConditionFeatures || outChannels != PackedLatentFeatures)
             throw new ArgumentException(
                 $"{transformer.Info.Name} takes {inChannels} input and gives {outChannels} output channels; a FLUX Fill transformer takes " +
                 $"{PackedLatentFeatures + ConditionFeatures} (noisy latent 64 | image latent 64 | mask 256) and gives {PackedLatentFeatures}");
-        RequireEntry(vae, "encode", new[] { "image" }, "latent");
-        RequireEntry(vae, "decode", new[] { "latent" }, "image");
+        VaeCodec.Require(vae);
         _transformer = transformer;
         _vae = vae;
     }
@@ -69,10 +68,10 @@ public sealed class FillPipeline
     public ModelDescriptor Transformer => _transformer.Info;
 
     /// <summary>[1, 3, 8h, 8w] in [−1, 1] → the scaled, shifted posterior mean [1, 16, h, w].</summary>
-    public HostTensor Encode(HostTensor image) => RunOnDevice(_vae, "encode", "image", image, "latent");
+    public HostTensor Encode(HostTensor image) => VaeCodec.Encode(_vae, image);
 
     /// <summary>[1, 16, h, w] → [1, 3, 8h, 8w], about [−1, 1].</summary>
-    public HostTensor Decode(HostTensor latent) => RunOnDevice(_vae, "decode", "latent", latent, "image");
+    public HostTensor Decode(HostTensor latent) => VaeCodec.Decode(_vae, latent);
 
     /// <summary>The noise shape for an image of the processed size: the latent grid, doubled in width for concat.</summary>
     public static int[] NoiseShape(EditMethod method, int height, int width) =>
@@ -167,38 +166,11 @@ public sealed class FillPipeline
         }
     }
 
-    private static HostTensor RunOnDevice(CompiledModel model, string entry, string inputName, HostTensor input, string outputName)
-    {
-        var backend = model.Backend;
-        using var deviceInput = backend.Upload(input);
-        var outputs = model.Run(entry, new Dictionary<string, DeviceTensor> { [inputName] = deviceInput });
-        try
-        {
-            var output = outputs[outputName];
-            return backend.Download(output, output.Shape);
-        }
-        finally
-        {
-            foreach (var tensor in outputs.Values) tensor.Dispose();
-        }
-    }
-
     /// <summary>Bicubic resizing overshoots at hard mask edges; a mask weight outside [0, 1] would amplify the image.</summary>
     private static HostTensor ClampToUnit(HostTensor mask)
     {
         var clamped = new HostTensor((int[])mask.Shape.Clone());
         for (int i = 0; i < mask.Data.Length; i++) clamped.Data[i] = Math.Clamp(mask.Data[i], 0f, 1f);
         return clamped;
-    }
-
-    private static void RequireEntry(CompiledModel model, string entry, IReadOnlyList<string> inputs, string output)
-    {
-        var found = model.Entries.FirstOrDefault(e => e.Name == entry)
-            ?? throw new ArgumentException($"{model.Info.Name} has no entry '{entry}' (it has {string.Join(", ", model.Entries.Select(e => e.Name))})");
-        var missing = inputs.Where(i => !found.InputNames.Contains(i)).ToList();
-        if (missing.Count > 0 || !found.OutputNames.Contains(output))
-            throw new ArgumentException(
-                $"{model.Info.Name}.{entry} takes ({string.Join(", ", found.InputNames)}) and gives ({string.Join(", ", found.OutputNames)}); " +
-                $"the Fill pipeline needs inputs ({string.Join(", ", inputs)}) and output '{output}'");
     }
 }

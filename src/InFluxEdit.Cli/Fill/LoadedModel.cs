@@ -5,9 +5,8 @@ using InFluxEdit.Runtime.SafeTensors;
 namespace InFluxEdit.Cli.Fill;
 
 /// <summary>The build has no compiled model of a family the command needs (its schema has not landed yet).</summary>
-public sealed class MissingModelFamilyException(string family, IEnumerable<CompiledModelInfo> compiled)
-    : InvalidOperationException(
-        $"this build has no compiled '{family}' model (schemas/ has none; compiled: {string.Join(", ", compiled.Select(m => $"{m.Descriptor.Name} ({m.Descriptor.Family})"))})")
+public sealed class MissingModelFamilyException(string family)
+    : InvalidOperationException($"this build has no compiled '{family}' model (no schema in schemas/ declares that family)")
 {
     public string Family { get; } = family;
 }
@@ -37,7 +36,7 @@ public sealed class LoadedModel : IDisposable
         string? modelName = null, IProgress<(int Done, int Total)>? progress = null)
     {
         var candidates = catalog.Where(m => m.Descriptor.Family == family).ToList();
-        if (candidates.Count == 0) throw new MissingModelFamilyException(family, catalog);
+        if (candidates.Count == 0) throw new MissingModelFamilyException(family);
         using var file = SafeTensorsFile.Open(checkpoint);
         CompiledModelInfo info;
         string reason;
