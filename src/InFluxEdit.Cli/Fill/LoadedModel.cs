@@ -29,30 +29,39 @@ public sealed class LoadedModel : IDisposable
     public string Reason { get; }
 
     /// <summary>
-    /// Loads a checkpoint as a model of <paramref name="family"/>: the compiled model named <paramref name="modelName"/>,
-    /// or, without a name, the one <see cref="ModelRecognizer"/> recognises among the family.
+    /// Which compiled model of <paramref name="family"/> a checkpoint is for: the one named <paramref name="modelName"/>,
+    /// or, without a name, the one <see cref="ModelRecognizer"/> recognises among the family. Reads only the header,
+    /// so a command can check its other inputs against the model before minutes of loading.
     /// </summary>
-    public static LoadedModel Load(string checkpoint, string family, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog,
-        string? modelName = null, IProgress<(int Done, int Total)>? progress = null)
+    public static (CompiledModelInfo Info, string Reason) Resolve(string checkpoint, string family, IReadOnlyList<CompiledModelInfo> catalog,
+        string? modelName = null)
     {
         var candidates = catalog.Where(m => m.Descriptor.Family == family).ToList();
         if (candidates.Count == 0) throw new MissingModelFamilyException(family);
-        using var file = SafeTensorsFile.Open(checkpoint);
-        CompiledModelInfo info;
-        string reason;
         if (modelName != null)
         {
-            info = candidates.FirstOrDefault(m => m.Descriptor.Name == modelName)
+            var named = candidates.FirstOrDefault(m => m.Descriptor.Name == modelName)
                 ?? throw new ArgumentException(
                     $"no compiled {family} model '{modelName}' (compiled: {string.Join(", ", candidates.Select(m => m.Descriptor.Name))})");
-            reason = "named on the command line";
+            return (named, "named on the command line");
         }
-        else
-        {
-            var match = ModelRecognizer.Recognize(file, candidates.Select(m => m.Descriptor));
-            info = candidates.First(m => m.Descriptor == match.Model);
-            reason = match.Reason;
-        }
+        using var file = SafeTensorsFile.Open(checkpoint);
+        var match = ModelRecognizer.Recognize(file, candidates.Select(m => m.Descriptor));
+        return (candidates.First(m => m.Descriptor == match.Model), match.Reason);
+    }
+
+    /// <summary>Resolves (see <see cref="Resolve"/>) and loads; the weights are checked against the schema before any upload.</summary>
+    public static LoadedModel Load(string checkpoint, string family, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog,
+        string? modelName = null, IProgress<(int Done, int Total)>? progress = null)
+    {
+        var (info, reason) = Resolve(checkpoint, family, catalog, modelName);
+        return Load(checkpoint, info, reason, backend, progress);
+    }
+
+    public static LoadedModel Load(string checkpoint, CompiledModelInfo info, string reason, IBackend backend,
+        IProgress<(int Done, int Total)>? progress = null)
+    {
+        using var file = SafeTensorsFile.Open(checkpoint);
         var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress);
         try
         {
