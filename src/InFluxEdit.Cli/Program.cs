@@ -13,11 +13,12 @@ public static class Program
             settings.HelpWriter = null;
             settings.CaseInsensitiveEnumValues = true;
         });
-        var result = parser.ParseArguments<ParityOptions, BenchOptions, ModelsOptions, InspectOptions>(args);
+        var result = parser.ParseArguments<ParityOptions, EditOptions, BenchOptions, ModelsOptions, InspectOptions>(args);
         try
         {
             return result.MapResult(
                 (ParityOptions o) => ParityCommand.Run(o),
+                (EditOptions o) => EditCommand.Run(o),
                 (BenchOptions o) => BenchCommand.Run(o),
                 (ModelsOptions _) => ModelsCommand.List(),
                 (InspectOptions o) => ModelsCommand.Inspect(o),

@@ -23,6 +23,13 @@ public sealed class GoldenCase
             ? w.EnumerateArray().Select(e => e.GetString()!).ToList()
             : Array.Empty<string>();
 
+    /// <summary>A named entry of the case's "files" object (an input image, say), a file name in the golden folder.</summary>
+    public string? File(string key) =>
+        _json.TryGetProperty("files", out var files) && files.ValueKind == JsonValueKind.Object &&
+        files.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String
+            ? v.GetString()
+            : null;
+
     public string? String(string property) =>
         _json.TryGetProperty(property, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
 

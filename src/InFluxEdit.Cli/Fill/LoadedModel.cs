@@ -1,0 +1,81 @@
+using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.SafeTensors;
+
+namespace InFluxEdit.Cli.Fill;
+
+/// <summary>The build has no compiled model of a family the command needs (its schema has not landed yet).</summary>
+public sealed class MissingModelFamilyException(string family)
+    : InvalidOperationException($"this build has no compiled '{family}' model (no schema in schemas/ declares that family)")
+{
+    public string Family { get; } = family;
+}
+
+/// <summary>A compiled model with its weights on a backend; disposing frees the weights.</summary>
+public sealed class LoadedModel : IDisposable
+{
+    private readonly IReadOnlyDictionary<string, DeviceTensor> _weights;
+
+    private LoadedModel(CompiledModel model, IReadOnlyDictionary<string, DeviceTensor> weights, string reason)
+    {
+        Model = model;
+        _weights = weights;
+        Reason = reason;
+    }
+
+    public CompiledModel Model { get; }
+
+    /// <summary>Why this compiled model was chosen for the checkpoint, for the user.</summary>
+    public string Reason { get; }
+
+    /// <summary>
+    /// Which compiled model of <paramref name="family"/> a checkpoint is for: the one named <paramref name="modelName"/>,
+    /// or, without a name, the one <see cref="ModelRecognizer"/> recognises among the family. Reads only the header,
+    /// so a command can check its other inputs against the model before minutes of loading.
+    /// </summary>
+    public static (CompiledModelInfo Info, string Reason) Resolve(string checkpoint, string family, IReadOnlyList<CompiledModelInfo> catalog,
+        string? modelName = null)
+    {
+        var candidates = catalog.Where(m => m.Descriptor.Family == family).ToList();
+        if (candidates.Count == 0) throw new MissingModelFamilyException(family);
+        if (modelName != null)
+        {
+            var named = candidates.FirstOrDefault(m => m.Descriptor.Name == modelName)
+                ?? throw new ArgumentException(
+                    $"no compiled {family} model '{modelName}' (compiled: {string.Join(", ", candidates.Select(m => m.Descriptor.Name))})");
+            return (named, "named on the command line");
+        }
+        using var file = SafeTensorsFile.Open(checkpoint);
+        var match = ModelRecognizer.Recognize(file, candidates.Select(m => m.Descriptor));
+        return (candidates.First(m => m.Descriptor == match.Model), match.Reason);
+    }
+
+    /// <summary>Resolves (see <see cref="Resolve"/>) and loads; the weights are checked against the schema before any upload.</summary>
+    public static LoadedModel Load(string checkpoint, string family, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog,
+        string? modelName = null, IProgress<(int Done, int Total)>? progress = null)
+    {
+        var (info, reason) = Resolve(checkpoint, family, catalog, modelName);
+        return Load(checkpoint, info, reason, backend, progress);
+    }
+
+    public static LoadedModel Load(string checkpoint, CompiledModelInfo info, string reason, IBackend backend,
+        IProgress<(int Done, int Total)>? progress = null)
+    {
+        using var file = SafeTensorsFile.Open(checkpoint);
+        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress);
+        try
+        {
+            return new LoadedModel(info.Create(backend, weights), weights, reason);
+        }
+        catch
+        {
+            foreach (var w in weights.Values) w.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var w in _weights.Values) w.Dispose();
+    }
+}
