@@ -12,6 +12,7 @@ public static class Program
         {
             settings.HelpWriter = null;
             settings.CaseInsensitiveEnumValues = true;
+            settings.AllowMultiInstance = true;
         });
         var result = parser.ParseArguments<ParityOptions, EditOptions, BenchOptions, ModelsOptions, InspectOptions>(args);
         try

@@ -4,6 +4,7 @@ using InFluxEdit.Cli.Console;
 using InFluxEdit.Cli.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
+using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
@@ -49,12 +50,41 @@ public sealed class EditOptions : DeviceOptions
     [Option("fit", Default = SizingMode.Resize, HelpText = "Sides that are not multiples of 16: resize (bicubic, to the nearest multiples) or pad (repeat the edges, cropped off again).")]
     public SizingMode Fit { get; set; } = SizingMode.Resize;
 
+    [Option("lora", HelpText = "A LoRA to apply (repeat the option for several): kohya/ComfyUI (lora_unet_…lora_down/lora_up/alpha), diffusers/PEFT (transformer.…lora_A/lora_B, split q/k/v included) or checkpoint-native names. Merged into the weights at load.")]
+    public IEnumerable<string> Loras { get; set; } = Array.Empty<string>();
+
+    [Option("lora-scale", HelpText = "Strength of each --lora, in the same order (default 1.0 each).")]
+    public IEnumerable<float> LoraScales { get; set; } = Array.Empty<float>();
+
     [Option("output", Required = true, HelpText = "Where to write the edited image (PNG; the extension picks the format).")]
     public string Output { get; set; } = "";
 }
 
 public static class EditCommand
 {
+    /// <summary>The sum of every --lora's weight deltas, each at its --lora-scale; null without LoRAs.</summary>
+    private static Dictionary<string, HostTensor>? ReadLoras(EditOptions options, ModelDescriptor model, TextWriter log)
+    {
+        var paths = options.Loras.ToList();
+        var scales = options.LoraScales.ToList();
+        if (scales.Count > paths.Count)
+            throw new ArgumentException($"{scales.Count} --lora-scale values for {paths.Count} --lora files");
+        if (paths.Count == 0) return null;
+        var total = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
+        for (int i = 0; i < paths.Count; i++)
+        {
+            float scale = i < scales.Count ? scales[i] : 1f;
+            var deltas = LoraReader.ReadDeltas(paths[i], model, scale);
+            log.WriteLine($"lora: {paths[i]} at scale {scale}, {deltas.Count} layers");
+            foreach (var (key, delta) in deltas)
+            {
+                if (!total.TryGetValue(key, out var sum)) total[key] = delta;
+                else for (int j = 0; j < sum.Data.Length; j++) sum.Data[j] += delta.Data[j];
+            }
+        }
+        return total;
+    }
+
     public static int Run(EditOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
 
     /// <summary>Runs an edit, logging to <paramref name="log"/>; the catalog is a parameter so tests can say which models exist.</summary>
@@ -100,7 +130,9 @@ public static class EditCommand
 
         using var backend = options.CreateBackend(log);
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
-        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend, new ProgressBar("loading transformer", "tensors"));
+        var loraDeltas = ReadLoras(options, transformerInfo.Descriptor, log);
+        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
+            new ProgressBar("loading transformer", "tensors"), loraDeltas);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         using var vae = LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend, new ProgressBar("loading vae", "tensors"));
 

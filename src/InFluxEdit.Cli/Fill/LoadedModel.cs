@@ -1,6 +1,7 @@
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Cli.Fill;
 
@@ -58,11 +59,12 @@ public sealed class LoadedModel : IDisposable
         return Load(checkpoint, info, reason, backend, progress);
     }
 
+    /// <summary>Loads a resolved model; <paramref name="deltas"/> (LoRAs) are merged into their weights on the way.</summary>
     public static LoadedModel Load(string checkpoint, CompiledModelInfo info, string reason, IBackend backend,
-        IProgress<(int Done, int Total)>? progress = null)
+        IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null)
     {
         using var file = SafeTensorsFile.Open(checkpoint);
-        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress);
+        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas);
         try
         {
             return new LoadedModel(info.Create(backend, weights), weights, reason);

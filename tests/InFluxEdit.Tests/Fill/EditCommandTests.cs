@@ -74,6 +74,73 @@ public class EditCommandTests
     }
 
     [Fact]
+    public void LoraInBothFormatsEditsLikeTheMergedCheckpoint()
+    {
+        FillGolden.RequireCompiledVae();
+        using var dir = new TempDir();
+        var random = new Random(11);
+        HostTensor Random(params int[] shape)
+        {
+            var t = new HostTensor(shape);
+            for (int i = 0; i < t.Data.Length; i++) t.Data[i] = (float)(random.NextDouble() - 0.5) * 0.3f;
+            return t;
+        }
+        // One adapter on the fused qkv of block 0, once as kohya (fused) and once as diffusers' three row blocks.
+        var down = Random(4, 64);
+        var up = Random(192, 4);
+        SafeTensorsWriter.Write(dir.File("kohya.safetensors"), new Dictionary<string, HostTensor>
+        {
+            ["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"] = down,
+            ["lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight"] = up,
+            ["lora_unet_double_blocks_0_img_attn_qkv.alpha"] = new HostTensor(Array.Empty<int>(), new[] { 4f }),
+        });
+        var peft = new Dictionary<string, HostTensor>();
+        string[] parts = { "to_q", "to_k", "to_v" };
+        for (int p = 0; p < 3; p++)
+        {
+            peft[$"transformer.transformer_blocks.0.attn.{parts[p]}.lora_A.weight"] = down;
+            peft[$"transformer.transformer_blocks.0.attn.{parts[p]}.lora_B.weight"] =
+                new HostTensor(new[] { 64, 4 }, up.Data.AsSpan(p * 64 * 4, 64 * 4).ToArray());
+        }
+        SafeTensorsWriter.Write(dir.File("peft.safetensors"), peft);
+
+        // The merged checkpoint, by hand: W += B·A (alpha = rank).
+        Dictionary<string, HostTensor> merged;
+        using (var golden = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors")))
+            merged = golden.Tensors.ToDictionary(t => t.Name, t => golden.ReadFloat32(t.Name));
+        var qkv = merged["double_blocks.0.img_attn.qkv.weight"];
+        for (int r = 0; r < 192; r++)
+            for (int c = 0; c < 64; c++)
+            {
+                double sum = 0;
+                for (int k = 0; k < 4; k++) sum += (double)up.Data[r * 4 + k] * down.Data[k * 64 + c];
+                qkv.Data[r * 64 + c] += (float)sum;
+            }
+        SafeTensorsWriter.Write(dir.File("merged.safetensors"), merged);
+
+        byte[] Edit(string name, Action<EditOptions> configure)
+        {
+            var options = Options(dir, EditMethod.Channel);
+            options.Output = dir.File(name + ".png");
+            configure(options);
+            EditCommand.Run(options, TextWriter.Null, ModelCatalog.All).ShouldBe(0);
+            using var image = Image.Load<Rgb24>(options.Output);
+            var pixels = new byte[image.Width * image.Height * 3];
+            image.CopyPixelDataTo(pixels);
+            return pixels;
+        }
+        var byMerging = Edit("merged", o => o.Weights = dir.File("merged.safetensors"));
+        var byKohya = Edit("kohya", o => o.Loras = new[] { dir.File("kohya.safetensors") });
+        var byPeft = Edit("peft", o => o.Loras = new[] { dir.File("peft.safetensors") });
+        var plain = Edit("plain", _ => { });
+
+        // One level of difference allowed: float32 sums in another order can cross a truncation boundary.
+        byKohya.Zip(byMerging, (a, b) => Math.Abs(a - b)).Max().ShouldBeLessThanOrEqualTo(1);
+        byPeft.Zip(byMerging, (a, b) => Math.Abs(a - b)).Max().ShouldBeLessThanOrEqualTo(1);
+        plain.Zip(byMerging, (a, b) => Math.Abs(a - b)).Max().ShouldBeGreaterThan(1, "the LoRA must change the edit");
+    }
+
+    [Fact]
     public void AnUnreadableInputIsNamed()
     {
         using var dir = new TempDir();
