@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using CommandLine;
 using InFluxEdit.Cli.Console;
+using InFluxEdit.Cli.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
@@ -11,10 +12,10 @@ using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Cli.Commands;
 
-[Verb("bench", HelpText = "Benchmarks. 'bench forward' times one transformer forward pass (median after warm-up) and, when available, the same model in PyTorch on the CPU in the same run.")]
+[Verb("bench", HelpText = "Benchmarks. 'bench forward' times one transformer forward pass (median after warm-up) and, when available, the same model in PyTorch on the CPU in the same run. 'bench edit' times a whole edit (VAE encode, sampling steps, decode) at a given image size.")]
 public sealed class BenchOptions : DeviceOptions
 {
-    [Value(0, MetaName = "WHAT", Required = true, HelpText = "What to time: forward.")]
+    [Value(0, MetaName = "WHAT", Required = true, HelpText = "What to time: forward or edit.")]
     public string What { get; set; } = "";
 
     [Option("model", Default = "flux-mid", HelpText = "A compiled model's name (see 'influx-cli models').")]
@@ -41,6 +42,21 @@ public sealed class BenchOptions : DeviceOptions
     [Option("baseline", Default = "auto", HelpText = "PyTorch CPU baseline: auto (run it when installed), pytorch (require it), none.")]
     public string Baseline { get; set; } = "auto";
 
+    [Option("vae-model", Default = "flux-vae-tiny", HelpText = "bench edit: the compiled VAE (flux-vae for the real one).")]
+    public string VaeModel { get; set; } = "flux-vae-tiny";
+
+    [Option("width", Default = 512, HelpText = "bench edit: image width in pixels.")]
+    public int Width { get; set; } = 512;
+
+    [Option("height", Default = 512, HelpText = "bench edit: image height in pixels.")]
+    public int Height { get; set; } = 512;
+
+    [Option("steps", Default = 4, HelpText = "bench edit: sampling steps.")]
+    public int Steps { get; set; } = 4;
+
+    [Option("method", Default = EditMethod.Channel, HelpText = "bench edit: fill, channel or concat (concat samples a diptych twice as wide).")]
+    public EditMethod Method { get; set; } = EditMethod.Channel;
+
     [Option("profile", HelpText = "Also print the time per op (waits for every op: the total is slower than an unprofiled run).")]
     public bool Profile { get; set; }
 
@@ -52,10 +68,10 @@ public static class BenchCommand
 {
     public static int Run(BenchOptions options)
     {
+        if (options.What == "edit") return TimeEdit(options);
         if (options.What != "forward")
-            throw new ArgumentException($"unknown benchmark '{options.What}': this build has 'forward'");
-        var info = ModelCatalog.All.FirstOrDefault(m => m.Descriptor.Name == options.Model)
-            ?? throw new ArgumentException($"no compiled model '{options.Model}' (compiled: {string.Join(", ", ModelCatalog.All.Select(m => m.Descriptor.Name))})");
+            throw new ArgumentException($"unknown benchmark '{options.What}': this build has 'forward' and 'edit'");
+        var info = Compiled(options.Model);
 
         using var inner = options.CreateBackend(System.Console.Out);
         var backend = new CountingBackend(inner, options.Profile);
@@ -96,6 +112,66 @@ public static class BenchCommand
         if (options.Profile) WriteProfile(result.Profile);
         if (baselineNote != null) System.Console.WriteLine($"PyTorch baseline not run: {baselineNote}");
         return 0;
+    }
+
+    private static CompiledModelInfo Compiled(string name) =>
+        ModelCatalog.All.FirstOrDefault(m => m.Descriptor.Name == name)
+        ?? throw new ArgumentException($"no compiled model '{name}' (compiled: {string.Join(", ", ModelCatalog.All.Select(m => m.Descriptor.Name))})");
+
+    /// <summary>A whole edit with seeded random weights: seconds per sampling step and per image.</summary>
+    private static int TimeEdit(BenchOptions options)
+    {
+        var transformerInfo = Compiled(options.Model);
+        var vaeInfo = Compiled(options.VaeModel);
+        using var backend = options.CreateBackend(System.Console.Out);
+        var transformerWeights = RandomWeights.Upload(transformerInfo.Descriptor, backend, Seed, new ProgressBar("random transformer weights", "tensors"));
+        var vaeWeights = RandomWeights.Upload(vaeInfo.Descriptor, backend, Seed, new ProgressBar("random vae weights", "tensors"));
+        try
+        {
+            var pipeline = new FillPipeline(transformerInfo.Create(backend, transformerWeights), vaeInfo.Create(backend, vaeWeights));
+            int Param(string name) => int.Parse(transformerInfo.Descriptor.Params[name], CultureInfo.InvariantCulture);
+            var random = new Random(3);
+            HostTensor Random(params int[] shape)
+            {
+                var t = new HostTensor(shape);
+                for (int i = 0; i < t.Data.Length; i++) t.Data[i] = (float)(random.NextDouble() * 2 - 1);
+                return t;
+            }
+            var request = new FillEditRequest(Random(1, 3, options.Height, options.Width),
+                options.Method == EditMethod.Fill ? new HostTensor(1, 1, options.Height, options.Width) : null,
+                options.Method, new TextConditioning(Random(1, 128, Param("context_in_dim")), Random(1, Param("vec_in_dim"))),
+                options.Steps, Seed: 1);
+
+            // The first step's time includes the VAE encode; the median over steps leaves it out.
+            var stepTimes = new List<double>();
+            var whole = Stopwatch.StartNew();
+            pipeline.Edit(request, new StepTimer(stepTimes));
+            double total = whole.Elapsed.TotalSeconds;
+            stepTimes.Sort();
+            double perStep = stepTimes.Count == 0 ? double.NaN : stepTimes[stepTimes.Count / 2];
+            var table = new ConsoleTable("model", "vae", "device", "size", "method", "s per step (median)", "s per image", "steps");
+            table.Add(transformerInfo.Descriptor.Name, vaeInfo.Descriptor.Name, backend.Name, $"{options.Width}×{options.Height}",
+                options.Method.ToString().ToLowerInvariant(), perStep.ToString("F3", CultureInfo.InvariantCulture),
+                total.ToString("F2", CultureInfo.InvariantCulture), options.Steps.ToString(CultureInfo.InvariantCulture));
+            table.Write(System.Console.Out);
+            return 0;
+        }
+        finally
+        {
+            foreach (var w in transformerWeights.Values.Concat(vaeWeights.Values)) w.Dispose();
+        }
+    }
+
+    /// <summary>Times each sampling step from the sampler's progress reports (the first report ends step one).</summary>
+    private sealed class StepTimer(List<double> times) : IProgress<(int Done, int Total)>
+    {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+
+        public void Report((int Done, int Total) value)
+        {
+            times.Add(_clock.Elapsed.TotalSeconds);
+            _clock.Restart();
+        }
     }
 
     private sealed record ForwardTiming(double MedianMs, double Flops, IReadOnlyDictionary<string, (double Seconds, int Calls)> Profile);
