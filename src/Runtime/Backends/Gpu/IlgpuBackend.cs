@@ -487,8 +487,6 @@ public sealed partial class IlgpuBackend : IBackend
         if (heads <= 0 || q.Cols % heads != 0)
             throw new ArgumentException($"{heads} heads do not divide {q.Cols} columns", nameof(heads));
         int headDim = q.Cols / heads;
-        if (headDim > AttentionKernels.MaxHeadDim)
-            throw new ArgumentException($"head dim {headDim} exceeds the attention kernel's {AttentionKernels.MaxHeadDim}", nameof(heads));
         if (k.Cols != q.Cols || v.Cols != q.Cols || o.Cols != q.Cols)
             throw new ArgumentException($"q, k, v and o need the same columns: {q.Cols}, {k.Cols}, {v.Cols}, {o.Cols}");
         if (o.Batch != q.Batch || o.Rows != q.Rows)
@@ -508,6 +506,11 @@ public sealed partial class IlgpuBackend : IBackend
             AttentionOnCuBlas(o, q, k, v, heads, headDim, scale);
             return;
         }
+        // The tiled kernel keeps a query row's head in registers: the VAE's single 512-wide head needs cuBLAS.
+        if (headDim > AttentionKernels.MaxHeadDim)
+            throw new ArgumentException(
+                $"head dim {headDim} exceeds the attention kernel's {AttentionKernels.MaxHeadDim}; wider heads run through cuBLAS, which is {(cublas is null ? "not loaded" : "unable to address these views")}",
+                nameof(heads));
         LastAttentionPath = "ilgpu";
         var grid = new Index3D((q.Rows + AttentionKernels.QueryTile - 1) / AttentionKernels.QueryTile, heads, q.Batch);
         kernels.Attention(new KernelConfig(grid, new Index3D(launch.AttentionGroup, 1, 1)),
