@@ -11,7 +11,7 @@ namespace InFluxEdit.Runtime.Backends.Cpu;
 /// Attention, and vectorised row ops split over the cores. Ops run synchronously on the calling thread (with
 /// helpers), so <see cref="Synchronize"/> has nothing to wait for.
 /// </summary>
-public sealed unsafe class CpuBackend : IBackend
+public sealed unsafe partial class CpuBackend : IBackend
 {
     private readonly CpuBufferPool _pool = new();
 
