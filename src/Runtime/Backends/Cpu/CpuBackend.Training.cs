@@ -109,9 +109,8 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         RequireSameShape(dx, dy, nameof(dy));
         RequireSameShape(dx, x, nameof(x));
         RequireSameShape(dx, scale, nameof(scale));
-        RequirePerSampleVector(dShift, x, nameof(dShift));
-        RequirePerSampleVector(dScale, x, nameof(dScale));
-        RequireDisjoint(dShift, dScale, nameof(dScale));
+        RequirePerSampleVector(dShift, x, nameof(dShift), dx, dy, scale);
+        RequirePerSampleVector(dScale, x, nameof(dScale), dx, dy, scale, dShift);
         RowWalker dxs = new(dx), dys = new(dy), xs = new(x), scales = new(scale);
         float* shiftBase = Base(dShift), scaleBase = Base(dScale);
         long shiftStride = dShift.RowStride, scaleStride = dScale.RowStride;
@@ -134,7 +133,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         RequireSameShape(dx, dy, nameof(dy));
         RequireSameShape(dx, x, nameof(x));
         RequireSameShape(dx, gate, nameof(gate));
-        RequirePerSampleVector(dGate, x, nameof(dGate));
+        RequirePerSampleVector(dGate, x, nameof(dGate), dx, dy, gate);
         RowWalker dxs = new(dx), dys = new(dy), xs = new(x), gates = new(gate);
         float* gateBase = Base(dGate);
         long gateStride = dGate.RowStride;
@@ -317,14 +316,18 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
 
     private delegate void ChunkBody(int output, int c0, int width, float* sums);
 
-    /// <summary>A per-sample gradient vector: [1, batch, cols] with one row per sample of <paramref name="x"/>.</summary>
-    private static void RequirePerSampleVector(View vector, View x, string name)
+    /// <summary>
+    /// A per-sample gradient vector: [1, batch, cols] with one row per sample of <paramref name="x"/>, sharing no element
+    /// with x or the op's other views (it is stored while other column chunks still read them).
+    /// </summary>
+    private static void RequirePerSampleVector(View vector, View x, string name, params View[] otherViews)
     {
         if (vector.Batch != 1 || vector.Rows != x.Batch || vector.Cols != x.Cols)
             throw new ArgumentException($"{vector} must be [1, {x.Batch}, {x.Cols}], one row per sample of {x}", name);
         RequireInside(vector, name);
         RequireDistinctOutputElements(vector, name);
-        RequireDisjoint(vector, x, nameof(x));
+        RequireDisjoint(vector, x, name);
+        foreach (View other in otherViews) RequireDisjoint(vector, other, name);
     }
 
     /// <summary>An output must not address one element twice (a broadcast output would race and double-count).</summary>
