@@ -38,7 +38,7 @@ internal readonly unsafe struct GemmProblem
 /// register-blocked micro-kernel accumulates each MR×NR tile of C entirely in vector registers. Threads split C
 /// into disjoint column or row ranges, each with its own pack buffers, so they never synchronise inside a product.
 /// </summary>
-public static unsafe class CpuGemm
+public static unsafe partial class CpuGemm
 {
     private const int MaxMR = 12, MaxNR = 32;
 
