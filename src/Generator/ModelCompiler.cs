@@ -37,13 +37,40 @@ public static class ModelCompiler
         diagnostics.AddRange(bindDiagnostics);
         if (bound == null) return Failed();
 
-        var plans = bound.Entries.ToDictionary(entry => entry, BufferPlan.Create);
+        var plans = bound.Entries.ToDictionary(entry => entry, entry => BufferPlan.Create(entry));
         foreach (var plan in plans.Values) diagnostics.AddRange(plan.Diagnostics);
         if (diagnostics.Count > 0) return Failed();
 
-        return new CompiledModelSource(model.ClassName, hint, ModelEmitter.Emit(bound, plans), EquatableArray<SchemaDiagnostic>.Empty);
+        var training = graph.Trainable.Count > 0 ? BindTraining(model, graph, diagnostics) : null;
+        if (diagnostics.Count > 0) return Failed();
+
+        return new CompiledModelSource(model.ClassName, hint, ModelEmitter.Emit(bound, plans, training), EquatableArray<SchemaDiagnostic>.Empty);
 
         CompiledModelSource Failed() => new(model.ClassName, hint, null, diagnostics.ToEquatableArray());
+    }
+
+    /// <summary>
+    /// The training pass of a graph that names trainable layers: its first entry bound again with every loop
+    /// unrolled, and refused where a gradient would have to cross an op without a backward rule.
+    /// </summary>
+    private static ModelEmitter.TrainingPass? BindTraining(ModelFileSpec model, GraphSpec graph, List<SchemaDiagnostic> diagnostics)
+    {
+        var (unrolled, unrolledDiagnostics) = GraphBinder.Bind(model, graph, unrollLoops: true);
+        diagnostics.AddRange(unrolledDiagnostics);
+        if (unrolled == null) return null;
+        var entry = unrolled.Entries[0];
+        if (entry.Outputs.Count != 1)
+        {
+            diagnostics.Add(new SchemaDiagnostic(DiagnosticIds.InvalidSchema,
+                $"a trainable graph's first entry must have one output (the prediction the loss reads); '{entry.Name}' has {entry.Outputs.Count}",
+                model.GraphSpan));
+            return null;
+        }
+        var gradients = Autodiff.GradientPlan.Create(entry);
+        foreach (var op in Autodiff.GradientPlan.MissingRules(entry, gradients).GroupBy(o => o.Definition.Name).Select(g => g.First()))
+            diagnostics.Add(new SchemaDiagnostic(DiagnosticIds.InvalidSchema,
+                $"op '{op.Definition.Name}' has no backward rule, but gradients of the trainable layers flow through it", op.Span));
+        return new ModelEmitter.TrainingPass(unrolled, entry, BufferPlan.Create(entry, keepActivations: true));
     }
 
     /// <summary>The catalog of every model of the build, so tools can pick one by name or by checkpoint.</summary>

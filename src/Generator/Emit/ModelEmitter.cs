@@ -10,7 +10,7 @@ namespace InFluxEdit.Generator.Emit;
 /// Stage 4: the C# of one model, a pure function of the bound graph and its buffer plan: a parameter table,
 /// weight fields (one class per repeated block), and a Forward that launches one backend op per schema op.
 /// </summary>
-public sealed class ModelEmitter : IForwardEmitter
+public sealed partial class ModelEmitter : IBackwardEmitter
 {
     private readonly BoundModel _model;
     private readonly IReadOnlyDictionary<BoundEntry, BufferPlan> _plans;
@@ -20,15 +20,21 @@ public sealed class ModelEmitter : IForwardEmitter
     private readonly Stack<HashSet<string>> _declared = new();
     private BoundRepeat? _currentBlock;
 
-    private ModelEmitter(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans)
+    private ModelEmitter(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans, TrainingPass? training)
     {
         _model = model;
         _plans = plans;
+        _trainingPass = training;
     }
 
-    public static string Emit(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans)
+    /// <summary>The training pass: the model bound with every loop unrolled, and its plan.</summary>
+    public sealed record TrainingPass(BoundModel Model, BoundEntry Entry, BufferPlan Plan);
+
+    private readonly TrainingPass? _trainingPass;
+
+    public static string Emit(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans, TrainingPass? training = null)
     {
-        var emitter = new ModelEmitter(model, plans);
+        var emitter = new ModelEmitter(model, plans, training);
         emitter.EmitFile();
         return emitter._w.ToString();
     }
@@ -65,6 +71,7 @@ public sealed class ModelEmitter : IForwardEmitter
             _plan = _plans[entry];
             EmitEntry(entry);
         }
+        if (_trainingPass != null) EmitTraining(_trainingPass);
         EmitBlockClasses();
         _w.Close();
     }
@@ -124,7 +131,8 @@ public sealed class ModelEmitter : IForwardEmitter
     private static string Interpolated(string key) => "$" + CSharpNames.Literal(key);
 
     private static string BlockClass(BoundRepeat block) => CSharpNames.Pascal(block.Prefix.Replace("{" + block.Index + "}", "")) + "Weights";
-    private static string BlockField(BoundRepeat block) => "_" + CSharpNames.Camel(block.Prefix.Replace("{" + block.Index + "}", "")).TrimStart('@');
+    private static string BlockField(BoundRepeat block) => LoopField(block.Prefix, block.Index);
+    private static string LoopField(string prefix, string index) => "_" + CSharpNames.Camel(prefix.Replace("{" + index + "}", "")).TrimStart('@');
     private static string WeightField(BoundWeight weight) => "_" + CSharpNames.Camel(weight.Key).TrimStart('@');
     private static string WeightProperty(BoundWeight weight) => CSharpNames.Pascal(weight.LocalName);
 
@@ -299,6 +307,8 @@ public sealed class ModelEmitter : IForwardEmitter
 
     private void EmitOp(BoundOp op)
     {
+        // Taps name values by their block index, which an unrolled training pass no longer has as a variable.
+        if (_training && op.Definition is TapOp) return;
         _w.Line($"// {op.Describe()}");
         var allocated = _plan.AllocatedBy(op);
         if (allocated != null)
@@ -308,7 +318,7 @@ public sealed class ModelEmitter : IForwardEmitter
             _tensorNames[allocated] = tensor;
             _w.Line($"var {tensor} = Allocate({string.Join(", ", output.Shape.Select(Dim))});");
             // "x = f(x)" into new memory: compute from the old value first, then rebind the name.
-            if (BufferPlan.Reads(op).Any(input => input.EmitName == output.EmitName))
+            if (!_training && BufferPlan.Reads(op).Any(input => input.EmitName == output.EmitName))
             {
                 _pendingOutputs[output] = tensor + ".AsView()";
                 op.Definition.EmitForward(op, this);
@@ -319,6 +329,7 @@ public sealed class ModelEmitter : IForwardEmitter
             Assign(output, tensor);
         }
         op.Definition.EmitForward(op, this);
+        if (_training && op.IsTrainable) EmitLoraForward(op);
     }
 
     private readonly Dictionary<BoundValue, string> _pendingOutputs = new();
@@ -335,10 +346,14 @@ public sealed class ModelEmitter : IForwardEmitter
     // IForwardEmitter: what op definitions use to write their line.
 
     public string View(BoundValue value) =>
-        _pendingOutputs.TryGetValue(value, out var pending) ? pending : CSharpNames.Camel(value.EmitName);
+        _pendingOutputs.TryGetValue(value, out var pending) ? pending
+        : _training && _uniqueNames.TryGetValue(value, out var unique) ? unique
+        : CSharpNames.Camel(value.EmitName);
 
     public string Weight(BoundWeight weight) =>
-        weight.Block == null ? WeightField(weight) : "block." + WeightProperty(weight);
+        weight.Loop is { } loop
+            ? $"{LoopField(loop.Prefix, loop.Index)}[{loop.Value}].{WeightProperty(weight)}"
+            : weight.Block == null ? WeightField(weight) : "block." + WeightProperty(weight);
 
     public string WeightOrNull(BoundWeight? weight) => weight == null ? "null" : Weight(weight);
 
@@ -350,6 +365,17 @@ public sealed class ModelEmitter : IForwardEmitter
 
     public void Assign(BoundValue output, string viewExpression)
     {
+        if (_training)
+        {
+            // The backward pass reads every value, so each gets its own variable even where the schema reuses a name.
+            string baseName = CSharpNames.Camel(output.EmitName);
+            string unique = baseName;
+            for (int n = 2; _declared.Peek().Contains(unique); n++) unique = baseName + n;
+            _uniqueNames[output] = unique;
+            _declared.Peek().Add(unique);
+            _w.Line($"View {unique} = {viewExpression};");
+            return;
+        }
         string name = View(output);
         if (_declared.Peek().Contains(name))
         {

@@ -110,6 +110,15 @@ public sealed class BoundWeight
     public BoundRepeat? Block { get; }
     public SourceSpan Span { get; }
     public bool IsUsed { get; set; }
+
+    /// <summary>
+    /// For a looped block's weight in a graph bound with every loop unrolled (the training pass): the loop's key
+    /// prefix ("double_blocks.{i}.") and this iteration's index, so code can reach the weight in the block array.
+    /// </summary>
+    public (string Prefix, string Index, long Value)? Loop { get; init; }
+
+    /// <summary>The module a linear weight belongs to: its key without ".weight".</summary>
+    public string Module => Key.EndsWith(".weight") ? Key.Substring(0, Key.Length - ".weight".Length) : Key;
 }
 
 public sealed class BoundScope
@@ -137,6 +146,9 @@ public sealed class BoundOp : BoundStatement
 
     /// <summary>Set by the planner: the output reuses the memory of the op's aliasable input.</summary>
     public bool InPlace { get; set; }
+
+    /// <summary>Set by the binder for a linear whose module the graph's "trainable" patterns name.</summary>
+    public bool IsTrainable { get; set; }
 
     /// <summary>The op as a schema line with shapes, for comments in generated code.</summary>
     public string Describe()

@@ -22,15 +22,22 @@ public sealed class GraphBinder
     private readonly List<BoundWeight> _allWeights = new();
     private int _nextValueId;
 
-    private GraphBinder(ModelFileSpec model, GraphSpec graph)
+    private readonly bool _unrollLoops;
+
+    private GraphBinder(ModelFileSpec model, GraphSpec graph, bool unrollLoops)
     {
         _model = model;
         _graph = graph;
+        _unrollLoops = unrollLoops;
     }
 
-    public static (BoundModel? Model, IReadOnlyList<SchemaDiagnostic> Diagnostics) Bind(ModelFileSpec model, GraphSpec graph)
+    /// <summary>
+    /// Binds a model. With <paramref name="unrollLoops"/> every repeat is bound per iteration (the training pass:
+    /// each block's activations are distinct values that the backward pass reads).
+    /// </summary>
+    public static (BoundModel? Model, IReadOnlyList<SchemaDiagnostic> Diagnostics) Bind(ModelFileSpec model, GraphSpec graph, bool unrollLoops = false)
     {
-        var binder = new GraphBinder(model, graph);
+        var binder = new GraphBinder(model, graph, unrollLoops);
         var bound = binder.Run();
         return (binder._diagnostics.Count == 0 ? bound : null, binder._diagnostics);
     }
@@ -96,7 +103,7 @@ public sealed class GraphBinder
                     weight.Span);
 
         var model = new BoundModel(_model, _graph, _allWeights, entries);
-        BindLoraAliases(model, root);
+        if (!_unrollLoops) BindLoraAliases(model, root);
         return model;
     }
 
@@ -301,7 +308,8 @@ public sealed class GraphBinder
         }
     }
 
-    private void DeclareWeights(EquatableArray<TensorDeclarationSpec> declarations, Scope scope, BoundRepeat? block, string prefix)
+    private void DeclareWeights(EquatableArray<TensorDeclarationSpec> declarations, Scope scope, BoundRepeat? block, string prefix,
+        (string Prefix, string Index, long Value)? loop = null)
     {
         foreach (var declaration in declarations)
         {
@@ -320,7 +328,7 @@ public sealed class GraphBinder
             }
             var shape = EvaluateShape(declaration.Shape, $"weight '{key}'", scope, allowSizes: false);
             if (shape == null) continue;
-            var weight = new BoundWeight(key, declaration.Name, shape.Select(d => d.Constant).ToList(), block, declaration.Span);
+            var weight = new BoundWeight(key, declaration.Name, shape.Select(d => d.Constant).ToList(), block, declaration.Span) { Loop = loop };
             scope.AddWeight(weight);
             _allWeights.Add(weight);
             block?.Weights.Add(weight);
@@ -364,7 +372,7 @@ public sealed class GraphBinder
             Error(DiagnosticIds.InvalidSchema, $"a repeat's prefix must contain its index as {{{statement.Index}}}", statement.Span);
             return;
         }
-        if (statement.Unroll)
+        if (statement.Unroll || _unrollLoops)
         {
             BindUnrolled(statement, count, scope, into);
             return;
@@ -405,7 +413,9 @@ public sealed class GraphBinder
                     Error(DiagnosticIds.InvalidExpression, $"let '{let.Name}' ({statement.Index} = {index}): {e.Message}", let.Span);
                 }
             }
-            DeclareWeights(statement.Weights, iteration, null, prefix);
+            // A loop unrolled for the training pass keeps its weights in the block arrays of the forward class.
+            var loop = statement.Unroll ? ((string, string, long)?)null : (scope.Prefix + statement.Prefix!, statement.Index!, index);
+            DeclareWeights(statement.Weights, iteration, null, prefix, loop);
             // A template used without its own prefix sits inside an iteration whose comment already says where.
             string comment = !statement.IsTemplateUse ? prefix.TrimEnd('.')
                 : statement.Prefix!.Length == 0 ? statement.Op
@@ -430,6 +440,8 @@ public sealed class GraphBinder
         {
             definition.Bind(binder);
             binder.RejectUnknownArguments();
+            if (definition is LinearOp && op.Weights["weight"] is { } weight)
+                op.IsTrainable = _graph.Trainable.Any(pattern => MatchesModule(pattern, weight.Module));
             into.Statements.Add(op);
         }
         catch (OpBinder.BindFailed)
@@ -442,6 +454,14 @@ public sealed class GraphBinder
     }
 
     private void Error(string id, string message, SourceSpan span) => _diagnostics.Add(new SchemaDiagnostic(id, message, span));
+
+    /// <summary>"double_blocks.{i}.*" against a module key (with "{i}" or a number where the pattern has {i}).</summary>
+    internal static bool MatchesModule(string pattern, string module)
+    {
+        string regex = "^" + System.Text.RegularExpressions.Regex.Escape(pattern)
+            .Replace(@"\{i}", @"(\{i}|[0-9]+)").Replace(@"\*", ".*") + "$";
+        return System.Text.RegularExpressions.Regex.IsMatch(module, regex);
+    }
 
     /// <summary>Names visible at one place of the graph: the file's top level, or a repeated block inside it.</summary>
     internal sealed class Scope

@@ -142,14 +142,23 @@ public static class SchemaParser
         }
 
         var loraAliases = ReadLoraFormats(reader.Optional("lora_formats", JsonKind.Object), diagnostics);
+        var trainable = new List<string>();
+        var trainableNode = reader.Optional("trainable", JsonKind.Array);
+        if (trainableNode != null)
+            foreach (var item in trainableNode.Items)
+            {
+                if (item.Kind == JsonKind.String) trainable.Add(item.Text!);
+                else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"trainable\" lists module patterns such as \"double_blocks.{i}.*\"", item.Span));
+            }
 
         reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates",
-            "body", "outputs", "entries", "lora_formats");
+            "body", "outputs", "entries", "lora_formats", "trainable");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
             diagnostics.ToEquatableArray())
         {
             LoraAliases = loraAliases,
+            Trainable = trainable.ToEquatableArray(),
         };
     }
 

@@ -36,6 +36,12 @@ public sealed record GraphSpec(
 {
     /// <summary>Other tools' names for the graph's linear layers, so their LoRA files load.</summary>
     public EquatableArray<LoraAliasSpec> LoraAliases { get; init; }
+
+    /// <summary>
+    /// Module patterns ("img_in", "double_blocks.{i}.*") whose linear layers may train (a LoRA or the whole
+    /// weight): the generator then emits ForwardTrain and Backward with gradients for exactly what they need.
+    /// </summary>
+    public EquatableArray<string> Trainable { get; init; }
 }
 
 /// <summary>

@@ -49,15 +49,24 @@ public sealed class BufferPlan
     public IReadOnlyList<Storage> ReleasedAfter(BoundStatement statement) =>
         _releaseAfter.TryGetValue(statement, out var list) ? list : (IReadOnlyList<Storage>)new Storage[0];
 
-    public static BufferPlan Create(BoundEntry entry)
+    /// <summary>
+    /// The plan of an entry. For the training pass (<paramref name="keepActivations"/>) nothing is written in place
+    /// and nothing is released: the backward pass reads every activation.
+    /// </summary>
+    public static BufferPlan Create(BoundEntry entry, bool keepActivations = false)
     {
-        var plan = new BufferPlan();
+        var plan = new BufferPlan { _keepActivations = keepActivations };
         foreach (var input in entry.Inputs) plan._storage[input] = new Storage(plan._nextId++, input, isInput: true);
         plan.AssignStorage(entry.Body, insideRepeat: false);
         foreach (var output in entry.Outputs) plan._outputs.Add(plan._storage[output]);
-        plan.PlanReleases(entry.Body);
+        if (!keepActivations) plan.PlanReleases(entry.Body);
         return plan;
     }
+
+    private bool _keepActivations;
+
+    /// <summary>Every storage an op allocates, for releasing them all after a training pass.</summary>
+    public IEnumerable<Storage> Allocations => _allocations.Values;
 
     private void AssignStorage(BoundScope scope, bool insideRepeat)
     {
@@ -77,7 +86,7 @@ public sealed class BufferPlan
             }
             var output0 = op.Outputs[0];
             string? alias = op.Definition.AliasableInput;
-            if (alias != null && op.Values.TryGetValue(alias, out var input) && input.EmitName == output0.EmitName && !_storage[input].IsInput)
+            if (!_keepActivations && alias != null && op.Values.TryGetValue(alias, out var input) && input.EmitName == output0.EmitName && !_storage[input].IsInput)
             {
                 op.InPlace = true;
                 _storage[output0] = _storage[input];

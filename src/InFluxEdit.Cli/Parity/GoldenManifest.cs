@@ -30,6 +30,9 @@ public sealed class GoldenCase
             ? v.GetString()
             : null;
 
+    /// <summary>The case's JSON, for kind-specific sections (a LoRA case's "lora").</summary>
+    public JsonElement Json => _json;
+
     public string? String(string property) =>
         _json.TryGetProperty(property, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
 

@@ -22,7 +22,7 @@ public sealed record ParityRow(string Case, string Tensor, double Error, double 
 /// Runs the golden cases this build supports against the reference vectors and reports each tensor's
 /// relative L2 error. Cases of kinds not built yet are reported as skipped, never as passed.
 /// </summary>
-public sealed class ParityRunner
+public sealed partial class ParityRunner
 {
     private readonly GoldenManifest _manifest;
     private readonly IBackend _backend;
@@ -44,6 +44,7 @@ public sealed class ParityRunner
         ["methods-conditioning"] = null,
         ["vae"] = null,
         ["fill-pipeline"] = null,
+        ["flux-lora-grad"] = null,
     };
 
     public List<ParityRow> Run(GoldenCase goldenCase, string? outDir)
@@ -60,6 +61,7 @@ public sealed class ParityRunner
                 "methods-conditioning" => RunMethodsConditioning(goldenCase, computed),
                 "vae" => RunVae(goldenCase, computed),
                 "fill-pipeline" => RunFillPipeline(goldenCase, computed),
+                "flux-lora-grad" => RunLoraGradients(goldenCase, computed),
                 _ => new List<ParityRow> { new(goldenCase.Name, "*", double.NaN, double.NaN, ParityStatus.Skipped, $"kind '{goldenCase.Kind}' is not built yet") },
             };
         }

@@ -44,6 +44,63 @@ public abstract class CompiledModel
 
     protected DeviceTensor Allocate(params int[] shape) => _backend.Allocate(shape);
 
+    /// <summary>
+    /// One training pass on named inputs (see the generated ForwardBackward): the forward with
+    /// <see cref="Training"/>'s adapters, dLoss/dOutput from <paramref name="outputGradient"/>, then gradients.
+    /// </summary>
+    public virtual void ForwardBackward(IReadOnlyDictionary<string, DeviceTensor> inputs, Func<DeviceTensor, DeviceTensor> outputGradient) =>
+        throw new NotSupportedException($"{Info.Name} has no training pass: its graph (schemas/{Info.SchemaFile}) names no trainable layers");
+
+    /// <summary>The adapters and weights being trained; null when the model only runs.</summary>
+    public TrainingState? Training { get; set; }
+
+    private ITrainingBackend TrainingBackend => _backend as ITrainingBackend
+        ?? throw new NotSupportedException($"the {_backend.Name} backend cannot train yet (its backward kernels are CPU-only): use --device cpu");
+
+    /// <summary>A gradient buffer, zero-filled: contributions add into it.</summary>
+    protected DeviceTensor Zeros(params int[] shape) => _backend.Upload(new HostTensor(shape));
+
+    /// <summary>
+    /// Adds the module's adapter to a linear layer's output: y += s·(x·Aᵀ)·Bᵀ. Returns x·Aᵀ, which the backward
+    /// pass needs, or null when the module has no adapter.
+    /// </summary>
+    protected DeviceTensor? ApplyLora(View y, View x, string module)
+    {
+        if (Training == null || !Training.Adapters.TryGetValue(module, out var adapter)) return null;
+        var down = _backend.Allocate(new[] { x.Batch, x.Rows, adapter.Rank });
+        TrainingBackend.Gemm(down, x, false, adapter.A, true, 1f, 0f);
+        TrainingBackend.Gemm(y, down, false, adapter.B, true, adapter.Scale, 1f);
+        return down;
+    }
+
+    /// <summary>
+    /// The adapter's share of a linear layer's backward pass, given dy and the forward's x and x·Aᵀ:
+    /// dB += s·dyᵀ·(x·Aᵀ), dA += (s·dy·B)ᵀ·x, and dx += (s·dy·B)·A when dx is wanted.
+    /// </summary>
+    protected void LoraBackward(string module, DeviceTensor? down, View? dx, View dy, View x)
+    {
+        if (down == null || Training == null || !Training.Adapters.TryGetValue(module, out var adapter)) return;
+        var training = TrainingBackend;
+        training.Gemm(adapter.GradB, dy, true, down, false, adapter.Scale, 1f);
+        using var dDown = _backend.Allocate(new[] { x.Batch, x.Rows, adapter.Rank });
+        training.Gemm(dDown, dy, false, adapter.B, false, adapter.Scale, 0f);
+        training.Gemm(adapter.GradA, dDown, true, x, false, 1f, 1f);
+        if (dx is View target) training.Gemm(target, dDown, false, adapter.A, false, 1f, 1f);
+    }
+
+    /// <summary>dW += dyᵀ·x and db += Σ dy for a layer trained whole (summed over the batch).</summary>
+    protected void WeightBackward(string weightKey, string? biasKey, View dy, View x)
+    {
+        if (Training == null) return;
+        if (Training.WeightGradients.TryGetValue(weightKey, out var weightGradient))
+            TrainingBackend.Gemm(weightGradient, dy, true, x, false, 1f, 1f);
+        if (biasKey != null && Training.WeightGradients.TryGetValue(biasKey, out var biasGradient))
+            TrainingBackend.SumRows(biasGradient.AsView().Reshape(1, 1, biasGradient.Shape[0]), dy, 1f);
+    }
+
+    /// <summary>The training backend's kernels, for generated backward code.</summary>
+    protected ITrainingBackend Backward => TrainingBackend;
+
     /// <summary>A runtime size read off an input: dimension <paramref name="axis"/> of its tensor.</summary>
     protected static int SizeOf(View input, int axis, string inputName)
     {

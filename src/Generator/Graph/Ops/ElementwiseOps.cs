@@ -38,6 +38,21 @@ public sealed class ModulateOp : OpDefinition
         e.Line($"_backend.Modulate({e.View(op.Outputs[0])}, {e.View(x)}, {Broadcast.OverTokens(e, op.Values["shift"], x)}, " +
                $"{Broadcast.OverTokens(e, op.Values["scale"], x)});");
     }
+
+    public override bool HasBackward => true;
+
+    /// <summary>dx = dy·(1 + scale), dshift = Σ_tokens dy, dscale = Σ_tokens dy·x.</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        var shift = op.Values["shift"];
+        var scale = op.Values["scale"];
+        string dx = e.Temporary(x), dShift = e.Temporary(shift), dScale = e.Temporary(scale);
+        e.Line($"Backward.ModulateBackward({dx}, {dShift}, {dScale}, {e.Gradient(op.Outputs[0])}, {e.View(x)}, {Broadcast.OverTokens(e, scale, x)});");
+        e.Accumulate(x, dx);
+        e.Accumulate(shift, dShift);
+        e.Accumulate(scale, dScale);
+    }
 }
 
 /// <summary>residual + gate·x, gate per sample.</summary>
@@ -62,6 +77,22 @@ public sealed class GatedResidualOp : OpDefinition
         e.Line($"_backend.GatedResidual({e.View(op.Outputs[0])}, {e.View(residual)}, {e.View(op.Values["x"])}, " +
                $"{Broadcast.OverTokens(e, op.Values["gate"], residual)});");
     }
+
+    public override bool HasBackward => true;
+
+    /// <summary>The residual stream passes dy through; dx = dy·gate, dgate = Σ_tokens dy·x.</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var residual = op.Values["residual"];
+        var x = op.Values["x"];
+        var gate = op.Values["gate"];
+        string dy = e.Gradient(op.Outputs[0]);
+        string dx = e.Temporary(x), dGate = e.Temporary(gate);
+        e.Line($"Backward.GatedResidualBackward({dx}, {dGate}, {dy}, {e.View(x)}, {Broadcast.OverTokens(e, gate, residual)});");
+        e.Accumulate(x, dx);
+        e.Accumulate(gate, dGate);
+        e.AccumulateView(residual, dy);
+    }
 }
 
 public sealed class AddOp : OpDefinition
@@ -80,6 +111,15 @@ public sealed class AddOp : OpDefinition
 
     public override void EmitForward(BoundOp op, IForwardEmitter e) =>
         e.Line($"_backend.Add({e.View(op.Outputs[0])}, {e.View(op.Values["a"])}, {e.View(op.Values["b"])});");
+
+    public override bool HasBackward => true;
+
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        string dy = e.Gradient(op.Outputs[0]);
+        e.AccumulateView(op.Values["a"], dy);
+        e.AccumulateView(op.Values["b"], dy);
+    }
 }
 
 /// <summary>Activations of one input: the backend method named after them.</summary>
@@ -93,6 +133,16 @@ public abstract class ActivationOp : OpDefinition
 
     public override void EmitForward(BoundOp op, IForwardEmitter e) =>
         e.Line($"_backend.{BackendMethod}({e.View(op.Outputs[0])}, {e.View(op.Values["x"])});");
+
+    public override bool HasBackward => true;
+
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        string dx = e.Temporary(x);
+        e.Line($"Backward.{BackendMethod}Backward({dx}, {e.Gradient(op.Outputs[0])}, {e.View(x)});");
+        e.Accumulate(x, dx);
+    }
 }
 
 public sealed class SiluOp : ActivationOp

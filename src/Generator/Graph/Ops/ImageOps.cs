@@ -174,4 +174,14 @@ public sealed class ScaleShiftOp : OpDefinition
     public override void EmitForward(BoundOp op, IForwardEmitter e) =>
         e.Line($"_backend.ScaleShift({e.View(op.Outputs[0])}, {e.View(op.Values["x"])}, " +
                $"{e.Float(op.Attributes["scale"].Number!.Value)}, {e.Float(op.Attributes["shift"].Number!.Value)});");
+
+    public override bool HasBackward => true;
+
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        string dx = e.Temporary(x);
+        e.Line($"_backend.ScaleShift({dx}, {e.Gradient(op.Outputs[0])}, {e.Float(op.Attributes["scale"].Number!.Value)}, 0f);");
+        e.Accumulate(x, dx);
+    }
 }

@@ -43,6 +43,28 @@ public sealed class SplitOp : OpDefinition
         }
     }
 
+    public override bool HasBackward => true;
+
+    /// <summary>Nothing: the parts' gradients are slices of the whole's gradient.</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+    }
+
+    /// <summary>Where an output of this split lies in its input: "Columns(offset, count)" or "RowRange(offset, count)".</summary>
+    internal static string SliceOf(BoundOp op, BoundValue output, IForwardEmitter e)
+    {
+        var x = op.Values["x"];
+        int axis = Normalise(op, x);
+        var offset = SymbolicDim.Of(0);
+        foreach (var part in op.Outputs)
+        {
+            if (part == output) break;
+            offset += part.Shape[axis];
+        }
+        string method = axis == x.Shape.Count - 1 ? "Columns" : "RowRange";
+        return $"{method}({e.Dim(offset)}, {e.Dim(output.Shape[axis])})";
+    }
+
     internal static int Normalise(BoundOp op, BoundValue x)
     {
         long axis = op.Attributes["axis"].ToInteger("axis");
@@ -81,6 +103,22 @@ public sealed class ConcatOp : OpDefinition
             offset += x.Shape[axis];
         }
     }
+
+    public override bool HasBackward => true;
+
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var output = op.Outputs[0];
+        int axis = SplitOp.Normalise(op, op.ValueLists["xs"][0]);
+        string method = axis == output.Shape.Count - 1 ? "Columns" : "RowRange";
+        string dy = e.Gradient(output);
+        var offset = SymbolicDim.Of(0);
+        foreach (var x in op.ValueLists["xs"])
+        {
+            e.AccumulateView(x, $"{dy}.{method}({e.Dim(offset)}, {e.Dim(x.Shape[axis])})");
+            offset += x.Shape[axis];
+        }
+    }
 }
 
 /// <summary>Hands a value to the caller's observer under a name (block outputs for parity checks, debugging).</summary>
@@ -100,5 +138,11 @@ public sealed class TapOp : OpDefinition
     {
         var x = op.Values["x"];
         e.Line($"Observe(observer, $\"{op.Texts["name"]}\", {e.View(x)}, {e.ShapeArray(x.Shape)});");
+    }
+
+    public override bool HasBackward => true;
+
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
     }
 }

@@ -24,4 +24,27 @@ public sealed class LinearOp : OpDefinition
 
     public override void EmitForward(BoundOp op, IForwardEmitter e) =>
         e.Line($"_backend.Linear({e.View(op.Outputs[0])}, {e.View(op.Values["x"])}, {e.Weight(op.Weights["weight"]!)}, {e.WeightOrNull(op.Weights["bias"])});");
+
+    public override bool HasBackward => true;
+
+    /// <summary>dx = dy·W (+ the adapter's share); a trainable layer also gets dW += dyᵀ·x, db += Σ dy and its adapter's dA, dB.</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        var weight = op.Weights["weight"]!;
+        string dy = e.Gradient(op.Outputs[0]);
+        string? dx = null;
+        if (e.NeedsGradient(x))
+        {
+            dx = e.Temporary(x);
+            e.Line($"Backward.Gemm({dx}, {dy}, false, {e.Weight(weight)}, false, 1f, 0f);");
+        }
+        if (op.IsTrainable)
+        {
+            e.Line($"LoraBackward({e.ModuleKey(weight)}, {e.LoraDown(op)}, {(dx == null ? "null" : dx)}, {dy}, {e.View(x)});");
+            var bias = op.Weights["bias"];
+            e.Line($"WeightBackward({e.WeightKey(weight)}, {(bias == null ? "null" : e.WeightKey(bias))}, {dy}, {e.View(x)});");
+        }
+        if (dx != null) e.Accumulate(x, dx);
+    }
 }

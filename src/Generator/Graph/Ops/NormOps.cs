@@ -16,6 +16,16 @@ public sealed class LayerNormOp : OpDefinition
 
     public override void EmitForward(BoundOp op, IForwardEmitter e) =>
         e.Line($"_backend.LayerNorm({e.View(op.Outputs[0])}, {e.View(op.Values["x"])}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+
+    public override bool HasBackward => true;
+
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        string dx = e.Temporary(x);
+        e.Line($"Backward.LayerNormBackward({dx}, {e.Gradient(op.Outputs[0])}, {e.View(x)}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+        e.Accumulate(x, dx);
+    }
 }
 
 /// <summary>RMSNorm over groups of the last axis (per attention head), times a learned scale.</summary>
@@ -42,4 +52,16 @@ public sealed class RmsNormOp : OpDefinition
     public override void EmitForward(BoundOp op, IForwardEmitter e) =>
         e.Line($"_backend.RmsNorm({e.View(op.Outputs[0])}, {e.View(op.Values["x"])}, {e.Weight(op.Weights["scale"]!)}, " +
                $"{op.Attributes["group"].ToInteger("group")}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+
+    public override bool HasBackward => true;
+
+    /// <summary>The scale is frozen (LoRA training): only dx.</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        string dx = e.Temporary(x);
+        e.Line($"Backward.RmsNormBackward({dx}, {e.Gradient(op.Outputs[0])}, {e.View(x)}, {e.Weight(op.Weights["scale"]!)}, " +
+               $"{op.Attributes["group"].ToInteger("group")}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+        e.Accumulate(x, dx);
+    }
 }

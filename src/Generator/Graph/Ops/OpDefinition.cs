@@ -25,6 +25,44 @@ public abstract class OpDefinition
 
     /// <summary>Writes the statements that compute the outputs, whose views are already allocated.</summary>
     public abstract void EmitForward(BoundOp op, IForwardEmitter emitter);
+
+    /// <summary>Whether the op has a backward rule (the training pass refuses graphs whose gradients cross one without).</summary>
+    public virtual bool HasBackward => false;
+
+    /// <summary>
+    /// The backward rule: from the outputs' gradients, add each input's gradient (inputs that need none are
+    /// skipped by the emitter) and, for trainable layers, the parameters' gradients. Activation gradients are
+    /// computed into temporaries and accumulated, so a value read by several ops sums their contributions.
+    /// </summary>
+    public virtual void EmitBackward(BoundOp op, IBackwardEmitter emitter) =>
+        throw new System.NotSupportedException($"op '{Name}' has no backward rule");
+}
+
+/// <summary>What a backward rule may ask for, beyond the forward's views, weights and sizes.</summary>
+public interface IBackwardEmitter : IForwardEmitter
+{
+    bool NeedsGradient(BoundValue value);
+
+    /// <summary>The gradient of an op's output, as a view.</summary>
+    string Gradient(BoundValue output);
+
+    /// <summary>A new, uninitialised tensor shaped like the value (its variable name), for a rule to write into.</summary>
+    string Temporary(BoundValue like);
+
+    /// <summary>Adds a temporary's contents to the value's gradient (taking the temporary over when it is the first).</summary>
+    void Accumulate(BoundValue input, string temporary);
+
+    /// <summary>Adds a view (an output's gradient, a slice of it) to the value's gradient.</summary>
+    void AccumulateView(BoundValue input, string view);
+
+    /// <summary>The forward's x·Aᵀ of a trainable linear layer (null when it has no adapter at run time).</summary>
+    string LoraDown(BoundOp op);
+
+    /// <summary>The module key of a trainable linear layer, as C# text (with the block index where it has one).</summary>
+    string ModuleKey(BoundWeight weight);
+
+    /// <summary>A weight's checkpoint key as C# text.</summary>
+    string WeightKey(BoundWeight weight);
 }
 
 /// <summary>What an op's emitter may ask for: C# expressions for views, weights and sizes, and a place to write.</summary>

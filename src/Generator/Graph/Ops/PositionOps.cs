@@ -83,6 +83,19 @@ public sealed class RopeOp : OpDefinition
         long pairs = pe.Shape[2].Constant;
         e.Line($"_backend.ApplyRope({e.View(op.Outputs[0])}, {e.View(x)}, {e.View(pe)}.Reshape({e.Dim(pe.Shape[0])}, {e.Dim(pe.Shape[1])}, {pairs * 4}), {pairs * 2});");
     }
+
+    public override bool HasBackward => true;
+
+    /// <summary>The rotation is orthogonal: dx is dy rotated back. pe comes from the ids (no gradient).</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        var pe = op.Values["pe"];
+        long pairs = pe.Shape[2].Constant;
+        string dx = e.Temporary(x);
+        e.Line($"Backward.ApplyRopeBackward({dx}, {e.Gradient(op.Outputs[0])}, {e.View(pe)}.Reshape({e.Dim(pe.Shape[0])}, {e.Dim(pe.Shape[1])}, {pairs * 4}), {pairs * 2});");
+        e.Accumulate(x, dx);
+    }
 }
 
 /// <summary>
@@ -120,5 +133,21 @@ public sealed class AttentionOp : OpDefinition
         string View(BoundValue value) => value.Shape.Count == 4 ? Images.Tokens(e, value) : e.View(value);
         e.Line($"_backend.Attention({View(op.Outputs[0])}, {View(op.Values["q"])}, {View(op.Values["k"])}, {View(op.Values["v"])}, " +
                $"{op.Attributes["heads"].ToInteger("heads")}, {e.Float(op.Attributes["scale"].Number!.Value)});");
+    }
+
+    public override bool HasBackward => true;
+
+    /// <summary>Recomputes the softmax from q and k and returns dq, dk, dv (sequences only, not images).</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var q = op.Values["q"];
+        var k = op.Values["k"];
+        var v = op.Values["v"];
+        string dq = e.Temporary(q), dk = e.Temporary(k), dv = e.Temporary(v);
+        e.Line($"Backward.AttentionBackward({dq}, {dk}, {dv}, {e.Gradient(op.Outputs[0])}, {e.View(q)}, {e.View(k)}, {e.View(v)}, " +
+               $"{op.Attributes["heads"].ToInteger("heads")}, {e.Float(op.Attributes["scale"].Number!.Value)});");
+        e.Accumulate(q, dq);
+        e.Accumulate(k, dk);
+        e.Accumulate(v, dv);
     }
 }
