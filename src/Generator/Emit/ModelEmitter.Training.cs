@@ -180,7 +180,8 @@ public sealed partial class ModelEmitter
 
     public string LoraDown(BoundOp op) => _loraDowns[op];
 
-    public string ModuleKey(BoundWeight weight) => CSharpNames.Literal(weight.Module);
+    public string ModuleKey(BoundWeight weight) =>
+        weight.Block != null ? Interpolated(weight.Module) : CSharpNames.Literal(weight.Module);
 
     public string WeightKey(BoundWeight weight) => CSharpNames.Literal(weight.Key);
 }

@@ -329,7 +329,13 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             Assign(output, tensor);
         }
         op.Definition.EmitForward(op, this);
-        if (_training && op.IsTrainable) EmitLoraForward(op);
+        if (op.IsTrainable)
+        {
+            // Adapters being trained act in every pass (validation edits see them unmerged); the training pass
+            // keeps x·Aᵀ for the backward pass.
+            if (_training) EmitLoraForward(op);
+            else _w.Line($"ApplyLora({View(op.Outputs[0])}, {View(op.Values["x"])}, {ModuleKey(op.Weights["weight"]!)})?.Dispose();");
+        }
     }
 
     private readonly Dictionary<BoundValue, string> _pendingOutputs = new();
