@@ -321,13 +321,18 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             if (!_training && BufferPlan.Reads(op).Any(input => input.EmitName == output.EmitName))
             {
                 _pendingOutputs[output] = tensor + ".AsView()";
-                op.Definition.EmitForward(op, this);
+                EmitComputation(op);
                 _pendingOutputs.Remove(output);
                 Assign(output, tensor);
                 return;
             }
             Assign(output, tensor);
         }
+        EmitComputation(op);
+    }
+
+    private void EmitComputation(BoundOp op)
+    {
         op.Definition.EmitForward(op, this);
         if (op.IsTrainable)
         {
