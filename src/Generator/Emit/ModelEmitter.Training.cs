@@ -41,12 +41,7 @@ public sealed partial class ModelEmitter
         _w.Line("/// disposes), then the backward pass, which adds into the adapters' and trainable weights' gradients.");
         _w.Line("/// </summary>");
         _w.Open($"public void ForwardBackward({parameters}, Func<DeviceTensor, DeviceTensor> outputGradient)");
-        _declared.Push(new HashSet<string>(entry.Inputs.Select(i => CSharpNames.Camel(i.EmitName))));
-        _w.Line("// Runtime sizes, read off the inputs.");
-        foreach (string size in entry.Sizes) EmitSize(entry, size);
-        foreach (var input in entry.Inputs)
-            _w.Line($"CheckInput({CSharpNames.Literal(input.Name)}, {CSharpNames.Camel(input.EmitName)}, {ShapeArray(input.Shape)}, {CSharpNames.Literal(input.ShapeText)});");
-        _w.Line();
+        EmitPrologue(entry);
         _w.Line("// Forward, keeping every activation for the backward pass.");
         EmitScope(entry.Body);
 

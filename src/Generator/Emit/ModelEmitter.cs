@@ -228,13 +228,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Line("/// Returns " + Escape(string.Join(", ", entry.Outputs.Select(o => $"{o.Name} {o.ShapeText}"))) + ", owned by the caller.");
         _w.Line("/// </summary>");
         _w.Open($"public {returnType} {MethodName(entry)}({parameters}, IActivationObserver? observer = null)");
-        _declared.Push(new HashSet<string>(entry.Inputs.Select(i => CSharpNames.Camel(i.EmitName))));
-
-        _w.Line("// Runtime sizes, read off the inputs.");
-        foreach (string size in entry.Sizes) EmitSize(entry, size);
-        foreach (var input in entry.Inputs)
-            _w.Line($"CheckInput({CSharpNames.Literal(input.Name)}, {CSharpNames.Camel(input.EmitName)}, {ShapeArray(input.Shape)}, {CSharpNames.Literal(input.ShapeText)});");
-        _w.Line();
+        EmitPrologue(entry);
 
         EmitScope(entry.Body);
 
@@ -242,6 +236,17 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         else _w.Line("return (" + string.Join(", ", entry.Outputs.Select(TensorOf)) + ");");
         _declared.Pop();
         _w.Close();
+        _w.Line();
+    }
+
+    /// <summary>A method's start: its inputs' names declared, the runtime sizes read off them, every input checked.</summary>
+    private void EmitPrologue(BoundEntry entry)
+    {
+        _declared.Push(new HashSet<string>(entry.Inputs.Select(i => CSharpNames.Camel(i.EmitName))));
+        _w.Line("// Runtime sizes, read off the inputs.");
+        foreach (string size in entry.Sizes) EmitSize(entry, size);
+        foreach (var input in entry.Inputs)
+            _w.Line($"CheckInput({CSharpNames.Literal(input.Name)}, {CSharpNames.Camel(input.EmitName)}, {ShapeArray(input.Shape)}, {CSharpNames.Literal(input.ShapeText)});");
         _w.Line();
     }
 
