@@ -47,7 +47,7 @@ public sealed partial class ParityRunner
                 var a = Owned(_backend.Upload(data.ReadFloat32(entry.Name)));
                 var b = Owned(_backend.Upload(data.ReadFloat32($"lora.{module}.lora_B")));
                 var adapter = new LoraAdapter(a, b, scale, Owned(Zeros(a.Shape)), Owned(Zeros(b.Shape)));
-                state.Adapters[module] = adapter;
+                state.Add(module, adapter);
                 parameters.Add(($"{module}.lora_A", a, adapter.GradA));
                 parameters.Add(($"{module}.lora_B", b, adapter.GradB));
             }

@@ -61,31 +61,41 @@ public abstract class CompiledModel
     protected DeviceTensor Zeros(params int[] shape) => _backend.Upload(new HostTensor(shape));
 
     /// <summary>
-    /// Adds the module's adapter to a linear layer's output: y += s·(x·Aᵀ)·Bᵀ. Returns x·Aᵀ, which the backward
-    /// pass needs, or null when the module has no adapter.
+    /// Adds the module's adapters to a linear layer's output: y[.., rows] += s·(x·Aᵀ)·Bᵀ. Returns each x·Aᵀ, which the
+    /// backward pass needs, or null when the module has no adapter.
     /// </summary>
-    protected DeviceTensor? ApplyLora(View y, View x, string module)
+    protected LoraActivations? ApplyLora(View y, View x, string module)
     {
-        if (Training == null || !Training.Adapters.TryGetValue(module, out var adapter)) return null;
-        var down = _backend.Allocate(new[] { x.Batch, x.Rows, adapter.Rank });
-        TrainingBackend.Gemm(down, x, false, adapter.A, true, 1f, 0f);
-        TrainingBackend.Gemm(y, down, false, adapter.B, true, adapter.Scale, 1f);
-        return down;
+        if (Training == null || !Training.Adapters.TryGetValue(module, out var adapters)) return null;
+        var activations = new LoraActivations();
+        foreach (var adapter in adapters)
+        {
+            var down = _backend.Allocate(new[] { x.Batch, x.Rows, adapter.Rank });
+            activations.Downs.Add(down);
+            TrainingBackend.Gemm(down, x, false, adapter.A, true, 1f, 0f);
+            TrainingBackend.Gemm(y.Columns(adapter.RowOffset, adapter.Rows), down, false, adapter.B, true, adapter.Scale, 1f);
+        }
+        return activations;
     }
 
     /// <summary>
-    /// The adapter's share of a linear layer's backward pass, given dy and the forward's x and x·Aᵀ:
-    /// dB += s·dyᵀ·(x·Aᵀ), dA += (s·dy·B)ᵀ·x, and dx += (s·dy·B)·A when dx is wanted.
+    /// The adapters' share of a linear layer's backward pass, given dy and the forward's x and x·Aᵀ, per adapter on its
+    /// rows: dB += s·dyᵀ·(x·Aᵀ), dA += (s·dy·B)ᵀ·x, and dx += (s·dy·B)·A when dx is wanted.
     /// </summary>
-    protected void LoraBackward(string module, DeviceTensor? down, View? dx, View dy, View x)
+    protected void LoraBackward(string module, LoraActivations? activations, View? dx, View dy, View x)
     {
-        if (down == null || Training == null || !Training.Adapters.TryGetValue(module, out var adapter)) return;
+        if (activations == null || Training == null || !Training.Adapters.TryGetValue(module, out var adapters)) return;
         var training = TrainingBackend;
-        training.Gemm(adapter.GradB, dy, true, down, false, adapter.Scale, 1f);
-        using var dDown = _backend.Allocate(new[] { x.Batch, x.Rows, adapter.Rank });
-        training.Gemm(dDown, dy, false, adapter.B, false, adapter.Scale, 0f);
-        training.Gemm(adapter.GradA, dDown, true, x, false, 1f, 1f);
-        if (dx is View target) training.Gemm(target, dDown, false, adapter.A, false, 1f, 1f);
+        for (int i = 0; i < adapters.Count; i++)
+        {
+            var adapter = adapters[i];
+            var rows = dy.Columns(adapter.RowOffset, adapter.Rows);
+            training.Gemm(adapter.GradB, rows, true, activations.Downs[i], false, adapter.Scale, 1f);
+            using var dDown = _backend.Allocate(new[] { x.Batch, x.Rows, adapter.Rank });
+            training.Gemm(dDown, rows, false, adapter.B, false, adapter.Scale, 0f);
+            training.Gemm(adapter.GradA, dDown, true, x, false, 1f, 1f);
+            if (dx is View target) training.Gemm(target, dDown, false, adapter.A, false, 1f, 1f);
+        }
     }
 
     /// <summary>dW += dyᵀ·x and db += Σ dy for a layer trained whole (summed over the batch).</summary>

@@ -3,11 +3,14 @@ using InFluxEdit.Runtime.Backends;
 namespace InFluxEdit.Runtime.Models;
 
 /// <summary>
-/// A low-rank adapter on one linear layer: y += Scale·(x·Aᵀ)·Bᵀ with A [rank, in] and B [rows, rank] (rows = the
-/// layer's outputs), and the gradients the backward pass accumulates into.
+/// A low-rank adapter on a linear layer's output rows [RowOffset, RowOffset + Rows): y[.., rows] += Scale·(x·Aᵀ)·Bᵀ
+/// with A [rank, in] and B [Rows, rank], and the gradients the backward pass accumulates into. A fused layer may
+/// carry one adapter per row block (diffusers' q, k, v of a fused qkv) or one for all its rows.
 /// </summary>
-public sealed class LoraAdapter(DeviceTensor a, DeviceTensor b, float scale, DeviceTensor gradA, DeviceTensor gradB)
+public sealed class LoraAdapter(DeviceTensor a, DeviceTensor b, float scale, DeviceTensor gradA, DeviceTensor gradB, int rowOffset = 0)
 {
+    public int RowOffset { get; } = rowOffset;
+    public int Rows => B.Shape[0];
     public DeviceTensor A { get; } = a;
     public DeviceTensor B { get; } = b;
     public float Scale { get; } = scale;
@@ -22,6 +25,24 @@ public sealed class LoraAdapter(DeviceTensor a, DeviceTensor b, float scale, Dev
 /// </summary>
 public sealed class TrainingState
 {
-    public Dictionary<string, LoraAdapter> Adapters { get; } = new(StringComparer.Ordinal);
+    /// <summary>The adapters of each module, by module key.</summary>
+    public Dictionary<string, List<LoraAdapter>> Adapters { get; } = new(StringComparer.Ordinal);
+
+    public void Add(string module, LoraAdapter adapter)
+    {
+        if (!Adapters.TryGetValue(module, out var list)) Adapters[module] = list = new List<LoraAdapter>();
+        list.Add(adapter);
+    }
     public Dictionary<string, DeviceTensor> WeightGradients { get; } = new(StringComparer.Ordinal);
+}
+
+/// <summary>What the forward keeps of a layer's adapters for the backward pass: x·Aᵀ of each.</summary>
+public sealed class LoraActivations : IDisposable
+{
+    public List<DeviceTensor> Downs { get; } = new();
+
+    public void Dispose()
+    {
+        foreach (var down in Downs) down.Dispose();
+    }
 }

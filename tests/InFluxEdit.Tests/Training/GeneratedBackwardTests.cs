@@ -37,9 +37,12 @@ public class GeneratedBackwardTests
             {
                 var a = Random(random, 4, columns);
                 var b = Random(random, rows, 4);
-                state.Adapters[module] = new LoraAdapter(Backend.Upload(a), Backend.Upload(b), 2f,
-                    Backend.Upload(new HostTensor(4, columns)), Backend.Upload(new HostTensor(rows, 4)));
+                state.Add(module, new LoraAdapter(Backend.Upload(a), Backend.Upload(b), 2f,
+                    Backend.Upload(new HostTensor(4, columns)), Backend.Upload(new HostTensor(rows, 4))));
             }
+            // A diffusers-style adapter on one row block of a fused layer: k of a double block's text qkv.
+            state.Add("double_blocks.1.txt_attn.qkv", new LoraAdapter(Backend.Upload(Random(random, 4, 64)), Backend.Upload(Random(random, 64, 4)), 1.5f,
+                Backend.Upload(new HostTensor(4, 64)), Backend.Upload(new HostTensor(64, 4)), rowOffset: 64));
             state.WeightGradients["img_in.weight"] = Backend.Upload(new HostTensor(64, 384));
             state.WeightGradients["img_in.bias"] = Backend.Upload(new HostTensor(64));
             Model.Training = state;
@@ -115,12 +118,15 @@ public class GeneratedBackwardTests
         using var s = new Setup();
         s.Gradients();
         var training = s.Model.Training!;
-        var qkv = training.Adapters["double_blocks.0.img_attn.qkv"];
-        var linear2 = training.Adapters["single_blocks.1.linear2"];
+        var qkv = training.Adapters["double_blocks.0.img_attn.qkv"][0];
+        var linear2 = training.Adapters["single_blocks.1.linear2"][0];
         CheckEntries(s, qkv.A, qkv.GradA, 0, 77, 200);
         CheckEntries(s, qkv.B, qkv.GradB, 3, 400, 700);
         CheckEntries(s, linear2.A, linear2.GradA, 5, 640, 1279);
         CheckEntries(s, linear2.B, linear2.GradB, 1, 130);
+        var keyRows = training.Adapters["double_blocks.1.txt_attn.qkv"][0];
+        CheckEntries(s, keyRows.A, keyRows.GradA, 2, 100);
+        CheckEntries(s, keyRows.B, keyRows.GradB, 7, 250);
         // img_in is a model weight: the loader's tensor, found through the descriptor's key.
         var imgIn = s.Model.GetType().GetField("_imgInWeight", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!
             .GetValue(s.Model) as DeviceTensor;
@@ -132,9 +138,9 @@ public class GeneratedBackwardTests
     {
         using var s = new Setup();
         s.Gradients();
-        var once = s.Backend.Download(s.Model.Training!.Adapters["double_blocks.0.img_attn.qkv"].GradA, new[] { 4, 64 });
+        var once = s.Backend.Download(s.Model.Training!.Adapters["double_blocks.0.img_attn.qkv"][0].GradA, new[] { 4, 64 });
         s.Gradients();
-        var twice = s.Backend.Download(s.Model.Training!.Adapters["double_blocks.0.img_attn.qkv"].GradA, new[] { 4, 64 });
+        var twice = s.Backend.Download(s.Model.Training!.Adapters["double_blocks.0.img_attn.qkv"][0].GradA, new[] { 4, 64 });
         for (int i = 0; i < once.Data.Length; i++) twice.Data[i].ShouldBe(2 * once.Data[i], Math.Abs(once.Data[i]) * 1e-5 + 1e-9);
     }
 
