@@ -62,8 +62,12 @@ public sealed class EditOptions : DeviceOptions
 
 public static class EditCommand
 {
-    /// <summary>The sum of every --lora's weight deltas, each at its --lora-scale; null without LoRAs.</summary>
-    private static Dictionary<string, HostTensor>? ReadLoras(EditOptions options, ModelDescriptor model, TextWriter log)
+    /// <summary>
+    /// The sum of every --lora's weight deltas, each at its --lora-scale, and the whole weights they carry (a trained
+    /// img_in); null without LoRAs.
+    /// </summary>
+    private static (Dictionary<string, HostTensor> Deltas, Dictionary<string, HostTensor> Replacements)? ReadLoras(
+        EditOptions options, ModelDescriptor model, TextWriter log)
     {
         var paths = options.Loras.ToList();
         var scales = options.LoraScales.ToList();
@@ -71,18 +75,25 @@ public static class EditCommand
             throw new ArgumentException($"{scales.Count} --lora-scale values for {paths.Count} --lora files");
         if (paths.Count == 0) return null;
         var total = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
+        var replacements = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
         for (int i = 0; i < paths.Count; i++)
         {
             float scale = i < scales.Count ? scales[i] : 1f;
-            var deltas = LoraReader.ReadDeltas(paths[i], model, scale);
-            log.WriteLine($"lora: {paths[i]} at scale {scale}, {deltas.Count} layers");
+            var (deltas, whole) = LoraReader.Read(paths[i], model, scale);
+            foreach (var (key, value) in whole)
+            {
+                if (!replacements.TryAdd(key, value))
+                    throw new ArgumentException($"two --lora files both replace '{key}' whole: apply one of them");
+            }
+            log.WriteLine($"lora: {paths[i]} at scale {scale}, {deltas.Count} layers" +
+                          (whole.Count > 0 ? $", replacing {string.Join(", ", whole.Keys)}" : ""));
             foreach (var (key, delta) in deltas)
             {
                 if (!total.TryGetValue(key, out var sum)) total[key] = delta;
                 else for (int j = 0; j < sum.Data.Length; j++) sum.Data[j] += delta.Data[j];
             }
         }
-        return total;
+        return (total, replacements);
     }
 
     public static int Run(EditOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
@@ -132,7 +143,7 @@ public static class EditCommand
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
         var loraDeltas = ReadLoras(options, transformerInfo.Descriptor, log);
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
-            new ProgressBar("loading transformer", "tensors"), loraDeltas);
+            new ProgressBar("loading transformer", "tensors"), loraDeltas?.Deltas, loraDeltas?.Replacements);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         using var vae = LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend, new ProgressBar("loading vae", "tensors"));
 

@@ -26,6 +26,9 @@ public sealed class LoadedModel : IDisposable
 
     public CompiledModel Model { get; }
 
+    /// <summary>The loaded weights by checkpoint key (training updates some in place).</summary>
+    public IReadOnlyDictionary<string, DeviceTensor> Weights => _weights;
+
     /// <summary>Why this compiled model was chosen for the checkpoint, for the user.</summary>
     public string Reason { get; }
 
@@ -61,10 +64,11 @@ public sealed class LoadedModel : IDisposable
 
     /// <summary>Loads a resolved model; <paramref name="deltas"/> (LoRAs) are merged into their weights on the way.</summary>
     public static LoadedModel Load(string checkpoint, CompiledModelInfo info, string reason, IBackend backend,
-        IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null)
+        IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null,
+        IReadOnlyDictionary<string, HostTensor>? replacements = null)
     {
         using var file = SafeTensorsFile.Open(checkpoint);
-        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas);
+        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, replacements);
         try
         {
             return new LoadedModel(info.Create(backend, weights), weights, reason);

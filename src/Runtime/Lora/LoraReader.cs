@@ -29,13 +29,32 @@ public static class LoraReader
     /// <summary>Where an adapter's output rows land: a linear layer and a row block of its weight.</summary>
     private sealed record Target(string Module, int RowOffset, int RowCount, int Out, int In);
 
-    public static Dictionary<string, HostTensor> ReadDeltas(string path, ModelDescriptor model, float userScale = 1f)
+    public static Dictionary<string, HostTensor> ReadDeltas(string path, ModelDescriptor model, float userScale = 1f) =>
+        Read(path, model, userScale).Deltas;
+
+    /// <summary>
+    /// A LoRA file's weight deltas, and the weights it carries whole (a trained img_in, under the checkpoint's key or
+    /// an alias such as diffusers' "x_embedder.weight", as in the seed's flux_x_embedder.safetensors): those replace
+    /// the checkpoint's, whatever the scale.
+    /// </summary>
+    public static (Dictionary<string, HostTensor> Deltas, Dictionary<string, HostTensor> Replacements) Read(string path, ModelDescriptor model, float userScale = 1f)
     {
         using var file = SafeTensorsFile.Open(path);
         var targets = TargetsOf(model);
         var adapters = GroupAdapters(file, out var leftovers);
         var problems = new List<string>();
-        problems.AddRange(leftovers.Select(name => $"'{name}' is not part of a LoRA pair (lora_down/lora_up or lora_A/lora_B)"));
+        var replacements = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
+        var wholeNames = WholeWeightNames(model);
+        foreach (string name in leftovers)
+        {
+            if (wholeNames.TryGetValue(name, out var parameter))
+            {
+                var value = file.ReadFloat32(name);
+                if (value.Shape.AsSpan().SequenceEqual(parameter.Shape)) replacements[parameter.Name] = value;
+                else problems.Add($"'{name}' is {HostTensor.FormatShape(value.Shape)}; {parameter.Name} is {HostTensor.FormatShape(parameter.Shape)}");
+            }
+            else problems.Add($"'{name}' is not part of a LoRA pair (lora_down/lora_up or lora_A/lora_B) nor a weight of {model.Name}");
+        }
 
         var deltas = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
         int matched = 0;
@@ -69,14 +88,32 @@ public static class LoraReader
         }
         if (problems.Count > 0)
         {
-            string what = matched == 0
+            string what = matched == 0 && replacements.Count == 0
                 ? $"{path} is not a LoRA for {model.Name} (schemas/{model.SchemaFile}): none of its {adapters.Count} adapters fits"
                 : $"{path} does not fit {model.Name} (schemas/{model.SchemaFile}) everywhere";
             throw new LoraMismatchException(what + ":\n  " + string.Join("\n  ", problems.Take(20)) +
                                             (problems.Count > 20 ? $"\n  … and {problems.Count - 20} more" : ""));
         }
-        if (matched == 0) throw new LoraMismatchException($"{path} holds no LoRA adapters (no lora_down/lora_up or lora_A/lora_B pairs)");
-        return deltas;
+        if (matched == 0 && replacements.Count == 0)
+            throw new LoraMismatchException($"{path} holds no LoRA adapters (no lora_down/lora_up or lora_A/lora_B pairs) and no weights of {model.Name}");
+        return (deltas, replacements);
+    }
+
+    /// <summary>Names a whole weight may have in a LoRA file: its checkpoint key, and ".weight"/".bias" of its aliases.</summary>
+    private static Dictionary<string, ParameterInfo> WholeWeightNames(ModelDescriptor model)
+    {
+        var names = new Dictionary<string, ParameterInfo>(StringComparer.Ordinal);
+        foreach (var parameter in model.Parameters) names[parameter.Name] = parameter;
+        foreach (var alias in model.LoraAliases.Where(a => a.RowOffset == 0 && !a.Module.Contains("{i}")))
+            foreach (string suffix in new[] { ".weight", ".bias" })
+            {
+                var parameter = model.Parameters.FirstOrDefault(p => p.Name == alias.Module + suffix);
+                if (parameter == null || parameter.Shape[0] != alias.RowCount) continue;
+                names[alias.Alias + suffix] = parameter;
+                int dot = alias.Alias.IndexOf('.');
+                if (dot > 0) names[alias.Alias[(dot + 1)..] + suffix] = parameter;
+            }
+        return names;
     }
 
     /// <summary>Every name an adapter of the model may have, in every layout, mapped to where it writes.</summary>

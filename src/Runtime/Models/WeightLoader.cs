@@ -18,7 +18,8 @@ public static class WeightLoader
         IReadOnlyList<SafeTensorsFile> files,
         IBackend backend,
         IProgress<(int done, int total)>? progress = null,
-        IReadOnlyDictionary<string, HostTensor>? deltas = null)
+        IReadOnlyDictionary<string, HostTensor>? deltas = null,
+        IReadOnlyDictionary<string, HostTensor>? replacements = null)
     {
         if (files.Count == 0)
             throw new ArgumentException("no weight files were given", nameof(files));
@@ -39,9 +40,12 @@ public static class WeightLoader
             {
                 CheckpointTensor tensor = found[parameter.Name];
                 TensorEntry entry = tensor.Entry!;
-                loaded.Add(parameter.Name, deltas != null && deltas.TryGetValue(parameter.Name, out var delta)
-                    ? UploadMerged(backend, tensor.File, entry, delta)
-                    : backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, tensor.File.GetBytes(entry)));
+                loaded.Add(parameter.Name,
+                    replacements != null && replacements.TryGetValue(parameter.Name, out var replacement)
+                        ? backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, DTypeEncoding.Encode(replacement.Data, entry.DType))
+                    : deltas != null && deltas.TryGetValue(parameter.Name, out var delta)
+                        ? UploadMerged(backend, tensor.File, entry, delta)
+                        : backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, tensor.File.GetBytes(entry)));
                 progress?.Report((loaded.Count, table.Count));
             }
         }

@@ -1,0 +1,236 @@
+using System.Globalization;
+using CommandLine;
+using InFluxEdit.Cli.Fill;
+using InFluxEdit.Cli.Training;
+using InFluxEdit.Models;
+using InFluxEdit.Runtime.Lora;
+using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.Training;
+
+namespace InFluxEdit.Cli.Commands;
+
+[Verb("train", HelpText = "Train an editing LoRA on a FLUX.1 Fill model from pairs of images: --method channel (the source as the Fill conditioning image, all-white mask) or concat (a [source | target] diptych, the right half masked). Writes checkpoints every N steps (atomically) and the LoRA at the end; --resume continues exactly.")]
+public sealed class TrainOptions : DeviceOptions
+{
+    [Option("model", HelpText = "A compiled transformer's name (e.g. flux-fill-dev, flux-fill-tiny) or a checkpoint to recognise. Default: recognised from --weights.")]
+    public string? Model { get; set; }
+
+    [Option("weights", HelpText = "The transformer checkpoint (.safetensors, BFL keys).")]
+    public string? Weights { get; set; }
+
+    [Option("vae", Required = true, HelpText = "The autoencoder checkpoint (BFL's ae.safetensors keys).")]
+    public string Vae { get; set; } = "";
+
+    [Option("data", HelpText = "A folder with source/ and target/ (same file stems) and captions as captions/NAME.txt or NAME.txt beside the source.")]
+    public string? Data { get; set; }
+
+    [Option("input-dir", HelpText = "The seed's layout: a folder of source images (with --target-dir and --caption-dir instead of --data).")]
+    public string? InputDir { get; set; }
+
+    [Option("target-dir", HelpText = "The seed's layout: the folder of target images.")]
+    public string? TargetDir { get; set; }
+
+    [Option("caption-dir", HelpText = "The seed's layout: the folder of NAME.txt captions.")]
+    public string? CaptionDir { get; set; }
+
+    [Option("combined", HelpText = "--data holds ready-made [source | target] diptychs (and their captions) instead of source/ and target/.")]
+    public bool Combined { get; set; }
+
+    [Option("method", Default = EditMethod.Channel, HelpText = "channel (method b) or concat (method a).")]
+    public EditMethod Method { get; set; } = EditMethod.Channel;
+
+    [Option("text-embeddings", Required = true, HelpText = "REQUIRED until the text encoders are built: a .safetensors file with 'txt' and 'vec' used for every caption.")]
+    public string TextEmbeddings { get; set; } = "";
+
+    [Option("output", Required = true, HelpText = "The output folder: checkpoints, the latent cache and the final LoRA.")]
+    public string Output { get; set; } = "";
+
+    [Option("steps", Default = 1000, HelpText = "Optimizer steps.")]
+    public int Steps { get; set; } = 1000;
+
+    [Option("rank", Default = 16, HelpText = "LoRA rank.")]
+    public int Rank { get; set; } = 16;
+
+    [Option("alpha", HelpText = "LoRA alpha (scale = alpha / rank). Default: the rank.")]
+    public double? Alpha { get; set; }
+
+    [Option("preset", Default = "diffusers", HelpText = "Which layers get adapters: diffusers (attention q/k/v/out and both MLPs in the double blocks, q/k/v in the single blocks) or kohya (every linear in every block).")]
+    public string Preset { get; set; } = "diffusers";
+
+    [Option("train-img-in", HelpText = "Also train img_in (diffusers: x_embedder), the layer that reads the conditioning channels, in full.")]
+    public bool TrainImgIn { get; set; }
+
+    [Option("optimizer", Default = "adamw", HelpText = "adamw or prodigy.")]
+    public string Optimizer { get; set; } = "adamw";
+
+    [Option("lr", HelpText = "Learning rate. Default: 1e-4 for AdamW, 1.0 for Prodigy.")]
+    public double? LearningRate { get; set; }
+
+    [Option("schedule", Default = "constant", HelpText = "constant, warmup or cosine.")]
+    public string Schedule { get; set; } = "constant";
+
+    [Option("warmup-steps", Default = 0, HelpText = "Warm-up steps for the warmup and cosine schedules.")]
+    public int WarmupSteps { get; set; }
+
+    [Option("timestep-sampling", Default = "uniform", HelpText = "uniform, logit-normal or mode.")]
+    public string TimestepSampling { get; set; } = "uniform";
+
+    [Option("guidance", Default = 1.0, HelpText = "The guidance input during training.")]
+    public double Guidance { get; set; } = 1.0;
+
+    [Option("accumulate", Default = 1, HelpText = "Examples per optimizer step (gradient accumulation).")]
+    public int Accumulate { get; set; } = 1;
+
+    [Option("max-grad-norm", Default = 1.0, HelpText = "Clip the gradients' global norm to this (0: no clipping).")]
+    public double MaxGradNorm { get; set; } = 1.0;
+
+    [Option("resolution", Default = 512, HelpText = "Training resolution: images are bucketed by aspect ratio at about this many pixels squared, sides multiples of 16.")]
+    public int Resolution { get; set; } = 512;
+
+    [Option("seed", Default = 0L, HelpText = "Seed of the adapters' initialisation, the data order, the timesteps and the noise.")]
+    public long Seed { get; set; }
+
+    [Option("checkpoint-every", Default = 100, HelpText = "Save a checkpoint every N steps (and at the end).")]
+    public int CheckpointEvery { get; set; } = 100;
+
+    [Option("resume", HelpText = "A checkpoint of this run to continue from.")]
+    public string? Resume { get; set; }
+
+    [Option("format", Default = "kohya", HelpText = "The LoRA file written at the end: kohya (ComfyUI) or diffusers (PEFT).")]
+    public string Format { get; set; } = "kohya";
+
+    [Option("loss-region", Default = "all", HelpText = "all tokens (as the seed trains) or masked: only the tokens the mask covers.")]
+    public string LossRegion { get; set; } = "all";
+}
+
+public static class TrainCommand
+{
+    public static int Run(TrainOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
+
+    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
+    {
+        if (options.Method == EditMethod.Fill)
+            throw new ArgumentException("--method fill (an inpainting LoRA from images and masks) is not built yet: use channel or concat");
+        if (options.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {options.Steps}");
+        if (options.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {options.Rank}");
+        var settings = new TrainingSettings(options.Method, options.Steps, options.Rank, options.Alpha ?? options.Rank,
+            options.Preset, options.TrainImgIn, options.Optimizer,
+            options.LearningRate ?? (options.Optimizer == "prodigy" ? Prodigy.DefaultLearningRate : AdamW.DefaultLearningRate),
+            LearningRateSchedule.ParseKind(options.Schedule), options.WarmupSteps, FlowMatching.ParseSampling(options.TimestepSampling),
+            options.Guidance, Math.Max(1, options.Accumulate), options.MaxGradNorm, options.Seed, Math.Max(1, options.CheckpointEvery),
+            LoraWriter.ParseFormat(options.Format), options.LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All);
+
+        var dataset = options.Data != null
+            ? options.Combined ? PairDataset.FromCombined(options.Data) : PairDataset.FromFolder(options.Data)
+            : options.InputDir != null && options.TargetDir != null && options.CaptionDir != null
+                ? PairDataset.FromSeparateFolders(options.InputDir, options.TargetDir, options.CaptionDir)
+                : throw new ArgumentException("give --data DIR, or --input-dir, --target-dir and --caption-dir");
+        log.WriteLine($"data: {dataset.Pairs.Count} pairs");
+
+        string checkpoint = options.Weights ?? options.Model
+            ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
+        var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, options.Weights != null ? options.Model : null);
+        var text = TextConditioning.Load(options.TextEmbeddings, transformerInfo.Descriptor);
+        var (vaeInfo, vaeReason) = LoadedModel.Resolve(options.Vae, VaeCodec.Family, catalog);
+        Directory.CreateDirectory(options.Output);
+
+        using var backend = options.CreateBackend(log);
+        log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
+        log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
+        var examples = CacheExamples(dataset, settings, options, vaeInfo, vaeReason, backend, log);
+
+        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
+        using var trainer = new FillTrainer(transformer.Model, transformer.Weights, settings, examples, text);
+        if (options.Resume != null)
+        {
+            trainer.Resume(options.Resume);
+            log.WriteLine($"resumed {options.Resume} at step {trainer.Step}");
+        }
+        log.WriteLine($"training {trainer.Parameters.Count} tensors ({trainer.Parameters.Sum(p => p.Length):N0} values): " +
+                      $"{trainer.Targets.Count} adapters of rank {settings.Rank}, alpha {settings.Alpha}{(settings.TrainImgIn ? ", img_in in full" : "")}");
+
+        // A fixed σ and noise, so the number moves only if the adapters learn (the training draws vary per step).
+        const double EvaluationSigma = 0.5;
+        double before = trainer.Evaluate(EvaluationSigma, settings.Seed + 1);
+        var progress = new TrainingProgress(settings.Steps, trainer.Step);
+        var guard = new NonFiniteGuard(warn: message => log.WriteLine("warning: " + message));
+        string baseModel = transformerInfo.Descriptor.Name;
+        while (trainer.Step < settings.Steps)
+        {
+            double loss = trainer.TrainStep(guard);
+            if (!double.IsNaN(loss)) progress.Report(trainer.Step, loss);
+            log.WriteLine(progress.FormatLine());
+            if (trainer.Step % settings.CheckpointEvery == 0 || trainer.Step == settings.Steps)
+            {
+                string path = Path.Combine(options.Output, $"checkpoint-{trainer.Step:D6}.safetensors");
+                trainer.SaveCheckpoint(path, baseModel);
+                log.WriteLine($"checkpoint: {path}");
+            }
+        }
+
+        double after = trainer.Evaluate(EvaluationSigma, settings.Seed + 1);
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"loss on the training pairs at σ = {EvaluationSigma}, fixed noise: {before:F5} before, {after:F5} after"));
+
+        string loraPath = Path.Combine(options.Output, $"lora-{options.Method.ToString().ToLowerInvariant()}-{settings.Format.ToString().ToLowerInvariant()}.safetensors");
+        LoraWriter.Write(loraPath, trainer.Trained(), transformerInfo.Descriptor, settings.Format,
+            new LoraExportInfo(options.Method.ToString().ToLowerInvariant(), settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step));
+        log.WriteLine($"lora: {loraPath}");
+        return 0;
+    }
+
+    /// <summary>
+    /// Each pair's conditioning and target latent, encoded once and kept in the output folder's cache (keyed by
+    /// method, size and VAE file) so later runs and resumes skip the VAE.
+    /// </summary>
+    private static List<FillTrainer.Example> CacheExamples(PairDataset dataset, TrainingSettings settings, TrainOptions options,
+        CompiledModelInfo vaeInfo, string vaeReason, Runtime.Backends.IBackend backend, TextWriter log)
+    {
+        var buckets = new AspectBuckets(options.Resolution);
+        string cacheDir = Path.Combine(options.Output, "cache");
+        Directory.CreateDirectory(cacheDir);
+        string vaeTag = Path.GetFileNameWithoutExtension(options.Vae);
+        var examples = new List<FillTrainer.Example>();
+        LoadedModel? vae = null;
+        try
+        {
+            foreach (var pair in dataset.Pairs)
+            {
+                var bucket = buckets.Assign(pair.Width, pair.Height);
+                string method = settings.Method.ToString().ToLowerInvariant();
+                string path = Path.Combine(cacheDir, $"{pair.Name}.{method}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
+                if (!File.Exists(path))
+                {
+                    vae ??= LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend);
+                    var (source, target) = PairDataset.Load(pair, bucket);
+                    HostTensor Encode(HostTensor image) => VaeCodec.Encode(vae.Model, image);
+                    var condition = FillConditioning.Build(settings.Method, source, null, Encode);
+                    var x0 = FillConditioning.TrainingTarget(settings.Method, source, target, Encode);
+                    SafeTensorsWriter.Write(path, new Dictionary<string, HostTensor>
+                    {
+                        ["img_cond"] = condition.ImgCond,
+                        ["img_ids"] = condition.ImgIds,
+                        ["x0"] = x0,
+                    });
+                    log.WriteLine($"cached {pair.Name} ({bucket})");
+                }
+                using var file = SafeTensorsFile.Open(path);
+                var imgCond = file.ReadFloat32("img_cond");
+                // The packed mask is the last 256 features of every conditioning token.
+                int maskFeatures = imgCond.Shape[2] - 64;
+                var mask = new HostTensor(1, imgCond.Shape[1], maskFeatures);
+                for (int token = 0; token < imgCond.Shape[1]; token++)
+                    Array.Copy(imgCond.Data, token * imgCond.Shape[2] + 64, mask.Data, token * maskFeatures, maskFeatures);
+                examples.Add(new FillTrainer.Example(pair.Name, imgCond, file.ReadFloat32("img_ids"), file.ReadFloat32("x0"),
+                    FlowMatching.TokenWeights(settings.LossRegion, mask)));
+            }
+        }
+        finally
+        {
+            vae?.Dispose();
+        }
+        return examples;
+    }
+}
