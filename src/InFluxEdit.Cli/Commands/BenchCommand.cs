@@ -9,13 +9,14 @@ using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.Training;
 
 namespace InFluxEdit.Cli.Commands;
 
-[Verb("bench", HelpText = "Benchmarks. 'bench forward' times one transformer forward pass (median after warm-up) and, when available, the same model in PyTorch on the CPU in the same run. 'bench edit' times a whole edit (VAE encode, sampling steps, decode) at a given image size.")]
+[Verb("bench", HelpText = "Benchmarks. 'bench forward' times one transformer forward pass (median after warm-up) and, when available, the same model in PyTorch on the CPU in the same run. 'bench edit' times a whole edit (VAE encode, sampling steps, decode) at a given image size. 'bench train' times a LoRA training step against a forward pass of the same model.")]
 public sealed class BenchOptions : DeviceOptions
 {
-    [Value(0, MetaName = "WHAT", Required = true, HelpText = "What to time: forward or edit.")]
+    [Value(0, MetaName = "WHAT", Required = true, HelpText = "What to time: forward, edit or train.")]
     public string What { get; set; } = "";
 
     [Option("model", Default = "flux-mid", HelpText = "A compiled model's name (see 'influx-cli models').")]
@@ -57,6 +58,12 @@ public sealed class BenchOptions : DeviceOptions
     [Option("method", Default = EditMethod.Channel, HelpText = "bench edit: fill, channel or concat (concat samples a diptych twice as wide).")]
     public EditMethod Method { get; set; } = EditMethod.Channel;
 
+    [Option("rank", Default = 16, HelpText = "bench train: LoRA rank.")]
+    public int Rank { get; set; } = 16;
+
+    [Option("preset", Default = "diffusers", HelpText = "bench train: diffusers or kohya adapter targets.")]
+    public string Preset { get; set; } = "diffusers";
+
     [Option("profile", HelpText = "Also print the time per op (waits for every op: the total is slower than an unprofiled run).")]
     public bool Profile { get; set; }
 
@@ -69,8 +76,9 @@ public static class BenchCommand
     public static int Run(BenchOptions options)
     {
         if (options.What == "edit") return TimeEdit(options);
+        if (options.What == "train") return TimeTraining(options);
         if (options.What != "forward")
-            throw new ArgumentException($"unknown benchmark '{options.What}': this build has 'forward' and 'edit'");
+            throw new ArgumentException($"unknown benchmark '{options.What}': this build has 'forward', 'edit' and 'train'");
         var info = Compiled(options.Model);
 
         using var inner = options.CreateBackend(System.Console.Out);
@@ -160,6 +168,81 @@ public static class BenchCommand
         {
             foreach (var w in transformerWeights.Values.Concat(vaeWeights.Values)) w.Dispose();
         }
+    }
+
+    /// <summary>
+    /// A LoRA training step (forward keeping activations, backward, AdamW) against one plain forward of the same
+    /// model and tokens, in the same run, with the peak process memory of each.
+    /// </summary>
+    private static int TimeTraining(BenchOptions options)
+    {
+        var info = Compiled(options.Model);
+        using var backend = options.CreateBackend(System.Console.Out);
+        var training = backend as ITrainingBackend
+            ?? throw new NotSupportedException($"the {backend.Name} backend has no backward kernels yet: bench train runs with --device cpu");
+        var weights = RandomWeights.Upload(info.Descriptor, backend, Seed, new ProgressBar("random weights", "tensors"));
+        try
+        {
+            var model = info.Create(backend, weights);
+            var inputs = BenchInputs.Create(info.Descriptor, options.Batch, options.ImageTokens, options.TextTokens)
+                .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
+            var targets = LoraTargets.Preset(options.Preset, info.Descriptor);
+            var parameters = LoraInit.Create(backend, targets, options.Rank, LoraInitKind.Gaussian, new TrainingRandom(Seed));
+            var state = new TrainingState();
+            foreach (var target in targets)
+            {
+                var a = parameters.First(p => p.Name == target.Module.DownName);
+                var b = parameters.First(p => p.Name == target.Module.UpName);
+                state.Add(target.Module.Module, new LoraAdapter(a.Value, b.Value, 1f, a.Gradient, b.Gradient, target.RowOffset));
+            }
+            using var optimizer = new AdamW(training);
+            try
+            {
+                double forward = Median(options, () =>
+                {
+                    foreach (var output in model.Run(inputs).Values) output.Dispose();
+                });
+                long forwardMemory = Environment.WorkingSet;
+                model.Training = state;
+                double step = Median(options, () =>
+                {
+                    foreach (var p in parameters) training.Scale(p.Gradient, 0f);
+                    model.ForwardBackward(inputs, output => backend.Upload(new HostTensor(output.Shape)));
+                    optimizer.Step(parameters, AdamW.DefaultLearningRate);
+                });
+                long peak = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64;
+                var table = new ConsoleTable("model", "device", "tokens", "adapters", "forward ms", "train step ms", "step / forward", "peak memory");
+                table.Add(info.Descriptor.Name, backend.Name, $"{options.ImageTokens}+{options.TextTokens}", $"{targets.Count} × rank {options.Rank} ({options.Preset})",
+                    forward.ToString("F1", CultureInfo.InvariantCulture), step.ToString("F1", CultureInfo.InvariantCulture),
+                    (step / forward).ToString("F2", CultureInfo.InvariantCulture) + "×", TrainingProgress.FormatBytes(peak));
+                table.Write(System.Console.Out);
+                System.Console.WriteLine($"(the process held {TrainingProgress.FormatBytes(forwardMemory)} after the forward runs; no recomputation yet: every activation is kept)");
+                return 0;
+            }
+            finally
+            {
+                model.Training = null;
+                foreach (var p in parameters) { p.Value.Dispose(); p.Gradient.Dispose(); }
+                foreach (var t in inputs.Values) t.Dispose();
+            }
+        }
+        finally
+        {
+            foreach (var w in weights.Values) w.Dispose();
+        }
+    }
+
+    private static double Median(BenchOptions options, Action run)
+    {
+        var times = new List<double>();
+        for (int i = 0; i < options.Warmup + options.Runs; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            run();
+            if (i >= options.Warmup) times.Add(clock.Elapsed.TotalMilliseconds);
+        }
+        times.Sort();
+        return times[times.Count / 2];
     }
 
     /// <summary>Times each sampling step from the sampler's progress reports (the first report ends step one).</summary>
