@@ -95,6 +95,15 @@ public sealed class TrainOptions : DeviceOptions
     [Option("checkpoint-every", Default = 100, HelpText = "Save a checkpoint every N steps (and at the end).")]
     public int CheckpointEvery { get; set; } = 100;
 
+    [Option("validation", HelpText = "Held-out pairs (the --data layout) to edit every --validate-every steps and at the end: OUTPUT/validation/step-N/ gets each edit and a contact sheet (source | target | result).")]
+    public string? Validation { get; set; }
+
+    [Option("validate-every", Default = 0, HelpText = "Validation edits every N steps (0: only at the end, when --validation is given).")]
+    public int ValidateEvery { get; set; }
+
+    [Option("validation-steps", Default = 20, HelpText = "Sampling steps of the validation edits.")]
+    public int ValidationSteps { get; set; } = 20;
+
     [Option("resume", HelpText = "A checkpoint of this run to continue from.")]
     public string? Resume { get; set; }
 
@@ -107,6 +116,9 @@ public sealed class TrainOptions : DeviceOptions
 
 public static class TrainCommand
 {
+    /// <summary>Validation edits sample like `edit` does by default (FLUX Fill's guidance 30).</summary>
+    private const double ValidationGuidance = 30.0;
+
     public static int Run(TrainOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
 
     public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
@@ -142,6 +154,8 @@ public static class TrainCommand
         var examples = CacheExamples(dataset, settings, options, vaeInfo, vaeReason, backend, log);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
+        var validation = options.Validation == null ? null : PairDataset.FromFolder(options.Validation);
+        using var validationVae = validation == null ? null : LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend);
         using var trainer = new FillTrainer(transformer.Model, transformer.Weights, settings, examples, text);
         if (options.Resume != null)
         {
@@ -162,7 +176,12 @@ public static class TrainCommand
             double loss = trainer.TrainStep(guard);
             if (!double.IsNaN(loss)) progress.Report(trainer.Step, loss);
             log.WriteLine(progress.FormatLine());
-            if (trainer.Step % settings.CheckpointEvery == 0 || trainer.Step == settings.Steps)
+            bool last = trainer.Step == settings.Steps;
+            if (validation != null && (last || (options.ValidateEvery > 0 && trainer.Step % options.ValidateEvery == 0)))
+                ValidationSheet.Write(Path.Combine(options.Output, "validation", $"step-{trainer.Step:D6}"),
+                    new FillPipeline(transformer.Model, validationVae!.Model), validation.Pairs, settings.Method, text,
+                    options.ValidationSteps, ValidationGuidance, settings.Seed, log);
+            if (trainer.Step % settings.CheckpointEvery == 0 || last)
             {
                 string path = Path.Combine(options.Output, $"checkpoint-{trainer.Step:D6}.safetensors");
                 trainer.SaveCheckpoint(path, baseModel);

@@ -63,6 +63,26 @@ public class TrainCommandTests
     }
 
     [Fact]
+    public void ValidationWritesEditsAndAContactSheet()
+    {
+        FillGolden.RequireCompiledVae();
+        using var dir = new TempDir();
+        var options = Options(dir, "out", EditMethod.Concat, 4);
+        options.Validation = options.Data;
+        options.ValidateEvery = 2;
+        options.ValidationSteps = 2;
+        TrainCommand.Run(options, TextWriter.Null, ModelCatalog.All).ShouldBe(0);
+
+        foreach (string step in new[] { "step-000002", "step-000004" })
+        {
+            File.Exists(dir.File($"out/validation/{step}/pair.png")).ShouldBeTrue(step);
+            var sheet = InFluxEdit.Runtime.Images.ImageFile.LoadRgb(dir.File($"out/validation/{step}/contact-sheet.png"));
+            // One row of source | target | result, each the pair's 64×48.
+            sheet.Shape.ShouldBe(new[] { 1, 3, 48, 3 * 64 });
+        }
+    }
+
+    [Fact]
     public void AResumedRunEndsWhereTheUninterruptedOneDoes()
     {
         using var dir = new TempDir();
