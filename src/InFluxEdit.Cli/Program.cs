@@ -36,13 +36,15 @@ public static class Program
 
     private static int ShowHelp<T>(ParserResult<T> result, IEnumerable<Error> errors)
     {
+        // Without a verb (or with an unknown one) the help lists the commands; with one, that command's options.
+        bool listCommands = result.TypeInfo.Current == typeof(NullInstance);
         var help = HelpText.AutoBuild(result, h =>
         {
             h.Heading = "influx-cli — train and apply FLUX.1 Fill editing LoRAs (compiled models from schemas/*.json)";
             h.Copyright = "";
             h.AddDashesToOption = true;
             return HelpText.DefaultParsingErrorsHandler(result, h);
-        }, e => e);
+        }, e => e, verbsIndex: listCommands);
         bool isHelp = errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError);
         (isHelp ? System.Console.Out : System.Console.Error).WriteLine(help);
         return isHelp ? 0 : 1;
