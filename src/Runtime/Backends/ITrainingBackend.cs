@@ -97,4 +97,7 @@ public interface ITrainingBackend : IBackend
 
     /// <summary>x ·= factor in place (gradient clipping, loss scaling).</summary>
     void Scale(View x, float factor);
+
+    /// <summary>x = 0, whatever x held (NaN included): gradient buffers that several ops add into.</summary>
+    void Zero(View x);
 }

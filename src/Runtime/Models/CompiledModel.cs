@@ -58,7 +58,12 @@ public abstract class CompiledModel
         ?? throw new NotSupportedException($"the {_backend.Name} backend cannot train yet (its backward kernels are CPU-only): use --device cpu");
 
     /// <summary>A gradient buffer, zero-filled: contributions add into it.</summary>
-    protected DeviceTensor Zeros(params int[] shape) => _backend.Upload(new HostTensor(shape));
+    protected DeviceTensor Zeros(params int[] shape)
+    {
+        var tensor = _backend.Allocate(shape);
+        TrainingBackend.Zero(tensor);
+        return tensor;
+    }
 
     /// <summary>
     /// Adds the module's adapters to a linear layer's output: y[.., rows] += s·(x·Aᵀ)·Bᵀ. Returns each x·Aᵀ, which the

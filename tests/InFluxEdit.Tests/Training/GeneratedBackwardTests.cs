@@ -157,3 +157,21 @@ public class GeneratedBackwardTests
         foreach (var w in weights.Values) w.Dispose();
     }
 }
+
+public class ZeroTests
+{
+    [Fact]
+    public void ZeroClearsNaNInsideTheViewOnly()
+    {
+        using var backend = new CpuBackend();
+        var host = new HostTensor(3, 5);
+        Array.Fill(host.Data, float.NaN);
+        using var tensor = backend.Upload(host);
+        backend.Zero(tensor.AsView().Columns(1, 3));
+        var after = backend.Download(tensor, tensor.Shape);
+        for (int r = 0; r < 3; r++)
+            for (int c = 0; c < 5; c++)
+                if (c is >= 1 and <= 3) after.Data[r * 5 + c].ShouldBe(0f);
+                else float.IsNaN(after.Data[r * 5 + c]).ShouldBeTrue();
+    }
+}

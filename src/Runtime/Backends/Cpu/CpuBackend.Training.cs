@@ -268,6 +268,24 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         return rowPartials.Sum();
     }
 
+    public void Zero(View x)
+    {
+        RequireInside(x, nameof(x));
+        if (x.ElementCount == 0) return;
+        if (x.IsContiguous)
+        {
+            float* xBase = Base(x);
+            CpuParallel.ForRanges(checked((int)x.ElementCount), 1, (start, end) => new Span<float>(xBase + start, end - start).Clear());
+            return;
+        }
+        RowWalker xs = new(x);
+        int n = x.Cols;
+        CpuParallel.ForRanges(xs.Count, n, (start, end) =>
+        {
+            for (int i = start; i < end; i++) new Span<float>(xs[i], n).Clear();
+        });
+    }
+
     public void Scale(View x, float factor)
     {
         RequireInside(x, nameof(x));
