@@ -13,8 +13,7 @@ internal static class Images
         b.Check(x.Shape.Count == 4, $"'{x.Name}' must be a channels-last image [B, H, W, C], it is {x.ShapeText}", argument);
 
     /// <summary>The [B, H·W, C] view of a contiguous channels-last image.</summary>
-    public static string Tokens(IForwardEmitter e, BoundValue image) =>
-        $"{e.View(image)}.Reshape({e.Dim(image.Shape[0])}, ({e.Dim(image.Shape[1])}) * ({e.Dim(image.Shape[2])}), {e.Dim(image.Shape[3])})";
+    public static string Tokens(IForwardEmitter e, BoundValue image) => Tokens(e, e.View(image), image.Shape);
 
     public static string Tokens(IForwardEmitter e, string view, IReadOnlyList<SymbolicDim> shape) =>
         $"{view}.Reshape({e.Dim(shape[0])}, ({e.Dim(shape[1])}) * ({e.Dim(shape[2])}), {e.Dim(shape[3])})";
