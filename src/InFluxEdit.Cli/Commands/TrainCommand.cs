@@ -23,7 +23,7 @@ public sealed class TrainOptions : DeviceOptions
     [Option("vae", Required = true, HelpText = "The autoencoder checkpoint (BFL's ae.safetensors keys).")]
     public string Vae { get; set; } = "";
 
-    [Option("data", HelpText = "A folder with source/ and target/ (same file stems) and captions as captions/NAME.txt or NAME.txt beside the source.")]
+    [Option("data", HelpText = "A folder with source/ and target/ (same file stems) and captions as captions/NAME.txt or NAME.txt beside the source; for --method fill, images/ and masks/ instead.")]
     public string? Data { get; set; }
 
     [Option("input-dir", HelpText = "The seed's layout: a folder of source images (with --target-dir and --caption-dir instead of --data).")]
@@ -38,7 +38,7 @@ public sealed class TrainOptions : DeviceOptions
     [Option("combined", HelpText = "--data holds ready-made [source | target] diptychs (and their captions) instead of source/ and target/.")]
     public bool Combined { get; set; }
 
-    [Option("method", Default = EditMethod.Channel, HelpText = "channel (method b) or concat (method a).")]
+    [Option("method", Default = EditMethod.Channel, HelpText = "channel (method b), concat (method a), or fill (a standard inpainting LoRA from images and masks).")]
     public EditMethod Method { get; set; } = EditMethod.Channel;
 
     [Option("text-embeddings", Required = true, HelpText = "REQUIRED until the text encoders are built: a .safetensors file with 'txt' and 'vec' used for every caption.")]
@@ -123,8 +123,6 @@ public static class TrainCommand
 
     public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
     {
-        if (options.Method == EditMethod.Fill)
-            throw new ArgumentException("--method fill (an inpainting LoRA from images and masks) is not built yet: use channel or concat");
         if (options.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {options.Steps}");
         if (options.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {options.Rank}");
         var settings = new TrainingSettings(options.Method, options.Steps, options.Rank, options.Alpha ?? options.Rank,
@@ -135,7 +133,8 @@ public static class TrainCommand
             LoraWriter.ParseFormat(options.Format), options.LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All);
 
         var dataset = options.Data != null
-            ? options.Combined ? PairDataset.FromCombined(options.Data) : PairDataset.FromFolder(options.Data)
+            ? options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Data)
+            : options.Combined ? PairDataset.FromCombined(options.Data) : PairDataset.FromFolder(options.Data)
             : options.InputDir != null && options.TargetDir != null && options.CaptionDir != null
                 ? PairDataset.FromSeparateFolders(options.InputDir, options.TargetDir, options.CaptionDir)
                 : throw new ArgumentException("give --data DIR, or --input-dir, --target-dir and --caption-dir");
@@ -154,7 +153,8 @@ public static class TrainCommand
         var examples = CacheExamples(dataset, settings, options, vaeInfo, vaeReason, backend, log);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
-        var validation = options.Validation == null ? null : PairDataset.FromFolder(options.Validation);
+        var validation = options.Validation == null ? null
+            : options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Validation) : PairDataset.FromFolder(options.Validation);
         using var validationVae = validation == null ? null : LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend);
         using var trainer = new FillTrainer(transformer.Model, transformer.Weights, settings, examples, text);
         if (options.Resume != null)
@@ -200,6 +200,16 @@ public static class TrainCommand
         return 0;
     }
 
+    /// <summary>A mask loaded as an RGB image in [−1, 1], back to [1, 1, H, W] in [0, 1] (mean of the channels).</summary>
+    private static HostTensor MaskFromRgb(HostTensor rgb)
+    {
+        int height = rgb.Shape[2], width = rgb.Shape[3], plane = height * width;
+        var mask = new HostTensor(1, 1, height, width);
+        for (int i = 0; i < plane; i++)
+            mask.Data[i] = Math.Clamp(((rgb.Data[i] + rgb.Data[plane + i] + rgb.Data[2 * plane + i]) / 3f + 1f) / 2f, 0f, 1f);
+        return mask;
+    }
+
     /// <summary>
     /// Each pair's conditioning and target latent, encoded once and kept in the output folder's cache (keyed by
     /// method, size and VAE file) so later runs and resumes skip the VAE.
@@ -225,8 +235,10 @@ public static class TrainCommand
                     vae ??= LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend);
                     var (source, target) = PairDataset.Load(pair, bucket);
                     HostTensor Encode(HostTensor image) => VaeCodec.Encode(vae.Model, image);
-                    var condition = FillConditioning.Build(settings.Method, source, null, Encode);
-                    var x0 = FillConditioning.TrainingTarget(settings.Method, source, target, Encode);
+                    // Inpainting: the pair's "target" is the mask; the model learns to restore the masked image.
+                    var fillMask = settings.Method == EditMethod.Fill ? MaskFromRgb(target) : null;
+                    var condition = FillConditioning.Build(settings.Method, source, fillMask, Encode);
+                    var x0 = FillConditioning.TrainingTarget(settings.Method, source, settings.Method == EditMethod.Fill ? source : target, Encode);
                     SafeTensorsWriter.Write(path, new Dictionary<string, HostTensor>
                     {
                         ["img_cond"] = condition.ImgCond,

@@ -38,6 +38,19 @@ public sealed class PairDataset
         return FromFolders(source, target, Directory.Exists(captions) ? [captions, source] : [source]);
     }
 
+    /// <summary>
+    /// For an inpainting LoRA (--method fill): DIR/images and DIR/masks (white = the region the model learns to fill),
+    /// same stems; captions in DIR/captions or beside the images. A pair's source is the image, its target the mask.
+    /// </summary>
+    public static PairDataset FromMasked(string directory)
+    {
+        string images = Path.Combine(directory, "images"), masks = Path.Combine(directory, "masks");
+        if (!Directory.Exists(images) || !Directory.Exists(masks))
+            throw new PairDatasetException($"{directory} needs an 'images' and a 'masks' folder with the same names for --method fill");
+        string captions = Path.Combine(directory, "captions");
+        return FromFolders(images, masks, Directory.Exists(captions) ? [captions, images] : [images]);
+    }
+
     /// <summary>The seed's layout: input, target and caption folders given one by one.</summary>
     public static PairDataset FromSeparateFolders(string inputDirectory, string targetDirectory, string captionDirectory)
     {

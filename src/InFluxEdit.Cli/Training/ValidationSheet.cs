@@ -19,7 +19,9 @@ public static class ValidationSheet
         {
             var source = ImageFile.LoadRgb(pair.SourcePath);
             var target = ImageFile.LoadRgb(pair.TargetPath);
-            var result = pipeline.Edit(new FillEditRequest(source, null, method, text, steps, guidance, Seed: seed)).Image;
+            // For an inpainting LoRA the pair's second image is the mask of the region to fill.
+            var mask = method == EditMethod.Fill ? ImageFile.LoadMask(pair.TargetPath) : null;
+            var result = pipeline.Edit(new FillEditRequest(source, mask, method, text, steps, guidance, Seed: seed)).Image;
             ImageFile.SaveRgb(result, Path.Combine(directory, pair.Name + ".png"));
             rows.Add(Row(source, target, result));
         }

@@ -63,6 +63,37 @@ public class TrainCommandTests
     }
 
     [Fact]
+    public void FillMethodTrainsAnInpaintingLoraFromImagesAndMasks()
+    {
+        using var dir = new TempDir();
+        string data = dir.File("masked");
+        Directory.CreateDirectory(Path.Combine(data, "images"));
+        Directory.CreateDirectory(Path.Combine(data, "masks"));
+        File.Copy(TestPaths.Golden("fill-tiny-image.png"), Path.Combine(data, "images", "scene.png"));
+        File.Copy(TestPaths.Golden("fill-tiny-mask.png"), Path.Combine(data, "masks", "scene.png"));
+        File.WriteAllText(Path.Combine(data, "images", "scene.txt"), "restore the scene");
+        var options = Options(dir, "out", EditMethod.Fill, 24);
+        options.Data = data;
+        options.LossRegion = "masked";
+        var log = new StringWriter();
+
+        TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0);
+
+        var (before, after) = Fit(log.ToString());
+        after.ShouldBeLessThan(before * 0.95, log.ToString());
+        File.Exists(dir.File("out/lora-fill-kohya.safetensors")).ShouldBeTrue();
+    }
+
+    [Fact]
+    public void FillMethodNeedsImagesAndMasksFolders()
+    {
+        using var dir = new TempDir();
+        var options = Options(dir, "out", EditMethod.Fill, 2);
+        Should.Throw<IOException>(() => TrainCommand.Run(options, TextWriter.Null, ModelCatalog.All))
+            .Message.ShouldContain("needs an 'images' and a 'masks' folder");
+    }
+
+    [Fact]
     public void ValidationWritesEditsAndAContactSheet()
     {
         FillGolden.RequireCompiledVae();
