@@ -220,7 +220,8 @@ public static class TrainCommand
         var buckets = new AspectBuckets(options.Resolution);
         string cacheDir = Path.Combine(options.Output, "cache");
         Directory.CreateDirectory(cacheDir);
-        string vaeTag = Path.GetFileNameWithoutExtension(options.Vae);
+        // The VAE's name and size: another autoencoder (or a re-saved one) gets fresh latents.
+        string vaeTag = $"{Path.GetFileNameWithoutExtension(options.Vae)}-{new FileInfo(options.Vae).Length}";
         var examples = new List<FillTrainer.Example>();
         LoadedModel? vae = null;
         try

@@ -8,7 +8,8 @@ namespace InFluxEdit.Cli.Parity;
 
 /// <summary>
 /// The LoRA training case: flow-matching loss, every adapter's and img_in's gradient through the generated
-/// backward pass, then two AdamW steps (torch.optim.AdamW's settings from the manifest).
+/// backward pass, then two AdamW steps with the settings the manifest states in prose ("lr=1e-3 betas=(0.9,0.999)
+/// eps=1e-8 weight_decay=0.01"); the LoRA scale comes from its "lora" section.
 /// </summary>
 public sealed partial class ParityRunner
 {

@@ -24,14 +24,8 @@ public static class WeightLoader
         if (files.Count == 0)
             throw new ArgumentException("no weight files were given", nameof(files));
         Dictionary<string, CheckpointTensor> found = Validate(table, files);
-        if (deltas != null)
-            foreach (var (key, delta) in deltas)
-            {
-                var parameter = table.FirstOrDefault(p => p.Name == key)
-                    ?? throw new ArgumentException($"a weight delta names '{key}', which the model does not have", nameof(deltas));
-                if (!parameter.Shape.AsSpan().SequenceEqual(delta.Shape))
-                    throw new ArgumentException($"the delta for '{key}' is {HostTensor.FormatShape(delta.Shape)}, the weight {HostTensor.FormatShape(parameter.Shape)}", nameof(deltas));
-            }
+        RequireFits(table, deltas, "delta", nameof(deltas));
+        RequireFits(table, replacements, "replacement", nameof(replacements));
 
         var loaded = new Dictionary<string, DeviceTensor>(StringComparer.Ordinal);
         try
@@ -57,6 +51,19 @@ public static class WeightLoader
             throw;
         }
         return loaded;
+    }
+
+    /// <summary>Every delta or replacement names a weight of the table and has its shape.</summary>
+    private static void RequireFits(IReadOnlyList<ParameterInfo> table, IReadOnlyDictionary<string, HostTensor>? tensors, string what, string argument)
+    {
+        if (tensors == null) return;
+        foreach (var (key, tensor) in tensors)
+        {
+            var parameter = table.FirstOrDefault(p => p.Name == key)
+                ?? throw new ArgumentException($"a weight {what} names '{key}', which the model does not have", argument);
+            if (!parameter.Shape.AsSpan().SequenceEqual(tensor.Shape))
+                throw new ArgumentException($"the {what} for '{key}' is {HostTensor.FormatShape(tensor.Shape)}, the weight {HostTensor.FormatShape(parameter.Shape)}", argument);
+        }
     }
 
     /// <summary>
