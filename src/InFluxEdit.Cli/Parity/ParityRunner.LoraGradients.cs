@@ -94,7 +94,6 @@ public sealed partial class ParityRunner
             computed["loss"] = Scalar(Pass());
             foreach (var p in parameters) computed["grad." + p.Name] = _backend.Download(p.Gradient, p.Gradient.Shape);
 
-            var adam = goldenCase.Json.TryGetProperty("adamw", out var a2) ? a2 : default;
             var moments = parameters.Select(p => (M: Owned(Zeros(p.Value.Shape)), V: Owned(Zeros(p.Value.Shape)))).ToList();
             void Step(int step)
             {
