@@ -13,11 +13,12 @@ public class OptimizerTests
     /// correction, no safeguard warm-up, unlimited growth), in float64 and one loop per line of the reference, for
     /// any number of parameter tensors.
     /// </summary>
-    private sealed class ProdigyReference(double d0 = 1e-6)
+    private sealed class ProdigyReference(double initialD = 1e-6)
     {
         private const double Beta1 = 0.9, Beta2 = 0.999, Eps = 1e-8;
         private static readonly double Beta3 = Math.Sqrt(Beta2);
-        public double D = d0, DMax = d0, DNumerator;
+        private readonly double d0 = initialD;
+        public double D = initialD, DMax = initialD, DNumerator;
         private double[][]? _p0, _s, _expAvg, _expAvgSq;
 
         public void Step(double[][] p, double[][] g, double lr)
