@@ -45,6 +45,8 @@ public sealed partial class ParityRunner
         ["vae"] = null,
         ["fill-pipeline"] = null,
         ["flux-lora-grad"] = null,
+        ["clip-tokenizer"] = null,
+        ["t5-tokenizer"] = null,
     };
 
     public List<ParityRow> Run(GoldenCase goldenCase, string? outDir)
@@ -62,6 +64,8 @@ public sealed partial class ParityRunner
                 "vae" => RunVae(goldenCase, computed),
                 "fill-pipeline" => RunFillPipeline(goldenCase, computed),
                 "flux-lora-grad" => RunLoraGradients(goldenCase, computed),
+                "clip-tokenizer" => RunClipTokenizer(goldenCase, computed),
+                "t5-tokenizer" => RunT5Tokenizer(goldenCase, computed),
                 _ => new List<ParityRow> { new(goldenCase.Name, "*", double.NaN, double.NaN, ParityStatus.Skipped, $"kind '{goldenCase.Kind}' is not built yet") },
             };
         }
