@@ -29,29 +29,8 @@ public class CpuAttentionTests
 
         s.Backend.Attention(o, q, k, v, heads, scale);
 
-        var expected = new double[batch * queryRows * width];
-        var scores = new double[keyRows];
-        for (int b = 0; b < batch; b++)
-            for (int h = 0; h < heads; h++)
-                for (int i = 0; i < queryRows; i++)
-                {
-                    double max = double.NegativeInfinity;
-                    for (int j = 0; j < keyRows; j++)
-                    {
-                        double dot = 0;
-                        for (int d = 0; d < headDim; d++) dot += qs[b][i][h * headDim + d] * ks[b][j][h * headDim + d];
-                        scores[j] = dot * scale;
-                        max = Math.Max(max, scores[j]);
-                    }
-                    double sum = 0;
-                    for (int j = 0; j < keyRows; j++) sum += scores[j] = Math.Exp(scores[j] - max);
-                    for (int d = 0; d < headDim; d++)
-                    {
-                        double value = 0;
-                        for (int j = 0; j < keyRows; j++) value += scores[j] * vs[b][j][h * headDim + d];
-                        expected[(b * queryRows + i) * width + h * headDim + d] = value / sum;
-                    }
-                }
+        var expected = AttentionReference.Compute(batch, heads, headDim, queryRows, keyRows, scale,
+            (b, r, c) => qs[b][r][c], (b, r, c) => ks[b][r][c], (b, r, c) => vs[b][r][c]);
         ShouldMatch(Read(o), expected, 1e-5);
     }
 

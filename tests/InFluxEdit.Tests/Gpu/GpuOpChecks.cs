@@ -308,30 +308,8 @@ public sealed class GpuOpChecks(IBackend backend, int seed = 1234)
         float scale = 1f / MathF.Sqrt(headDim);
         backend.Attention(oTensor.AsView(), q, k, v, heads, scale);
 
-        var expected = new double[batch * queryRows * width];
-        var scores = new double[keyRows];
-        for (int b = 0; b < batch; b++)
-            for (int h = 0; h < heads; h++)
-                for (int i = 0; i < queryRows; i++)
-                {
-                    double max = double.NegativeInfinity;
-                    for (int j = 0; j < keyRows; j++)
-                    {
-                        double dot = 0;
-                        for (int d = 0; d < headDim; d++)
-                            dot += At(q, qb.Host, b, i, h * headDim + d) * At(k, kb.Host, b, j, h * headDim + d);
-                        scores[j] = dot * scale;
-                        max = Math.Max(max, scores[j]);
-                    }
-                    double total = 0;
-                    for (int j = 0; j < keyRows; j++) total += scores[j] = Math.Exp(scores[j] - max);
-                    for (int d = 0; d < headDim; d++)
-                    {
-                        double sum = 0;
-                        for (int j = 0; j < keyRows; j++) sum += scores[j] * At(v, kb.Host, b, j, h * headDim + d);
-                        expected[(b * queryRows + i) * width + h * headDim + d] = sum / total;
-                    }
-                }
+        var expected = AttentionReference.Compute(batch, heads, headDim, queryRows, keyRows, scale,
+            (b, r, c) => At(q, qb.Host, b, r, c), (b, r, c) => At(k, kb.Host, b, r, c), (b, r, c) => At(v, kb.Host, b, r, c));
         AssertClose(expected, ReadBack(oTensor.AsView()), absolute * spread, relative,
             $"Attention B{batch} H{heads} D{headDim} Lq{queryRows} Lk{keyRows}");
         qb.Device.Dispose();
