@@ -3,6 +3,7 @@ using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.Training;
 
 namespace InFluxEdit.Cli.Parity;
 
@@ -116,7 +117,7 @@ public sealed partial class ParityRunner
         }
     }
 
-    private DeviceTensor Zeros(int[] shape) => _backend.Upload(new HostTensor((int[])shape.Clone()));
+    private DeviceTensor Zeros(int[] shape) => TensorTransfer.Zeros(_backend, shape);
 
     private static HostTensor Scalar(float value) => new(new[] { 1 }, new[] { value });
 
