@@ -188,13 +188,7 @@ public static class BenchCommand
                 .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
             var targets = LoraTargets.Preset(options.Preset, info.Descriptor);
             var parameters = LoraInit.Create(backend, targets, options.Rank, LoraInitKind.Gaussian, new TrainingRandom(Seed));
-            var state = new TrainingState();
-            foreach (var target in targets)
-            {
-                var a = parameters.First(p => p.Name == target.Module.DownName);
-                var b = parameters.First(p => p.Name == target.Module.UpName);
-                state.Add(target.Module.Module, new LoraAdapter(a.Value, b.Value, 1f, a.Gradient, b.Gradient, target.RowOffset));
-            }
+            var state = LoraInit.Attach(targets, parameters, scale: 1f);
             using var optimizer = new AdamW(training);
             try
             {

@@ -70,14 +70,7 @@ public sealed class FillTrainer : IDisposable
         var targets = LoraTargets.Preset(settings.Preset, model);
         _targets = targets.Select(t => t.Module.Name).ToList();
         _parameters = LoraInit.Create(_backend, targets, settings.Rank, settings.Preset == "kohya" ? LoraInitKind.KaimingUniform : LoraInitKind.Gaussian, _random);
-        var state = new TrainingState();
-        float scale = (float)(settings.Alpha / settings.Rank);
-        foreach (var target in targets)
-        {
-            var a = _parameters.First(p => p.Name == target.Module.DownName);
-            var b = _parameters.First(p => p.Name == target.Module.UpName);
-            state.Add(target.Module.Module, new LoraAdapter(a.Value, b.Value, scale, a.Gradient, b.Gradient, target.RowOffset));
-        }
+        var state = LoraInit.Attach(targets, _parameters, (float)(settings.Alpha / settings.Rank));
         if (settings.TrainImgIn)
             foreach (string key in new[] { "img_in.weight", "img_in.bias" })
             {
@@ -97,7 +90,10 @@ public sealed class FillTrainer : IDisposable
             _ => throw new ArgumentException($"--optimizer must be adamw or prodigy, not '{settings.Optimizer}'"),
         };
         _order = NewOrder();
+        _schedule = new LearningRateSchedule(settings.Schedule, settings.LearningRate, settings.WarmupSteps, settings.Steps);
     }
+
+    private readonly LearningRateSchedule _schedule;
 
     public int Step { get; private set; }
     public IReadOnlyList<TrainableParameter> Parameters => _parameters;
@@ -130,8 +126,7 @@ public sealed class FillTrainer : IDisposable
         Step++;
         if (guard.Check(Step, loss, norm) == NonFiniteDecision.Skip) return double.NaN;
         if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, _parameters, _settings.MaxGradientNorm);
-        var schedule = new LearningRateSchedule(_settings.Schedule, _settings.LearningRate, _settings.WarmupSteps, _settings.Steps);
-        _optimizer.Step(_parameters, schedule.At(Step - 1));
+        _optimizer.Step(_parameters, _schedule.At(Step - 1));
         return loss;
     }
 

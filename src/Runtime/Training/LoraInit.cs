@@ -1,4 +1,5 @@
 using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Runtime.Training;
@@ -53,5 +54,22 @@ public static class LoraInit
             parameters.Add(new TrainableParameter(target.Module.UpName, TensorTransfer.Zeros(backend, upShape), TensorTransfer.Zeros(backend, upShape)));
         }
         return parameters;
+    }
+
+    /// <summary>
+    /// A model's training state holding the adapters that <see cref="Create"/> made for <paramref name="targets"/>,
+    /// each acting on its target's rows with y += scale·(x·Aᵀ)·Bᵀ.
+    /// </summary>
+    public static TrainingState Attach(IEnumerable<LoraTarget> targets, IReadOnlyList<TrainableParameter> parameters, float scale)
+    {
+        var byName = parameters.ToDictionary(p => p.Name, StringComparer.Ordinal);
+        var state = new TrainingState();
+        foreach (var target in targets)
+        {
+            var down = byName[target.Module.DownName];
+            var up = byName[target.Module.UpName];
+            state.Add(target.Module.Module, new LoraAdapter(down.Value, up.Value, scale, down.Gradient, up.Gradient, target.RowOffset));
+        }
+        return state;
     }
 }
