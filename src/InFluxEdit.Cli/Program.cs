@@ -14,7 +14,7 @@ public static class Program
             settings.CaseInsensitiveEnumValues = true;
             settings.AllowMultiInstance = true;
         });
-        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions>(args);
+        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions>(args);
         try
         {
             return result.MapResult(
@@ -24,6 +24,7 @@ public static class Program
                 (ModelsOptions _) => ModelsCommand.List(),
                 (InspectOptions o) => ModelsCommand.Inspect(o),
                 (TrainOptions o) => TrainCommand.Run(o),
+                (DatasetOptions o) => DatasetCommand.Run(o),
                 errors => ShowHelp(result, errors));
         }
         catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException

@@ -1,0 +1,82 @@
+using InFluxEdit.Cli.Datasets;
+using InFluxEdit.Cli.Training;
+using InFluxEdit.Runtime.Images;
+
+namespace InFluxEdit.Tests.Datasets;
+
+public sealed class CirclesDatasetTests
+{
+    [Fact]
+    public void A_seed_draws_the_same_samples_and_another_seed_others()
+    {
+        var first = CirclesDataset.Draw(12, 64, seed: 5);
+        Assert.Equal(first, CirclesDataset.Draw(12, 64, seed: 5));
+        Assert.NotEqual(first, CirclesDataset.Draw(12, 64, seed: 6));
+        Assert.All(first, s => Assert.NotEqual(s.Fill, s.Background));
+    }
+
+    [Fact]
+    public void Circles_stay_inside_the_image_with_a_margin()
+    {
+        foreach (var s in CirclesDataset.Draw(200, 48, seed: 3))
+        {
+            Assert.InRange(s.CentreX - s.Radius, 1, 47);
+            Assert.InRange(s.CentreX + s.Radius, 1, 47);
+            Assert.InRange(s.CentreY - s.Radius, 1, 47);
+            Assert.InRange(s.CentreY + s.Radius, 1, 47);
+        }
+    }
+
+    [Fact]
+    public void The_targets_pixels_show_the_colours_their_caption_names()
+    {
+        foreach (var sample in CirclesDataset.Draw(40, 64, seed: 11))
+        {
+            var target = CirclesDataset.RenderTarget(sample);
+            Assert.Equal($"{sample.Fill} circle with {sample.Background} background", sample.Caption);
+            Assert.Equal((true, true), CirclesDataset.ScoreColours(target, sample));
+
+            // The centre pixel is exactly the fill colour, a corner exactly the background (8-bit levels).
+            var fill = CirclesDataset.Colour(sample.Fill);
+            var centre = ImageMetrics.MeanColour(target, (y, x) => y == (int)sample.CentreY && x == (int)sample.CentreX)!.Value;
+            Assert.Equal(fill.R, centre.R, 3);
+            Assert.Equal(fill.G, centre.G, 3);
+            Assert.Equal(fill.B, centre.B, 3);
+        }
+    }
+
+    [Fact]
+    public void The_source_is_an_outline_on_a_plain_background()
+    {
+        var sample = CirclesDataset.Draw(1, 64, seed: 2)[0];
+        var source = CirclesDataset.RenderSource(sample);
+        var centre = ImageMetrics.MeanColour(source, (y, x) => CirclesDataset.Inside(sample, x + 0.5, y + 0.5, 0.5))!.Value;
+        var ring = ImageMetrics.MeanColour(source, (y, x) =>
+            CirclesDataset.Inside(sample, x + 0.5, y + 0.5, 1.01) && !CirclesDataset.Inside(sample, x + 0.5, y + 0.5, 0.99));
+        Assert.Equal(240, centre.R, 3);
+        Assert.True(ring!.Value.R < 120, $"the outline should be dark, its mean red level is {ring.Value.R:F0}");
+    }
+
+    [Fact]
+    public void A_written_split_reads_back_as_training_pairs_with_captions()
+    {
+        using var dir = new TempDir();
+        var samples = CirclesDataset.Draw(3, 32, seed: 9);
+        CirclesDataset.WriteSplit(dir.Path, samples);
+        Assert.Equal(samples, CirclesDataset.ReadSplit(dir.Path));
+        var pairs = PairDataset.FromFolder(dir.Path).Pairs;
+        Assert.Equal(samples.Select(s => s.Caption), pairs.Select(p => p.Caption));
+        Assert.All(pairs, p => Assert.Equal((32, 32), (p.Width, p.Height)));
+        var target = ImageFile.LoadRgb(pairs[0].TargetPath);
+        Assert.Equal((true, true), CirclesDataset.ScoreColours(target, samples[0]));
+    }
+
+    [Theory]
+    [InlineData(0, 64, "--count")]
+    [InlineData(4, 40, "multiple of 16")]
+    public void Bad_sizes_are_refused_with_the_option_named(int count, int size, string expected)
+    {
+        var error = Assert.Throws<ArgumentException>(() => CirclesDataset.Draw(count, size, seed: 0));
+        Assert.Contains(expected, error.Message);
+    }
+}
