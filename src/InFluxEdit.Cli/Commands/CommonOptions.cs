@@ -19,3 +19,28 @@ public abstract class DeviceOptions
         return backend;
     }
 }
+
+/// <summary>How prompts and captions become the transformer's txt and vec: the text encoders, or precomputed embeddings.</summary>
+public abstract class TextEncoderOptions : DeviceOptions
+{
+    [Option("text-encoder-dir", HelpText = "A FLUX model folder (Hugging Face layout): text_encoder/ (CLIP-L), text_encoder_2/ (T5-XXL, shards are fine), tokenizer/ (vocab.json, merges.txt), tokenizer_2/ (spiece.model). --clip, --t5, --clip-tokenizer and --t5-tokenizer override its parts.")]
+    public string? TextEncoderDir { get; set; }
+
+    [Option("clip", HelpText = "The CLIP-L text encoder: a .safetensors file (Hugging Face CLIPTextModel keys) or a folder of them with config.json.")]
+    public string? Clip { get; set; }
+
+    [Option("t5", HelpText = "The T5-XXL encoder: a .safetensors file (Hugging Face T5EncoderModel keys) or a folder of shards with config.json.")]
+    public string? T5 { get; set; }
+
+    [Option("clip-tokenizer", HelpText = "The folder with CLIP's vocab.json and merges.txt.")]
+    public string? ClipTokenizer { get; set; }
+
+    [Option("t5-tokenizer", HelpText = "T5's spiece.model (or the folder that holds it).")]
+    public string? T5Tokenizer { get; set; }
+
+    [Option("t5-length", Default = 128, HelpText = "T5 tokens per prompt, padded (pads are attended, so this changes the encoding). 128 as BFL's Fill tools; diffusers uses 512.")]
+    public int T5Length { get; set; } = 128;
+
+    [Option("text-embeddings", HelpText = "Instead of the encoders: a .safetensors file with 'txt' [1, L, context_in_dim] and 'vec' [1, vec_in_dim], used for every prompt and caption.")]
+    public string? TextEmbeddings { get; set; }
+}

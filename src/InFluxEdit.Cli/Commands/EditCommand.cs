@@ -2,6 +2,7 @@ using System.Diagnostics;
 using CommandLine;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Cli.Fill;
+using InFluxEdit.Cli.Text;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Lora;
@@ -12,7 +13,7 @@ using InFluxEdit.Runtime.Tensors;
 namespace InFluxEdit.Cli.Commands;
 
 [Verb("edit", HelpText = "Edit an image with a FLUX.1 Fill model: fill a masked region (--method fill) or apply an edit to the whole picture (channel, concat). Any image size: sides are brought to multiples of 16 and the output has the input's size.")]
-public sealed class EditOptions : DeviceOptions
+public sealed class EditOptions : TextEncoderOptions
 {
     [Option("model", HelpText = "A compiled transformer's name (see 'influx-cli models', e.g. flux-fill-dev, flux-fill-tiny) or a checkpoint to recognise. Default: recognised from --weights.")]
     public string? Model { get; set; }
@@ -32,8 +33,11 @@ public sealed class EditOptions : DeviceOptions
     [Option("method", Default = EditMethod.Channel, HelpText = "fill: inpaint the masked region. channel: condition on the whole source, all-white mask (method b). concat: diptych [source | edit], the right half generated (method a).")]
     public EditMethod Method { get; set; } = EditMethod.Channel;
 
-    [Option("text-embeddings", Required = true, HelpText = "REQUIRED until the T5 / CLIP text encoders are built: a .safetensors file with 'txt' [1, L, context_in_dim] (T5 token states) and 'vec' [1, vec_in_dim] (CLIP pooled output) for the prompt.")]
-    public string TextEmbeddings { get; set; } = "";
+    [Option("prompt", Default = "", HelpText = "What the edit should produce, e.g. \"violet circle with orange background\" (needs the text encoders: --text-encoder-dir or --clip/--t5 with their tokenizers).")]
+    public string Prompt { get; set; } = "";
+
+    [Option("text-cache", HelpText = "Where prompt encodings are kept for reuse. Default: $XDG_CACHE_HOME/influxedit/text (~/.cache/influxedit/text).")]
+    public string? TextCache { get; set; }
 
     [Option("steps", Default = 50, HelpText = "Sampling steps (FLUX Fill's default: 50).")]
     public int Steps { get; set; } = 50;
@@ -134,12 +138,13 @@ public static class EditCommand
                     : $"--weights is required with --model {options.Model} (or '{options.Model}' is a checkpoint path that does not exist)"), options.Model);
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, name);
         modelName = transformerInfo.Descriptor.Name;
-        var text = TextConditioning.Load(options.TextEmbeddings, transformerInfo.Descriptor);
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(options.Vae, VaeCodec.Family, catalog);
         var noise = options.Noise == null ? null : LoadNoise(options.Noise);
         long seed = options.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
 
         using var backend = options.CreateBackend(log);
+        var text = CaptionEncodings.Encode([options.Prompt], options, transformerInfo.Descriptor, options.TextCache ?? DefaultTextCache(),
+            backend, catalog, log)[options.Prompt];
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
         var loraDeltas = ReadLoras(options, transformerInfo.Descriptor, log);
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
@@ -157,6 +162,13 @@ public static class EditCommand
         ImageFile.SaveRgb(result.Image, options.Output);
         log.WriteLine($"wrote {options.Output} ({result.Image.Shape[3]}×{result.Image.Shape[2]}) in {clock.Elapsed.TotalSeconds:F1} s");
         return 0;
+    }
+
+    private static string DefaultTextCache()
+    {
+        string? root = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+        if (string.IsNullOrEmpty(root)) root = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        return Path.Combine(root, "influxedit", "text");
     }
 
     private static string Name(EditMethod method) => method.ToString().ToLowerInvariant();

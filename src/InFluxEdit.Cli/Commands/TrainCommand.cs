@@ -1,6 +1,7 @@
 using System.Globalization;
 using CommandLine;
 using InFluxEdit.Cli.Fill;
+using InFluxEdit.Cli.Text;
 using InFluxEdit.Cli.Training;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Lora;
@@ -12,7 +13,7 @@ using InFluxEdit.Runtime.Training;
 namespace InFluxEdit.Cli.Commands;
 
 [Verb("train", HelpText = "Train an editing LoRA on a FLUX.1 Fill model from pairs of images: --method channel (the source as the Fill conditioning image, all-white mask) or concat (a [source | target] diptych, the right half masked). Writes checkpoints every N steps (atomically) and the LoRA at the end; --resume continues exactly.")]
-public sealed class TrainOptions : DeviceOptions
+public sealed class TrainOptions : TextEncoderOptions
 {
     [Option("model", HelpText = "A compiled transformer's name (e.g. flux-fill-dev, flux-fill-tiny) or a checkpoint to recognise. Default: recognised from --weights.")]
     public string? Model { get; set; }
@@ -40,9 +41,6 @@ public sealed class TrainOptions : DeviceOptions
 
     [Option("method", Default = EditMethod.Channel, HelpText = "channel (method b), concat (method a), or fill (a standard inpainting LoRA from images and masks).")]
     public EditMethod Method { get; set; } = EditMethod.Channel;
-
-    [Option("text-embeddings", Required = true, HelpText = "REQUIRED until the text encoders are built: a .safetensors file with 'txt' and 'vec' used for every caption.")]
-    public string TextEmbeddings { get; set; } = "";
 
     [Option("output", Required = true, HelpText = "The output folder: checkpoints, the latent cache and the final LoRA.")]
     public string Output { get; set; } = "";
@@ -143,20 +141,22 @@ public static class TrainCommand
         string checkpoint = options.Weights ?? options.Model
             ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, options.Weights != null ? options.Model : null);
-        var text = TextConditioning.Load(options.TextEmbeddings, transformerInfo.Descriptor);
+        var validation = options.Validation == null ? null
+            : options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Validation) : PairDataset.FromFolder(options.Validation);
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(options.Vae, VaeCodec.Family, catalog);
         Directory.CreateDirectory(options.Output);
 
         using var backend = options.CreateBackend(log);
         log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
-        var examples = CacheExamples(dataset, settings, options, vaeInfo, vaeReason, backend, log);
+        var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => p.Caption).ToList();
+        var texts = CaptionEncodings.Encode(captions, options, transformerInfo.Descriptor, Path.Combine(options.Output, "cache", "text"),
+            backend, catalog, log);
+        var examples = CacheExamples(dataset, settings, options, vaeInfo, vaeReason, backend, texts, log);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
-        var validation = options.Validation == null ? null
-            : options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Validation) : PairDataset.FromFolder(options.Validation);
         using var validationVae = validation == null ? null : LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend);
-        using var trainer = new FillTrainer(transformer.Model, transformer.Weights, settings, examples, text);
+        using var trainer = new FillTrainer(transformer.Model, transformer.Weights, settings, examples);
         if (options.Resume != null)
         {
             trainer.Resume(options.Resume);
@@ -179,7 +179,7 @@ public static class TrainCommand
             bool last = trainer.Step == settings.Steps;
             if (validation != null && (last || (options.ValidateEvery > 0 && trainer.Step % options.ValidateEvery == 0)))
                 ValidationSheet.Write(Path.Combine(options.Output, "validation", $"step-{trainer.Step:D6}"),
-                    new FillPipeline(transformer.Model, validationVae!.Model), validation.Pairs, settings.Method, text,
+                    new FillPipeline(transformer.Model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[caption],
                     options.ValidationSteps, ValidationGuidance, settings.Seed, log);
             if (trainer.Step % settings.CheckpointEvery == 0 || last)
             {
@@ -215,7 +215,8 @@ public static class TrainCommand
     /// method, size and VAE file) so later runs and resumes skip the VAE.
     /// </summary>
     private static List<FillTrainer.Example> CacheExamples(PairDataset dataset, TrainingSettings settings, TrainOptions options,
-        CompiledModelInfo vaeInfo, string vaeReason, Runtime.Backends.IBackend backend, TextWriter log)
+        CompiledModelInfo vaeInfo, string vaeReason, Runtime.Backends.IBackend backend, IReadOnlyDictionary<string, TextConditioning> texts,
+        TextWriter log)
     {
         var buckets = new AspectBuckets(options.Resolution);
         string cacheDir = Path.Combine(options.Output, "cache");
@@ -256,7 +257,7 @@ public static class TrainCommand
                 for (int token = 0; token < imgCond.Shape[1]; token++)
                     Array.Copy(imgCond.Data, token * imgCond.Shape[2] + 64, mask.Data, token * maskFeatures, maskFeatures);
                 examples.Add(new FillTrainer.Example(pair.Name, imgCond, file.ReadFloat32("img_ids"), file.ReadFloat32("x0"),
-                    FlowMatching.TokenWeights(settings.LossRegion, mask)));
+                    FlowMatching.TokenWeights(settings.LossRegion, mask), texts[pair.Caption]));
             }
         }
         finally

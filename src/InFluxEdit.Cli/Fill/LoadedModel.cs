@@ -80,6 +80,39 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
+    /// <summary>
+    /// A model stored as several files (Hugging Face shards such as a FLUX folder's text_encoder_2/), recognised among
+    /// the family by <paramref name="configPath"/> (the folder's config.json, when there is one) and the tensors of all
+    /// files together, then loaded.
+    /// </summary>
+    public static LoadedModel LoadFiles(IReadOnlyList<string> paths, string? configPath, string family, IBackend backend,
+        IReadOnlyList<CompiledModelInfo> catalog, IProgress<(int Done, int Total)>? progress = null)
+    {
+        var candidates = catalog.Where(m => m.Descriptor.Family == family).ToList();
+        if (candidates.Count == 0) throw new MissingModelFamilyException(family);
+        var files = new List<SafeTensorsFile>();
+        try
+        {
+            foreach (string path in paths) files.Add(SafeTensorsFile.Open(path));
+            var match = ModelRecognizer.Recognize(files, configPath == null ? null : File.ReadAllText(configPath), candidates.Select(m => m.Descriptor));
+            var info = candidates.First(m => m.Descriptor == match.Model);
+            var weights = WeightLoader.Load(info.Descriptor.Parameters, files, backend, progress);
+            try
+            {
+                return new LoadedModel(info.Create(backend, weights), weights, match.Reason);
+            }
+            catch
+            {
+                foreach (var w in weights.Values) w.Dispose();
+                throw;
+            }
+        }
+        finally
+        {
+            foreach (var file in files) file.Dispose();
+        }
+    }
+
     public void Dispose()
     {
         foreach (var w in _weights.Values) w.Dispose();

@@ -43,5 +43,5 @@ public sealed record TextConditioning(HostTensor Txt, HostTensor Vec)
     internal static int IntParam(ModelDescriptor model, string name) =>
         model.Params.TryGetValue(name, out var text) && int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value)
             ? value
-            : throw new InvalidDataException($"model {model.Name} has no integer param '{name}': it is not a FLUX transformer");
+            : throw new InvalidDataException($"model {model.Name} ({model.SchemaFile}) has no integer param '{name}', which this use of it needs");
 }

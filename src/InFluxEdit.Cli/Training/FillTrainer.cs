@@ -38,15 +38,14 @@ public sealed record TrainingSettings(
 /// </summary>
 public sealed class FillTrainer : IDisposable
 {
-    /// <summary>A pair's cached training inputs: conditioning and target latent.</summary>
-    public sealed record Example(string Name, HostTensor ImgCond, HostTensor ImgIds, HostTensor X0, float[] TokenWeights);
+    /// <summary>A pair's cached training inputs: conditioning, target latent and its caption's text conditioning.</summary>
+    public sealed record Example(string Name, HostTensor ImgCond, HostTensor ImgIds, HostTensor X0, float[] TokenWeights, TextConditioning Text);
 
     private readonly CompiledModel _transformer;
     private readonly IBackend _backend;
     private readonly ITrainingBackend _training;
     private readonly TrainingSettings _settings;
     private readonly IReadOnlyList<Example> _examples;
-    private readonly TextConditioning _text;
     private readonly List<TrainableParameter> _parameters;
     private readonly IOptimizer _optimizer;
     private readonly IReadOnlyList<string> _targets;
@@ -55,7 +54,7 @@ public sealed class FillTrainer : IDisposable
     private int _position;
 
     public FillTrainer(CompiledModel transformer, IReadOnlyDictionary<string, DeviceTensor> weights, TrainingSettings settings,
-        IReadOnlyList<Example> examples, TextConditioning text)
+        IReadOnlyList<Example> examples)
     {
         _transformer = transformer;
         _backend = transformer.Backend;
@@ -63,7 +62,6 @@ public sealed class FillTrainer : IDisposable
             ?? throw new NotSupportedException($"training runs on the CPU backend for now (its backward kernels are CPU-only); {_backend.Name} has none: use --device cpu");
         _settings = settings;
         _examples = examples;
-        _text = text;
         _random = new TrainingRandom(settings.Seed);
 
         var model = transformer.Info;
@@ -162,10 +160,10 @@ public sealed class FillTrainer : IDisposable
     {
         ["img"] = _backend.Upload(LatentPacking.ConcatFeatures(noisy, example.ImgCond)),
         ["img_ids"] = _backend.Upload(example.ImgIds),
-        ["txt"] = _backend.Upload(_text.Txt),
-        ["txt_ids"] = _backend.Upload(new HostTensor(1, _text.Txt.Shape[1], 3)),
+        ["txt"] = _backend.Upload(example.Text.Txt),
+        ["txt_ids"] = _backend.Upload(new HostTensor(1, example.Text.Txt.Shape[1], 3)),
         ["timesteps"] = _backend.Upload(new HostTensor(new[] { 1 }, new[] { (float)sigma })),
-        ["y"] = _backend.Upload(_text.Vec),
+        ["y"] = _backend.Upload(example.Text.Vec),
         ["guidance"] = _backend.Upload(new HostTensor(new[] { 1 }, new[] { (float)_settings.Guidance })),
     };
 

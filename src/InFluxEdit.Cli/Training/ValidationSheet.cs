@@ -11,7 +11,7 @@ namespace InFluxEdit.Cli.Training;
 public static class ValidationSheet
 {
     public static void Write(string directory, FillPipeline pipeline, IReadOnlyList<TrainingPair> pairs, EditMethod method,
-        TextConditioning text, int steps, double guidance, long seed, TextWriter log)
+        Func<string, TextConditioning> textFor, int steps, double guidance, long seed, TextWriter log)
     {
         Directory.CreateDirectory(directory);
         var rows = new List<HostTensor>();
@@ -21,7 +21,7 @@ public static class ValidationSheet
             var target = ImageFile.LoadRgb(pair.TargetPath);
             // For an inpainting LoRA the pair's second image is the mask of the region to fill.
             var mask = method == EditMethod.Fill ? ImageFile.LoadMask(pair.TargetPath) : null;
-            var result = pipeline.Edit(new FillEditRequest(source, mask, method, text, steps, guidance, Seed: seed)).Image;
+            var result = pipeline.Edit(new FillEditRequest(source, mask, method, textFor(pair.Caption), steps, guidance, Seed: seed)).Image;
             ImageFile.SaveRgb(result, Path.Combine(directory, pair.Name + ".png"));
             rows.Add(Row(source, target, result));
         }

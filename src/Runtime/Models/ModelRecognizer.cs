@@ -15,14 +15,28 @@ public static class ModelRecognizer
     private const string ConfigKey = "config";
     private const int DifferencesShown = 5;
 
-    public static ModelMatch Recognize(SafeTensorsFile file, IEnumerable<ModelDescriptor> candidates)
+    public static ModelMatch Recognize(SafeTensorsFile file, IEnumerable<ModelDescriptor> candidates) =>
+        Recognize(file.Path, ReadConfigEntries(file), CheckpointKeys.Of(file), candidates);
+
+    /// <summary>
+    /// A model stored in several files (Hugging Face shards), whose configuration is a separate config.json (null when
+    /// there is none): the tensors of all files together are compared with the schemas.
+    /// </summary>
+    public static ModelMatch Recognize(IReadOnlyList<SafeTensorsFile> files, string? configJson, IEnumerable<ModelDescriptor> candidates)
+    {
+        if (files.Count == 0) throw new ArgumentException("no weight files were given", nameof(files));
+        var config = configJson != null ? ParseConfig(configJson) : ReadConfigEntries(files[0]);
+        string what = files.Count == 1 ? files[0].Path : $"{files[0].Path} and {files.Count - 1} more shard(s)";
+        return Recognize(what, config, files.SelectMany(CheckpointKeys.Of).ToList(), candidates);
+    }
+
+    private static ModelMatch Recognize(string what, List<KeyValuePair<string, string>>? config, IReadOnlyList<CheckpointTensor> tensors,
+        IEnumerable<ModelDescriptor> candidates)
     {
         List<ModelDescriptor> models = candidates.ToList();
         if (models.Count == 0)
-            throw new ModelNotRecognizedException($"Cannot recognise the model in '{file.Path}': no model schemas were given to compare it with.");
+            throw new ModelNotRecognizedException($"Cannot recognise the model in '{what}': no model schemas were given to compare it with.");
 
-        List<KeyValuePair<string, string>>? config = ReadConfigEntries(file);
-        IReadOnlyList<CheckpointTensor> tensors = CheckpointKeys.Of(file);
         var tableMatches = models.Where(m => TensorDifferences(m, tensors).Count == 0).ToList();
         string tableReason = $"all {tensors.Count} tensors have the schema's names and shapes";
 
@@ -39,16 +53,16 @@ public static class ModelRecognizer
                     $"its config matches {Describe(SharedParams(configMatches[0], config!))}; its tensors differ from the schema " +
                     "(loading lists how)");
             if (configMatches.Count > 1)
-                throw Ambiguous(file, both.Count > 1 ? both : configMatches);
+                throw Ambiguous(what, both.Count > 1 ? both : configMatches);
         }
         else
         {
             if (tableMatches.Count == 1)
                 return new ModelMatch(tableMatches[0], $"{tableReason} (the file has {(config is null ? "no config" : "no config parameter any schema knows")})");
             if (tableMatches.Count > 1)
-                throw Ambiguous(file, tableMatches);
+                throw Ambiguous(what, tableMatches);
         }
-        throw NotRecognized(file, models, config, tensors);
+        throw NotRecognized(what, models, config, tensors);
     }
 
     /// <summary>
@@ -59,10 +73,11 @@ public static class ModelRecognizer
         ReadConfigEntries(file)?.ToDictionary(e => e.Key, e => e.Value, StringComparer.Ordinal);
 
     // In the file's order, so a suggested schema lists parameters as the reference wrote them.
-    private static List<KeyValuePair<string, string>>? ReadConfigEntries(SafeTensorsFile file)
+    private static List<KeyValuePair<string, string>>? ReadConfigEntries(SafeTensorsFile file) =>
+        file.Metadata.TryGetValue(ConfigKey, out string? text) ? ParseConfig(text) : null;
+
+    private static List<KeyValuePair<string, string>>? ParseConfig(string text)
     {
-        if (!file.Metadata.TryGetValue(ConfigKey, out string? text))
-            return null;
         try
         {
             using JsonDocument document = JsonDocument.Parse(text);
@@ -104,15 +119,15 @@ public static class ModelRecognizer
         return misShaped.Concat(missing).Concat(unexpected).ToList();
     }
 
-    private static ModelNotRecognizedException Ambiguous(SafeTensorsFile file, List<ModelDescriptor> matches) =>
-        new($"Cannot recognise the model in '{file.Path}': it fits {string.Join(", ", matches.Select(m => $"{m.Name} ({m.SchemaFile})"))} " +
+    private static ModelNotRecognizedException Ambiguous(string what, List<ModelDescriptor> matches) =>
+        new($"Cannot recognise the model in '{what}': it fits {string.Join(", ", matches.Select(m => $"{m.Name} ({m.SchemaFile})"))} " +
             "equally. Their schemas have the same parameters and tensors; give one a parameter that tells them apart.");
 
     private static ModelNotRecognizedException NotRecognized(
-        SafeTensorsFile file, List<ModelDescriptor> models, List<KeyValuePair<string, string>>? config, IReadOnlyList<CheckpointTensor> tensors)
+        string what, List<ModelDescriptor> models, List<KeyValuePair<string, string>>? config, IReadOnlyList<CheckpointTensor> tensors)
     {
         var message = new StringBuilder();
-        message.AppendLine($"Cannot recognise the model in '{file.Path}': no schema matches it. How each differs:");
+        message.AppendLine($"Cannot recognise the model in '{what}': no schema matches it. How each differs:");
         foreach (ModelDescriptor model in models)
         {
             var differences = (config is null ? [] : ConfigDifferences(model, config)).Concat(TensorDifferences(model, tensors)).ToList();

@@ -1,0 +1,86 @@
+using System.Security.Cryptography;
+using System.Text;
+using InFluxEdit.Cli.Commands;
+using InFluxEdit.Cli.Fill;
+using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.SafeTensors;
+
+namespace InFluxEdit.Cli.Text;
+
+/// <summary>
+/// The text conditioning of every prompt or caption a command needs, computed before the transformer loads: each
+/// text is looked up in the on-disk cache (keyed by the encoders' files, the T5 length and the text), the encoders
+/// are loaded only when something is missing, and they are released again before this returns, so the transformer
+/// never shares memory with them.
+/// </summary>
+public static class CaptionEncodings
+{
+    public static IReadOnlyDictionary<string, TextConditioning> Encode(IReadOnlyCollection<string> texts, TextEncoderOptions options,
+        ModelDescriptor transformer, string cacheDirectory, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog, TextWriter log)
+    {
+        var distinct = texts.Distinct(StringComparer.Ordinal).ToList();
+        if (options.TextEmbeddings != null)
+        {
+            var fixedText = TextConditioning.Load(options.TextEmbeddings, transformer);
+            log.WriteLine(distinct.Count > 1
+                ? $"text: every one of the {distinct.Count} captions gets {options.TextEmbeddings} (--text-embeddings replaces the encoders)"
+                : $"text: {options.TextEmbeddings}");
+            return distinct.ToDictionary(t => t, _ => fixedText, StringComparer.Ordinal);
+        }
+
+        var files = TextEncoderFiles.Resolve(options.TextEncoderDir, options.Clip, options.T5, options.ClipTokenizer, options.T5Tokenizer);
+        Directory.CreateDirectory(cacheDirectory);
+        string identity = files.Identity();
+        var result = new Dictionary<string, TextConditioning>(StringComparer.Ordinal);
+        var missing = new List<string>();
+        foreach (string text in distinct)
+        {
+            var cached = TryRead(CachePath(cacheDirectory, identity, options.T5Length, text), text, transformer, log);
+            if (cached != null) result[text] = cached;
+            else missing.Add(text);
+        }
+        if (missing.Count > 0)
+        {
+            using var encoder = PromptEncoder.Load(files, options.T5Length, backend, catalog, log);
+            foreach (string text in missing)
+            {
+                var encoded = encoder.Encode(text);
+                encoded.Validate(transformer, $"the encoders' output for \"{text}\"");
+                SafeTensorsWriter.Write(CachePath(cacheDirectory, identity, options.T5Length, text),
+                    new Dictionary<string, Runtime.Tensors.HostTensor> { [TextConditioning.TxtName] = encoded.Txt, [TextConditioning.VecName] = encoded.Vec },
+                    new Dictionary<string, string> { ["text"] = text, ["t5_length"] = options.T5Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                result[text] = encoded;
+            }
+        }
+        log.WriteLine($"text: {distinct.Count} distinct prompt(s), {distinct.Count - missing.Count} from the cache in {cacheDirectory}" +
+                      (missing.Count > 0 ? $", {missing.Count} encoded (the encoders are released before the transformer loads)" : ""));
+        return result;
+    }
+
+    /// <summary>One file per text: the SHA-256 of the encoders' identity, the T5 length and the text.</summary>
+    public static string CachePath(string cacheDirectory, string encoderIdentity, int t5Length, string text)
+    {
+        byte[] hash = SHA256.HashData(Encoding.UTF8.GetBytes($"influxedit-text-v1\n{encoderIdentity}\n{t5Length}\n{text}"));
+        return Path.Combine(cacheDirectory, Convert.ToHexStringLower(hash)[..32] + ".safetensors");
+    }
+
+    /// <summary>A cached encoding, or null when there is none or it is unreadable (it is then encoded again and rewritten).</summary>
+    private static TextConditioning? TryRead(string path, string text, ModelDescriptor transformer, TextWriter log)
+    {
+        if (!File.Exists(path)) return null;
+        try
+        {
+            using var file = SafeTensorsFile.Open(path);
+            if (!file.Metadata.TryGetValue("text", out string? stored) || stored != text) return null;
+            var conditioning = new TextConditioning(file.ReadFloat32(TextConditioning.TxtName), file.ReadFloat32(TextConditioning.VecName));
+            conditioning.Validate(transformer, path);
+            return conditioning;
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or KeyNotFoundException)
+        {
+            log.WriteLine($"warning: the cached encoding {path} is unusable ({e.Message}); encoding again");
+            return null;
+        }
+    }
+}
