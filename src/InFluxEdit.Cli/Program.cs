@@ -14,7 +14,7 @@ public static class Program
             settings.CaseInsensitiveEnumValues = true;
             settings.AllowMultiInstance = true;
         });
-        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions>(args);
+        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions, CompareOptions>(args);
         try
         {
             return result.MapResult(
@@ -25,6 +25,7 @@ public static class Program
                 (InspectOptions o) => ModelsCommand.Inspect(o),
                 (TrainOptions o) => TrainCommand.Run(o),
                 (DatasetOptions o) => DatasetCommand.Run(o),
+                (CompareOptions o) => CompareCommand.Run(o),
                 errors => ShowHelp(result, errors));
         }
         catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException

@@ -70,11 +70,9 @@ public static class EditCommand
     /// The sum of every --lora's weight deltas, each at its --lora-scale, and the whole weights they carry (a trained
     /// img_in); null without LoRAs.
     /// </summary>
-    private static (Dictionary<string, HostTensor> Deltas, Dictionary<string, HostTensor> Replacements)? ReadLoras(
-        EditOptions options, ModelDescriptor model, TextWriter log)
+    internal static (Dictionary<string, HostTensor> Deltas, Dictionary<string, HostTensor> Replacements)? ReadLoras(
+        IReadOnlyList<string> paths, IReadOnlyList<float> scales, ModelDescriptor model, TextWriter log)
     {
-        var paths = options.Loras.ToList();
-        var scales = options.LoraScales.ToList();
         if (scales.Count > paths.Count)
             throw new ArgumentException($"{scales.Count} --lora-scale values for {paths.Count} --lora files");
         if (paths.Count == 0) return null;
@@ -146,7 +144,7 @@ public static class EditCommand
         var text = CaptionEncodings.Encode([options.Prompt], options, transformerInfo.Descriptor, options.TextCache ?? DefaultTextCache(),
             backend, catalog, log)[options.Prompt];
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
-        var loraDeltas = ReadLoras(options, transformerInfo.Descriptor, log);
+        var loraDeltas = ReadLoras(options.Loras.ToList(), options.LoraScales.ToList(), transformerInfo.Descriptor, log);
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
             new ProgressBar("loading transformer", "tensors"), loraDeltas?.Deltas, loraDeltas?.Replacements);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");

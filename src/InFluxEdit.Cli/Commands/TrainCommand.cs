@@ -193,12 +193,16 @@ public static class TrainCommand
         log.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"loss on the training pairs at σ = {EvaluationSigma}, fixed noise: {before:F5} before, {after:F5} after"));
 
-        string loraPath = Path.Combine(options.Output, $"lora-{options.Method.ToString().ToLowerInvariant()}-{settings.Format.ToString().ToLowerInvariant()}.safetensors");
+        string loraPath = LoraPath(options);
         LoraWriter.Write(loraPath, trainer.Trained(), transformerInfo.Descriptor, settings.Format,
             new LoraExportInfo(options.Method.ToString().ToLowerInvariant(), settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step));
         log.WriteLine($"lora: {loraPath}");
         return 0;
     }
+
+    /// <summary>Where a run writes its LoRA: OUTPUT/lora-METHOD-FORMAT.safetensors.</summary>
+    public static string LoraPath(TrainOptions options) => Path.Combine(options.Output,
+        $"lora-{options.Method.ToString().ToLowerInvariant()}-{LoraWriter.ParseFormat(options.Format).ToString().ToLowerInvariant()}.safetensors");
 
     /// <summary>A mask loaded as an RGB image in [−1, 1], back to [1, 1, H, W] in [0, 1] (mean of the channels).</summary>
     private static HostTensor MaskFromRgb(HostTensor rgb)
