@@ -54,7 +54,7 @@ public sealed record TextEncoderFiles(EncoderWeights Clip, string ClipVocab, str
                 problems.Add($"{option} (the folder with {fileName}), or --text-encoder-dir");
                 return null;
             }
-            string path = Directory.Exists(place) ? Path.Combine(place, fileName) : place;
+            string path = given == null || Directory.Exists(place) ? Path.Combine(place, fileName) : place;
             if (!File.Exists(path))
                 problems.Add($"{path} ({option}) does not exist");
             else if (path == place && !singleFile)
