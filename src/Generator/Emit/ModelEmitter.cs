@@ -15,7 +15,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
     private readonly BoundModel _model;
     private readonly IReadOnlyDictionary<BoundEntry, BufferPlan> _plans;
     private BufferPlan _plan = null!;
-    private readonly CodeWriter _w = new();
+    private CodeWriter _w = new();
     private readonly Dictionary<Storage, string> _tensorNames = new();
     private readonly Stack<HashSet<string>> _declared = new();
     private BoundRepeat? _currentBlock;
@@ -278,20 +278,22 @@ public sealed partial class ModelEmitter : IBackwardEmitter
 
     private void EmitScope(BoundScope scope)
     {
-        foreach (var statement in scope.Statements)
+        foreach (var statement in scope.Statements) EmitStatement(statement);
+    }
+
+    private void EmitStatement(BoundStatement statement)
+    {
+        switch (statement)
         {
-            switch (statement)
-            {
-                case BoundRepeat repeat: EmitRepeat(repeat); break;
-                case BoundComment comment:
-                    _w.Line();
-                    _w.Line($"// {comment.Text}");
-                    break;
-                case BoundOp op: EmitOp(op); break;
-            }
-            foreach (var storage in _plan.ReleasedAfter(statement))
-                _w.Line($"{_tensorNames[storage]}.Dispose();");
+            case BoundRepeat repeat: EmitRepeat(repeat); break;
+            case BoundComment comment:
+                _w.Line();
+                _w.Line($"// {comment.Text}");
+                break;
+            case BoundOp op: EmitOp(op); break;
         }
+        foreach (var storage in _plan.ReleasedAfter(statement))
+            _w.Line($"{_tensorNames[storage]}.Dispose();");
     }
 
     private void EmitRepeat(BoundRepeat repeat)
@@ -321,7 +323,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             var output = op.Outputs[0];
             string tensor = NewTensorName(output);
             _tensorNames[allocated] = tensor;
-            _w.Line($"var {tensor} = Allocate({string.Join(", ", output.Shape.Select(Dim))});");
+            _w.Line($"{Declare("var", "DeviceTensor", tensor, "null!")} = Allocate({string.Join(", ", output.Shape.Select(Dim))});");
             // "x = f(x)" into new memory: compute from the old value first, then rebind the name.
             if (!_training && BufferPlan.Reads(op).Any(input => input.EmitName == output.EmitName))
             {
@@ -389,7 +391,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             for (int n = 2; _declared.Peek().Contains(unique); n++) unique = baseName + n;
             _uniqueNames[output] = unique;
             _declared.Peek().Add(unique);
-            _w.Line($"View {unique} = {viewExpression};");
+            _w.Line($"{Declare("View", "View", unique, "default")} = {viewExpression};");
             return;
         }
         string name = View(output);

@@ -166,6 +166,12 @@ public sealed class BoundComment : BoundStatement
 {
     public BoundComment(string text, SourceSpan span) : base(span) => Text = text;
     public string Text { get; }
+
+    /// <summary>
+    /// In a graph bound with every loop unrolled: for the marker of one iteration of a repeated block, how many of the
+    /// statements after it belong to that iteration; 0 for other comments.
+    /// </summary>
+    public int BlockLength { get; set; }
 }
 
 public sealed class BoundRepeat : BoundStatement

@@ -420,8 +420,12 @@ public sealed class GraphBinder
             string comment = !statement.IsTemplateUse ? prefix.TrimEnd('.')
                 : statement.Prefix!.Length == 0 ? statement.Op
                 : $"{statement.Op}: {prefix.TrimEnd('.')}";
-            into.Statements.Add(new BoundComment(comment, statement.Span));
+            var marker = new BoundComment(comment, statement.Span);
+            into.Statements.Add(marker);
+            int start = into.Statements.Count;
             BindStatements(statement.Body, iteration, into);
+            // An iteration of one of the graph's repeated blocks (not a template): the unit the training pass recomputes.
+            if (loop != null) marker.BlockLength = into.Statements.Count - start;
         }
     }
 
