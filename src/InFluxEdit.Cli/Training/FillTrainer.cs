@@ -28,7 +28,11 @@ public sealed record TrainingSettings(
     long Seed,
     int CheckpointEvery,
     LoraFormat Format,
-    LossRegion LossRegion);
+    LossRegion LossRegion)
+{
+    /// <summary>Per-block recomputation in the training pass (<see cref="TrainingState.Recompute"/>).</summary>
+    public bool Recompute { get; init; }
+}
 
 /// <summary>
 /// LoRA training of a FLUX Fill transformer on editing pairs, either method: per step a pair (in a seeded epoch order),
@@ -82,6 +86,7 @@ public sealed class FillTrainer : IDisposable
                 state.WeightGradients[key] = gradient;
                 _parameters.Add(new TrainableParameter(key, weight, gradient));
             }
+        state.Recompute = settings.Recompute;
         transformer.Training = state;
         _optimizer = settings.Optimizer switch
         {
