@@ -90,7 +90,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Line("    {");
         foreach (var p in spec.Params) _w.Line($"        [{CSharpNames.Literal(p.Name)}] = {CSharpNames.Literal(p.Value.ToString())},");
         _w.Line("    },");
-        if (_model.LoraAliases.Count == 0)
+        if (_model.LoraAliases.Count == 0 && _model.Lora == null)
         {
             _w.Line("    Parameters: CreateParameterTable());");
         }
@@ -98,11 +98,15 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         {
             _w.Line("    Parameters: CreateParameterTable())");
             _w.Line("{");
-            _w.Line("    LoraAliases = new LoraAlias[]");
-            _w.Line("    {");
-            foreach (var alias in _model.LoraAliases)
-                _w.Line($"        new({CSharpNames.Literal(alias.Format)}, {CSharpNames.Literal(alias.Alias)}, {CSharpNames.Literal(alias.Module)}, {alias.RowOffset}, {alias.RowCount}),");
-            _w.Line("    },");
+            if (_model.LoraAliases.Count > 0)
+            {
+                _w.Line("    LoraAliases = new LoraAlias[]");
+                _w.Line("    {");
+                foreach (var alias in _model.LoraAliases)
+                    _w.Line($"        new({CSharpNames.Literal(alias.Format)}, {CSharpNames.Literal(alias.Alias)}, {CSharpNames.Literal(alias.Module)}, {alias.RowOffset}, {alias.RowCount}),");
+                _w.Line("    },");
+            }
+            if (_model.Lora is { } lora) EmitLoraPresets(lora);
             _w.Line("};");
         }
         _w.Line();
@@ -123,6 +127,25 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Line();
         _w.Line("public override ModelDescriptor Info => Descriptor;");
         _w.Line();
+    }
+
+    /// <summary>The schema's "lora" section, targets resolved to module keys ("{i}": any block index).</summary>
+    private void EmitLoraPresets(BoundLora lora)
+    {
+        _w.Line($"    Lora = new LoraDefaults({CSharpNames.Literal(lora.DefaultPreset)}, Rank: {lora.Rank}, Alpha: {CSharpNames.Float(lora.Alpha).TrimEnd('f')}, Presets: new LoraPreset[]");
+        _w.Line("    {");
+        foreach (var preset in lora.Presets)
+        {
+            _w.Line($"        new({CSharpNames.Literal(preset.Name)}, {CSharpNames.Literal(preset.Description)}, Init: {CSharpNames.Literal(preset.Init)}, " +
+                    $"Split: {(preset.Split == null ? "null" : CSharpNames.Literal(preset.Split))}, Targets: new LoraPresetTarget[]");
+            _w.Line("        {");
+            foreach (var target in preset.Targets)
+                _w.Line(target.Parts == null
+                    ? $"            new({CSharpNames.Literal(target.Module)}),"
+                    : $"            new({CSharpNames.Literal(target.Module)}, Parts: new[] {{ {string.Join(", ", target.Parts)} }}),");
+            _w.Line("        }),");
+        }
+        _w.Line("    }),");
     }
 
     private IEnumerable<BoundRepeat> Blocks => _model.Weights.Select(w => w.Block).Where(b => b != null).Distinct()!;

@@ -61,7 +61,7 @@ public sealed class BenchOptions : DeviceOptions
     [Option("rank", Default = 16, HelpText = "bench train: LoRA rank.")]
     public int Rank { get; set; } = 16;
 
-    [Option("preset", Default = "diffusers", HelpText = "bench train: diffusers or kohya adapter targets.")]
+    [Option("preset", Default = "diffusers", HelpText = "bench train: a LoRA preset of the model's schema (FLUX: diffusers or kohya).")]
     public string Preset { get; set; } = "diffusers";
 
     [Option("profile", HelpText = "Also print the time per op (waits for every op: the total is slower than an unprofiled run).")]
@@ -187,7 +187,7 @@ public static class BenchCommand
             var inputs = BenchInputs.Create(info.Descriptor, options.Batch, options.ImageTokens, options.TextTokens)
                 .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
             var targets = LoraTargets.Preset(options.Preset, info.Descriptor);
-            var parameters = LoraInit.Create(backend, targets, options.Rank, LoraInitKind.Gaussian, new TrainingRandom(Seed));
+            var parameters = LoraInit.Create(backend, targets, options.Rank, LoraInit.KindOf(options.Preset, info.Descriptor), new TrainingRandom(Seed));
             var state = LoraInit.Attach(targets, parameters, scale: 1f);
             using var optimizer = new AdamW(training);
             try

@@ -73,7 +73,7 @@ public sealed class FillTrainer : IDisposable
         var model = transformer.Info;
         var targets = LoraTargets.Preset(settings.Preset, model);
         _targets = targets.Select(t => t.Module.Name).ToList();
-        _parameters = LoraInit.Create(_backend, targets, settings.Rank, settings.Preset == "kohya" ? LoraInitKind.KaimingUniform : LoraInitKind.Gaussian, _random);
+        _parameters = LoraInit.Create(_backend, targets, settings.Rank, LoraInit.KindOf(settings.Preset, model), _random);
         var state = LoraInit.Attach(targets, _parameters, (float)(settings.Alpha / settings.Rank));
         if (settings.TrainImgIn)
             foreach (string key in new[] { "img_in.weight", "img_in.bias" })
