@@ -27,5 +27,13 @@ internal sealed class CodeWriter
         Line("}" + suffix);
     }
 
+    public CodeWriter(int depth = 0) => _depth = depth;
+
+    /// <summary>The current indentation level, to start a writer whose text goes inside this one's current block.</summary>
+    public int Depth => _depth;
+
+    /// <summary>Another writer's lines, as they are (it was started at this writer's depth).</summary>
+    public void Append(CodeWriter other) => _text.Append(other._text);
+
     public override string ToString() => _text.ToString();
 }

@@ -9,7 +9,9 @@ namespace InFluxEdit.Generator.Emit;
 
 /// <summary>
 /// The training pass: ForwardBackward runs the forward with every loop unrolled and every activation kept, hands
-/// the output to the caller for dLoss/dOut, then walks the ops in reverse applying each op's backward rule.
+/// the output to the caller for dLoss/dOut, then walks the ops in reverse applying each op's backward rule. Each
+/// iteration of a repeated block is a local function, so that with recomputation (gradient checkpointing) the same
+/// code runs the block again before its backward instead of keeping its activations.
 /// </summary>
 public sealed partial class ModelEmitter
 {
@@ -28,6 +30,7 @@ public sealed partial class ModelEmitter
         _training = true;
         _tensorNames.Clear();
         _gradients = GradientPlan.Create(entry);
+        _recompute = RecomputePlan.Create(entry, _plan);
         string parameters = string.Join(", ", entry.Inputs.Select(i => "View " + CSharpNames.Camel(i.EmitName)));
 
         _w.Line();
@@ -36,14 +39,34 @@ public sealed partial class ModelEmitter
         _w.Line($"    ForwardBackward({args}, outputGradient);");
         _w.Line();
         _w.Line("/// <summary>");
-        _w.Line("/// One training pass: the forward with every activation kept and the adapters of <see cref=\"CompiledModel.Training\"/>");
-        _w.Line("/// applied, then <paramref name=\"outputGradient\"/> (given the output, it returns dLoss/dOutput, which this method");
-        _w.Line("/// disposes), then the backward pass, which adds into the adapters' and trainable weights' gradients.");
+        _w.Line("/// One training pass: the forward with the adapters of <see cref=\"CompiledModel.Training\"/> applied, then");
+        _w.Line("/// <paramref name=\"outputGradient\"/> (given the output, it returns dLoss/dOutput, which this method disposes), then the");
+        _w.Line("/// backward pass, which adds into the adapters' and trainable weights' gradients. Each repeated block's forward is a");
+        _w.Line("/// local function; with <see cref=\"TrainingState.Recompute\"/> the forward frees a block's inner activations as soon");
+        _w.Line("/// as the block is done and the backward runs the block's forward again right before the block's backward.");
         _w.Line("/// </summary>");
         _w.Open($"public void ForwardBackward({parameters}, Func<DeviceTensor, DeviceTensor> outputGradient)");
         EmitPrologue(entry);
-        _w.Line("// Forward, keeping every activation for the backward pass.");
-        EmitScope(entry.Body);
+        _declared.Peek().Add("recompute");
+        _declared.Peek().Add("again");
+        _w.Line("bool recompute = Training?.Recompute == true;");
+        _w.Line();
+        _w.Line("// Forward, keeping every activation for the backward pass (recomputing: only the values that cross a block boundary).");
+        var regions = new List<(BoundStatement? Statement, RecomputeBlock? Block)>();
+        var statements = entry.Body.Statements;
+        for (int i = 0; i < statements.Count; i++)
+        {
+            var block = _recompute.Starting(statements[i]);
+            if (block == null)
+            {
+                regions.Add((statements[i], null));
+                EmitStatement(statements[i]);
+                continue;
+            }
+            regions.Add((null, block));
+            EmitBlockForward(block);
+            i += block.Statements.Count;
+        }
 
         var output = entry.Outputs[0];
         string outputGradientName = DeclareGradientName(output);
@@ -53,34 +76,128 @@ public sealed partial class ModelEmitter
 
         _w.Line();
         _w.Line("// Backward: the ops in reverse, each adding its inputs' gradients.");
-        foreach (var statement in Enumerable.Reverse(entry.Body.Statements))
+        foreach (var (statement, block) in Enumerable.Reverse(regions))
         {
-            if (statement is BoundComment comment)
+            if (block == null)
             {
-                _w.Line($"// (backward) {comment.Text}");
+                EmitBackward(statement!);
                 continue;
             }
-            if (statement is not BoundOp op) continue;
-            bool outputsHaveGradients = op.Outputs.Any(o => HasGradient(o));
-            bool inputsNeedGradients = BufferPlan.Reads(op).Any(_gradients.NeedsGradient);
-            if (!outputsHaveGradients || !(inputsNeedGradients || op.IsTrainable) || op.Definition is SplitOp or TapOp) continue;
-            _w.Line($"// d {op.Describe()}");
-            op.Definition.EmitBackward(op, this);
-            foreach (var o in op.Outputs.Where(o => o.ViewOf == null && _gradientNames.ContainsKey(o)))
-            {
-                _w.Line($"{_gradientNames[o]}.Dispose();");
-                _gradientNames.Remove(o);
-            }
+            string name = BlockFunction(block);
+            _w.Line();
+            _w.Line($"// Backward of {block.Marker.Text}.");
+            _w.Line($"if (recompute) Forward{name}(again: true);");
+            foreach (var inner in Enumerable.Reverse(block.Statements)) EmitBackward(inner);
+            _w.Line($"Release{name}();");
         }
 
         _w.Line();
-        _w.Line("// Release the activations and what is left of the gradients.");
+        _w.Line("// Release the activations outside the blocks and what is left of the gradients.");
         foreach (string name in _gradientNames.Values.Distinct()) _w.Line($"{name}.Dispose();");
-        foreach (string name in _loraDowns.Values) _w.Line($"{name}?.Dispose();");
-        foreach (var storage in _plan.Allocations) _w.Line($"{_tensorNames[storage]}.Dispose();");
+        var releasedByBlocks = new HashSet<Storage>(_recompute.Blocks.SelectMany(b => b.Internal));
+        foreach (var pair in _loraDowns.Where(p => !_releasedDowns.Contains(p.Key))) _w.Line($"{pair.Value}?.Dispose();");
+        foreach (var storage in _plan.Allocations.Where(s => !releasedByBlocks.Contains(s))) _w.Line($"{_tensorNames[storage]}.Dispose();");
         _declared.Pop();
         _w.Close();
         _training = false;
+    }
+
+    private RecomputePlan _recompute = null!;
+    private readonly HashSet<BoundOp> _releasedDowns = new();
+    private List<(string Type, string Name, string? Initial)>? _hoisted;
+
+    private static string BlockFunction(RecomputeBlock block) => CSharpNames.Pascal(block.Marker.Text);
+
+    /// <summary>
+    /// A block of the training pass: its forward as a local function over variables declared before it (the backward
+    /// reads them), run once here and, when recomputing, again before the block's backward; a second local function
+    /// frees what the block allocated that nothing after it reads.
+    /// </summary>
+    private void EmitBlockForward(RecomputeBlock block)
+    {
+        string name = BlockFunction(block);
+        _w.Line();
+        _w.Line($"// {block.Marker.Text}");
+        var outer = _w;
+        var body = new CodeWriter(outer.Depth + 1);
+        _w = body;
+        _hoisted = new List<(string Type, string Name, string? Initial)>();
+        foreach (var statement in block.Statements)
+        {
+            if (statement is BoundOp op && block.IsKept(op))
+            {
+                _w.Open("if (!again) // read after the block: kept, so recomputing skips it");
+                _insideKept = true;
+                EmitStatement(statement);
+                _insideKept = false;
+                _w.Close();
+                continue;
+            }
+            EmitStatement(statement);
+        }
+        var hoisted = _hoisted;
+        _hoisted = null;
+        _w = outer;
+
+        // Several names a line: the 12B model has 57 blocks of about 60 values each. A variable the first call of the
+        // local function assigns is definitely assigned after it; only the kept ops' (assigned once, under a condition)
+        // need a value here.
+        foreach (var group in hoisted.GroupBy(h => h.Type))
+            WrappedLines(group.Key + " ", group.Select(h => h.Initial == null ? h.Name : $"{h.Name} = {h.Initial}"), ";");
+        _w.Open($"void Forward{name}(bool again)");
+        _w.Append(body);
+        _w.Close();
+        var downs = block.Statements.OfType<BoundOp>().Where(o => !block.IsKept(o) && _loraDowns.ContainsKey(o)).ToList();
+        _releasedDowns.UnionWith(downs);
+        _w.Open($"void Release{name}()");
+        WrappedLines("Free(", block.Internal.Select(s => _tensorNames[s]).Concat(downs.Select(o => _loraDowns[o])), ");");
+        _w.Close();
+        _w.Line($"Forward{name}(again: false);");
+        _w.Line($"if (recompute) Release{name}();");
+    }
+
+    private bool _insideKept;
+
+    /// <summary>A declaration, or inside a block's local function an assignment to a variable declared before it.</summary>
+    private string Declare(string keyword, string type, string name, string initial)
+    {
+        if (_hoisted == null) return keyword + " " + name;
+        _hoisted.Add((type, name, _insideKept ? initial : null));
+        return name;
+    }
+
+    /// <summary>"start a, b, c, end" over as many lines as it takes, a dozen items a line.</summary>
+    private void WrappedLines(string start, IEnumerable<string> items, string end)
+    {
+        var list = items.ToList();
+        const int PerLine = 12;
+        for (int i = 0; i < list.Count; i += PerLine)
+        {
+            bool last = i + PerLine >= list.Count;
+            string line = string.Join(", ", list.Skip(i).Take(PerLine)) + (last ? end : ",");
+            _w.Line(i == 0 ? start + line : "    " + line);
+        }
+    }
+
+    /// <summary>One statement's backward rule (nothing for ops no gradient passes through).</summary>
+    private void EmitBackward(BoundStatement statement)
+    {
+        if (statement is BoundComment comment)
+        {
+            _w.Line($"// (backward) {comment.Text}");
+            return;
+        }
+        if (statement is not BoundOp op) return;
+        bool outputsHaveGradients = op.Outputs.Any(o => HasGradient(o));
+        bool inputsNeedGradients = BufferPlan.Reads(op).Any(_gradients.NeedsGradient);
+        if (!outputsHaveGradients || !(inputsNeedGradients || op.IsTrainable) || op.Definition is SplitOp or TapOp) return;
+        _w.Line($"// d {op.Describe()}");
+        op.Definition.EmitBackward(op, this);
+        foreach (var o in op.Outputs.Where(o => o.ViewOf == null && _gradientNames.ContainsKey(o)))
+        {
+            _w.Line($"{_gradientNames[o]}.Dispose();");
+            _gradientNames.Remove(o);
+        }
     }
 
     private void EmitLoraForward(BoundOp op)
@@ -89,7 +206,7 @@ public sealed partial class ModelEmitter
         for (int n = 2; _declared.Peek().Contains(name); n++) name = CSharpNames.Camel(op.Outputs[0].EmitName).TrimStart('@') + "Down" + n;
         _declared.Peek().Add(name);
         _loraDowns[op] = name;
-        _w.Line($"var {name} = ApplyLora({View(op.Outputs[0])}, {View(op.Values["x"])}, {ModuleKey(op.Weights["weight"]!)});");
+        _w.Line($"{Declare("var", "LoraActivations?", name, "null")} = ApplyLora({View(op.Outputs[0])}, {View(op.Values["x"])}, {ModuleKey(op.Weights["weight"]!)});");
     }
 
     private string DeclareGradientName(BoundValue value)

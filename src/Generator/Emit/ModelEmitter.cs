@@ -15,7 +15,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
     private readonly BoundModel _model;
     private readonly IReadOnlyDictionary<BoundEntry, BufferPlan> _plans;
     private BufferPlan _plan = null!;
-    private readonly CodeWriter _w = new();
+    private CodeWriter _w = new();
     private readonly Dictionary<Storage, string> _tensorNames = new();
     private readonly Stack<HashSet<string>> _declared = new();
     private BoundRepeat? _currentBlock;
@@ -90,7 +90,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Line("    {");
         foreach (var p in spec.Params) _w.Line($"        [{CSharpNames.Literal(p.Name)}] = {CSharpNames.Literal(p.Value.ToString())},");
         _w.Line("    },");
-        if (_model.LoraAliases.Count == 0)
+        if (_model.LoraAliases.Count == 0 && _model.Lora == null)
         {
             _w.Line("    Parameters: CreateParameterTable());");
         }
@@ -98,11 +98,15 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         {
             _w.Line("    Parameters: CreateParameterTable())");
             _w.Line("{");
-            _w.Line("    LoraAliases = new LoraAlias[]");
-            _w.Line("    {");
-            foreach (var alias in _model.LoraAliases)
-                _w.Line($"        new({CSharpNames.Literal(alias.Format)}, {CSharpNames.Literal(alias.Alias)}, {CSharpNames.Literal(alias.Module)}, {alias.RowOffset}, {alias.RowCount}),");
-            _w.Line("    },");
+            if (_model.LoraAliases.Count > 0)
+            {
+                _w.Line("    LoraAliases = new LoraAlias[]");
+                _w.Line("    {");
+                foreach (var alias in _model.LoraAliases)
+                    _w.Line($"        new({CSharpNames.Literal(alias.Format)}, {CSharpNames.Literal(alias.Alias)}, {CSharpNames.Literal(alias.Module)}, {alias.RowOffset}, {alias.RowCount}),");
+                _w.Line("    },");
+            }
+            if (_model.Lora is { } lora) EmitLoraPresets(lora);
             _w.Line("};");
         }
         _w.Line();
@@ -123,6 +127,25 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Line();
         _w.Line("public override ModelDescriptor Info => Descriptor;");
         _w.Line();
+    }
+
+    /// <summary>The schema's "lora" section, targets resolved to module keys ("{i}": any block index).</summary>
+    private void EmitLoraPresets(BoundLora lora)
+    {
+        _w.Line($"    Lora = new LoraDefaults({CSharpNames.Literal(lora.DefaultPreset)}, Rank: {lora.Rank}, Alpha: {CSharpNames.Float(lora.Alpha).TrimEnd('f')}, Presets: new LoraPreset[]");
+        _w.Line("    {");
+        foreach (var preset in lora.Presets)
+        {
+            _w.Line($"        new({CSharpNames.Literal(preset.Name)}, {CSharpNames.Literal(preset.Description)}, Init: {CSharpNames.Literal(preset.Init)}, " +
+                    $"Split: {(preset.Split == null ? "null" : CSharpNames.Literal(preset.Split))}, Targets: new LoraPresetTarget[]");
+            _w.Line("        {");
+            foreach (var target in preset.Targets)
+                _w.Line(target.Parts == null
+                    ? $"            new({CSharpNames.Literal(target.Module)}),"
+                    : $"            new({CSharpNames.Literal(target.Module)}, Parts: new[] {{ {string.Join(", ", target.Parts)} }}),");
+            _w.Line("        }),");
+        }
+        _w.Line("    }),");
     }
 
     private IEnumerable<BoundRepeat> Blocks => _model.Weights.Select(w => w.Block).Where(b => b != null).Distinct()!;
@@ -278,20 +301,22 @@ public sealed partial class ModelEmitter : IBackwardEmitter
 
     private void EmitScope(BoundScope scope)
     {
-        foreach (var statement in scope.Statements)
+        foreach (var statement in scope.Statements) EmitStatement(statement);
+    }
+
+    private void EmitStatement(BoundStatement statement)
+    {
+        switch (statement)
         {
-            switch (statement)
-            {
-                case BoundRepeat repeat: EmitRepeat(repeat); break;
-                case BoundComment comment:
-                    _w.Line();
-                    _w.Line($"// {comment.Text}");
-                    break;
-                case BoundOp op: EmitOp(op); break;
-            }
-            foreach (var storage in _plan.ReleasedAfter(statement))
-                _w.Line($"{_tensorNames[storage]}.Dispose();");
+            case BoundRepeat repeat: EmitRepeat(repeat); break;
+            case BoundComment comment:
+                _w.Line();
+                _w.Line($"// {comment.Text}");
+                break;
+            case BoundOp op: EmitOp(op); break;
         }
+        foreach (var storage in _plan.ReleasedAfter(statement))
+            _w.Line($"{_tensorNames[storage]}.Dispose();");
     }
 
     private void EmitRepeat(BoundRepeat repeat)
@@ -321,7 +346,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             var output = op.Outputs[0];
             string tensor = NewTensorName(output);
             _tensorNames[allocated] = tensor;
-            _w.Line($"var {tensor} = Allocate({string.Join(", ", output.Shape.Select(Dim))});");
+            _w.Line($"{Declare("var", "DeviceTensor", tensor, "null!")} = Allocate({string.Join(", ", output.Shape.Select(Dim))});");
             // "x = f(x)" into new memory: compute from the old value first, then rebind the name.
             if (!_training && BufferPlan.Reads(op).Any(input => input.EmitName == output.EmitName))
             {
@@ -389,7 +414,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             for (int n = 2; _declared.Peek().Contains(unique); n++) unique = baseName + n;
             _uniqueNames[output] = unique;
             _declared.Peek().Add(unique);
-            _w.Line($"View {unique} = {viewExpression};");
+            _w.Line($"{Declare("View", "View", unique, "default")} = {viewExpression};");
             return;
         }
         string name = View(output);

@@ -30,7 +30,21 @@ public sealed class BoundModel
     public IReadOnlyList<BoundEntry> Entries { get; }
 
     public List<BoundLoraAlias> LoraAliases { get; } = new();
+
+    /// <summary>The "lora" section with every target resolved to the linear layers it names; null without one.</summary>
+    public BoundLora? Lora { get; set; }
 }
+
+/// <summary>A graph's LoRA defaults and presets, checked against its weights.</summary>
+public sealed record BoundLora(string DefaultPreset, int Rank, double Alpha, IReadOnlyList<BoundLoraPreset> Presets);
+
+/// <summary>
+/// A preset as the linear layers it trains (module keys with "{i}", in weight order): each gets one adapter, or with
+/// <see cref="Split"/> one per row block of the format's split (<see cref="BoundLoraTarget.Parts"/>: which; null: all).
+/// </summary>
+public sealed record BoundLoraPreset(string Name, string Description, string Init, string? Split, IReadOnlyList<BoundLoraTarget> Targets);
+
+public sealed record BoundLoraTarget(string Module, IReadOnlyList<int>? Parts);
 
 /// <summary>Rows [RowOffset, RowOffset + RowCount) of Module's weight, known to Format as Alias ({i}: the block).</summary>
 public sealed record BoundLoraAlias(string Format, string Alias, string Module, int RowOffset, int RowCount);
@@ -166,6 +180,12 @@ public sealed class BoundComment : BoundStatement
 {
     public BoundComment(string text, SourceSpan span) : base(span) => Text = text;
     public string Text { get; }
+
+    /// <summary>
+    /// In a graph bound with every loop unrolled: for the marker of one iteration of a repeated block, how many of the
+    /// statements after it belong to that iteration; 0 for other comments.
+    /// </summary>
+    public int BlockLength { get; set; }
 }
 
 public sealed class BoundRepeat : BoundStatement

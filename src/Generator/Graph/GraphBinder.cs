@@ -104,7 +104,91 @@ public sealed class GraphBinder
 
         var model = new BoundModel(_model, _graph, _allWeights, entries);
         if (!_unrollLoops) BindLoraAliases(model, root);
+        if (!_unrollLoops && _graph.Lora != null) model.Lora = BindLoraPresets(model, _graph.Lora);
         return model;
+    }
+
+    /// <summary>
+    /// Resolves each preset's targets to the graph's linear layers (2-D "….weight"), reporting a malformed pattern, one
+    /// that names no linear layer or a layer the graph does not train, and slices the named format does not split the
+    /// layer into. A layer named by several targets of a preset takes the first.
+    /// </summary>
+    private BoundLora BindLoraPresets(BoundModel model, LoraSpec lora)
+    {
+        var linears = _allWeights.Where(w => w.Shape.Count == 2 && w.Key.EndsWith(".weight", StringComparison.Ordinal)).Select(w => w.Module).ToList();
+        var formats = new HashSet<string>(_graph.LoraAliases.Select(a => a.Format));
+        var presets = new List<BoundLoraPreset>();
+        foreach (var preset in lora.Presets)
+        {
+            if (preset.Split != null && !formats.Contains(preset.Split))
+            {
+                Error(DiagnosticIds.InvalidSchema,
+                    $"LoRA preset '{preset.Name}': \"split\" names \"{preset.Split}\", which is not in \"lora_formats\" (known: {(formats.Count == 0 ? "none" : string.Join(", ", formats.OrderBy(f => f, StringComparer.Ordinal)))})",
+                    preset.Span);
+                continue;
+            }
+            var targets = new List<BoundLoraTarget>();
+            var taken = new HashSet<string>();
+            foreach (var target in preset.Targets)
+            {
+                string where = $"LoRA preset '{preset.Name}', target \"{target.Module}\"";
+                string holes = target.Module.Replace("{i}", "");
+                if (holes.Length == 0 || !holes.All(c => char.IsLetterOrDigit(c) || c == '_' || c == '.' || c == '*'))
+                {
+                    Error(DiagnosticIds.InvalidSchema, $"{where}: a target is a module key pattern, with {{i}} for a block index and * for any text (\"double_blocks.{{i}}.*\")", target.Span);
+                    continue;
+                }
+                var matched = linears.Where(m => MatchesModule(target.Module, m)).ToList();
+                if (matched.Count == 0)
+                {
+                    Error(DiagnosticIds.UnknownWeight, $"{where} names no linear layer of the graph (no 2-D weight '{target.Module}.weight')", target.Span);
+                    continue;
+                }
+                var frozen = matched.Where(m => !_graph.Trainable.Any(pattern => MatchesModule(pattern, m))).ToList();
+                if (frozen.Count > 0)
+                {
+                    Error(DiagnosticIds.InvalidSchema, $"{where}: '{frozen[0]}' is not \"trainable\" in this graph, so the training pass would apply no adapter there", target.Span);
+                    continue;
+                }
+                if (target.Slices.Count > 0 && preset.Split == null)
+                {
+                    Error(DiagnosticIds.InvalidSchema, $"{where}: \"slices\" pick row blocks of a fused layer, which needs the preset's \"split\"", target.Span);
+                    continue;
+                }
+                foreach (string module in matched)
+                {
+                    if (!taken.Add(module)) continue;
+                    IReadOnlyList<int>? parts = null;
+                    if (target.Slices.Count > 0)
+                    {
+                        var blocks = model.LoraAliases.Where(a => a.Format == preset.Split && a.Module == module).ToList();
+                        if (blocks.Count < 2)
+                        {
+                            Error(DiagnosticIds.InvalidSchema, $"{where}: \"{preset.Split}\" does not split '{module}' into row blocks, so it has no slices", target.Span);
+                            continue;
+                        }
+                        var indices = new List<int>();
+                        foreach (string slice in target.Slices)
+                        {
+                            var hits = Enumerable.Range(0, blocks.Count)
+                                .Where(i => blocks[i].Alias == slice || blocks[i].Alias.EndsWith("." + slice, StringComparison.Ordinal)).ToList();
+                            if (hits.Count != 1)
+                                Error(DiagnosticIds.InvalidSchema,
+                                    $"{where}: slice \"{slice}\" matches {(hits.Count == 0 ? "none" : hits.Count.ToString(CultureInfo.InvariantCulture))} of the row blocks of '{module}' ({string.Join(", ", blocks.Select(b => b.Alias))})",
+                                    target.Span);
+                            else if (!indices.Contains(hits[0])) indices.Add(hits[0]);
+                        }
+                        indices.Sort();
+                        parts = indices;
+                    }
+                    targets.Add(new BoundLoraTarget(module, parts));
+                }
+            }
+            // In weight order, as the runtime walks the parameter table.
+            targets.Sort((a, b) => linears.IndexOf(a.Module).CompareTo(linears.IndexOf(b.Module)));
+            presets.Add(new BoundLoraPreset(preset.Name, preset.Description ?? "", preset.Init, preset.Split, targets));
+        }
+        return new BoundLora(lora.DefaultPreset, lora.Rank, lora.Alpha ?? lora.Rank, presets);
     }
 
     /// <summary>
@@ -420,8 +504,12 @@ public sealed class GraphBinder
             string comment = !statement.IsTemplateUse ? prefix.TrimEnd('.')
                 : statement.Prefix!.Length == 0 ? statement.Op
                 : $"{statement.Op}: {prefix.TrimEnd('.')}";
-            into.Statements.Add(new BoundComment(comment, statement.Span));
+            var marker = new BoundComment(comment, statement.Span);
+            into.Statements.Add(marker);
+            int start = into.Statements.Count;
             BindStatements(statement.Body, iteration, into);
+            // An iteration of one of the graph's repeated blocks (not a template): the unit the training pass recomputes.
+            if (loop != null) marker.BlockLength = into.Statements.Count - start;
         }
     }
 

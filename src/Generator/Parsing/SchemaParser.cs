@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Globalization;
 using System.IO;
 using System.Linq;
 using InFluxEdit.Generator.Common;
@@ -151,15 +152,78 @@ public static class SchemaParser
                 else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"trainable\" lists module patterns such as \"double_blocks.{i}.*\"", item.Span));
             }
 
+        var lora = ReadLora(reader.Optional("lora", JsonKind.Object), diagnostics);
+
         reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates",
-            "body", "outputs", "entries", "lora_formats", "trainable");
+            "body", "outputs", "entries", "lora_formats", "trainable", "lora");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
             diagnostics.ToEquatableArray())
         {
             LoraAliases = loraAliases,
             Trainable = trainable.ToEquatableArray(),
+            Lora = lora,
         };
+    }
+
+    /// <summary>The "lora" section; its patterns and splits are checked against the weights when the graph is bound.</summary>
+    private static LoraSpec? ReadLora(JsonNode? node, List<SchemaDiagnostic> diagnostics)
+    {
+        if (node == null) return null;
+        var r = new ObjectReader(node, "the \"lora\" section", diagnostics, Substitution.None);
+        string defaultPreset = r.RequiredString("default_preset") ?? "";
+        int rank = 16;
+        var rankNode = r.Optional("rank", JsonKind.Number);
+        if (rankNode != null && (!int.TryParse(rankNode.Text, NumberStyles.None, CultureInfo.InvariantCulture, out rank) || rank < 1))
+            diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"\"rank\" must be a whole number of at least 1, not {rankNode.Text}", rankNode.Span));
+        double? alpha = null;
+        var alphaNode = r.Optional("alpha", JsonKind.Number);
+        if (alphaNode != null)
+        {
+            if (double.TryParse(alphaNode.Text, NumberStyles.Float, CultureInfo.InvariantCulture, out double a) && a > 0) alpha = a;
+            else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"\"alpha\" must be positive, not {alphaNode.Text}", alphaNode.Span));
+        }
+        var presets = new List<LoraPresetSpec>();
+        foreach (var member in Members(r.Required("presets", JsonKind.Object), "LoRA preset", diagnostics))
+        {
+            var p = new ObjectReader(member.Value, $"LoRA preset '{member.Key.Value}'", diagnostics, Substitution.None);
+            string? description = p.OptionalString("description");
+            string init = p.OptionalString("init") ?? "gaussian";
+            if (init != "gaussian" && init != "kaiming_uniform")
+                diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"\"init\" must be gaussian or kaiming_uniform, not \"{init}\"", p.Optional("init", JsonKind.String)!.Span));
+            string? split = p.OptionalString("split");
+            var targets = new List<LoraTargetSpec>();
+            var targetsNode = p.Required("targets", JsonKind.Array);
+            p.RejectUnknown("description", "init", "split", "targets", "comment");
+            if (targetsNode == null) continue;
+            foreach (var item in targetsNode.Items)
+            {
+                if (item.Kind == JsonKind.String)
+                {
+                    targets.Add(new LoraTargetSpec(item.Text!, EquatableArray<string>.Empty, item.Span));
+                    continue;
+                }
+                var t = new ObjectReader(item, "a LoRA target", diagnostics, Substitution.None);
+                string? module = t.RequiredString("module");
+                var slices = new List<string>();
+                var slicesNode = t.Optional("slices", JsonKind.Array);
+                if (slicesNode != null)
+                    foreach (var slice in slicesNode.Items)
+                    {
+                        if (slice.Kind == JsonKind.String) slices.Add(slice.Text!);
+                        else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"slices\" lists names of the format's row blocks, such as \"attn.to_q\"", slice.Span));
+                    }
+                t.RejectUnknown("module", "slices", "comment");
+                if (module != null) targets.Add(new LoraTargetSpec(module, slices.ToEquatableArray(), item.Span));
+            }
+            presets.Add(new LoraPresetSpec(member.Key.Value, description, init, split, targets.ToEquatableArray(), member.Key.Span));
+        }
+        r.RejectUnknown("default_preset", "rank", "alpha", "presets", "comment");
+        if (defaultPreset.Length > 0 && presets.Count > 0 && presets.All(p => p.Name != defaultPreset))
+            diagnostics.Add(Error(DiagnosticIds.InvalidSchema,
+                $"\"default_preset\" is \"{defaultPreset}\", which is not one of the presets ({string.Join(", ", presets.Select(p => p.Name))})",
+                node.Get("default_preset")!.Span));
+        return new LoraSpec(defaultPreset, rank, alpha, presets.ToEquatableArray(), node.Span);
     }
 
     private static EquatableArray<LoraAliasSpec> ReadLoraFormats(JsonNode? node, List<SchemaDiagnostic> diagnostics)

@@ -42,7 +42,26 @@ public sealed record GraphSpec(
     /// weight): the generator then emits ForwardTrain and Backward with gradients for exactly what they need.
     /// </summary>
     public EquatableArray<string> Trainable { get; init; }
+
+    /// <summary>The graph's LoRA presets (which layers a LoRA trains, how A starts) and defaults; null when it has none.</summary>
+    public LoraSpec? Lora { get; init; }
 }
+
+/// <summary>
+/// The "lora" section: default rank and alpha (scale = alpha / rank), the preset a trainer uses unless told, and the
+/// presets by name.
+/// </summary>
+public sealed record LoraSpec(string DefaultPreset, int Rank, double? Alpha, EquatableArray<LoraPresetSpec> Presets, SourceSpan Span);
+
+/// <summary>
+/// A named set of adapter targets: module patterns ("double_blocks.{i}.*"), how A is initialised, and, with
+/// <paramref name="Split"/> naming a "lora_formats" entry, one adapter per row block of a fused layer as that format
+/// splits it (block-diagonal on the fused weight) instead of one for the whole layer.
+/// </summary>
+public sealed record LoraPresetSpec(string Name, string? Description, string Init, string? Split, EquatableArray<LoraTargetSpec> Targets, SourceSpan Span);
+
+/// <summary>A module pattern and, for a split layer, which of its row blocks get adapters (names as the format's split; empty: all).</summary>
+public sealed record LoraTargetSpec(string Module, EquatableArray<string> Slices, SourceSpan Span);
 
 /// <summary>
 /// One linear layer under another tool's name, e.g. diffusers' "transformer_blocks.{i}.attn.to_q" for rows

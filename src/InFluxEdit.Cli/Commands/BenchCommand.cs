@@ -13,7 +13,7 @@ using InFluxEdit.Runtime.Training;
 
 namespace InFluxEdit.Cli.Commands;
 
-[Verb("bench", HelpText = "Benchmarks. 'bench forward' times one transformer forward pass (median after warm-up) and, when available, the same model in PyTorch on the CPU in the same run. 'bench edit' times a whole edit (VAE encode, sampling steps, decode) at a given image size. 'bench train' times a LoRA training step against a forward pass of the same model.")]
+[Verb("bench", HelpText = "Benchmarks. 'bench forward' times one transformer forward pass (median after warm-up) and, when available, the same model in PyTorch on the CPU in the same run. 'bench edit' times a whole edit (VAE encode, sampling steps, decode) at a given image size. 'bench train' times a LoRA training step, keeping every activation and recomputing each block's, against a forward pass of the same model, with the peak memory of each.")]
 public sealed class BenchOptions : DeviceOptions
 {
     [Value(0, MetaName = "WHAT", Required = true, HelpText = "What to time: forward, edit or train.")]
@@ -61,7 +61,7 @@ public sealed class BenchOptions : DeviceOptions
     [Option("rank", Default = 16, HelpText = "bench train: LoRA rank.")]
     public int Rank { get; set; } = 16;
 
-    [Option("preset", Default = "diffusers", HelpText = "bench train: diffusers or kohya adapter targets.")]
+    [Option("preset", Default = "diffusers", HelpText = "bench train: a LoRA preset of the model's schema (FLUX: diffusers or kohya).")]
     public string Preset { get; set; } = "diffusers";
 
     [Option("profile", HelpText = "Also print the time per op (waits for every op: the total is slower than an unprofiled run).")]
@@ -171,8 +171,8 @@ public static class BenchCommand
     }
 
     /// <summary>
-    /// A LoRA training step (forward keeping activations, backward, AdamW) against one plain forward of the same
-    /// model and tokens, in the same run, with the peak process memory of each.
+    /// A LoRA training step (forward, backward, AdamW), keeping every activation and with per-block recomputation,
+    /// against one plain forward of the same model and tokens, in the same run, with the peak memory of each.
     /// </summary>
     private static int TimeTraining(BenchOptions options)
     {
@@ -187,7 +187,7 @@ public static class BenchCommand
             var inputs = BenchInputs.Create(info.Descriptor, options.Batch, options.ImageTokens, options.TextTokens)
                 .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
             var targets = LoraTargets.Preset(options.Preset, info.Descriptor);
-            var parameters = LoraInit.Create(backend, targets, options.Rank, LoraInitKind.Gaussian, new TrainingRandom(Seed));
+            var parameters = LoraInit.Create(backend, targets, options.Rank, LoraInit.KindOf(options.Preset, info.Descriptor), new TrainingRandom(Seed));
             var state = LoraInit.Attach(targets, parameters, scale: 1f);
             using var optimizer = new AdamW(training);
             try
@@ -198,19 +198,34 @@ public static class BenchCommand
                 });
                 long forwardMemory = Environment.WorkingSet;
                 model.Training = state;
-                double step = Median(options, () =>
+                var statistics = backend as IMemoryStatistics;
+                var table = new ConsoleTable("model", "device", "tokens", "adapters", "recompute", "forward ms", "s per train step", "step / forward",
+                    statistics != null ? "peak activations" : "peak process memory");
+                var results = new List<(double Step, long Peak)>();
+                foreach (bool recompute in new[] { false, true })
                 {
-                    foreach (var p in parameters) training.Scale(p.Gradient, 0f);
-                    model.ForwardBackward(inputs, output => backend.Upload(new HostTensor(output.Shape)));
-                    optimizer.Step(parameters, AdamW.DefaultLearningRate);
-                });
-                long peak = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64;
-                var table = new ConsoleTable("model", "device", "tokens", "adapters", "forward ms", "train step ms", "step / forward", "peak memory");
-                table.Add(info.Descriptor.Name, backend.Name, $"{options.ImageTokens}+{options.TextTokens}", $"{targets.Count} × rank {options.Rank} ({options.Preset})",
-                    forward.ToString("F1", CultureInfo.InvariantCulture), step.ToString("F1", CultureInfo.InvariantCulture),
-                    (step / forward).ToString("F2", CultureInfo.InvariantCulture) + "×", TrainingProgress.FormatBytes(peak));
+                    state.Recompute = recompute;
+                    statistics?.ResetPeak();
+                    double step = Median(options, () =>
+                    {
+                        foreach (var p in parameters) training.Scale(p.Gradient, 0f);
+                        model.ForwardBackward(inputs, output => backend.Upload(new HostTensor(output.Shape)));
+                        optimizer.Step(parameters, AdamW.DefaultLearningRate);
+                    });
+                    // What a step allocates beyond what outlives it (weights aside: adapters, gradients, optimizer state, inputs).
+                    long peak = statistics != null
+                        ? statistics.PeakAllocatedBytes - statistics.AllocatedBytes
+                        : System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64;
+                    results.Add((step, peak));
+                    table.Add(info.Descriptor.Name, backend.Name, $"{options.ImageTokens}+{options.TextTokens}", $"{targets.Count} × rank {options.Rank} ({options.Preset})",
+                        recompute ? "per block" : "no", forward.ToString("F1", CultureInfo.InvariantCulture), (step / 1000).ToString("F3", CultureInfo.InvariantCulture),
+                        (step / forward).ToString("F2", CultureInfo.InvariantCulture) + "×", TrainingProgress.FormatBytes(peak));
+                }
                 table.Write(System.Console.Out);
-                System.Console.WriteLine($"(the process held {TrainingProgress.FormatBytes(forwardMemory)} after the forward runs; no recomputation yet: every activation is kept)");
+                System.Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"recomputing: {results[1].Step / results[0].Step:F2}× the step time, {(double)results[1].Peak / results[0].Peak:F2}× the peak memory " +
+                    $"({(statistics != null ? "activations the step allocates, from the backend's count" : "the process's peak working set, which never goes down: read the first row's")}; " +
+                    $"the process held {TrainingProgress.FormatBytes(forwardMemory)} after the forward runs)"));
                 return 0;
             }
             finally

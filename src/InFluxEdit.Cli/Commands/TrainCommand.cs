@@ -48,17 +48,20 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("steps", Default = 1000, HelpText = "Optimizer steps.")]
     public int Steps { get; set; } = 1000;
 
-    [Option("rank", Default = 16, HelpText = "LoRA rank.")]
-    public int Rank { get; set; } = 16;
+    [Option("rank", HelpText = "LoRA rank. Default: the model schema's (\"lora\" → \"rank\", 16 for FLUX).")]
+    public int? Rank { get; set; }
 
-    [Option("alpha", HelpText = "LoRA alpha (scale = alpha / rank). Default: the rank.")]
+    [Option("alpha", HelpText = "LoRA alpha (scale = alpha / rank). Default: the schema's alpha with the schema's rank, else the rank.")]
     public double? Alpha { get; set; }
 
-    [Option("preset", Default = "diffusers", HelpText = "Which layers get adapters: diffusers (attention q/k/v/out and both MLPs in the double blocks, q/k/v in the single blocks) or kohya (every linear in every block).")]
-    public string Preset { get; set; } = "diffusers";
+    [Option("preset", HelpText = "Which layers get adapters, a preset of the model's schema (\"lora\" → \"presets\"). FLUX: diffusers (attention q/k/v/out and both MLPs in the double blocks, q/k/v in the single blocks; the default) or kohya (every linear in every block).")]
+    public string? Preset { get; set; }
 
     [Option("train-img-in", HelpText = "Also train img_in (diffusers: x_embedder), the layer that reads the conditioning channels, in full.")]
     public bool TrainImgIn { get; set; }
+
+    [Option("recompute", HelpText = "Per-block recomputation (gradient checkpointing): keep only the activations that cross a block boundary and run each block's forward again before its backward. The same gradients for about one more forward per step; activation memory drops to about one block's. Off by default (on the CPU memory is rarely the limit; it costs about a third more time per step).")]
+    public bool Recompute { get; set; }
 
     [Option("optimizer", Default = "adamw", HelpText = "adamw or prodigy.")]
     public string Optimizer { get; set; } = "adamw";
@@ -123,12 +126,24 @@ public static class TrainCommand
     {
         if (options.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {options.Steps}");
         if (options.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {options.Rank}");
-        var settings = new TrainingSettings(options.Method, options.Steps, options.Rank, options.Alpha ?? options.Rank,
-            options.Preset, options.TrainImgIn, options.Optimizer,
+        string checkpoint = options.Weights ?? options.Model
+            ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
+        var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, options.Weights != null ? options.Model : null);
+        // Rank, alpha and preset default to the schema's "lora" section.
+        var lora = transformerInfo.Descriptor.Lora;
+        int rank = options.Rank ?? lora?.Rank ?? 16;
+        double alpha = options.Alpha ?? (options.Rank == null && lora != null ? lora.Alpha : rank);
+        string preset = options.Preset ?? lora?.DefaultPreset
+            ?? throw new ArgumentException($"{transformerInfo.Descriptor.Name} has no LoRA presets in its schema: give --preset");
+        var settings = new TrainingSettings(options.Method, options.Steps, rank, alpha,
+            preset, options.TrainImgIn, options.Optimizer,
             options.LearningRate ?? (options.Optimizer == "prodigy" ? Prodigy.DefaultLearningRate : AdamW.DefaultLearningRate),
             LearningRateSchedule.ParseKind(options.Schedule), options.WarmupSteps, FlowMatching.ParseSampling(options.TimestepSampling),
             options.Guidance, Math.Max(1, options.Accumulate), options.MaxGradNorm, options.Seed, Math.Max(1, options.CheckpointEvery),
-            LoraWriter.ParseFormat(options.Format), options.LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All);
+            LoraWriter.ParseFormat(options.Format), options.LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All)
+        {
+            Recompute = options.Recompute,
+        };
 
         var dataset = options.Data != null
             ? options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Data)
@@ -138,9 +153,6 @@ public static class TrainCommand
                 : throw new ArgumentException("give --data DIR, or --input-dir, --target-dir and --caption-dir");
         log.WriteLine($"data: {dataset.Pairs.Count} pairs");
 
-        string checkpoint = options.Weights ?? options.Model
-            ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
-        var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, options.Weights != null ? options.Model : null);
         var validation = options.Validation == null ? null
             : options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Validation) : PairDataset.FromFolder(options.Validation);
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(options.Vae, VaeCodec.Family, catalog);
@@ -163,7 +175,8 @@ public static class TrainCommand
             log.WriteLine($"resumed {options.Resume} at step {trainer.Step}");
         }
         log.WriteLine($"training {trainer.Parameters.Count} tensors ({trainer.Parameters.Sum(p => p.Length):N0} values): " +
-                      $"{trainer.Targets.Count} adapters of rank {settings.Rank}, alpha {settings.Alpha}{(settings.TrainImgIn ? ", img_in in full" : "")}");
+                      $"{trainer.Targets.Count} adapters of rank {settings.Rank}, alpha {settings.Alpha}{(settings.TrainImgIn ? ", img_in in full" : "")}" +
+                      (settings.Recompute ? "; recomputing each block's activations in the backward pass" : ""));
 
         // A fixed σ and noise, so the number moves only if the adapters learn (the training draws vary per step).
         const double EvaluationSigma = 0.5;

@@ -28,7 +28,11 @@ public sealed record TrainingSettings(
     long Seed,
     int CheckpointEvery,
     LoraFormat Format,
-    LossRegion LossRegion);
+    LossRegion LossRegion)
+{
+    /// <summary>Per-block recomputation in the training pass (<see cref="TrainingState.Recompute"/>).</summary>
+    public bool Recompute { get; init; }
+}
 
 /// <summary>
 /// LoRA training of a FLUX Fill transformer on editing pairs, either method: per step a pair (in a seeded epoch order),
@@ -67,7 +71,7 @@ public sealed class FillTrainer : IDisposable
         var model = transformer.Info;
         var targets = LoraTargets.Preset(settings.Preset, model);
         _targets = targets.Select(t => t.Module.Name).ToList();
-        _parameters = LoraInit.Create(_backend, targets, settings.Rank, settings.Preset == "kohya" ? LoraInitKind.KaimingUniform : LoraInitKind.Gaussian, _random);
+        _parameters = LoraInit.Create(_backend, targets, settings.Rank, LoraInit.KindOf(settings.Preset, model), _random);
         var state = LoraInit.Attach(targets, _parameters, (float)(settings.Alpha / settings.Rank));
         if (settings.TrainImgIn)
             foreach (string key in new[] { "img_in.weight", "img_in.bias" })
@@ -80,6 +84,7 @@ public sealed class FillTrainer : IDisposable
                 state.WeightGradients[key] = gradient;
                 _parameters.Add(new TrainableParameter(key, weight, gradient));
             }
+        state.Recompute = settings.Recompute;
         transformer.Training = state;
         _optimizer = settings.Optimizer switch
         {

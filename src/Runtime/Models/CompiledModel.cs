@@ -113,6 +113,12 @@ public abstract class CompiledModel
             TrainingBackend.SumRows(biasGradient.AsView().Reshape(1, 1, biasGradient.Shape[0]), dy, 1f);
     }
 
+    /// <summary>Disposes what a block of the training pass allocated (a null is an adapter-less layer's activations).</summary>
+    protected static void Free(params IDisposable?[] values)
+    {
+        foreach (var value in values) value?.Dispose();
+    }
+
     /// <summary>The training backend's kernels, for generated backward code.</summary>
     protected ITrainingBackend Backward => TrainingBackend;
 

@@ -19,7 +19,23 @@ public sealed record ModelDescriptor(
 {
     /// <summary>Other tools' names for the model's linear layers (from the schema's "lora_formats").</summary>
     public IReadOnlyList<LoraAlias> LoraAliases { get; init; } = Array.Empty<LoraAlias>();
+
+    /// <summary>The schema's "lora" section: default rank, alpha and preset, and what each preset trains; null without one.</summary>
+    public LoraDefaults? Lora { get; init; }
 }
+
+/// <summary>A model's LoRA defaults (scale = alpha / rank) and presets by name.</summary>
+public sealed record LoraDefaults(string DefaultPreset, int Rank, double Alpha, IReadOnlyList<LoraPreset> Presets);
+
+/// <summary>
+/// A named set of adapter targets. <paramref name="Init"/> is how A starts ("gaussian", "kaiming_uniform"; B starts at
+/// zero). With <paramref name="Split"/> (a LoRA format of <see cref="ModelDescriptor.LoraAliases"/>) a layer that format
+/// splits into row blocks gets one adapter per block; otherwise one adapter per layer.
+/// </summary>
+public sealed record LoraPreset(string Name, string Description, string Init, string? Split, IReadOnlyList<LoraPresetTarget> Targets);
+
+/// <summary>A linear layer's module key ("{i}" for any block index) and, for a split layer, which row blocks (null: all).</summary>
+public sealed record LoraPresetTarget(string Module, IReadOnlyList<int>? Parts = null);
 
 /// <summary>
 /// Rows [RowOffset, RowOffset + RowCount) of the linear layer <paramref name="Module"/> (its weight is

@@ -34,6 +34,14 @@ public sealed class TrainingState
         list.Add(adapter);
     }
     public Dictionary<string, DeviceTensor> WeightGradients { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Per-block recomputation (gradient checkpointing): the forward keeps only the values that cross a repeated
+    /// block's boundary and frees the rest as each block ends; the backward runs each block's forward again (adapters
+    /// included) right before that block's backward. The same ops run in the same order, so the gradients are the
+    /// same; it costs about one more forward and saves all but one block's activations.
+    /// </summary>
+    public bool Recompute { get; set; }
 }
 
 /// <summary>What the forward keeps of a layer's adapters for the backward pass: x·Aᵀ of each.</summary>

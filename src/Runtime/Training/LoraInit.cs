@@ -16,6 +16,17 @@ public enum LoraInitKind
 
 public static class LoraInit
 {
+    /// <summary>A schema's "init" ("gaussian", "kaiming_uniform") as a kind.</summary>
+    public static LoraInitKind ParseKind(string init) => init switch
+    {
+        "gaussian" => LoraInitKind.Gaussian,
+        "kaiming_uniform" => LoraInitKind.KaimingUniform,
+        _ => throw new ArgumentException($"unknown LoRA init '{init}': gaussian or kaiming_uniform", nameof(init)),
+    };
+
+    /// <summary>How a preset of the model's schema starts A.</summary>
+    public static LoraInitKind KindOf(string preset, ModelDescriptor model) => ParseKind(LoraTargets.FindPreset(preset, model).Init);
+
     /// <summary>A [rank, in] for one adapter, drawn from <paramref name="random"/>.</summary>
     public static HostTensor Down(LoraInitKind kind, int rank, int inFeatures, TrainingRandom random)
     {

@@ -12,61 +12,46 @@ public sealed record LoraTarget(LoraModule Module, int RowOffset, int Rows, int 
 }
 
 /// <summary>
-/// Which linear layers get adapters, derived from a model's parameter table and its "diffusers" LoRA aliases, so a
-/// model of other sizes added as a schema gets the same presets without code changes.
+/// Which linear layers get adapters: a preset of the model's schema ("lora" → "presets", in
+/// <see cref="ModelDescriptor.Lora"/>) applied to its parameter table, so the runtime knows no layer names and a model
+/// of other sizes (or another architecture) added as a schema brings its own presets.
 /// </summary>
 public static class LoraTargets
 {
     public const string DiffusersFormat = "diffusers";
 
-    /// <summary>
-    /// The modules diffusers' train_dreambooth_lora_flux.py targets, matched as PEFT matches target_modules: an alias
-    /// equal to one of them or ending in "." + one of them. That is how its "attn.to_q" also hits the single blocks'
-    /// q/k/v (rows of linear1) but not their proj_mlp.
-    /// </summary>
-    public static readonly IReadOnlyList<string> DiffusersTrainScriptModules =
-    [
-        "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
-        "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
-        "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
-    ];
-
-    public static readonly IReadOnlyList<string> PresetNames = ["kohya", "diffusers"];
-
-    public static IReadOnlyList<LoraTarget> Preset(string name, ModelDescriptor model) => name switch
+    /// <summary>The model's presets by name, from its schema; an error naming the schema when it has none.</summary>
+    public static LoraPreset FindPreset(string name, ModelDescriptor model)
     {
-        "kohya" => Kohya(model),
-        "diffusers" => Diffusers(model),
-        _ => throw new ArgumentException($"unknown LoRA target preset '{name}'; use one of: {string.Join(", ", PresetNames)}", nameof(name)),
-    };
+        var lora = model.Lora ?? throw new ArgumentException($"{model.Name} has no LoRA presets: its schema (schemas/{model.SchemaFile}'s graph) has no \"lora\" section");
+        return lora.Presets.FirstOrDefault(p => p.Name == name)
+            ?? throw new ArgumentException($"unknown LoRA target preset '{name}'; {model.Name} has: {string.Join(", ", lora.Presets.Select(p => p.Name))}", nameof(name));
+    }
 
     /// <summary>
-    /// sd-scripts' lora_flux.py default: every linear layer inside the double and single blocks, modulation
-    /// included, one whole-module adapter each (fused qkv and linear1 are not split).
+    /// The adapters of a preset in parameter-table order (the order their A matrices are drawn in): for each linear layer
+    /// the first target naming it, one whole-layer adapter, or with the preset's split one per (chosen) row block of a
+    /// layer that format splits. A layer with a single alias covering all its rows stays whole.
     /// </summary>
-    public static IReadOnlyList<LoraTarget> Kohya(ModelDescriptor model) =>
-        Linears(model)
-            .Where(l => l.Module.StartsWith("double_blocks.", StringComparison.Ordinal) || l.Module.StartsWith("single_blocks.", StringComparison.Ordinal))
-            .Select(l => new LoraTarget(new LoraModule(l.Module, null), 0, l.Rows, l.Rows, l.In))
-            .ToList();
-
-    /// <summary>
-    /// The diffusers training script's set, in the diffusers layout: one adapter per matching alias. A layer whose
-    /// aliases split it into row blocks gets a part adapter per matching block; a layer with a single alias covering
-    /// all its rows gets a whole-module adapter.
-    /// </summary>
-    public static IReadOnlyList<LoraTarget> Diffusers(ModelDescriptor model)
+    public static IReadOnlyList<LoraTarget> Preset(string name, ModelDescriptor model)
     {
-        var parts = DiffusersParts(model);
+        var preset = FindPreset(name, model);
+        var parts = preset.Split is { } format ? Parts(model, format) : null;
         var targets = new List<LoraTarget>();
         foreach (var linear in Linears(model))
         {
-            if (!parts.TryGetValue(linear.Module, out var aliases)) continue;
-            bool split = aliases.Count > 1;
-            for (int part = 0; part < aliases.Count; part++)
+            var target = preset.Targets.FirstOrDefault(t => TryMatchPattern(t.Module, linear.Module, out _));
+            if (target is null) continue;
+            if (parts is null || !parts.TryGetValue(linear.Module, out var blocks))
             {
-                var (alias, rowOffset, rows) = aliases[part];
-                if (!DiffusersTrainScriptModules.Any(m => alias == m || alias.EndsWith("." + m, StringComparison.Ordinal))) continue;
+                targets.Add(new LoraTarget(new LoraModule(linear.Module, null), 0, linear.Rows, linear.Rows, linear.In));
+                continue;
+            }
+            bool split = blocks.Count > 1;
+            for (int part = 0; part < blocks.Count; part++)
+            {
+                if (target.Parts is { } chosen && !chosen.Contains(part)) continue;
+                var (_, rowOffset, rows) = blocks[part];
                 targets.Add(new LoraTarget(new LoraModule(linear.Module, split ? part : null), rowOffset, rows, linear.Rows, linear.In));
             }
         }
@@ -95,11 +80,15 @@ public static class LoraTargets
     /// Module → its "diffusers" aliases with block indices filled in, ordered by row offset (the part index).
     /// "{i}" in an alias pattern stands for the block index of the module it names.
     /// </summary>
-    internal static Dictionary<string, List<(string Alias, int RowOffset, int Rows)>> DiffusersParts(ModelDescriptor model)
+    internal static Dictionary<string, List<(string Alias, int RowOffset, int Rows)>> DiffusersParts(ModelDescriptor model) =>
+        Parts(model, DiffusersFormat);
+
+    /// <summary>Module → its aliases in <paramref name="format"/>, block indices filled in, ordered by row offset.</summary>
+    internal static Dictionary<string, List<(string Alias, int RowOffset, int Rows)>> Parts(ModelDescriptor model, string format)
     {
         var byModule = new Dictionary<string, List<(string Alias, int RowOffset, int Rows)>>(StringComparer.Ordinal);
         var modules = Linears(model).Select(l => l.Module).ToList();
-        foreach (var alias in model.LoraAliases.Where(a => a.Format == DiffusersFormat))
+        foreach (var alias in model.LoraAliases.Where(a => a.Format == format))
         {
             foreach (string module in modules)
             {

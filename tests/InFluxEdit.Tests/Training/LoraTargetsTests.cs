@@ -15,7 +15,7 @@ public class LoraTargetsTests
         var expected = Tiny.Parameters
             .Where(p => p.Shape.Length == 2 && (p.Name.StartsWith("double_blocks.") || p.Name.StartsWith("single_blocks.")))
             .Select(p => p.Name[..^".weight".Length]).ToList();
-        var targets = LoraTargets.Kohya(Tiny);
+        var targets = LoraTargets.Preset("kohya", Tiny);
         targets.Select(t => t.Name).ShouldBe(expected, ignoreOrder: true);
         targets.ShouldAllBe(t => t.Module.Part == null && t.RowOffset == 0 && t.Rows == t.ModuleRows);
         targets.ShouldContain(t => t.Name == "double_blocks.0.img_mod.lin");
@@ -25,7 +25,7 @@ public class LoraTargetsTests
     [Fact]
     public void Diffusers_preset_splits_qkv_and_takes_only_qkv_rows_of_linear1()
     {
-        var targets = LoraTargets.Diffusers(Tiny).ToDictionary(t => t.Name);
+        var targets = LoraTargets.Preset("diffusers", Tiny).ToDictionary(t => t.Name);
         int depth = int.Parse(Tiny.Params["depth"]), single = int.Parse(Tiny.Params["depth_single_blocks"]);
         int hidden = int.Parse(Tiny.Params["hidden_size"]);
         var expected = new List<string>();
@@ -81,7 +81,7 @@ public class LoraTargetsTests
         LoraInit.Down(kind, rank, inFeatures, new TrainingRandom(3)).Data.ShouldBe(down.Data);
 
         using var backend = new InFluxEdit.Runtime.Backends.Cpu.CpuBackend();
-        var parameters = LoraInit.Create(backend, LoraTargets.Diffusers(Tiny).Take(2), rank, kind, new TrainingRandom(3));
+        var parameters = LoraInit.Create(backend, LoraTargets.Preset("diffusers", Tiny).Take(2), rank, kind, new TrainingRandom(3));
         parameters.Select(p => p.Name).ShouldBe(["double_blocks.0.img_attn.qkv:0.lora_A", "double_blocks.0.img_attn.qkv:0.lora_B",
             "double_blocks.0.img_attn.qkv:1.lora_A", "double_blocks.0.img_attn.qkv:1.lora_B"]);
         TensorTransfer.Download(backend, parameters[1].Value).Data.ShouldAllBe(v => v == 0);

@@ -90,7 +90,7 @@ public class LoraWriterTests
     {
         using var dir = new TempDir();
         var random = new TrainingRandom(8);
-        var trained = Trained(LoraTargets.Kohya(Tiny).Take(1).ToList(), random);
+        var trained = Trained(LoraTargets.Preset("kohya", Tiny).Take(1).ToList(), random);
         var shape = Tiny.Parameters.Single(p => p.Name == "img_in.weight").Shape;
         var imgIn = new HostTensor((int[])shape.Clone());
         random.FillGaussian(imgIn.Data);

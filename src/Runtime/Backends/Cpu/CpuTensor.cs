@@ -48,10 +48,25 @@ internal sealed class CpuBufferPool
     private readonly Dictionary<long, Stack<float[]>> _free = new();
     private readonly object _gate = new();
 
+    private long _rentedBytes, _peakRentedBytes;
+
+    /// <summary>Bytes rented and not returned: the live activation tensors.</summary>
+    public long RentedBytes => Interlocked.Read(ref _rentedBytes);
+
+    /// <summary>The high-water mark of <see cref="RentedBytes"/>.</summary>
+    public long PeakRentedBytes => Interlocked.Read(ref _peakRentedBytes);
+
+    public void ResetPeak()
+    {
+        lock (_gate) _peakRentedBytes = _rentedBytes;
+    }
+
     public float[] Rent(long length)
     {
         lock (_gate)
         {
+            _rentedBytes += length * sizeof(float);
+            if (_rentedBytes > _peakRentedBytes) _peakRentedBytes = _rentedBytes;
             if (_free.TryGetValue(length, out var stack) && stack.Count > 0) return stack.Pop();
         }
         return GC.AllocateUninitializedArray<float>(checked((int)length), pinned: true);
@@ -61,6 +76,7 @@ internal sealed class CpuBufferPool
     {
         lock (_gate)
         {
+            _rentedBytes -= buffer.LongLength * sizeof(float);
             if (!_free.TryGetValue(buffer.LongLength, out var stack)) _free[buffer.LongLength] = stack = new Stack<float[]>();
             stack.Push(buffer);
         }
