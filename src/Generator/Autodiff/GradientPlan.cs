@@ -37,5 +37,5 @@ public sealed class GradientPlan
     /// <summary>Ops on a gradient path that have no backward rule.</summary>
     public static IEnumerable<BoundOp> MissingRules(BoundEntry entry, GradientPlan plan) =>
         entry.Body.Statements.OfType<BoundOp>()
-            .Where(op => !op.Definition.HasBackward && BufferPlan.Reads(op).Any(plan.NeedsGradient));
+            .Where(op => !op.Definition.HasBackwardFor(op) && BufferPlan.Reads(op).Any(plan.NeedsGradient));
 }

@@ -88,7 +88,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Line($"    Family: {CSharpNames.Literal(spec.Family ?? _model.Graph.Name)},");
         _w.Line("    Params: new Dictionary<string, string>");
         _w.Line("    {");
-        foreach (var p in spec.Params) _w.Line($"        [{CSharpNames.Literal(p.Name)}] = {CSharpNames.Literal(p.Value.ToString())},");
+        foreach (var p in spec.Params) _w.Line($"        [{CSharpNames.Literal(p.Name)}] = {CSharpNames.Literal(JsonText(p.Value))},");
         _w.Line("    },");
         if (_model.LoraAliases.Count == 0 && _model.Lora == null)
         {
@@ -147,6 +147,12 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         }
         _w.Line("    }),");
     }
+
+    /// <summary>A param's value as the JSON text a checkpoint's config holds: strings quoted, the rest as written.</summary>
+    private static string JsonText(Parsing.AttributeValue value) =>
+        value.Kind == Parsing.AttributeKind.String
+            ? "\"" + value.Text.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""
+            : value.ToString();
 
     private IEnumerable<BoundRepeat> Blocks => _model.Weights.Select(w => w.Block).Where(b => b != null).Distinct()!;
 

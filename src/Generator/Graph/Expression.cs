@@ -6,7 +6,7 @@ using System.Linq;
 namespace InFluxEdit.Generator.Graph;
 
 /// <summary>
-/// The small expression language of schemas: numbers, names (params, lets, runtime sizes), + - * / %,
+/// The small expression language of schemas: numbers, 'quoted' strings, names (params, lets, runtime sizes), + - * / %,
 /// comparisons, &amp;&amp; || !, indexing (axes_dim[0]) and the functions sum, len, sqrt. Used for shapes,
 /// attribute values and requirements such as "sum(axes_dim) == head_dim".
 /// </summary>
@@ -25,13 +25,18 @@ public sealed class ExpressionException : Exception
     public ExpressionException(string message) : base(message) { }
 }
 
-/// <summary>A value in the schema language: a number, a boolean, a list of numbers, or a symbolic dimension.</summary>
+/// <summary>A value in the schema language: a number, a boolean, a list of numbers, a string, or a symbolic dimension.</summary>
 public sealed class SchemaValue
 {
-    private SchemaValue(double? number, bool? boolean, IReadOnlyList<double>? list, SymbolicDim? dim)
+    private SchemaValue(double? number, bool? boolean, IReadOnlyList<double>? list, SymbolicDim? dim, string? text = null)
     {
-        Number = number; Boolean = boolean; List = list; Dim = dim;
+        Number = number; Boolean = boolean; List = list; Dim = dim; Text = text;
     }
+
+    /// <summary>A string param's value (compared with == and != only).</summary>
+    public string? Text { get; }
+
+    public static SchemaValue OfText(string text) => new(null, null, null, null, text);
 
     public double? Number { get; }
     public bool? Boolean { get; }
@@ -43,7 +48,7 @@ public sealed class SchemaValue
     public static SchemaValue Of(IReadOnlyList<double> list) => new(null, null, list, null);
     public static SchemaValue Of(SymbolicDim d) => d.IsConstant ? Of(d.Constant) : new(null, null, null, d);
 
-    public string Kind => Number.HasValue ? "a number" : Boolean.HasValue ? "a boolean" : List != null ? "a list" : "a runtime size";
+    public string Kind => Number.HasValue ? "a number" : Boolean.HasValue ? "a boolean" : List != null ? "a list" : Text != null ? "a string" : "a runtime size";
 
     public bool IsWholeNumber => Number.HasValue && Math.Abs(Number.Value - Math.Round(Number.Value)) < 1e-9;
 
@@ -85,6 +90,7 @@ public sealed class SchemaValue
         if (Number.HasValue) return Number.Value.ToString("R", CultureInfo.InvariantCulture);
         if (Boolean.HasValue) return Boolean.Value ? "true" : "false";
         if (List != null) return "[" + string.Join(", ", List.Select(v => v.ToString("R", CultureInfo.InvariantCulture))) + "]";
+        if (Text != null) return "'" + Text + "'";
         return Dim!.ToString();
     }
 }
@@ -94,6 +100,14 @@ internal sealed class NumberExpr : Expression
     private readonly double _value;
     public NumberExpr(double value) => _value = value;
     public override SchemaValue Evaluate(Func<string, SchemaValue?> lookup) => SchemaValue.Of(_value);
+    public override IEnumerable<string> Names() => Enumerable.Empty<string>();
+}
+
+internal sealed class TextExpr : Expression
+{
+    private readonly string _value;
+    public TextExpr(string value) => _value = value;
+    public override SchemaValue Evaluate(Func<string, SchemaValue?> lookup) => SchemaValue.OfText(_value);
     public override IEnumerable<string> Names() => Enumerable.Empty<string>();
 }
 
@@ -186,6 +200,7 @@ internal sealed class BinaryExpr : Expression
         if (a.Number.HasValue && b.Number.HasValue) return Math.Abs(a.Number.Value - b.Number.Value) < 1e-9;
         if (a.Boolean.HasValue && b.Boolean.HasValue) return a.Boolean == b.Boolean;
         if (a.List != null && b.List != null) return a.List.SequenceEqual(b.List);
+        if (a.Text != null && b.Text != null) return a.Text == b.Text;
         throw new ExpressionException($"cannot compare {a.Kind} with {b.Kind}");
     }
 }
@@ -335,6 +350,14 @@ internal sealed class ExpressionParser
             var e = ParseConditional();
             Expect(')');
             return e;
+        }
+        if (c == '\'')
+        {
+            int end = _text.IndexOf('\'', _pos + 1);
+            if (end < 0) throw new ExpressionException($"unterminated string in \"{_text}\"");
+            string literal = _text.Substring(_pos + 1, end - _pos - 1);
+            _pos = end + 1;
+            return new TextExpr(literal);
         }
         if (char.IsDigit(c) || c == '.')
         {

@@ -273,6 +273,8 @@ public sealed class GraphBinder
                 return SchemaValue.Of(ParseNumber(value.Text));
             case ParamType.Int when value.Kind == AttributeKind.Number && IsWhole(value.Text):
                 return SchemaValue.Of(ParseNumber(value.Text));
+            case ParamType.String when value.Kind == AttributeKind.String:
+                return SchemaValue.OfText(value.Text);
             case ParamType.IntList when value.Kind == AttributeKind.List &&
                                         value.Items.All(i => i.Kind == AttributeKind.Number && IsWhole(i.Text)):
                 return SchemaValue.Of(value.Items.Select(i => ParseNumber(i.Text)).ToList());
@@ -294,6 +296,7 @@ public sealed class GraphBinder
         ParamType.Int => "an integer",
         ParamType.Number => "a number",
         ParamType.Bool => "true or false",
+        ParamType.String => "a string",
         _ => "a list of integers",
     };
 

@@ -159,6 +159,20 @@ public sealed class OpBinder
     public double Number(string name, string? defaultExpression = null) =>
         Convert(name, () => Attribute(name, defaultExpression).ToNumber($"\"{name}\""));
 
+    /// <summary>A true/false argument (JSON true or false, or a condition over params), <paramref name="defaultValue"/> when left out.</summary>
+    public bool Boolean(string name, bool defaultValue)
+    {
+        if (Find(name) == null)
+        {
+            Op.Attributes[name] = SchemaValue.Of(defaultValue);
+            return defaultValue;
+        }
+        return Convert(name, () => Attribute(name).ToBoolean($"\"{name}\""));
+    }
+
+    /// <summary>A value argument that may be left out.</summary>
+    public BoundValue? OptionalValue(string name) => Has(name) ? Value(name) : null;
+
     public IReadOnlyList<double> List(string name) =>
         Convert(name, () => Attribute(name).ToList($"\"{name}\""));
 

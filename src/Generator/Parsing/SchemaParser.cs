@@ -82,11 +82,12 @@ public static class SchemaParser
                 "number" => ParamType.Number,
                 "bool" => ParamType.Bool,
                 "int[]" => ParamType.IntList,
+                "string" => ParamType.String,
                 _ => null,
             } : null;
             if (type == null)
                 diagnostics.Add(Error(DiagnosticIds.InvalidSchema,
-                    $"param '{member.Key.Value}' must declare its type as \"int\", \"number\", \"bool\" or \"int[]\"", member.Value.Span));
+                    $"param '{member.Key.Value}' must declare its type as \"int\", \"number\", \"bool\", \"int[]\" or \"string\"", member.Value.Span));
             else parameters.Add(new ParamDeclarationSpec(member.Key.Value, type.Value, member.Key.Span));
         }
 

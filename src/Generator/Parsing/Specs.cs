@@ -80,7 +80,8 @@ public sealed record EntrySpec(
     EquatableArray<NameRef> Outputs,
     SourceSpan Span);
 
-public enum ParamType { Int, Number, Bool, IntList }
+/// <summary>A param's type; a string param (an activation's name) is compared in requirements ("hidden_act == 'quick_gelu'").</summary>
+public enum ParamType { Int, Number, Bool, IntList, String }
 
 public sealed record ParamDeclarationSpec(string Name, ParamType Type, SourceSpan Span);
 

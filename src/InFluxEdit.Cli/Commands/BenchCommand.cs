@@ -408,7 +408,7 @@ public static class RandomWeights
         bool isNormScale = parameter.Name.EndsWith(".scale", StringComparison.Ordinal);
         float amplitude = parameter.Shape.Length == 2 ? (float)Math.Sqrt(3.0 / parameter.Shape[1]) : 0.02f;
         float center = isNormScale ? 1f : 0f;
-        ulong stream = (ulong)seed * 0x9E3779B97F4A7C15UL ^ (ulong)StringComparer.Ordinal.GetHashCode(parameter.Name);
+        ulong stream = (ulong)seed * 0x9E3779B97F4A7C15UL ^ StableHash(parameter.Name);
         var data = t.Data;
         Parallel.For(0, (data.Length + 65535) / 65536, chunk =>
         {
@@ -424,6 +424,14 @@ public static class RandomWeights
             }
         });
         return t;
+    }
+
+    /// <summary>FNV-1a of the name: string.GetHashCode is randomised per process, and the same seed must give the same weights in every run.</summary>
+    private static ulong StableHash(string name)
+    {
+        ulong hash = 0xCBF29CE484222325UL;
+        foreach (char c in name) hash = (hash ^ c) * 0x100000001B3UL;
+        return hash;
     }
 
     public static IReadOnlyDictionary<string, DeviceTensor> Upload(ModelDescriptor model, IBackend backend, int seed,

@@ -47,6 +47,8 @@ public sealed partial class ParityRunner
         ["flux-lora-grad"] = null,
         ["clip-tokenizer"] = null,
         ["t5-tokenizer"] = null,
+        ["clip-text"] = null,
+        ["t5-encoder"] = null,
     };
 
     public List<ParityRow> Run(GoldenCase goldenCase, string? outDir)
@@ -66,6 +68,8 @@ public sealed partial class ParityRunner
                 "flux-lora-grad" => RunLoraGradients(goldenCase, computed),
                 "clip-tokenizer" => RunClipTokenizer(goldenCase, computed),
                 "t5-tokenizer" => RunT5Tokenizer(goldenCase, computed),
+                "clip-text" => RunClipText(goldenCase, computed),
+                "t5-encoder" => RunT5Encoder(goldenCase, computed),
                 _ => new List<ParityRow> { new(goldenCase.Name, "*", double.NaN, double.NaN, ParityStatus.Skipped, $"kind '{goldenCase.Kind}' is not built yet") },
             };
         }

@@ -13,10 +13,6 @@ namespace InFluxEdit.Cli.Text;
 /// </summary>
 public sealed class PromptEncoder : IDisposable
 {
-    public const string ClipFamily = "clip-text";
-    public const string T5Family = "t5-encoder";
-    private const string IdsInput = "input_ids";
-
     private readonly ClipTokenizer _clipTokenizer;
     private readonly SentencePieceTokenizer _t5Tokenizer;
     private readonly LoadedModel _clip;
@@ -31,8 +27,6 @@ public sealed class PromptEncoder : IDisposable
         _t5 = t5;
         T5Length = t5Length;
         _clipLength = TextConditioning.IntParam(clip.Model.Info, "max_position_embeddings");
-        ModelEntries.Require(clip.Model, clip.Model.Entries[0].Name, [IdsInput], "pooled");
-        ModelEntries.Require(t5.Model, t5.Model.Entries[0].Name, [IdsInput], "last_hidden_state");
         RequireVocabularyFits(clipTokenizer.VocabularySize, clip.Model.Info, "the CLIP tokenizer");
         RequireVocabularyFits(t5Tokenizer.VocabularySize, t5.Model.Info, "the T5 tokenizer");
     }
@@ -45,11 +39,11 @@ public sealed class PromptEncoder : IDisposable
         if (t5Length < 1) throw new ArgumentException($"--t5-length must be at least 1 (got {t5Length})");
         var clipTokenizer = ClipTokenizer.Load(files.ClipVocab, files.ClipMerges);
         var t5Tokenizer = SentencePieceTokenizer.Load(files.T5SentencePiece);
-        var clip = LoadedModel.LoadFiles(files.Clip.Files, files.Clip.ConfigPath, ClipFamily, backend, catalog, new ProgressBar("loading CLIP", "tensors"));
+        var clip = LoadedModel.LoadFiles(files.Clip.Files, files.Clip.ConfigPath, TextEncoders.ClipFamily, backend, catalog, new ProgressBar("loading CLIP", "tensors"));
         try
         {
             log.WriteLine($"clip: {clip.Model.Info.Name} from {files.Clip.Describe()} — {clip.Reason}");
-            var t5 = LoadedModel.LoadFiles(files.T5.Files, files.T5.ConfigPath, T5Family, backend, catalog, new ProgressBar("loading T5", "tensors"));
+            var t5 = LoadedModel.LoadFiles(files.T5.Files, files.T5.ConfigPath, TextEncoders.T5Family, backend, catalog, new ProgressBar("loading T5", "tensors"));
             log.WriteLine($"t5: {t5.Model.Info.Name} from {files.T5.Describe()} — {t5.Reason}; prompts padded to {t5Length} T5 tokens");
             try
             {
@@ -71,28 +65,9 @@ public sealed class PromptEncoder : IDisposable
     /// <summary>Tokenizes and encodes one prompt.</summary>
     public TextConditioning Encode(string prompt)
     {
-        var vec = Run(_clip, _clipTokenizer.Encode(prompt, _clipLength), "pooled");
-        var txt = Run(_t5, _t5Tokenizer.Encode(prompt, T5Length), "last_hidden_state");
+        var (_, vec) = TextEncoders.EncodeClip(_clip.Model, [_clipTokenizer.Encode(prompt, _clipLength)]);
+        var txt = TextEncoders.EncodeT5(_t5.Model, [_t5Tokenizer.Encode(prompt, T5Length)]);
         return new TextConditioning(txt, vec);
-    }
-
-    /// <summary>One sequence of token ids (exact as float32, see the encoders' schemas) through an encoder.</summary>
-    private static HostTensor Run(LoadedModel encoder, int[] ids, string output)
-    {
-        var backend = encoder.Model.Backend;
-        var values = new float[ids.Length];
-        for (int i = 0; i < ids.Length; i++) values[i] = ids[i];
-        using var input = backend.Upload(new HostTensor([1, ids.Length], values));
-        var outputs = encoder.Model.Run(new Dictionary<string, DeviceTensor> { [IdsInput] = input });
-        try
-        {
-            var result = outputs[output];
-            return backend.Download(result, result.Shape);
-        }
-        finally
-        {
-            foreach (var tensor in outputs.Values) tensor.Dispose();
-        }
     }
 
     private static void RequireVocabularyFits(int tokenizerSize, ModelDescriptor encoder, string what)

@@ -95,5 +95,21 @@ public sealed class CountingBackend : IBackend
     public void Transpose(View y, View x) => Timed(nameof(Transpose), () => _inner.Transpose(y, x));
     public void ApplyRope(View y, View x, View pe, int headDim) => Timed(nameof(ApplyRope), () => _inner.ApplyRope(y, x, pe, headDim));
 
+    public void MaskedAttention(View o, View q, View k, View v, int heads, float scale, View? bias, bool causal)
+    {
+        // Counted like unmasked attention: the kernels compute every score and drop the masked ones.
+        FloatingPointOperations += 4.0 * q.Batch * q.Rows * k.Rows * q.Cols;
+        Timed(nameof(MaskedAttention), () => _inner.MaskedAttention(o, q, k, v, heads, scale, bias, causal));
+    }
+
+    public void Embedding(View y, View ids, DeviceTensor table) => Timed(nameof(Embedding), () => _inner.Embedding(y, ids, table));
+    public void AddPositionEmbedding(View y, View x, DeviceTensor table) => Timed(nameof(AddPositionEmbedding), () => _inner.AddPositionEmbedding(y, x, table));
+    public void AffineLayerNorm(View y, View x, DeviceTensor scale, DeviceTensor? bias, float eps) => Timed(nameof(AffineLayerNorm), () => _inner.AffineLayerNorm(y, x, scale, bias, eps));
+    public void QuickGelu(View y, View x) => Timed(nameof(QuickGelu), () => _inner.QuickGelu(y, x));
+    public void Multiply(View y, View a, View b) => Timed(nameof(Multiply), () => _inner.Multiply(y, a, b));
+    public void RelativePositionBias(View bias, DeviceTensor table, int buckets, int maxDistance, bool bidirectional) =>
+        Timed(nameof(RelativePositionBias), () => _inner.RelativePositionBias(bias, table, buckets, maxDistance, bidirectional));
+    public void GatherArgmaxRows(View y, View x, View ids) => Timed(nameof(GatherArgmaxRows), () => _inner.GatherArgmaxRows(y, x, ids));
+
     public void Dispose() => _inner.Dispose();
 }

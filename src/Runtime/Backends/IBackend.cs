@@ -126,4 +126,51 @@ public interface IBackend : IDisposable
     /// y must not overlap x.
     /// </summary>
     void UpsampleNearest2x(View y, View x, int height, int width);
+
+    // ---------------------------------------------------------------- text-encoder ops
+    // Token ids arrive as float32 views holding exact integers (every vocabulary fits below 2^24).
+
+    /// <summary>
+    /// Row gather: y[i, :] = table[ids[i], :] for every flat row i of y (Batch·Rows rows); ids has one column and
+    /// y's Batch and Rows; table is [vocab, y.Cols] in any storage dtype <see cref="UploadWeight"/> returned.
+    /// An id that is not a whole number in [0, vocab) is an error (the CPU throws; a GPU kernel writes NaN rows).
+    /// </summary>
+    void Embedding(View y, View ids, DeviceTensor table);
+
+    /// <summary>
+    /// Learned positions: y[b, r, :] = x[b, r, :] + table[r, :] (positions 0..Rows−1, the same for every batch);
+    /// table is [positions ≥ Rows, Cols] in any storage dtype. y may alias x.
+    /// </summary>
+    void AddPositionEmbedding(View y, View x, DeviceTensor table);
+
+    /// <summary>LayerNorm per row with an affine map: (x − mean)/sqrt(var + eps)·scale + bias (bias may be null). y may alias x.</summary>
+    void AffineLayerNorm(View y, View x, DeviceTensor scale, DeviceTensor? bias, float eps);
+
+    /// <summary>y = x·sigmoid(1.702·x) (CLIP's quick_gelu). y may alias x.</summary>
+    void QuickGelu(View y, View x);
+
+    /// <summary>y = a·b elementwise (gated feed-forwards). y may alias a.</summary>
+    void Multiply(View y, View a, View b);
+
+    /// <summary>
+    /// T5's relative position bias for Lq = bias.Rows queries and Lk = bias.Cols keys: bias[h, i, j] =
+    /// table[bucket(j − i), h], with bias a [heads, Lq, Lk] view (Batch = heads) and table [buckets, heads].
+    /// bucket(rel): bidirectional → n = buckets/2, offset n when rel &gt; 0, a = |rel|; otherwise n = buckets,
+    /// offset 0, a = max(−rel, 0). exact = n/2; a &lt; exact → offset + a, else offset + min(n − 1,
+    /// exact + ⌊ln(a/exact)/ln(maxDistance/exact)·(n − exact)⌋).
+    /// </summary>
+    void RelativePositionBias(View bias, DeviceTensor table, int buckets, int maxDistance, bool bidirectional);
+
+    /// <summary>
+    /// <see cref="Attention"/> with an additive score bias and/or a causal mask: softmax(q·kᵀ·scale + bias[h] (+ −∞
+    /// where key j &gt; query i))·v. bias, when given, is a [heads, q.Rows, k.Rows] view (Batch = heads), the same
+    /// for every sample of the batch.
+    /// </summary>
+    void MaskedAttention(View o, View q, View k, View v, int heads, float scale, View? bias, bool causal);
+
+    /// <summary>
+    /// Per sample b: y[b, 0, :] = x[b, argmax(ids[b, 0, :]), :], the first position of the largest id (CLIP's pooled
+    /// output). x is [B, L, C], ids [B, 1, L], y [B, 1, C].
+    /// </summary>
+    void GatherArgmaxRows(View y, View x, View ids);
 }

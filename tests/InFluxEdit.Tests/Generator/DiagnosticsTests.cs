@@ -126,6 +126,52 @@ public class DiagnosticsTests
         (d.Span.Line + 1).ShouldBe(LineOf(model, "\"hidden_size\""));
     }
 
+    private static IReadOnlyList<SchemaDiagnostic> CompileRepoModel(string modelFile, string graphFile, Func<string, string> editModel)
+    {
+        string model = editModel(File.ReadAllText(Path.Combine(TestPaths.SchemasDir, modelFile)));
+        string graph = File.ReadAllText(Path.Combine(TestPaths.SchemasDir, "graphs", graphFile));
+        var graphSpec = SchemaParser.ParseGraph("/schemas/graphs/" + graphFile, graph);
+        return ModelCompiler.Compile(SchemaParser.ParseModel("/schemas/" + modelFile, model), new[] { graphSpec }.ToEquatableArray()).Diagnostics;
+    }
+
+    [Fact]
+    public void UnsupportedEncoderActivationIsRefusedAtItsParam()
+    {
+        string model = File.ReadAllText(Path.Combine(TestPaths.SchemasDir, "clip-tiny.json")).Replace("\"quick_gelu\"", "\"gelu\"");
+        var d = Single(CompileRepoModel("clip-tiny.json", "clip-text.json", _ => model), DiagnosticIds.InvalidParams);
+        d.Message.ShouldContain("hidden_act must be 'quick_gelu'");
+        d.Message.ShouldContain("hidden_act = 'gelu'");
+        (d.Span.Line + 1).ShouldBe(LineOf(model, "\"hidden_act\""));
+    }
+
+    [Fact]
+    public void UnsupportedT5FeedForwardIsRefused()
+    {
+        var d = Single(CompileRepoModel("t5-tiny.json", "t5-encoder.json", m => m.Replace("\"gated-gelu\"", "\"relu\"")),
+            DiagnosticIds.InvalidParams);
+        d.Message.ShouldContain("feed_forward_proj must be 'gated-gelu'");
+    }
+
+    [Fact]
+    public void StringParamsMustBeStrings()
+    {
+        var d = Single(CompileRepoModel("clip-tiny.json", "clip-text.json", m => m.Replace("\"quick_gelu\"", "7")),
+            DiagnosticIds.InvalidParams);
+        d.Message.ShouldContain("param 'hidden_act' must be a string");
+    }
+
+    [Fact]
+    public void AttentionBiasMustBeHeadsByQueriesByKeys()
+    {
+        string graph = File.ReadAllText(Path.Combine(TestPaths.SchemasDir, "graphs", "t5-encoder.json"))
+            .Replace("\"queries\": \"L\", \"keys\": \"L\"", "\"queries\": \"L\", \"keys\": \"L + 1\"");
+        var graphSpec = SchemaParser.ParseGraph("/schemas/graphs/t5-encoder.json", graph);
+        var model = SchemaParser.ParseModel("/schemas/t5-tiny.json", File.ReadAllText(Path.Combine(TestPaths.SchemasDir, "t5-tiny.json")));
+        var d = Single(ModelCompiler.Compile(model, new[] { graphSpec }.ToEquatableArray()).Diagnostics, DiagnosticIds.ShapeMismatch);
+        d.Message.ShouldContain("must be [4, L, L] (heads, queries, keys)");
+        (d.Span.Line + 1).ShouldBe(LineOf(graph, "\"bias\": \"position_bias\""));
+    }
+
     [Fact]
     public void MissingAndUnknownParamsAreNamed()
     {

@@ -28,6 +28,18 @@ public class SnapshotTests
         source.ShouldMatchApproved(options => options.SubFolder("Approved").WithDiscriminator("FluxVaeTiny").NoDiff());
     }
 
+    [Theory]
+    [InlineData("clip-tiny.json", "graphs/clip-text.json", "ClipTiny")]
+    [InlineData("t5-tiny.json", "graphs/t5-encoder.json", "T5Tiny")]
+    public void TinyTextEncodersMatchApprovedCode(string model, string graph, string className)
+    {
+        var result = GeneratorHarness.Run(GeneratorHarness.RepoSchemas(model, graph));
+
+        result.Diagnostics.ShouldBeEmpty();
+        var source = result.GeneratedSources.Single(s => s.HintName == className + ".g.cs").SourceText.ToString();
+        source.ShouldMatchApproved(options => options.SubFolder("Approved").WithDiscriminator(className).NoDiff());
+    }
+
     [Fact]
     public void CatalogListsEveryModel()
     {

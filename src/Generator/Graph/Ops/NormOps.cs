@@ -1,23 +1,40 @@
 namespace InFluxEdit.Generator.Graph.Ops;
 
-/// <summary>LayerNorm over the last axis without affine parameters.</summary>
+/// <summary>LayerNorm over the last axis, optionally with an affine scale and bias (CLIP's; FLUX's has none).</summary>
 public sealed class LayerNormOp : OpDefinition
 {
     public override string Name => "layer_norm";
-    public override string Signature => "x, eps = 1e-6";
+    public override string Signature => "x, scale? [C], bias? [C], eps = 1e-6";
     public override string? AliasableInput => "x";
 
     public override void Bind(OpBinder b)
     {
         var x = b.Value("x");
+        var scale = b.OptionalWeight("scale");
+        var bias = b.OptionalWeight("bias");
         b.Number("eps", "0.000001");
+        var features = x.Shape[x.Shape.Count - 1];
+        b.Check(bias == null || scale != null, "a bias needs a scale (affine LayerNorm has both, or a scale alone)", "bias");
+        foreach (var (weight, argument) in new[] { (scale, "scale"), (bias, "bias") })
+            if (weight != null)
+                b.Check(weight.Shape.Count == 1 && features.Equals(SymbolicDim.Of(weight.Shape[0])),
+                    $"{argument} '{weight.LocalName}' {ShapeRules.Text(weight.Shape)} must be [{features}] for x '{x.Name}' {x.ShapeText}", argument);
         b.Outputs(x.Shape);
     }
 
-    public override void EmitForward(BoundOp op, IForwardEmitter e) =>
-        e.Line($"_backend.LayerNorm({e.View(op.Outputs[0])}, {e.View(op.Values["x"])}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+    public override void EmitForward(BoundOp op, IForwardEmitter e)
+    {
+        string eps = e.Float(op.Attributes["eps"].Number!.Value);
+        if (op.Weights.TryGetValue("scale", out var scale) && scale != null)
+            e.Line($"_backend.AffineLayerNorm({e.View(op.Outputs[0])}, {e.View(op.Values["x"])}, {e.Weight(scale)}, {e.WeightOrNull(op.Weights["bias"])}, {eps});");
+        else
+            e.Line($"_backend.LayerNorm({e.View(op.Outputs[0])}, {e.View(op.Values["x"])}, {eps});");
+    }
 
     public override bool HasBackward => true;
+
+    /// <summary>The backward rule covers the plain norm; the affine one (frozen text encoders) has none yet.</summary>
+    public override bool HasBackwardFor(BoundOp op) => !(op.Weights.TryGetValue("scale", out var scale) && scale != null);
 
     public override void EmitBackward(BoundOp op, IBackwardEmitter e)
     {

@@ -29,6 +29,9 @@ public abstract class OpDefinition
     /// <summary>Whether the op has a backward rule (the training pass refuses graphs whose gradients cross one without).</summary>
     public virtual bool HasBackward => false;
 
+    /// <summary>Whether this use of the op has a backward rule (an op may lack one only for some arguments).</summary>
+    public virtual bool HasBackwardFor(BoundOp op) => HasBackward;
+
     /// <summary>
     /// The backward rule: from the outputs' gradients, add each input's gradient (inputs that need none are
     /// skipped by the emitter) and, for trainable layers, the parameters' gradients. Activation gradients are
@@ -90,5 +93,6 @@ public static class OpCatalog
         new SplitOp(), new ConcatOp(), new TapOp(),
         new Conv2dOp(), new GroupNormOp(), new UpsampleNearest2xOp(), new ChannelsLayoutOp(toLast: true),
         new ChannelsLayoutOp(toLast: false), new ScaleShiftOp(),
+        new EmbeddingOp(), new PositionEmbeddingOp(), new QuickGeluOp(), new MulOp(), new RelativePositionBiasOp(), new ArgmaxPoolOp(),
     }.ToDictionary(op => op.Name);
 }

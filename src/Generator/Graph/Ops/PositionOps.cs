@@ -99,13 +99,15 @@ public sealed class RopeOp : OpDefinition
 }
 
 /// <summary>
-/// Multi-head scaled dot-product attention without mask; heads concatenated in the features. Images
-/// [B, H, W, C] attend over their H·W pixels (the VAE's single-head mid attention).
+/// Multi-head scaled dot-product attention; heads concatenated in the features. Images [B, H, W, C] attend over their
+/// H·W pixels (the VAE's single-head mid attention). Sequences may add a per-head score bias [heads, Lq, Lk] (T5's
+/// relative positions, the same for every sample) and a causal mask (CLIP's text tower); those two have no backward
+/// rule yet.
 /// </summary>
 public sealed class AttentionOp : OpDefinition
 {
     public override string Name => "attention";
-    public override string Signature => "q [B, Lq, C] or [B, H, W, C], k, v [B, Lk, C] (or images like q), heads, scale = 1/sqrt(C/heads)";
+    public override string Signature => "q [B, Lq, C] or [B, H, W, C], k, v [B, Lk, C] (or images like q), heads, scale = 1/sqrt(C/heads), bias? [heads, Lq, Lk], causal = false";
 
     public override void Bind(OpBinder b)
     {
@@ -125,17 +127,36 @@ public sealed class AttentionOp : OpDefinition
             $"{heads} heads do not divide the {features} features of q", "heads");
         long headDim = features.Constant / heads;
         b.Number("scale", "1 / sqrt(" + headDim + ")");
+        var bias = b.OptionalValue("bias");
+        bool causal = b.Boolean("causal", false);
+        if (bias != null || causal)
+            b.Check(q.Shape.Count == 3, $"a bias or causal mask needs sequences [B, L, C]; q '{q.Name}' is {q.ShapeText}", bias != null ? "bias" : "causal");
+        if (bias != null)
+            b.Check(bias.Shape.Count == 3 && bias.Shape[0].Equals(SymbolicDim.Of(heads)) && bias.Shape[1].Equals(q.Shape[1]) && bias.Shape[2].Equals(k.Shape[1]),
+                $"bias '{bias.Name}' {bias.ShapeText} must be [{heads}, {q.Shape[1]}, {k.Shape[1]}] (heads, queries, keys)", "bias");
         b.Outputs(q.Shape);
     }
+
+    private static bool IsMasked(BoundOp op) => op.Values.ContainsKey("bias") || op.Attributes["causal"].Boolean == true;
 
     public override void EmitForward(BoundOp op, IForwardEmitter e)
     {
         string View(BoundValue value) => value.Shape.Count == 4 ? Images.Tokens(e, value) : e.View(value);
+        if (IsMasked(op))
+        {
+            string bias = op.Values.TryGetValue("bias", out var b) ? e.View(b) : "null";
+            e.Line($"_backend.MaskedAttention({e.View(op.Outputs[0])}, {e.View(op.Values["q"])}, {e.View(op.Values["k"])}, {e.View(op.Values["v"])}, " +
+                   $"{op.Attributes["heads"].ToInteger("heads")}, {e.Float(op.Attributes["scale"].Number!.Value)}, {bias}, " +
+                   $"causal: {(op.Attributes["causal"].Boolean == true ? "true" : "false")});");
+            return;
+        }
         e.Line($"_backend.Attention({View(op.Outputs[0])}, {View(op.Values["q"])}, {View(op.Values["k"])}, {View(op.Values["v"])}, " +
                $"{op.Attributes["heads"].ToInteger("heads")}, {e.Float(op.Attributes["scale"].Number!.Value)});");
     }
 
     public override bool HasBackward => true;
+
+    public override bool HasBackwardFor(BoundOp op) => !IsMasked(op);
 
     /// <summary>Recomputes the softmax from q and k and returns dq, dk, dv (sequences only, not images).</summary>
     public override void EmitBackward(BoundOp op, IBackwardEmitter e)

@@ -13,7 +13,9 @@ internal static unsafe class CpuAttention
     /// <summary>Target bytes of one score block: about half of a 1 MB L2, so S stays cached between the two GEMMs.</summary>
     private const int ScoreBlockBytes = 512 * 1024;
 
-    public static void Run(View o, View q, View k, View v, int heads, float scale)
+    /// <param name="bias">Optional additive scores [heads, Lq, Lk] (Batch = heads), shared by every sample.</param>
+    /// <param name="causal">Query i sees keys 0..i only: its later scores are left out of the softmax.</param>
+    public static void Run(View o, View q, View k, View v, int heads, float scale, View? bias = null, bool causal = false)
     {
         int queryRows = q.Rows, keyRows = k.Rows;
         int qkDim = q.Cols / heads, valueDim = v.Cols / heads;
@@ -26,6 +28,8 @@ internal static unsafe class CpuAttention
         int tasks = headsInAllBatches * chunksPerHead;
 
         float* qBase = CpuBackend.Base(q), kBase = CpuBackend.Base(k), vBase = CpuBackend.Base(v), oBase = CpuBackend.Base(o);
+        float* biasBase = bias is View b ? CpuBackend.Base(b) : null;
+        long biasHeadStride = bias?.BatchStride ?? 0, biasRowStride = bias?.RowStride ?? 0;
         GemmKernel kernel = CpuGemm.BestKernel;
         Action<int> body = task =>
         {
@@ -47,7 +51,9 @@ internal static unsafe class CpuAttention
                 int rows = Math.Min(blockRows, queryRows - row0);
                 float* qBlock = qBase + batch * q.BatchStride + row0 * q.RowStride + head * qkDim;
                 float* oBlock = oBase + batch * o.BatchStride + row0 * o.RowStride + head * valueDim;
-                AttendBlock(oBlock, o.RowStride, qBlock, q.RowStride, scratch, rows, keyRows, qkDim, valueDim, scale, kernel);
+                var mask = new ScoreMask(biasBase == null ? null : biasBase + head * biasHeadStride + row0 * biasRowStride,
+                    biasRowStride, causal, row0);
+                AttendBlock(oBlock, o.RowStride, qBlock, q.RowStride, scratch, rows, keyRows, qkDim, valueDim, scale, mask, kernel);
             }
         };
         long flops = 2L * q.Batch * heads * queryRows * keyRows * (qkDim + valueDim);
@@ -65,7 +71,7 @@ internal static unsafe class CpuAttention
     }
 
     private static void AttendBlock(float* o, long ldo, float* q, long ldq, Scratch scratch,
-        int rows, int keyRows, int qkDim, int valueDim, float scale, GemmKernel kernel)
+        int rows, int keyRows, int qkDim, int valueDim, float scale, ScoreMask mask, GemmKernel kernel)
     {
         float* scores = scratch.Scores;
         CpuGemm.MultiplyPrepacked(q, ldq, rows, scratch.Keys, keyRows, qkDim, scores, keyRows, kernel);
@@ -76,12 +82,25 @@ internal static unsafe class CpuAttention
             float* s = scores + (long)r * keyRows;
             // Max-subtracted in the scaled domain, so exp never overflows and the largest term is exactly 1.
             CpuVector.Scale(s, scale, keyRows);
-            float max = CpuVector.Max(s, keyRows);
-            inverseSums[r] = 1f / CpuVector.ExpScaledInPlace(s, 1f, max, keyRows);
+            if (mask.Bias != null) CpuRowKernels.Add(s, s, mask.Bias + r * mask.BiasRowStride, keyRows);
+            // A causal row keeps its first keys; the rest get probability 0 (never −∞ through exp).
+            int visible = mask.Causal ? Math.Min(keyRows, mask.FirstQuery + r + 1) : keyRows;
+            float max = CpuVector.Max(s, visible);
+            inverseSums[r] = 1f / CpuVector.ExpScaledInPlace(s, 1f, max, visible);
+            for (int j = visible; j < keyRows; j++) s[j] = 0f;
         }
 
         CpuGemm.MultiplyPrepacked(scores, keyRows, rows, scratch.Values, valueDim, keyRows, o, ldo, kernel);
         for (int r = 0; r < rows; r++) CpuVector.Scale(o + r * ldo, inverseSums[r], valueDim);
+    }
+
+    /// <summary>What changes a block's scores: its rows of the bias (or null) and whether later keys are hidden.</summary>
+    private readonly struct ScoreMask(float* bias, long biasRowStride, bool causal, int firstQuery)
+    {
+        public readonly float* Bias = bias;
+        public readonly long BiasRowStride = biasRowStride;
+        public readonly bool Causal = causal;
+        public readonly int FirstQuery = firstQuery;
     }
 
     /// <summary>One thread's packed keys, packed values and score block, grown on demand and kept for the thread's life.</summary>

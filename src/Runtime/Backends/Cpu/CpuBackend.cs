@@ -327,6 +327,12 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Attention(View o, View q, View k, View v, int heads, float scale)
     {
+        CheckAttention(o, q, k, v, heads);
+        CpuAttention.Run(o, q, k, v, heads, scale);
+    }
+
+    private static void CheckAttention(View o, View q, View k, View v, int heads)
+    {
         if (heads <= 0 || q.Cols % heads != 0 || v.Cols % heads != 0)
             throw new ArgumentException($"{heads} heads do not split q ({q.Cols}) and v ({v.Cols}) columns", nameof(heads));
         if (k.Cols != q.Cols) throw new ArgumentException($"keys {k} and queries {q} differ in columns");
@@ -339,7 +345,6 @@ public sealed unsafe partial class CpuBackend : IBackend
         RequireInside(q, nameof(q));
         RequireInside(k, nameof(k));
         RequireInside(v, nameof(v));
-        CpuAttention.Run(o, q, k, v, heads, scale);
     }
 
     public void Dispose() => _pool.Clear();

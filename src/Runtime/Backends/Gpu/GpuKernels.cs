@@ -30,7 +30,7 @@ internal sealed class GpuKernels
     private readonly Lazy<Action<Index1D, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<float>>> timestep;
     private readonly Lazy<Action<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<double>, ArrayView<int>>> rope;
     private readonly Lazy<Action<Index1D, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>> applyRope;
-    private readonly Lazy<Action<KernelConfig, int, int, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>> attention;
+    private readonly Lazy<Action<KernelConfig, int, int, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ScoreMask>> attention;
     private readonly Lazy<Action<KernelConfig, int, ArrayView<float>>> softmaxRows;
     private readonly Lazy<Action<KernelConfig, int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>> linearFloat32;
     private readonly Lazy<Action<KernelConfig, int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int>> linearBFloat16, linearFloat16;
@@ -56,7 +56,7 @@ internal sealed class GpuKernels
         timestep = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<float>>(EmbeddingKernels.Timestep));
         rope = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<double>, ArrayView<int>>(EmbeddingKernels.Rope));
         applyRope = Auto(() => a.LoadAutoGroupedStreamKernel<Index1D, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(EmbeddingKernels.ApplyRope));
-        attention = Auto(() => a.LoadStreamKernel<int, int, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>>(AttentionKernels.Attention));
+        attention = Auto(() => a.LoadStreamKernel<int, int, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ScoreMask>(AttentionKernels.Attention));
         softmaxRows = Auto(() => a.LoadStreamKernel<int, ArrayView<float>>(AttentionKernels.SoftmaxRows));
         linearFloat32 = Auto(() => a.LoadStreamKernel<int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(GemmKernels.LinearFloat32));
         linearBFloat16 = Auto(() => a.LoadStreamKernel<int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int>(GemmKernels.LinearBFloat16));
@@ -80,7 +80,7 @@ internal sealed class GpuKernels
     public Action<Index1D, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<float>> Timestep => timestep.Value;
     public Action<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<double>, ArrayView<int>> Rope => rope.Value;
     public Action<Index1D, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> ApplyRope => applyRope.Value;
-    public Action<KernelConfig, int, int, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> Attention => attention.Value;
+    public Action<KernelConfig, int, int, int, float, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ScoreMask> Attention => attention.Value;
     public Action<KernelConfig, int, ArrayView<float>> SoftmaxRows => softmaxRows.Value;
     public Action<KernelConfig, int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> LinearFloat32 => linearFloat32.Value;
     public Action<KernelConfig, int, int, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int> LinearBFloat16 => linearBFloat16.Value;
@@ -110,6 +110,8 @@ public static class GpuKernelCatalog
         Add("attention", typeof(AttentionKernels), explicitlyGrouped: true);
         Add("image", typeof(ImageKernels), explicitlyGrouped: false);
         Add("groupnorm", typeof(GroupNormKernels), explicitlyGrouped: true);
+        Add("text", typeof(TextKernels), explicitlyGrouped: false);
+        Add("textnorm", typeof(TextRowKernels), explicitlyGrouped: true);
         return entries;
     }
 }

@@ -482,7 +482,11 @@ public sealed partial class IlgpuBackend : IBackend
 
     // ---------------------------------------------------------------- attention
 
-    public void Attention(View o, View q, View k, View v, int heads, float scale)
+    public void Attention(View o, View q, View k, View v, int heads, float scale) =>
+        AttentionCore(o, q, k, v, heads, scale, null, false);
+
+    /// <summary>Both attentions: the unmasked one passes no bias and no causal mask (see <see cref="MaskedAttention"/>).</summary>
+    private void AttentionCore(View o, View q, View k, View v, int heads, float scale, View? bias, bool causal)
     {
         if (heads <= 0 || q.Cols % heads != 0)
             throw new ArgumentException($"{heads} heads do not divide {q.Cols} columns", nameof(heads));
@@ -500,10 +504,11 @@ public sealed partial class IlgpuBackend : IBackend
         var (qs, qd) = Strided(q, nameof(q));
         var (ks, kd) = Strided(k, nameof(k));
         var (vs, vd) = Strided(v, nameof(v));
+        var (bs, bd) = bias is View b ? Strided(b, "bias") : (default, default);
         if (cublas is not null && AttentionOnCuBlasEnabled && CuBlasCanAddress(o) && CuBlasCanAddress(q) &&
             CuBlasCanAddress(k) && CuBlasCanAddress(v))
         {
-            AttentionOnCuBlas(o, q, k, v, heads, headDim, scale);
+            AttentionOnCuBlas(o, q, k, v, heads, headDim, scale, bias, causal);
             return;
         }
         // The tiled kernel keeps a query row's head in registers: the VAE's single 512-wide head needs cuBLAS.
@@ -514,7 +519,7 @@ public sealed partial class IlgpuBackend : IBackend
         LastAttentionPath = "ilgpu";
         var grid = new Index3D((q.Rows + AttentionKernels.QueryTile - 1) / AttentionKernels.QueryTile, heads, q.Batch);
         kernels.Attention(new KernelConfig(grid, new Index3D(launch.AttentionGroup, 1, 1)),
-            q.Rows, k.Rows, headDim, scale, os, od, qs, qd, ks, kd, vs, vd);
+            q.Rows, k.Rows, headDim, scale, os, od, qs, qd, ks, kd, vs, vd, new ScoreMask(bs, bd, bias is null ? 0 : 1, causal ? 1 : 0));
     }
 
     /// <summary>A view cuBLAS can take as a column-major matrix per batch: leading dimension ≥ its columns, in int.</summary>
@@ -550,8 +555,9 @@ public sealed partial class IlgpuBackend : IBackend
     /// below its width (broadcast rows). At 4608 the TF32 output differs from Float32's by at most 3.2e-4 (outputs
     /// up to 0.59), the kernel's by 2.4e-6.
     /// </summary>
-    private void AttentionOnCuBlas(View o, View q, View k, View v, int heads, int headDim, float scale)
+    private void AttentionOnCuBlas(View o, View q, View k, View v, int heads, int headDim, float scale, View? bias, bool causal)
     {
+        var (biasLayout, biasData) = bias is View biasView ? Strided(biasView, "bias") : (default, default);
         int keyRows = k.Rows;
         long bytesPerQueryRow = (long)heads * keyRows * sizeof(float);
         int chunk = (int)Math.Clamp(AttentionScratchBudgetBytes / bytesPerQueryRow, 1, q.Rows);
@@ -573,6 +579,10 @@ public sealed partial class IlgpuBackend : IBackend
                         kPointer, (int)k.RowStride, headDim,
                         ElementPointer(q, b, firstRow), (int)q.RowStride, headDim,
                         scores.NativePtr, keyRows, scoreStride, heads);
+                    if (bias is not null || causal)
+                        TextOps.MaskScores((int)CheckedCount(heads * scoreStride), keyRows, n, firstRow,
+                            scores.View.SubView(0, heads * scoreStride).AsContiguous(), biasLayout, biasData,
+                            bias is null ? 0 : 1, causal ? 1 : 0, q.Rows);
                     kernels.SoftmaxRows(new KernelConfig(heads * n, group), keyRows,
                         scores.View.SubView(0, heads * scoreStride).AsContiguous());
                     StridedBatchedGemm(tf32, CuBlasNative.OperationNone, CuBlasNative.OperationNone,

@@ -14,6 +14,9 @@ namespace InFluxEdit.Runtime.Backends.Gpu.Kernels;
 /// same head column, in 32 different banks.
 ///
 /// Grid (⌈Lq / 16⌉, heads, batch); any group size (128 on a GPU, 16 on the CPU simulator).
+/// With mask.HasBias = 1 each score gets bias[head, query, key] added (a [heads, Lq, Lk] view, flat rows head·Lq + query);
+/// with mask.Causal = 1 keys after the query are left out (score −∞). Key 0 is in the first tile and never hidden, so
+/// every row's running maximum is finite after that tile and exp(−∞ − max) = 0 drops the hidden keys.
 /// </summary>
 public static class AttentionKernels
 {
@@ -25,7 +28,7 @@ public static class AttentionKernels
 
     public static void Attention(int queryRows, int keyRows, int headDim, float scale,
         StridedMatrix o, ArrayView<float> oData, StridedMatrix q, ArrayView<float> qData,
-        StridedMatrix k, ArrayView<float> kData, StridedMatrix v, ArrayView<float> vData)
+        StridedMatrix k, ArrayView<float> kData, StridedMatrix v, ArrayView<float> vData, ScoreMask mask)
     {
         var queries = SharedMemory.Allocate<float>(QueryTile * MaxHeadDim);
         var keysOrValues = SharedMemory.Allocate<float>(KeyTile * KeyStride);
@@ -75,6 +78,14 @@ public static class AttentionKernels
                     for (int d = 0; d < headDim; d++)
                         dot += queries[queryBase + d] * keysOrValues[keyBase + d];
                     score = dot * scale;
+                    int query = firstQuery + i, key = firstKey + j;
+                    if (query < queryRows)
+                    {
+                        if (mask.HasBias != 0)
+                            score += mask.BiasData[mask.Bias.IndexOf((long)Grid.IdxY * queryRows + query, key)];
+                        if (mask.Causal != 0 && key > query)
+                            score = float.NegativeInfinity;
+                    }
                 }
                 scores[i * ScoreStride + j] = score;
             }
@@ -194,4 +205,26 @@ public static class AttentionKernels
             tile[j * KeyStride + d] = sourceData[source.IndexOf(firstFlatRow + j, headColumn + d)];
         }
     }
+}
+
+/// <summary>
+/// What an attention kernel adds to its scores: a [heads, Lq, Lk] bias when HasBias is 1 (Bias/BiasData unused
+/// otherwise) and the causal mask when Causal is 1. <see cref="None"/> for plain attention.
+/// </summary>
+public readonly struct ScoreMask
+{
+    public readonly StridedMatrix Bias;
+    public readonly ArrayView<float> BiasData;
+    public readonly int HasBias;
+    public readonly int Causal;
+
+    public ScoreMask(StridedMatrix bias, ArrayView<float> biasData, int hasBias, int causal)
+    {
+        Bias = bias;
+        BiasData = biasData;
+        HasBias = hasBias;
+        Causal = causal;
+    }
+
+    public static ScoreMask None => new(default, default, 0, 0);
 }

@@ -1,0 +1,142 @@
+using System.Text.Json;
+using InFluxEdit.Cli.Commands;
+using InFluxEdit.Cli.Fill;
+using InFluxEdit.Cli.Text;
+using InFluxEdit.Models;
+using InFluxEdit.Runtime.Backends.Cpu;
+using InFluxEdit.Runtime.Images;
+using Shouldly;
+
+namespace InFluxEdit.Tests.Text;
+
+/// <summary>
+/// Prompts in-process on the tiny models: the golden CLIP and T5 encoders with their tokenizers (a byte-level CLIP
+/// vocabulary made here, without merges, fits the tiny CLIP's 1000 rows), a toy transformer with seeded weights that
+/// reads their widths, and the golden tiny VAE. No precomputed embeddings anywhere.
+/// </summary>
+public sealed class PromptEndToEndTests
+{
+    private static string ClipTokenizerFolder(TempDir dir)
+    {
+        // GPT-2's byte-to-unicode table, each symbol alone and as a word end: every text tokenizes, one byte a token.
+        var symbols = new List<char>();
+        for (int b = 0; b < 256; b++)
+            if (b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF) symbols.Add((char)b);
+        int extra = 0;
+        for (int b = 0; b < 256; b++)
+            if (!(b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF)) symbols.Add((char)(256 + extra++));
+        var vocab = new Dictionary<string, int>();
+        foreach (char c in symbols) vocab[c.ToString()] = vocab.Count;
+        foreach (char c in symbols) vocab[c + "</w>"] = vocab.Count;
+        vocab["<|startoftext|>"] = vocab.Count;
+        vocab["<|endoftext|>"] = vocab.Count;
+        string folder = dir.File("clip-tokenizer");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "vocab.json"), JsonSerializer.Serialize(vocab));
+        File.WriteAllText(Path.Combine(folder, "merges.txt"), "#version: 0.2\n");
+        return folder;
+    }
+
+    private static string ToyTransformer(TempDir dir)
+    {
+        string path = dir.File("toy.safetensors");
+        RandomWeights.Write(ModelCatalog.All.Single(m => m.Descriptor.Name == "flux-fill-toy").Descriptor, path, seed: 3);
+        return path;
+    }
+
+    private static T WithEncoders<T>(T options, TempDir dir) where T : TextEncoderOptions
+    {
+        options.Clip = TestPaths.Golden("clip-tiny.safetensors");
+        options.T5 = TestPaths.Golden("t5-tiny.safetensors");
+        options.ClipTokenizer = Directory.Exists(dir.File("clip-tokenizer")) ? dir.File("clip-tokenizer") : ClipTokenizerFolder(dir);
+        options.T5Tokenizer = TestPaths.Golden("spm-tiny.model");
+        options.T5Length = 16;
+        options.Device = "cpu";
+        return options;
+    }
+
+    [Fact]
+    public void Edit_takes_a_prompt_encodes_it_once_and_a_new_prompt_changes_the_edit()
+    {
+        using var dir = new TempDir();
+        string weights = ToyTransformer(dir);
+        EditOptions Edit(string prompt, string output) => WithEncoders(new EditOptions
+        {
+            Weights = weights,
+            Vae = TestPaths.Golden("vae-tiny.safetensors"),
+            Input = TestPaths.Golden("methods-tiny-source.png"),
+            Prompt = prompt,
+            TextCache = dir.File("text-cache"),
+            Steps = 2,
+            Seed = 5,
+            Output = dir.File(output),
+        }, dir);
+
+        var first = new StringWriter();
+        EditCommand.Run(Edit("violet circle with orange background", "a.png"), first, ModelCatalog.All).ShouldBe(0, first.ToString());
+        first.ToString().ShouldContain("1 encoded");
+        var again = new StringWriter();
+        EditCommand.Run(Edit("violet circle with orange background", "b.png"), again, ModelCatalog.All).ShouldBe(0, again.ToString());
+        again.ToString().ShouldContain("1 from the cache");
+        again.ToString().ShouldNotContain("clip:");
+        var other = new StringWriter();
+        EditCommand.Run(Edit("green circle with blue background", "c.png"), other, ModelCatalog.All).ShouldBe(0, other.ToString());
+        other.ToString().ShouldContain("1 encoded");
+
+        ImageFile.LoadRgb(dir.File("b.png")).Data.ShouldBe(ImageFile.LoadRgb(dir.File("a.png")).Data);
+        ImageFile.LoadRgb(dir.File("c.png")).Data.ShouldNotBe(ImageFile.LoadRgb(dir.File("a.png")).Data);
+        Directory.GetFiles(dir.File("text-cache")).Length.ShouldBe(2);
+    }
+
+    [Fact]
+    public void The_encoders_output_is_what_the_encoders_give_for_the_tokenized_prompt()
+    {
+        using var dir = new TempDir();
+        var options = WithEncoders(new EditOptions(), dir);
+        var files = TextEncoderFiles.Resolve(null, options.Clip, options.T5, options.ClipTokenizer, options.T5Tokenizer);
+        using var backend = new CpuBackend();
+        using var encoder = PromptEncoder.Load(files, 16, backend, ModelCatalog.All, TextWriter.Null);
+        var encoded = encoder.Encode("a red circle");
+        encoded.Txt.Shape.ShouldBe([1, 16, 32]);
+        encoded.Vec.Shape.ShouldBe([1, 48]);
+        encoder.Encode("a red circle").Txt.Data.ShouldBe(encoded.Txt.Data);
+        encoder.Encode("a blue circle").Vec.Data.ShouldNotBe(encoded.Vec.Data);
+    }
+
+    [Fact]
+    public void Train_encodes_each_caption_once_and_learns_without_precomputed_embeddings()
+    {
+        using var dir = new TempDir();
+        string data = dir.File("circles");
+        DatasetCommand.Run(new DatasetOptions { Kind = "circles", Output = data, Count = 3, HeldOut = 0, Size = 32, Seed = 2 }).ShouldBe(0);
+        var log = new StringWriter();
+        var options = WithEncoders(new TrainOptions
+        {
+            Weights = ToyTransformer(dir),
+            Vae = TestPaths.Golden("vae-tiny.safetensors"),
+            Data = Path.Combine(data, "train"),
+            Method = EditMethod.Channel,
+            Output = dir.File("out"),
+            Steps = 2,
+            Rank = 2,
+            Resolution = 32,
+        }, dir);
+
+        TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());
+        log.ToString().ShouldContain("3 distinct prompt(s), 0 from the cache");
+        Directory.GetFiles(Path.Combine(options.Output, "cache", "text")).Length.ShouldBe(3);
+        File.Exists(TrainCommand.LoraPath(options)).ShouldBeTrue();
+    }
+
+    [Fact]
+    public void A_tokenizer_larger_than_the_encoders_vocabulary_is_refused()
+    {
+        using var dir = new TempDir();
+        var options = WithEncoders(new EditOptions(), dir);
+        var files = TextEncoderFiles.Resolve(null, options.Clip, options.T5, TestPaths.Golden("tokenizers/clip"), options.T5Tokenizer);
+        using var backend = new CpuBackend();
+        var error = Should.Throw<InvalidDataException>(() => PromptEncoder.Load(files, 16, backend, ModelCatalog.All, TextWriter.Null));
+        error.Message.ShouldContain("49408 tokens");
+        error.Message.ShouldContain("clip-tiny");
+    }
+}
