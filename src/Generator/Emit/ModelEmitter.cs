@@ -90,7 +90,8 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Line("    {");
         foreach (var p in spec.Params) _w.Line($"        [{CSharpNames.Literal(p.Name)}] = {CSharpNames.Literal(JsonText(p.Value))},");
         _w.Line("    },");
-        if (_model.LoraAliases.Count == 0 && _model.Lora == null)
+        var ignored = _model.Graph.IgnoredTensors;
+        if (_model.LoraAliases.Count == 0 && _model.Lora == null && ignored.Count == 0)
         {
             _w.Line("    Parameters: CreateParameterTable());");
         }
@@ -107,6 +108,8 @@ public sealed partial class ModelEmitter : IBackwardEmitter
                 _w.Line("    },");
             }
             if (_model.Lora is { } lora) EmitLoraPresets(lora);
+            if (ignored.Count > 0)
+                _w.Line($"    IgnoredTensors = new[] {{ {string.Join(", ", ignored.Select(CSharpNames.Literal))} }},");
             _w.Line("};");
         }
         _w.Line();

@@ -154,9 +154,17 @@ public static class SchemaParser
             }
 
         var lora = ReadLora(reader.Optional("lora", JsonKind.Object), diagnostics);
+        var ignored = new List<string>();
+        var ignoredNode = reader.Optional("ignored_tensors", JsonKind.Array);
+        if (ignoredNode != null)
+            foreach (var item in ignoredNode.Items)
+            {
+                if (item.Kind == JsonKind.String && item.Text!.Length > 0) ignored.Add(item.Text!);
+                else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"ignored_tensors\" lists checkpoint key patterns such as \"vision_model.*\"", item.Span));
+            }
 
         reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates",
-            "body", "outputs", "entries", "lora_formats", "trainable", "lora");
+            "body", "outputs", "entries", "lora_formats", "trainable", "lora", "ignored_tensors");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
             diagnostics.ToEquatableArray())
@@ -164,6 +172,7 @@ public static class SchemaParser
             LoraAliases = loraAliases,
             Trainable = trainable.ToEquatableArray(),
             Lora = lora,
+            IgnoredTensors = ignored.ToEquatableArray(),
         };
     }
 

@@ -45,6 +45,12 @@ public sealed record GraphSpec(
 
     /// <summary>The graph's LoRA presets (which layers a LoRA trains, how A starts) and defaults; null when it has none.</summary>
     public LoraSpec? Lora { get; init; }
+
+    /// <summary>
+    /// Checkpoint tensors the model does not use but published files carry ("text_projection.weight", "vision_model.*"):
+    /// loading and recognition skip them instead of refusing the file.
+    /// </summary>
+    public EquatableArray<string> IgnoredTensors { get; init; }
 }
 
 /// <summary>

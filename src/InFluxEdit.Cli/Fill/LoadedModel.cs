@@ -68,7 +68,7 @@ public sealed class LoadedModel : IDisposable
         IReadOnlyDictionary<string, HostTensor>? replacements = null)
     {
         using var file = SafeTensorsFile.Open(checkpoint);
-        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, replacements);
+        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, replacements, info.Descriptor.Ignores);
         try
         {
             return new LoadedModel(info.Create(backend, weights), weights, reason);
@@ -96,7 +96,7 @@ public sealed class LoadedModel : IDisposable
             foreach (string path in paths) files.Add(SafeTensorsFile.Open(path));
             var match = ModelRecognizer.Recognize(files, configPath == null ? null : File.ReadAllText(configPath), candidates.Select(m => m.Descriptor));
             var info = candidates.First(m => m.Descriptor == match.Model);
-            var weights = WeightLoader.Load(info.Descriptor.Parameters, files, backend, progress);
+            var weights = WeightLoader.Load(info.Descriptor.Parameters, files, backend, progress, ignored: info.Descriptor.Ignores);
             try
             {
                 return new LoadedModel(info.Create(backend, weights), weights, match.Reason);

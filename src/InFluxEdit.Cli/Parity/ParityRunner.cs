@@ -103,7 +103,7 @@ public sealed partial class ParityRunner
         {
             var match = ModelRecognizer.Recognize(weightFiles[0], _models.Select(m => m.Descriptor));
             var info = _models.First(m => m.Descriptor == match.Model);
-            var weights = WeightLoader.Load(info.Descriptor.Parameters, weightFiles, _backend);
+            var weights = WeightLoader.Load(info.Descriptor.Parameters, weightFiles, _backend, ignored: info.Descriptor.Ignores);
             try
             {
                 var model = info.Create(_backend, weights);

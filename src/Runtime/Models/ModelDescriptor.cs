@@ -22,6 +22,32 @@ public sealed record ModelDescriptor(
 
     /// <summary>The schema's "lora" section: default rank, alpha and preset, and what each preset trains; null without one.</summary>
     public LoraDefaults? Lora { get; init; }
+
+    /// <summary>
+    /// Patterns of checkpoint tensors the model does not use but published files carry (the schema's
+    /// "ignored_tensors"; "*" matches any text): loading and recognition pass over them.
+    /// </summary>
+    public IReadOnlyList<string> IgnoredTensors { get; init; } = Array.Empty<string>();
+
+    /// <summary>Whether a checkpoint key is one of <see cref="IgnoredTensors"/>.</summary>
+    public bool Ignores(string key) => IgnoredTensors.Any(pattern => KeyPattern.Matches(pattern, key));
+}
+
+/// <summary>Checkpoint key patterns: "*" matches any run of characters (dots included), everything else itself.</summary>
+public static class KeyPattern
+{
+    public static bool Matches(string pattern, string key) => Matches(pattern.AsSpan(), key.AsSpan());
+
+    private static bool Matches(ReadOnlySpan<char> pattern, ReadOnlySpan<char> key)
+    {
+        int star = pattern.IndexOf('*');
+        if (star < 0) return pattern.SequenceEqual(key);
+        if (key.Length < star || !pattern[..star].SequenceEqual(key[..star])) return false;
+        var rest = pattern[(star + 1)..];
+        for (int skip = star; skip <= key.Length; skip++)
+            if (Matches(rest, key[skip..])) return true;
+        return false;
+    }
 }
 
 /// <summary>A model's LoRA defaults (scale = alpha / rank) and presets by name.</summary>

@@ -114,7 +114,7 @@ public static class ModelRecognizer
             else if (!tensor.Shape.AsSpan().SequenceEqual(parameter.Shape))
                 misShaped.Add($"{parameter.Name} is {HostTensor.FormatShape(tensor.Shape)} here, the schema expects {HostTensor.FormatShape(parameter.Shape)}");
         }
-        var unexpected = tensors.Where(t => !wanted.Contains(t.Key)).Select(t => $"{t.Key} is not in the schema");
+        var unexpected = tensors.Where(t => !wanted.Contains(t.Key) && !model.Ignores(t.Key)).Select(t => $"{t.Key} is not in the schema");
         // Shapes first: a wrong shape says most about which variant a file is.
         return misShaped.Concat(missing).Concat(unexpected).ToList();
     }

@@ -19,11 +19,12 @@ public static class WeightLoader
         IBackend backend,
         IProgress<(int done, int total)>? progress = null,
         IReadOnlyDictionary<string, HostTensor>? deltas = null,
-        IReadOnlyDictionary<string, HostTensor>? replacements = null)
+        IReadOnlyDictionary<string, HostTensor>? replacements = null,
+        Func<string, bool>? ignored = null)
     {
         if (files.Count == 0)
             throw new ArgumentException("no weight files were given", nameof(files));
-        Dictionary<string, CheckpointTensor> found = Validate(table, files);
+        Dictionary<string, CheckpointTensor> found = Validate(table, files, ignored ?? (_ => false));
         RequireFits(table, deltas, "delta", nameof(deltas));
         RequireFits(table, replacements, "replacement", nameof(replacements));
 
@@ -77,7 +78,8 @@ public static class WeightLoader
         return backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, DTypeEncoding.Encode(merged.Data, entry.DType));
     }
 
-    private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<SafeTensorsFile> files)
+    private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<SafeTensorsFile> files,
+        Func<string, bool> ignored)
     {
         var expected = new Dictionary<string, ParameterInfo>(StringComparer.Ordinal);
         foreach (ParameterInfo parameter in table)
@@ -110,7 +112,7 @@ public static class WeightLoader
             else if (tensor.Entry is null)
                 unloadable.Add($"{parameter.Name}: stored as {tensor.DTypeName} in {FileName(tensor.File)}; only F32, F16, BF16 and F64 load");
         }
-        var unexpected = found.Values.Where(t => !expected.ContainsKey(t.Key))
+        var unexpected = found.Values.Where(t => !expected.ContainsKey(t.Key) && !ignored(t.Key))
             .Select(t => $"{t.Key} {HostTensor.FormatShape(t.Shape)} in {FileName(t.File)}")
             .ToList();
 
