@@ -110,6 +110,10 @@ public static class GpuKernelCatalog
         Add("attention", typeof(AttentionKernels), explicitlyGrouped: true);
         Add("image", typeof(ImageKernels), explicitlyGrouped: false);
         Add("groupnorm", typeof(GroupNormKernels), explicitlyGrouped: true);
+        foreach (var method in typeof(BackwardKernels).GetMethods(BindingFlags.Public | BindingFlags.Static | BindingFlags.DeclaredOnly))
+            if (method.ReturnType == typeof(void))
+                // Element-wise backward kernels take an Index1D; the row, reduction and GEMM kernels are explicitly grouped.
+                entries.Add(new Entry("backward", method, method.GetParameters().FirstOrDefault()?.ParameterType != typeof(Index1D)));
         return entries;
     }
 }
