@@ -6,6 +6,7 @@ using InFluxEdit.Cli.Console;
 using InFluxEdit.Cli.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Backends.Gpu;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
@@ -179,7 +180,8 @@ public static class BenchCommand
         var info = Compiled(options.Model);
         using var backend = options.CreateBackend(System.Console.Out);
         var training = backend as ITrainingBackend
-            ?? throw new NotSupportedException($"the {backend.Name} backend has no backward kernels yet: bench train runs with --device cpu");
+            ?? throw new NotSupportedException($"the {backend.Name} backend has no training ops: bench train runs with --device cpu or --device cuda");
+        var gpu = backend as IlgpuBackend;
         var weights = RandomWeights.Upload(info.Descriptor, backend, Seed, new ProgressBar("random weights", "tensors"));
         try
         {
@@ -195,14 +197,19 @@ public static class BenchCommand
                 double forward = Median(options, () =>
                 {
                     foreach (var output in model.Run(inputs).Values) output.Dispose();
+                    backend.Synchronize();
                 });
                 long forwardMemory = Environment.WorkingSet;
+                long forwardDevicePeak = gpu?.PeakPooledBytes ?? 0;
+                gpu?.ResetPeakPooledBytes();
                 model.Training = state;
                 double step = Median(options, () =>
                 {
                     foreach (var p in parameters) training.Scale(p.Gradient, 0f);
                     model.ForwardBackward(inputs, output => backend.Upload(new HostTensor(output.Shape)));
                     optimizer.Step(parameters, AdamW.DefaultLearningRate);
+                    // Each step waits for the device, so the median times whole steps, not their queueing.
+                    backend.Synchronize();
                 });
                 long peak = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64;
                 var table = new ConsoleTable("model", "device", "tokens", "adapters", "forward ms", "train step ms", "step / forward", "peak memory");
@@ -211,6 +218,15 @@ public static class BenchCommand
                     (step / forward).ToString("F2", CultureInfo.InvariantCulture) + "×", TrainingProgress.FormatBytes(peak));
                 table.Write(System.Console.Out);
                 System.Console.WriteLine($"(the process held {TrainingProgress.FormatBytes(forwardMemory)} after the forward runs; no recomputation yet: every activation is kept)");
+                if (gpu is not null)
+                {
+                    // Weights are exact allocations outside the pools; activations, gradients and scratch are pooled.
+                    long weightBytes = weights.Values.Sum(w => w.Length * w.DType.SizeInBytes());
+                    long trainingPeak = gpu.PeakPooledBytes;
+                    System.Console.WriteLine($"peak GPU memory: {TrainingProgress.FormatBytes(weightBytes + trainingPeak)} during training steps " +
+                        $"({TrainingProgress.FormatBytes(weightBytes)} weights + {TrainingProgress.FormatBytes(trainingPeak)} pooled activations, gradients and scratch); " +
+                        $"{TrainingProgress.FormatBytes(weightBytes + forwardDevicePeak)} during the forward runs");
+                }
                 return 0;
             }
             finally

@@ -3,6 +3,7 @@ using CommandLine;
 using InFluxEdit.Cli.Fill;
 using InFluxEdit.Cli.Training;
 using InFluxEdit.Models;
+using InFluxEdit.Runtime.Backends.Gpu;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
@@ -175,7 +176,7 @@ public static class TrainCommand
         {
             double loss = trainer.TrainStep(guard);
             if (!double.IsNaN(loss)) progress.Report(trainer.Step, loss);
-            log.WriteLine(progress.FormatLine());
+            log.WriteLine(progress.FormatLine() + (backend is IlgpuBackend gpu ? $", gpu {TrainingProgress.FormatBytes(gpu.PeakPooledBytes)} pooled peak" : ""));
             bool last = trainer.Step == settings.Steps;
             if (validation != null && (last || (options.ValidateEvery > 0 && trainer.Step % options.ValidateEvery == 0)))
                 ValidationSheet.Write(Path.Combine(options.Output, "validation", $"step-{trainer.Step:D6}"),
