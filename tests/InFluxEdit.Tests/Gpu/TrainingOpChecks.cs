@@ -192,7 +192,9 @@ public sealed class TrainingOpChecks(ITrainingBackend gpu, int seed = 4321) : ID
         var y = Input(sumBatches ? 1 : batch, 1, cols);
         gpu.SumRows(y.Gpu, x.Gpu, beta);
         cpu.SumRows(y.Cpu, x.Cpu, beta);
-        AssertSame(y.Backing, $"SumRows beta {beta}: y {y}, x {x}");
+        // Sums of many float32 terms: the CPU adds row after row in float32, so its rounding grows with the row count.
+        int terms = rows * (sumBatches ? batch : 1);
+        AssertSame(y.Backing, $"SumRows beta {beta}: y {y}, x {x}", 1e-5 + 5e-7 * terms, 1e-4);
     }
 
     public enum Alias { None, Dy, X }
@@ -212,7 +214,7 @@ public sealed class TrainingOpChecks(ITrainingBackend gpu, int seed = 4321) : ID
         cpu.ModulateBackward(dx.Cpu, dShift.Cpu, dScale.Cpu, dy.Cpu, x.Cpu, scaleBroadcast.Cpu);
         string what = $"ModulateBackward [{batch}, {rows}, {cols}] dx aliasing {alias}";
         AssertSame(dx.Backing, what + ": dx");
-        AssertSame(gradients.Backing, what + ": dShift, dScale", 1e-4, 1e-4);
+        AssertSame(gradients.Backing, what + ": dShift, dScale", 1e-5 + 5e-7 * rows, 1e-4);
     }
 
     public void GatedResidualBackward(int batch, int rows, int cols, Alias alias)
@@ -227,7 +229,7 @@ public sealed class TrainingOpChecks(ITrainingBackend gpu, int seed = 4321) : ID
         cpu.GatedResidualBackward(dx.Cpu, dGate.Cpu, dy.Cpu, x.Cpu, gate.Cpu);
         string what = $"GatedResidualBackward [{batch}, {rows}, {cols}] dx aliasing {alias}";
         AssertSame(dx.Backing, what + ": dx");
-        AssertSame(dGate.Backing, what + ": dGate", 1e-4, 1e-4);
+        AssertSame(dGate.Backing, what + ": dGate", 1e-5 + 5e-7 * rows, 1e-4);
     }
 
     // ------------------------------------------------------------------ row ops
