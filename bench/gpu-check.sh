@@ -3,7 +3,7 @@
 #   dotnet publish src/InFluxEdit.Cli -c Release -r linux-x64 --self-contained -o OUT
 #   bench/gpu-check.sh OUT ../shared/golden
 # Runs every golden parity case on CUDA, then times the forward pass of the mid-size and the real model and a
-# whole 1024x1024 edit with the real model's sizes (seeded random weights).
+# whole 1024x1024 edit with the real model's sizes (seeded random weights), and a LoRA training step of both.
 set -u
 cli="$1/influx-cli"
 golden="$2"
