@@ -399,6 +399,12 @@ public sealed class TrainingOpChecks(ITrainingBackend gpu, int seed = 4321) : ID
             AssertSame(withSpecial, $"Zero over {special}", 0, 0);
             Assert.Equal(0.0, gpu.SumOfSquares(x.Gpu));
         }
+        // A dense view (cleared by a memset on the GPU backend) inside a NaN tensor: only the view is cleared.
+        var nans = Upload(Enumerable.Repeat(float.NaN, 40).ToArray());
+        var inner = new Pair(nans, 3, 2, 3, 5, 15, 5);
+        gpu.Zero(inner.Gpu);
+        cpu.Zero(inner.Cpu);
+        AssertSame(nans, "Zero of a dense view over NaN", 0, 0);
     }
 
     public void Dispose()
