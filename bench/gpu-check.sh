@@ -3,7 +3,7 @@
 #   dotnet publish src/InFluxEdit.Cli -c Release -r linux-x64 --self-contained -o OUT
 #   bench/gpu-check.sh OUT ../shared/golden
 # Runs every golden parity case on CUDA, then times the forward pass of the mid-size and the real model and a
-# whole 1024x1024 edit with the real model's sizes (seeded random weights).
+# whole 1024x1024 edit with the real model's sizes (seeded random weights), and a LoRA training step of both.
 set -u
 cli="$1/influx-cli"
 golden="$2"
@@ -16,3 +16,6 @@ echo "== bench: FLUX.1 Fill [dev] at 1024x1024 (4096 image + 512 text tokens), b
 "$cli" bench forward --device cuda --precision bf16 --model flux-fill-dev --tokens 4096 --txt-tokens 512 --runs 3 --warmup 1 --baseline none --profile
 echo "== bench: a whole 1024x1024 channel edit, FLUX.1 Fill [dev] + FLUX VAE sizes, 4 steps"
 "$cli" bench edit --device cuda --precision bf16 --model flux-fill-dev --vae-model flux-vae --width 1024 --height 1024 --steps 4
+echo "== bench: LoRA training step, mid-size model (float32) and FLUX.1 Fill [dev] at 1024x1024 (bf16 weights), peak GPU memory"
+"$cli" bench train --device cuda --model flux-mid
+"$cli" bench train --device cuda --precision bf16 --model flux-fill-dev --tokens 4096 --txt-tokens 512 --runs 3 --warmup 1

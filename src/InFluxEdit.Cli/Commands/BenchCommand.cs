@@ -6,6 +6,7 @@ using InFluxEdit.Cli.Console;
 using InFluxEdit.Cli.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Backends.Gpu;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
@@ -179,7 +180,7 @@ public static class BenchCommand
         var info = Compiled(options.Model);
         using var backend = options.CreateBackend(System.Console.Out);
         var training = backend as ITrainingBackend
-            ?? throw new NotSupportedException($"the {backend.Name} backend has no backward kernels yet: bench train runs with --device cpu");
+            ?? throw new NotSupportedException($"the {backend.Name} backend has no training ops: bench train runs with --device cpu or --device cuda");
         var weights = RandomWeights.Upload(info.Descriptor, backend, Seed, new ProgressBar("random weights", "tensors"));
         try
         {
@@ -195,12 +196,14 @@ public static class BenchCommand
                 double forward = Median(options, () =>
                 {
                     foreach (var output in model.Run(inputs).Values) output.Dispose();
+                    backend.Synchronize();
                 });
                 long forwardMemory = Environment.WorkingSet;
                 model.Training = state;
                 var statistics = backend as IMemoryStatistics;
+                long weightBytes = weights.Values.Sum(w => w.Length * w.DType.SizeInBytes());
                 var table = new ConsoleTable("model", "device", "tokens", "adapters", "recompute", "forward ms", "s per train step", "step / forward",
-                    statistics != null ? "peak activations" : "peak process memory");
+                    statistics != null ? "peak memory" : "peak process memory");
                 var results = new List<(double Step, long Peak)>();
                 foreach (bool recompute in new[] { false, true })
                 {
@@ -211,10 +214,12 @@ public static class BenchCommand
                         foreach (var p in parameters) training.Scale(p.Gradient, 0f);
                         model.ForwardBackward(inputs, output => backend.Upload(new HostTensor(output.Shape)));
                         optimizer.Step(parameters, AdamW.DefaultLearningRate);
+                        // Each step waits for the device, so the median times whole steps, not their queueing.
+                        backend.Synchronize();
                     });
-                    // What a step allocates beyond what outlives it (weights aside: adapters, gradients, optimizer state, inputs).
+                    // The weights plus the most the backend held during the steps (activations, gradients, adapters, scratch).
                     long peak = statistics != null
-                        ? statistics.PeakAllocatedBytes - statistics.AllocatedBytes
+                        ? weightBytes + statistics.PeakAllocatedBytes
                         : System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64;
                     results.Add((step, peak));
                     table.Add(info.Descriptor.Name, backend.Name, $"{options.ImageTokens}+{options.TextTokens}", $"{targets.Count} × rank {options.Rank} ({options.Preset})",
@@ -224,7 +229,7 @@ public static class BenchCommand
                 table.Write(System.Console.Out);
                 System.Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"recomputing: {results[1].Step / results[0].Step:F2}× the step time, {(double)results[1].Peak / results[0].Peak:F2}× the peak memory " +
-                    $"({(statistics != null ? "activations the step allocates, from the backend's count" : "the process's peak working set, which never goes down: read the first row's")}; " +
+                    $"({(statistics != null ? $"{TrainingProgress.FormatBytes(weightBytes)} of weights plus the backend's peak count" : "the process's peak working set, which never goes down: read the first row's")}; " +
                     $"the process held {TrainingProgress.FormatBytes(forwardMemory)} after the forward runs)"));
                 return 0;
             }

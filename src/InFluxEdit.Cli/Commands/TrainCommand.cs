@@ -4,6 +4,7 @@ using InFluxEdit.Cli.Fill;
 using InFluxEdit.Cli.Text;
 using InFluxEdit.Cli.Training;
 using InFluxEdit.Models;
+using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
@@ -188,7 +189,7 @@ public static class TrainCommand
         {
             double loss = trainer.TrainStep(guard);
             if (!double.IsNaN(loss)) progress.Report(trainer.Step, loss);
-            log.WriteLine(progress.FormatLine());
+            log.WriteLine(progress.FormatLine() + (backend is IMemoryStatistics memory ? $", {backend.Name} peak {TrainingProgress.FormatBytes(memory.PeakAllocatedBytes)}" : ""));
             bool last = trainer.Step == settings.Steps;
             if (validation != null && (last || (options.ValidateEvery > 0 && trainer.Step % options.ValidateEvery == 0)))
                 ValidationSheet.Write(Path.Combine(options.Output, "validation", $"step-{trainer.Step:D6}"),

@@ -20,7 +20,7 @@ public sealed partial class ParityRunner
             return new List<ParityRow>
             {
                 new(goldenCase.Name, "*", double.NaN, double.NaN, ParityStatus.Skipped,
-                    $"the {_backend.Name} backend has no backward kernels yet: run this case with --device cpu"),
+                    $"the {_backend.Name} backend has no training ops: run this case with --device cpu or --device cuda"),
             };
         var lora = goldenCase.Json.GetProperty("lora");
         float scale = (float)lora.GetProperty("scale").GetDouble();

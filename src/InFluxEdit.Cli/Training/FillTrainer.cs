@@ -63,7 +63,7 @@ public sealed class FillTrainer : IDisposable
         _transformer = transformer;
         _backend = transformer.Backend;
         _training = _backend as ITrainingBackend
-            ?? throw new NotSupportedException($"training runs on the CPU backend for now (its backward kernels are CPU-only); {_backend.Name} has none: use --device cpu");
+            ?? throw new NotSupportedException($"the {_backend.Name} backend has no training ops: train with --device cpu or --device cuda");
         _settings = settings;
         _examples = examples;
         _random = new TrainingRandom(settings.Seed);

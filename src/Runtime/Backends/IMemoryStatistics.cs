@@ -2,7 +2,8 @@ namespace InFluxEdit.Runtime.Backends;
 
 /// <summary>
 /// A backend that counts the activation memory it hands out (tensors from Allocate and Upload, not weights), for
-/// reporting a pass's peak: bench train compares training with and without recomputation by it.
+/// reporting a pass's peak: bench train compares training with and without recomputation by it. The CPU counts live
+/// tensors; a GPU counts what its buffer pools hold on the device, parked buffers included.
 /// </summary>
 public interface IMemoryStatistics
 {

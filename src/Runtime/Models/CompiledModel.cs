@@ -55,7 +55,7 @@ public abstract class CompiledModel
     public TrainingState? Training { get; set; }
 
     private ITrainingBackend TrainingBackend => _backend as ITrainingBackend
-        ?? throw new NotSupportedException($"the {_backend.Name} backend cannot train yet (its backward kernels are CPU-only): use --device cpu");
+        ?? throw new NotSupportedException($"the {_backend.Name} backend has no training ops (ITrainingBackend): train with --device cpu or --device cuda");
 
     /// <summary>A gradient buffer, zero-filled: contributions add into it.</summary>
     protected DeviceTensor Zeros(params int[] shape)

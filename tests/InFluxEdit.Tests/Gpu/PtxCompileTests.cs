@@ -54,7 +54,10 @@ public sealed class PtxCompileTests
         var names = GpuKernelCatalog.All.Select(e => e.Method.Name).ToHashSet();
         foreach (string kernel in new[] { "Copy", "Add", "Silu", "GeluTanh", "Modulate", "GatedResidual", "LayerNorm",
                      "RmsNorm", "Timestep", "Rope", "ApplyRope", "Attention", "LinearFloat32", "LinearBFloat16",
-                     "LinearFloat16", "RoundToBFloat16", "WidenBFloat16", "AddBiasToRows", "SoftmaxRows" })
+                     "LinearFloat16", "RoundToBFloat16", "WidenBFloat16", "AddBiasToRows", "SoftmaxRows",
+                     "SiluBackward", "GeluTanhBackward", "ApplyRopeBackward", "Fill", "ScaleInPlace", "AdamW",
+                     "SumRowsPartials", "ModulateBackwardPartials", "GatedResidualBackwardPartials", "FinishColumnSums",
+                     "LayerNormBackward", "RmsNormBackward", "SoftmaxBackwardRows", "SumOfSquaresPartials", "GeneralGemm" })
             Assert.Contains(kernel, names);
     }
 }

@@ -23,6 +23,32 @@ internal sealed class GpuBufferPool<T> : IDisposable where T : unmanaged
     /// <summary>Bytes held by free buffers.</summary>
     public long CachedBytes { get; private set; }
 
+    /// <summary>Bytes of device memory the pool's buffers take, in use or parked.</summary>
+    public long AllocatedBytes => Interlocked.Read(ref allocatedBytes);
+
+    /// <summary>The most <see cref="AllocatedBytes"/> has been since creation or <see cref="ResetPeak"/>.</summary>
+    public long PeakBytes => Interlocked.Read(ref peakBytes);
+
+    private long allocatedBytes, peakBytes;
+
+    /// <summary>Restarts the high-water mark from what the pool holds now.</summary>
+    public void ResetPeak() => Interlocked.Exchange(ref peakBytes, AllocatedBytes);
+
+    private MemoryBuffer1D<T, Stride1D.Dense> AllocateCounted(long bucket)
+    {
+        var buffer = accelerator.Allocate1D<T>(bucket);
+        long now = Interlocked.Add(ref allocatedBytes, buffer.LengthInBytes);
+        long peak;
+        while (now > (peak = Interlocked.Read(ref peakBytes)) && Interlocked.CompareExchange(ref peakBytes, now, peak) != peak) { }
+        return buffer;
+    }
+
+    private void Release(MemoryBuffer1D<T, Stride1D.Dense> buffer)
+    {
+        Interlocked.Add(ref allocatedBytes, -buffer.LengthInBytes);
+        buffer.Dispose();
+    }
+
     public static long BucketLength(long length)
     {
         if (length <= SmallestBucket)
@@ -47,14 +73,14 @@ internal sealed class GpuBufferPool<T> : IDisposable where T : unmanaged
         }
         try
         {
-            return accelerator.Allocate1D<T>(bucket);
+            return AllocateCounted(bucket);
         }
         catch (Exception first) when (first is not ArgumentException)
         {
             // Out of device memory with buffers parked here: free them and try once more.
             if (Trim() == 0)
                 throw;
-            return accelerator.Allocate1D<T>(bucket);
+            return AllocateCounted(bucket);
         }
     }
 
@@ -64,7 +90,7 @@ internal sealed class GpuBufferPool<T> : IDisposable where T : unmanaged
         {
             if (disposed)
             {
-                buffer.Dispose();
+                Release(buffer);
                 return;
             }
             if (!free.TryGetValue(buffer.Length, out var stack))
@@ -82,7 +108,7 @@ internal sealed class GpuBufferPool<T> : IDisposable where T : unmanaged
             long released = CachedBytes;
             foreach (var stack in free.Values)
                 while (stack.Count > 0)
-                    stack.Pop().Dispose();
+                    Release(stack.Pop());
             CachedBytes = 0;
             return released;
         }

@@ -17,7 +17,7 @@ namespace InFluxEdit.Runtime.Backends.Gpu;
 /// Each public op binds the accelerator to the calling thread first (a no-op when it already is), because CUDA
 /// launches and cuBLAS calls use the thread's current CUDA context.
 /// </summary>
-public sealed partial class IlgpuBackend : IBackend
+public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
 {
     /// <summary>Simulated CPU device: warps of 8, at most 32 threads per group. Every simulated thread is an OS
     /// thread and a barrier costs a context switch per thread; 16-thread groups ran ~10× faster than 256-thread

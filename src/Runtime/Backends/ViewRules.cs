@@ -1,0 +1,50 @@
+namespace InFluxEdit.Runtime.Backends;
+
+/// <summary>
+/// The aliasing rules of <see cref="ITrainingBackend"/> as checks any backend can run before launching work: an output
+/// addresses each element once, and an output shares no element with an input the op forbids it to alias.
+/// </summary>
+internal static class ViewRules
+{
+    /// <summary>An output must not address one element twice (a broadcast output would race and double-count).</summary>
+    public static void RequireDistinctOutputElements(View output, string name)
+    {
+        if (output.ElementCount == 0) return;
+        if (output.Rows > 1 && output.RowStride < output.Cols
+            || output.Batch > 1 && output.BatchStride < (long)(output.Rows - 1) * output.RowStride + output.Cols)
+            throw new ArgumentException($"{output} addresses some elements more than once; an output needs distinct elements", name);
+    }
+
+    /// <summary>Rejects an output that shares elements with an input of the op.</summary>
+    public static void RequireDisjoint(View output, View input, string name)
+    {
+        if (Overlap(output, input))
+            throw new ArgumentException($"{output} overlaps {input}; this op's output must not share elements with it", name);
+    }
+
+    /// <summary>
+    /// Whether two views may share an element: exact for column slices of one wider tensor (q, k, v of a fused qkv,
+    /// their gradients in a fused dqkv), otherwise conservative (any meeting of their address ranges counts).
+    /// </summary>
+    public static bool Overlap(View x, View y)
+    {
+        if (!ReferenceEquals(x.Tensor, y.Tensor) || x.ElementCount == 0 || y.ElementCount == 0) return false;
+        (long xFirst, long xLast) = Span(x);
+        (long yFirst, long yLast) = Span(y);
+        if (xLast < yFirst || yLast < xFirst) return false;
+        long pitch = x.RowStride;
+        if (pitch > 0 && y.RowStride == pitch && StaysInItsColumns(x, pitch) && StaysInItsColumns(y, pitch))
+        {
+            long xColumn = x.Offset % pitch, yColumn = y.Offset % pitch;
+            return xColumn < yColumn + y.Cols && yColumn < xColumn + x.Cols;
+        }
+        return true;
+    }
+
+    /// <summary>Every element of the view sits in columns [Offset mod pitch, + Cols) of a row of that pitch.</summary>
+    private static bool StaysInItsColumns(View view, long pitch)
+        => view.Offset % pitch + view.Cols <= pitch && (view.Batch == 1 || view.BatchStride % pitch == 0);
+
+    private static (long First, long Last) Span(View view)
+        => (view.Offset, view.Offset + (view.Batch - 1) * view.BatchStride + (view.Rows - 1) * view.RowStride + view.Cols - 1);
+}
