@@ -19,3 +19,5 @@ echo "== bench: a whole 1024x1024 channel edit, FLUX.1 Fill [dev] + FLUX VAE siz
 echo "== bench: LoRA training step, mid-size model (float32) and FLUX.1 Fill [dev] at 1024x1024 (bf16 weights), peak GPU memory"
 "$cli" bench train --device cuda --model flux-mid
 "$cli" bench train --device cuda --precision bf16 --model flux-fill-dev --tokens 4096 --txt-tokens 512 --runs 3 --warmup 1
+echo "== bench: LoRA training step, FLUX.1 Fill [dev] at 512x512 (1024 image + 512 text tokens), bf16 weights: the 40 GB bar with recomputation"
+"$cli" bench train --device cuda --precision bf16 --model flux-fill-dev --tokens 1024 --txt-tokens 512 --runs 3 --warmup 1

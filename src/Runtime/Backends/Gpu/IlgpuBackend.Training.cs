@@ -40,8 +40,12 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public long PeakAllocatedBytes => floatPool.PeakBytes + wordPool.PeakBytes;
 
+    /// <summary>Frees the parked buffers first, so the new high-water mark starts from what tensors hold, not from an earlier pass's cache.</summary>
     public void ResetPeak()
     {
+        Synchronize();
+        floatPool.Trim();
+        wordPool.Trim();
         floatPool.ResetPeak();
         wordPool.ResetPeak();
     }
