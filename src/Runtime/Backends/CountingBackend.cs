@@ -8,7 +8,7 @@ namespace InFluxEdit.Runtime.Backends;
 /// With profiling on, it also waits for each op and adds its time to a per-op total (slower, but it shows
 /// where a forward pass spends its time).
 /// </summary>
-public sealed class CountingBackend : IBackend
+public sealed partial class CountingBackend : IBackend
 {
     private readonly IBackend _inner;
     private readonly Dictionary<string, (double Seconds, int Calls)> _profile = new();
