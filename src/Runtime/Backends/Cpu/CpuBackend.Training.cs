@@ -20,12 +20,12 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         bool sumOverBatches = c.Batch == 1 && products > 1;
         if (c.Batch != products && !sumOverBatches)
             throw new ArgumentException($"{c} must have {products} batches, or 1 to sum the products", nameof(c));
-        RequireDistinctOutputElements(c, nameof(c));
+        ViewRules.RequireDistinctOutputElements(c, nameof(c));
         RequireInside(a, nameof(a));
         RequireInside(b, nameof(b));
         RequireInside(c, nameof(c));
-        RequireDisjoint(c, a, nameof(a));
-        RequireDisjoint(c, b, nameof(b));
+        ViewRules.RequireDisjoint(c, a, nameof(a));
+        ViewRules.RequireDisjoint(c, b, nameof(b));
         if (c.ElementCount == 0) return;
 
         float* aBase = Base(a), bBase = Base(b), cBase = Base(c);
@@ -60,10 +60,10 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     {
         if (y.Rows != 1 || y.Cols != x.Cols || (y.Batch != x.Batch && y.Batch != 1))
             throw new ArgumentException($"{y} must be [{x.Batch} or 1, 1, {x.Cols}] to hold the row sums of {x}", nameof(y));
-        RequireDistinctOutputElements(y, nameof(y));
+        ViewRules.RequireDistinctOutputElements(y, nameof(y));
         RequireInside(y, nameof(y));
         RequireInside(x, nameof(x));
-        RequireDisjoint(y, x, nameof(x));
+        ViewRules.RequireDisjoint(y, x, nameof(x));
         RowWalker ys = new(y), xs = new(x);
         int batchesPerSum = y.Batch == x.Batch ? 1 : x.Batch, rows = x.Rows;
         ForColumnChunks(y.Batch, x.Cols, (long)batchesPerSum * rows, (output, c0, width, sum) =>
@@ -211,12 +211,12 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         RequireInside(dOut, nameof(dOut));
         foreach (View gradient in new[] { dq, dk, dv })
         {
-            RequireDistinctOutputElements(gradient, "gradient");
-            foreach (View input in new[] { q, k, v, dOut }) RequireDisjoint(gradient, input, "input");
+            ViewRules.RequireDistinctOutputElements(gradient, "gradient");
+            foreach (View input in new[] { q, k, v, dOut }) ViewRules.RequireDisjoint(gradient, input, "input");
         }
-        RequireDisjoint(dq, dk, nameof(dk));
-        RequireDisjoint(dq, dv, nameof(dv));
-        RequireDisjoint(dk, dv, nameof(dv));
+        ViewRules.RequireDisjoint(dq, dk, nameof(dk));
+        ViewRules.RequireDisjoint(dq, dv, nameof(dv));
+        ViewRules.RequireDisjoint(dk, dv, nameof(dv));
         CpuAttentionBackward.Run(dq, dk, dv, dOut, q, k, v, heads, scale);
     }
 
@@ -289,7 +289,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     public void Scale(View x, float factor)
     {
         RequireInside(x, nameof(x));
-        RequireDistinctOutputElements(x, nameof(x));
+        ViewRules.RequireDistinctOutputElements(x, nameof(x));
         if (x.ElementCount == 0) return;
         if (x.IsContiguous)
         {
@@ -343,49 +343,8 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         if (vector.Batch != 1 || vector.Rows != x.Batch || vector.Cols != x.Cols)
             throw new ArgumentException($"{vector} must be [1, {x.Batch}, {x.Cols}], one row per sample of {x}", name);
         RequireInside(vector, name);
-        RequireDistinctOutputElements(vector, name);
-        RequireDisjoint(vector, x, name);
-        foreach (View other in otherViews) RequireDisjoint(vector, other, name);
+        ViewRules.RequireDistinctOutputElements(vector, name);
+        ViewRules.RequireDisjoint(vector, x, name);
+        foreach (View other in otherViews) ViewRules.RequireDisjoint(vector, other, name);
     }
-
-    /// <summary>An output must not address one element twice (a broadcast output would race and double-count).</summary>
-    private static void RequireDistinctOutputElements(View output, string name)
-    {
-        if (output.ElementCount == 0) return;
-        if (output.Rows > 1 && output.RowStride < output.Cols || output.Batch > 1 && output.BatchStride < (long)(output.Rows - 1) * output.RowStride + output.Cols)
-            throw new ArgumentException($"{output} addresses some elements more than once; an output needs distinct elements", name);
-    }
-
-    /// <summary>Rejects an output that shares elements with an input of the op.</summary>
-    private static void RequireDisjoint(View output, View input, string name)
-    {
-        if (Overlap(output, input))
-            throw new ArgumentException($"{output} overlaps {input}; this op's output must not share elements with it", name);
-    }
-
-    /// <summary>
-    /// Whether two views may share an element: exact for column slices of one wider tensor (q, k, v of a fused qkv,
-    /// their gradients in a fused dqkv), otherwise conservative (any meeting of their address ranges counts).
-    /// </summary>
-    private static bool Overlap(View x, View y)
-    {
-        if (!ReferenceEquals(x.Tensor, y.Tensor) || x.ElementCount == 0 || y.ElementCount == 0) return false;
-        (long xFirst, long xLast) = Span(x);
-        (long yFirst, long yLast) = Span(y);
-        if (xLast < yFirst || yLast < xFirst) return false;
-        long pitch = x.RowStride;
-        if (pitch > 0 && y.RowStride == pitch && StaysInItsColumns(x, pitch) && StaysInItsColumns(y, pitch))
-        {
-            long xColumn = x.Offset % pitch, yColumn = y.Offset % pitch;
-            return xColumn < yColumn + y.Cols && yColumn < xColumn + x.Cols;
-        }
-        return true;
-    }
-
-    /// <summary>Every element of the view sits in columns [Offset mod pitch, + Cols) of a row of that pitch.</summary>
-    private static bool StaysInItsColumns(View view, long pitch)
-        => view.Offset % pitch + view.Cols <= pitch && (view.Batch == 1 || view.BatchStride % pitch == 0);
-
-    private static (long First, long Last) Span(View view)
-        => (view.Offset, view.Offset + (view.Batch - 1) * view.BatchStride + (view.Rows - 1) * view.RowStride + view.Cols - 1);
 }
