@@ -23,7 +23,14 @@ public abstract class DeviceOptions
 /// <summary>How prompts and captions become the transformer's txt and vec: the text encoders, or precomputed embeddings.</summary>
 public abstract class TextEncoderOptions : DeviceOptions
 {
-    [Option("text-encoder-dir", HelpText = "A FLUX model folder (Hugging Face layout): text_encoder/ (CLIP-L), text_encoder_2/ (T5-XXL, shards are fine), tokenizer/ (vocab.json, merges.txt), tokenizer_2/ (spiece.model). --clip, --t5, --clip-tokenizer and --t5-tokenizer override its parts.")]
+    [Option("flux-dir", HelpText = "A FLUX.1 Fill model folder as Hugging Face ships it: the transformer (flux1-fill-dev.safetensors), ae.safetensors and the text encoders with their tokenizers come from it; --weights, --vae and the text encoder options override its parts.")]
+    public string? FluxDir { get; set; }
+
+    /// <summary>The autoencoder: --vae, else the --flux-dir folder's.</summary>
+    public string AutoencoderPath(string? given) => given
+        ?? (FluxDir != null ? Fill.FluxModelFolder.Autoencoder(FluxDir) : throw new ArgumentException("--vae is required: the autoencoder checkpoint (or give --flux-dir)"));
+
+    [Option("text-encoder-dir", HelpText = "Default: --flux-dir. A FLUX model folder (Hugging Face layout): text_encoder/ (CLIP-L), text_encoder_2/ (T5-XXL, shards are fine), tokenizer/ (vocab.json, merges.txt), tokenizer_2/ (spiece.model). --clip, --t5, --clip-tokenizer and --t5-tokenizer override its parts.")]
     public string? TextEncoderDir { get; set; }
 
     [Option("clip", HelpText = "The CLIP-L text encoder: a .safetensors file (Hugging Face CLIPTextModel keys) or a folder of them with config.json.")]

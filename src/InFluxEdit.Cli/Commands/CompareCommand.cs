@@ -19,11 +19,11 @@ public sealed class CompareOptions : TextEncoderOptions
     [Option("data", Required = true, HelpText = "A folder with train/ and held-out/ in the layout 'train --data' reads (as 'dataset circles' writes it).")]
     public string Data { get; set; } = "";
 
-    [Option("base", Required = true, HelpText = "The base transformer checkpoint every variant starts from (e.g. flux1-fill-dev.safetensors on a GPU).")]
-    public string Base { get; set; } = "";
+    [Option("base", HelpText = "The base transformer checkpoint every variant starts from (e.g. flux1-fill-dev.safetensors on a GPU). Default: --flux-dir's.")]
+    public string? Base { get; set; }
 
-    [Option("vae", Required = true, HelpText = "The autoencoder checkpoint.")]
-    public string Vae { get; set; } = "";
+    [Option("vae", HelpText = "The autoencoder checkpoint. Default: --flux-dir's ae.safetensors.")]
+    public string? Vae { get; set; }
 
     [Option("output", Required = true, HelpText = "The output folder: one training folder per variant, compare.md and compare.png.")]
     public string Output { get; set; } = "";
@@ -69,6 +69,9 @@ public static class CompareCommand
     public static int Run(CompareOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, out IReadOnlyList<VariantScore> scores)
     {
         var variants = ParseVariants(options.Variants);
+        string basePath = options.Base ?? (options.FluxDir != null ? FluxModelFolder.Transformer(options.FluxDir)
+            : throw new ArgumentException("--base is required: the transformer every variant starts from (or give --flux-dir)"));
+        string vaePath = options.AutoencoderPath(options.Vae);
         string trainDir = Path.Combine(options.Data, "train"), heldOutDir = Path.Combine(options.Data, "held-out");
         var train = PairDataset.FromFolder(trainDir);
         var heldOut = PairDataset.FromFolder(heldOutDir);
@@ -81,7 +84,7 @@ public static class CompareCommand
         foreach (var variant in variants)
         {
             log.WriteLine($"== training {variant.Name} ({options.Steps} steps, seed {options.Seed})");
-            var trainOptions = TrainOptionsFor(options, variant, trainDir, resolution);
+            var trainOptions = TrainOptionsFor(options, variant, basePath, vaePath, trainDir, resolution);
             var clock = Stopwatch.StartNew();
             int code = TrainCommand.Run(trainOptions, log, catalog);
             if (code != 0) throw new InvalidOperationException($"training {variant.Name} failed (exit code {code})");
@@ -91,19 +94,19 @@ public static class CompareCommand
         log.WriteLine($"== scoring {heldOut.Pairs.Count} held-out edits per model");
         var results = new List<VariantScore>();
         var columns = new List<List<HostTensor>>();
-        var (transformerInfo, transformerReason) = LoadedModel.Resolve(options.Base, FillPipeline.TransformerFamily, catalog);
-        var (vaeInfo, vaeReason) = LoadedModel.Resolve(options.Vae, VaeCodec.Family, catalog);
+        var (transformerInfo, transformerReason) = LoadedModel.Resolve(basePath, FillPipeline.TransformerFamily, catalog);
+        var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         using var backend = options.CreateBackend(log);
         var texts = CaptionEncodings.Encode(heldOut.Pairs.Select(p => p.Caption).ToList(), options, transformerInfo.Descriptor,
             Path.Combine(options.Output, "cache", "text"), backend, catalog, log);
-        using var vae = LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend);
+        using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
 
         var scored = new List<(string Name, EditMethod Method, string? Lora, double Seconds)> { ("base (channel, no LoRA)", EditMethod.Channel, null, 0) };
         scored.AddRange(variants.Select(v => (v.Name, v.Method, (string?)loras[v].Path, loras[v].Seconds)));
         foreach (var (name, method, lora, seconds) in scored)
         {
             var deltas = lora == null ? null : EditCommand.ReadLoras([lora], [1f], transformerInfo.Descriptor, log);
-            using var transformer = LoadedModel.Load(options.Base, transformerInfo, transformerReason, backend, null, deltas?.Deltas, deltas?.Replacements);
+            using var transformer = LoadedModel.Load(basePath, transformerInfo, transformerReason, backend, null, deltas?.Deltas, deltas?.Replacements);
             var pipeline = new FillPipeline(transformer.Model, vae.Model);
             var edits = new List<HostTensor>();
             double psnr = 0, ssim = 0;
@@ -165,10 +168,10 @@ public static class CompareCommand
         return variants;
     }
 
-    private static TrainOptions TrainOptionsFor(CompareOptions options, Variant variant, string trainDir, int resolution) => new()
+    private static TrainOptions TrainOptionsFor(CompareOptions options, Variant variant, string basePath, string vaePath, string trainDir, int resolution) => new()
     {
-        Weights = options.Base,
-        Vae = options.Vae,
+        Weights = basePath,
+        Vae = vaePath,
         Data = trainDir,
         Method = variant.Method,
         TrainImgIn = variant.TrainImgIn,
@@ -181,7 +184,7 @@ public static class CompareCommand
         CheckpointEvery = options.Steps,
         Device = options.Device,
         Precision = options.Precision,
-        TextEncoderDir = options.TextEncoderDir,
+        TextEncoderDir = options.TextEncoderDir ?? options.FluxDir,
         Clip = options.Clip,
         T5 = options.T5,
         ClipTokenizer = options.ClipTokenizer,

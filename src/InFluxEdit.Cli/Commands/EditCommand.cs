@@ -21,8 +21,8 @@ public sealed class EditOptions : TextEncoderOptions
     [Option("weights", HelpText = "The transformer checkpoint (.safetensors, BFL keys, e.g. flux1-fill-dev.safetensors). May be left out when --model is a checkpoint path.")]
     public string? Weights { get; set; }
 
-    [Option("vae", Required = true, HelpText = "The autoencoder checkpoint (BFL's ae.safetensors keys).")]
-    public string Vae { get; set; } = "";
+    [Option("vae", HelpText = "The autoencoder checkpoint (BFL's ae.safetensors keys). Default: --flux-dir's ae.safetensors.")]
+    public string? Vae { get; set; }
 
     [Option("input", Required = true, HelpText = "The image to edit (PNG, JPEG, BMP, GIF, TGA, WebP, TIFF; alpha is dropped).")]
     public string Input { get; set; } = "";
@@ -129,6 +129,8 @@ public static class EditCommand
         string? name;
         if (options.Model != null && File.Exists(options.Model))
             (checkpoint, name) = (options.Weights ?? options.Model, null);
+        else if (options.Weights == null && options.FluxDir != null)
+            (checkpoint, name) = (FluxModelFolder.Transformer(options.FluxDir), options.Model);
         else
             (checkpoint, name) = (options.Weights ?? throw new ArgumentException(
                 options.Model == null
@@ -136,7 +138,8 @@ public static class EditCommand
                     : $"--weights is required with --model {options.Model} (or '{options.Model}' is a checkpoint path that does not exist)"), options.Model);
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, name);
         modelName = transformerInfo.Descriptor.Name;
-        var (vaeInfo, vaeReason) = LoadedModel.Resolve(options.Vae, VaeCodec.Family, catalog);
+        string vaePath = options.AutoencoderPath(options.Vae);
+        var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         var noise = options.Noise == null ? null : LoadNoise(options.Noise);
         long seed = options.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
 
@@ -148,7 +151,7 @@ public static class EditCommand
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
             new ProgressBar("loading transformer", "tensors"), loraDeltas?.Deltas, loraDeltas?.Replacements);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
-        using var vae = LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend, new ProgressBar("loading vae", "tensors"));
+        using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, new ProgressBar("loading vae", "tensors"));
 
         var pipeline = new FillPipeline(transformer.Model, vae.Model);
         log.WriteLine($"method: {Name(options.Method)}, {options.Steps} steps, guidance {options.Guidance}, " +

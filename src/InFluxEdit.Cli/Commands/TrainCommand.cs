@@ -22,8 +22,8 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("weights", HelpText = "The transformer checkpoint (.safetensors, BFL keys).")]
     public string? Weights { get; set; }
 
-    [Option("vae", Required = true, HelpText = "The autoencoder checkpoint (BFL's ae.safetensors keys).")]
-    public string Vae { get; set; } = "";
+    [Option("vae", HelpText = "The autoencoder checkpoint (BFL's ae.safetensors keys). Default: --flux-dir's ae.safetensors.")]
+    public string? Vae { get; set; }
 
     [Option("data", HelpText = "A folder with source/ and target/ (same file stems) and captions as captions/NAME.txt or NAME.txt beside the source; for --method fill, images/ and masks/ instead.")]
     public string? Data { get; set; }
@@ -127,7 +127,7 @@ public static class TrainCommand
     {
         if (options.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {options.Steps}");
         if (options.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {options.Rank}");
-        string checkpoint = options.Weights ?? options.Model
+        string checkpoint = options.Weights ?? options.Model ?? (options.FluxDir != null ? FluxModelFolder.Transformer(options.FluxDir) : null)
             ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, options.Weights != null ? options.Model : null);
         // Rank, alpha and preset default to the schema's "lora" section.
@@ -156,7 +156,8 @@ public static class TrainCommand
 
         var validation = options.Validation == null ? null
             : options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Validation) : PairDataset.FromFolder(options.Validation);
-        var (vaeInfo, vaeReason) = LoadedModel.Resolve(options.Vae, VaeCodec.Family, catalog);
+        string vaePath = options.AutoencoderPath(options.Vae);
+        var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         Directory.CreateDirectory(options.Output);
 
         using var backend = options.CreateBackend(log);
@@ -165,10 +166,10 @@ public static class TrainCommand
         var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => p.Caption).ToList();
         var texts = CaptionEncodings.Encode(captions, options, transformerInfo.Descriptor, Path.Combine(options.Output, "cache", "text"),
             backend, catalog, log);
-        var examples = CacheExamples(dataset, settings, options, vaeInfo, vaeReason, backend, texts, log);
+        var examples = CacheExamples(dataset, settings, options, vaePath, vaeInfo, vaeReason, backend, texts, log);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
-        using var validationVae = validation == null ? null : LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend);
+        using var validationVae = validation == null ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
         using var trainer = new FillTrainer(transformer.Model, transformer.Weights, settings, examples);
         if (options.Resume != null)
         {
@@ -233,14 +234,14 @@ public static class TrainCommand
     /// method, size and VAE file) so later runs and resumes skip the VAE.
     /// </summary>
     private static List<FillTrainer.Example> CacheExamples(PairDataset dataset, TrainingSettings settings, TrainOptions options,
-        CompiledModelInfo vaeInfo, string vaeReason, Runtime.Backends.IBackend backend, IReadOnlyDictionary<string, TextConditioning> texts,
+        string vaePath, CompiledModelInfo vaeInfo, string vaeReason, Runtime.Backends.IBackend backend, IReadOnlyDictionary<string, TextConditioning> texts,
         TextWriter log)
     {
         var buckets = new AspectBuckets(options.Resolution);
         string cacheDir = Path.Combine(options.Output, "cache");
         Directory.CreateDirectory(cacheDir);
         // The VAE's name and size: another autoencoder (or a re-saved one) gets fresh latents.
-        string vaeTag = $"{Path.GetFileNameWithoutExtension(options.Vae)}-{new FileInfo(options.Vae).Length}";
+        string vaeTag = $"{Path.GetFileNameWithoutExtension(vaePath)}-{new FileInfo(vaePath).Length}";
         var examples = new List<FillTrainer.Example>();
         LoadedModel? vae = null;
         try
@@ -252,7 +253,7 @@ public static class TrainCommand
                 string path = Path.Combine(cacheDir, $"{pair.Name}.{method}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
                 if (!File.Exists(path))
                 {
-                    vae ??= LoadedModel.Load(options.Vae, vaeInfo, vaeReason, backend);
+                    vae ??= LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
                     var (source, target) = PairDataset.Load(pair, bucket);
                     HostTensor Encode(HostTensor image) => VaeCodec.Encode(vae.Model, image);
                     // Inpainting: the pair's "target" is the mask; the model learns to restore the masked image.

@@ -29,7 +29,7 @@ public static class CaptionEncodings
             return distinct.ToDictionary(t => t, _ => fixedText, StringComparer.Ordinal);
         }
 
-        var files = TextEncoderFiles.Resolve(options.TextEncoderDir, options.Clip, options.T5, options.ClipTokenizer, options.T5Tokenizer);
+        var files = TextEncoderFiles.Resolve(options.TextEncoderDir ?? options.FluxDir, options.Clip, options.T5, options.ClipTokenizer, options.T5Tokenizer);
         Directory.CreateDirectory(cacheDirectory);
         string identity = files.Identity();
         var result = new Dictionary<string, TextConditioning>(StringComparer.Ordinal);

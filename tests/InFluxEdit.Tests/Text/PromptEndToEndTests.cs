@@ -129,6 +129,53 @@ public sealed class PromptEndToEndTests
     }
 
     [Fact]
+    public void Edit_reads_everything_from_a_flux_model_folder()
+    {
+        using var dir = new TempDir();
+        string root = dir.File("FLUX.1-Fill-toy");
+        foreach (string folder in new[] { "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2" })
+            Directory.CreateDirectory(Path.Combine(root, folder));
+        File.Move(ToyTransformer(dir), Path.Combine(root, "flux1-fill-dev.safetensors"));
+        File.Copy(TestPaths.Golden("vae-tiny.safetensors"), Path.Combine(root, "ae.safetensors"));
+        File.Copy(TestPaths.Golden("clip-tiny.safetensors"), Path.Combine(root, "text_encoder", "model.safetensors"));
+        File.Copy(TestPaths.Golden("t5-tiny.safetensors"), Path.Combine(root, "text_encoder_2", "model-00001-of-00001.safetensors"));
+        foreach (string file in Directory.GetFiles(ClipTokenizerFolder(dir)))
+            File.Copy(file, Path.Combine(root, "tokenizer", Path.GetFileName(file)));
+        File.Copy(TestPaths.Golden("spm-tiny.model"), Path.Combine(root, "tokenizer_2", "spiece.model"));
+
+        var log = new StringWriter();
+        var options = new EditOptions
+        {
+            FluxDir = root,
+            Input = TestPaths.Golden("methods-tiny-source.png"),
+            Prompt = "yellow circle with cyan background",
+            TextCache = dir.File("text-cache"),
+            T5Length = 16,
+            Steps = 1,
+            Seed = 1,
+            Output = dir.File("out.png"),
+            Device = "cpu",
+        };
+        EditCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());
+        log.ToString().ShouldContain("flux-fill-toy");
+        log.ToString().ShouldContain("clip: clip-tiny");
+        File.Exists(options.Output).ShouldBeTrue();
+    }
+
+    [Fact]
+    public void A_flux_folder_with_several_checkpoints_asks_which_one()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("flux1-fill-dev-fp8.safetensors"), "x");
+        File.WriteAllText(dir.File("flux1-fill-dev-q8.safetensors"), "x");
+        File.WriteAllText(dir.File("ae.safetensors"), "x");
+        var error = Should.Throw<ArgumentException>(() => FluxModelFolder.Transformer(dir.Path));
+        error.Message.ShouldContain("--weights");
+        error.Message.ShouldContain("flux1-fill-dev-q8.safetensors");
+        FluxModelFolder.Autoencoder(dir.Path).ShouldBe(dir.File("ae.safetensors"));
+    }
+
+    [Fact]
     public void A_tokenizer_larger_than_the_encoders_vocabulary_is_refused()
     {
         using var dir = new TempDir();
