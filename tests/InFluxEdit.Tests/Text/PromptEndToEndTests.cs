@@ -1,4 +1,3 @@
-using System.Text.Json;
 using InFluxEdit.Cli.Commands;
 using InFluxEdit.Cli.Fill;
 using InFluxEdit.Cli.Text;
@@ -10,30 +9,16 @@ using Shouldly;
 namespace InFluxEdit.Tests.Text;
 
 /// <summary>
-/// Prompts in-process on the tiny models: the golden CLIP and T5 encoders with their tokenizers (a byte-level CLIP
-/// vocabulary made here, without merges, fits the tiny CLIP's 1000 rows), a toy transformer with seeded weights that
+/// Prompts in-process on the tiny models: the golden CLIP and T5 encoders with their tokenizers (the project's byte-level
+/// CLIP vocabulary, without merges, fits the tiny CLIP's 1000 rows), a toy transformer with seeded weights that
 /// reads their widths, and the golden tiny VAE. No precomputed embeddings anywhere.
 /// </summary>
 public sealed class PromptEndToEndTests
 {
     private static string ClipTokenizerFolder(TempDir dir)
     {
-        // GPT-2's byte-to-unicode table, each symbol alone and as a word end: every text tokenizes, one byte a token.
-        var symbols = new List<char>();
-        for (int b = 0; b < 256; b++)
-            if (b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF) symbols.Add((char)b);
-        int extra = 0;
-        for (int b = 0; b < 256; b++)
-            if (!(b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF)) symbols.Add((char)(256 + extra++));
-        var vocab = new Dictionary<string, int>();
-        foreach (char c in symbols) vocab[c.ToString()] = vocab.Count;
-        foreach (char c in symbols) vocab[c + "</w>"] = vocab.Count;
-        vocab["<|startoftext|>"] = vocab.Count;
-        vocab["<|endoftext|>"] = vocab.Count;
         string folder = dir.File("clip-tokenizer");
-        Directory.CreateDirectory(folder);
-        File.WriteAllText(Path.Combine(folder, "vocab.json"), JsonSerializer.Serialize(vocab));
-        File.WriteAllText(Path.Combine(folder, "merges.txt"), "#version: 0.2\n");
+        ToyTokenizers.WriteClip(folder);
         return folder;
     }
 

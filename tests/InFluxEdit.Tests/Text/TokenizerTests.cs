@@ -1,4 +1,5 @@
 using InFluxEdit.Cli.Parity;
+using InFluxEdit.Cli.Text;
 using InFluxEdit.Runtime.Backends.Cpu;
 using InFluxEdit.Runtime.Text;
 using Shouldly;
@@ -179,5 +180,39 @@ public class TokenizerTests
         T5.Value.EosId.ShouldBe(T5Eos);
         T5.Value.UnknownId.ShouldBe(T5Unk);
         T5.Value.PieceOf(T5Eos).ShouldBe("</s>");
+    }
+}
+
+public sealed class ToyTokenizerTests
+{
+    [Fact]
+    public void The_toy_clip_vocabulary_spells_every_text_byte_by_byte()
+    {
+        using var dir = new TempDir();
+        ToyTokenizers.WriteClip(dir.Path);
+        var tokenizer = ClipTokenizer.Load(dir.File("vocab.json"), dir.File("merges.txt"));
+        tokenizer.VocabularySize.ShouldBe(514);
+        var ids = tokenizer.Encode("Red  circle!", 16);
+        // BOS, r e d</w>, c i r c l e !</w>, then EOS padding: 1 + 3 + 7 = 11 tokens before the pads.
+        ids[0].ShouldBe(tokenizer.BosId);
+        ids[11].ShouldBe(tokenizer.EosId);
+        ids[10].ShouldNotBe(tokenizer.EosId);
+        tokenizer.Encode("red circle!", 16).ShouldBe(ids);
+    }
+
+    [Fact]
+    public void The_toy_sentencepiece_model_reads_back_as_characters_with_t5_ids()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("spiece.model");
+        ToyTokenizers.WriteSentencePiece(path);
+        var tokenizer = SentencePieceTokenizer.Load(path);
+        tokenizer.VocabularySize.ShouldBe(98);
+        (tokenizer.PadId, tokenizer.EosId, tokenizer.UnknownId).ShouldBe((0, 1, 2));
+        var ids = tokenizer.Encode("red ok", 10);
+        string spelled = string.Concat(ids.TakeWhile(id => id != tokenizer.EosId).Select(tokenizer.PieceOf));
+        spelled.ShouldBe("\u2581red\u2581ok");
+        ids[8].ShouldBe(0);
+        tokenizer.Encode("é", 4)[1].ShouldBe(tokenizer.UnknownId);
     }
 }
