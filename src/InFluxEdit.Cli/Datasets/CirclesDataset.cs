@@ -67,7 +67,7 @@ public static class CirclesDataset
     public static HostTensor RenderSource(CircleSample sample)
     {
         double halfWidth = Math.Max(0.75, sample.Size / 64.0);
-        return Render(sample, (x, y) =>
+        return Render(sample.Size, (x, y) =>
             Math.Abs(Math.Sqrt((x - sample.CentreX) * (x - sample.CentreX) + (y - sample.CentreY) * (y - sample.CentreY)) - sample.Radius) <= halfWidth
                 ? Outline : PlainBackground);
     }
@@ -77,7 +77,7 @@ public static class CirclesDataset
     {
         var fill = Colour(sample.Fill);
         var background = Colour(sample.Background);
-        return Render(sample, (x, y) => Inside(sample, x, y, 1.0) ? fill : background);
+        return Render(sample.Size, (x, y) => Inside(sample, x, y, 1.0) ? fill : background);
     }
 
     /// <summary>Whether a point lies within <paramref name="radiusFactor"/> times the circle's radius.</summary>
@@ -136,9 +136,9 @@ public static class CirclesDataset
     private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
 
     /// <summary>Each pixel's colour is the average over a 4×4 grid of sub-pixel points, so edges are anti-aliased.</summary>
-    private static HostTensor Render(CircleSample sample, Func<double, double, NamedColour> colourAt)
+    internal static HostTensor Render(int size, Func<double, double, NamedColour> colourAt)
     {
-        int size = sample.Size, plane = size * size;
+        int plane = size * size;
         var image = new HostTensor(1, 3, size, size);
         for (int py = 0; py < size; py++)
             for (int px = 0; px < size; px++)

@@ -80,3 +80,37 @@ public sealed class CirclesDatasetTests
         Assert.Contains(expected, error.Message);
     }
 }
+
+public sealed class ShapeScenesTests
+{
+    [Fact]
+    public void Scenes_repeat_per_seed_and_their_captions_name_the_colours_drawn()
+    {
+        var a = new InFluxEdit.Runtime.Training.TrainingRandom(3);
+        var b = new InFluxEdit.Runtime.Training.TrainingRandom(3);
+        for (int i = 0; i < 30; i++)
+        {
+            var scene = ShapeScenes.Draw(a, 48);
+            var again = ShapeScenes.Draw(b, 48);
+            Assert.Equal(scene.Caption, again.Caption);
+            Assert.Equal(scene.Image.Data, again.Image.Data);
+            Assert.Equal(scene.Mask.Data, again.Mask.Data);
+
+            // The colour covering most pixels is the background; the other one is the shape's.
+            var words = scene.Caption.Split(' ');
+            var counts = new Dictionary<string, int>();
+            int plane = 48 * 48;
+            for (int p = 0; p < plane; p++)
+            {
+                var nearest = CirclesDataset.Nearest(((scene.Image.Data[p] + 1) * 127.5, (scene.Image.Data[plane + p] + 1) * 127.5, (scene.Image.Data[2 * plane + p] + 1) * 127.5));
+                counts[nearest.Name] = counts.GetValueOrDefault(nearest.Name) + 1;
+            }
+            var ranked = counts.OrderByDescending(c => c.Value).Select(c => c.Key).ToList();
+            Assert.Equal(words[3], ranked[0]);
+            Assert.Equal(words[0], ranked[1]);
+            Assert.Contains(words[1], new[] { "circle", "square" });
+            Assert.All(scene.Mask.Data, m => Assert.True(m is 0f or 1f));
+            Assert.Contains(1f, scene.Mask.Data);
+        }
+    }
+}
