@@ -214,7 +214,7 @@ public class FullWeightTests
     public void AShortReconstructionRunLearns()
     {
         using var t = new Trained("flux-vae-tiny", "vae-tiny.safetensors");
-        using var images = t.Backend.Upload(Patterns(new Random(11), 4, 16, 16));
+        using var images = t.Backend.Upload(Patterns(new Random(11), 2, 16, 16));
         double Evaluate()
         {
             using var latent = t.Model.Run("encode", new Dictionary<string, DeviceTensor> { ["image"] = images })["latent"];
