@@ -98,6 +98,32 @@ public sealed class FullWeightTraining : IDisposable
     }
 
     /// <summary>
+    /// A fresh model to pretrain, initialised as PyTorch initialises its layers: every weight of two or more dimensions
+    /// (a linear [out, in] or conv [out, in, kh, kw] weight) U(−1/√fan_in, 1/√fan_in), fan_in its elements per output
+    /// (nn.Linear's and nn.Conv2d's default, kaiming_uniform with a = √5); one-dimensional biases ("….bias") zero and
+    /// every other vector (norm scales) one. Writable float32 tensors, drawn from <paramref name="random"/> in table order.
+    /// </summary>
+    public static Dictionary<string, DeviceTensor> Initialize(IBackend backend, ModelDescriptor model, TrainingRandom random)
+    {
+        var weights = new Dictionary<string, DeviceTensor>(StringComparer.Ordinal);
+        foreach (var parameter in model.Parameters)
+        {
+            var host = new HostTensor((int[])parameter.Shape.Clone());
+            if (parameter.Shape.Length >= 2)
+            {
+                double bound = 1.0 / Math.Sqrt(host.Length / parameter.Shape[0]);
+                for (int i = 0; i < host.Data.Length; i++) host.Data[i] = (float)((random.NextDouble() * 2 - 1) * bound);
+            }
+            else if (!parameter.Name.EndsWith(".bias", StringComparison.Ordinal))
+                Array.Fill(host.Data, 1f);
+            var tensor = backend.Allocate((int[])parameter.Shape.Clone());
+            TensorTransfer.Overwrite(backend, tensor, host);
+            weights[parameter.Name] = tensor;
+        }
+        return weights;
+    }
+
+    /// <summary>
     /// Saves a model's weights as a checkpoint of its own: every key of the parameter table, in the table's dtype
     /// (bf16 for a bf16 model), with the model's params as <c>__metadata__.config</c> so that <c>inspect</c> and the
     /// loaders recognise it. Refuses NaN or ∞ before writing anything; the write itself is atomic

@@ -16,11 +16,8 @@ public sealed unsafe partial class CpuBackend
         if (d.Length != groupSize) throw new ArgumentException($"dScale {d} does not have {groupSize} elements", nameof(dScale));
         RowWalker dys = new(dy), xs = new(x);
         int n = x.Cols;
-        var total = new double[groupSize];
-        var gate = new object();
-        CpuParallel.ForRanges(xs.Count, 3L * n, (start, end) =>
+        double[] total = CpuParallel.SumRanges(xs.Count, 3L * n, groupSize, (start, end, partial) =>
         {
-            var partial = new double[groupSize];
             for (int i = start; i < end; i++)
             {
                 float* xRow = xs[i], dyRow = dys[i];
@@ -31,8 +28,6 @@ public sealed unsafe partial class CpuBackend
                     for (int j = 0; j < groupSize; j++) partial[j] += (double)dyg[j] * xg[j] * r;
                 }
             }
-            lock (gate)
-                for (int j = 0; j < groupSize; j++) total[j] += partial[j];
         });
         float* target = d.Pointer;
         for (int j = 0; j < groupSize; j++) target[j] = (float)(target[j] + total[j]);

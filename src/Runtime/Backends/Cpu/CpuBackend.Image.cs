@@ -160,31 +160,22 @@ internal static unsafe class CpuGroupNorm
                 for (int c = g * groupSize; c < (g + 1) * groupSize; c++) rstd[c] = inverseStd;
             }
 
-            // Σ dy and Σ dy·(x − μ) per channel.
-            var dySum = new double[channels];
-            var dyCentred = new double[channels];
-            var gate = new object();
-            CpuParallel.ForRanges(rows, 2L * channels, (start, end) =>
+            // [Σ dy | Σ dy·(x − μ)] per channel, one vector of 2C.
+            double[] sums2 = CpuParallel.SumRanges(rows, 2L * channels, 2 * channels, (start, end, partial) =>
             {
-                var partialDy = new double[channels];
-                var partialCentred = new double[channels];
                 for (int r = start; r < end; r++)
                 {
                     float* xr = xImage + r * xRow, dyr = dyImage + r * dyRow;
                     for (int c = 0; c < channels; c++)
                     {
                         double g = dyr[c];
-                        partialDy[c] += g;
-                        partialCentred[c] += g * (xr[c] - mean[c]);
+                        partial[c] += g;
+                        partial[channels + c] += g * (xr[c] - mean[c]);
                     }
                 }
-                lock (gate)
-                    for (int c = 0; c < channels; c++)
-                    {
-                        dySum[c] += partialDy[c];
-                        dyCentred[c] += partialCentred[c];
-                    }
             });
+            var dySum = sums2.AsSpan(0, channels).ToArray();
+            var dyCentred = sums2.AsSpan(channels, channels).ToArray();
             for (int c = 0; c < channels; c++)
             {
                 if (dScale != null) dScale[c] = (float)(dScale[c] + dyCentred[c] * rstd[c]);
@@ -228,17 +219,11 @@ internal static unsafe class CpuGroupNorm
     /// <summary>Σ_rows x[r, c] (center null) or Σ_rows (x[r, c] − center[c])², per channel, in float64.</summary>
     private static double[] ChannelSums(float* image, long rowStride, int rows, int channels, double[]? center)
     {
-        var totals = new double[channels];
-        var gate = new object();
-        CpuParallel.ForRanges(rows, channels, (start, end) =>
+        return CpuParallel.SumRanges(rows, channels, channels, (start, end, partial) =>
         {
-            var partial = new double[channels];
             fixed (double* acc = partial, mid = center)
                 for (int r = start; r < end; r++) Accumulate(acc, image + r * rowStride, mid, channels);
-            lock (gate)
-                for (int c = 0; c < channels; c++) totals[c] += partial[c];
         });
-        return totals;
     }
 
     private static void Accumulate(double* acc, float* x, double* center, int n)
