@@ -50,27 +50,32 @@ public static class ModelCompiler
     }
 
     /// <summary>
-    /// The training pass of a graph that names trainable layers: its first entry bound again with every loop
-    /// unrolled, and refused where a gradient would have to cross an op without a backward rule.
+    /// The training passes of a graph that names trainable layers: the model bound again with every loop unrolled, one
+    /// pass per entry (a VAE's encode and decode train separately), each refused where a gradient would have to cross
+    /// an op without a backward rule.
     /// </summary>
-    private static ModelEmitter.TrainingPass? BindTraining(ModelFileSpec model, GraphSpec graph, List<SchemaDiagnostic> diagnostics)
+    private static IReadOnlyList<ModelEmitter.TrainingPass>? BindTraining(ModelFileSpec model, GraphSpec graph, List<SchemaDiagnostic> diagnostics)
     {
         var (unrolled, unrolledDiagnostics) = GraphBinder.Bind(model, graph, unrollLoops: true);
         diagnostics.AddRange(unrolledDiagnostics);
         if (unrolled == null) return null;
-        var entry = unrolled.Entries[0];
-        if (entry.Outputs.Count != 1)
+        var passes = new List<ModelEmitter.TrainingPass>();
+        foreach (var entry in unrolled.Entries)
         {
-            diagnostics.Add(new SchemaDiagnostic(DiagnosticIds.InvalidSchema,
-                $"a trainable graph's first entry must have one output (the prediction the loss reads); '{entry.Name}' has {entry.Outputs.Count}",
-                model.GraphSpan));
-            return null;
+            if (entry.Outputs.Count != 1)
+            {
+                diagnostics.Add(new SchemaDiagnostic(DiagnosticIds.InvalidSchema,
+                    $"a trainable graph's entries must have one output each (the prediction the loss reads); '{entry.Name}' has {entry.Outputs.Count}",
+                    model.GraphSpan));
+                return null;
+            }
+            var gradients = Autodiff.GradientPlan.Create(entry);
+            foreach (var op in Autodiff.GradientPlan.MissingRules(entry, gradients).GroupBy(o => o.Definition.Name).Select(g => g.First()))
+                diagnostics.Add(new SchemaDiagnostic(DiagnosticIds.InvalidSchema,
+                    $"op '{op.Definition.Name}' has no backward rule, but gradients of the trainable layers flow through it", op.Span));
+            passes.Add(new ModelEmitter.TrainingPass(unrolled, entry, BufferPlan.Create(entry, keepActivations: true)));
         }
-        var gradients = Autodiff.GradientPlan.Create(entry);
-        foreach (var op in Autodiff.GradientPlan.MissingRules(entry, gradients).GroupBy(o => o.Definition.Name).Select(g => g.First()))
-            diagnostics.Add(new SchemaDiagnostic(DiagnosticIds.InvalidSchema,
-                $"op '{op.Definition.Name}' has no backward rule, but gradients of the trainable layers flow through it", op.Span));
-        return new ModelEmitter.TrainingPass(unrolled, entry, BufferPlan.Create(entry, keepActivations: true));
+        return passes;
     }
 
     /// <summary>The catalog of every model of the build, so tools can pick one by name or by checkpoint.</summary>

@@ -8,7 +8,7 @@ namespace InFluxEdit.Generator.Autodiff;
 
 /// <summary>
 /// Which values the backward pass needs gradients of: those computed, directly or not, from a trainable layer's
-/// output. Gradients stop there: a frozen weight gets none, and values made only from inputs (positions, time
+/// output or from an input whose gradient the caller asked for ("input_gradients"). Gradients stop there: a frozen weight gets none, and values made only from inputs (positions, time
 /// embeddings of a frozen embedder) cost nothing in the backward pass.
 /// </summary>
 public sealed class GradientPlan
@@ -19,6 +19,8 @@ public sealed class GradientPlan
     public static GradientPlan Create(BoundEntry entry)
     {
         var plan = new GradientPlan();
+        // An input whose gradient the caller wants (a decoder's latent) is a source like a trainable layer.
+        foreach (var input in entry.InputGradients) plan._needsGradient.Add(input);
         foreach (var op in entry.Body.Statements.OfType<BoundOp>())
         {
             if (op.Definition is SplitOp)
@@ -37,5 +39,5 @@ public sealed class GradientPlan
     /// <summary>Ops on a gradient path that have no backward rule.</summary>
     public static IEnumerable<BoundOp> MissingRules(BoundEntry entry, GradientPlan plan) =>
         entry.Body.Statements.OfType<BoundOp>()
-            .Where(op => !op.Definition.HasBackwardFor(op) && BufferPlan.Reads(op).Any(plan.NeedsGradient));
+            .Where(op => !op.Definition.HasBackwardFor(op) && (op.IsTrainable || BufferPlan.Reads(op).Any(plan.NeedsGradient)));
 }

@@ -23,29 +23,57 @@ public sealed partial class ModelEmitter
     private readonly List<string> _temporaries = new();
     private int _temporaryCount;
 
+    private static string TrainingMethod(BoundEntry entry) => entry.Name == "forward" ? "ForwardBackward" : MethodName(entry) + "ForwardBackward";
+
+    /// <summary>CompiledModel.ForwardBackward by entry name, onto each entry's typed training method.</summary>
+    private void EmitTrainingDispatch()
+    {
+        _w.Line();
+        _w.Open("public override void ForwardBackward(string entry, IReadOnlyDictionary<string, DeviceTensor> inputs, Func<DeviceTensor, DeviceTensor> outputGradient, IDictionary<string, DeviceTensor>? inputGradients = null)");
+        _w.Open("switch (entry)");
+        foreach (var pass in _trainingPasses)
+        {
+            var entry = pass.Entry;
+            string args = string.Join(", ", entry.Inputs.Select(i => $"RequireInput(inputs, {CSharpNames.Literal(i.Name)}, {CSharpNames.Literal(ClassName)})"));
+            _w.Open($"case {CSharpNames.Literal(entry.Name)}:");
+            _w.Line($"{TrainingMethod(entry)}({args}, outputGradient{(entry.InputGradients.Count > 0 ? ", inputGradients" : "")});");
+            _w.Line("return;");
+            _w.Close();
+        }
+        _w.Line("default:");
+        _w.Line($"    throw new ArgumentException($\"{ClassName} has no training pass for entry '{{entry}}' (it has {string.Join(", ", _trainingPasses.Select(p => p.Entry.Name))})\");");
+        _w.Close();
+        _w.Close();
+    }
+
     private void EmitTraining(TrainingPass pass)
     {
         var entry = pass.Entry;
         _plan = pass.Plan;
         _training = true;
         _tensorNames.Clear();
+        _uniqueNames.Clear();
+        _gradientNames.Clear();
+        _loraDowns.Clear();
+        _releasedDowns.Clear();
+        _weightGradientNames.Clear();
+        _temporaryCount = 0;
         _gradients = GradientPlan.Create(entry);
         _recompute = RecomputePlan.Create(entry, _plan);
         string parameters = string.Join(", ", entry.Inputs.Select(i => "View " + CSharpNames.Camel(i.EmitName)));
+        bool handsBackInputs = entry.InputGradients.Count > 0;
 
         _w.Line();
-        string args = string.Join(", ", entry.Inputs.Select(i => $"RequireInput(inputs, {CSharpNames.Literal(i.Name)}, {CSharpNames.Literal(ClassName)})"));
-        _w.Line("public override void ForwardBackward(IReadOnlyDictionary<string, DeviceTensor> inputs, Func<DeviceTensor, DeviceTensor> outputGradient) =>");
-        _w.Line($"    ForwardBackward({args}, outputGradient);");
-        _w.Line();
         _w.Line("/// <summary>");
-        _w.Line("/// One training pass: the forward with the adapters of <see cref=\"CompiledModel.Training\"/> applied, then");
+        _w.Line($"/// One training pass of {entry.Name}: the forward with the adapters of <see cref=\"CompiledModel.Training\"/> applied, then");
         _w.Line("/// <paramref name=\"outputGradient\"/> (given the output, it returns dLoss/dOutput, which this method disposes), then the");
         _w.Line("/// backward pass, which adds into the adapters' and trainable weights' gradients. Each repeated block's forward is a");
         _w.Line("/// local function; with <see cref=\"TrainingState.Recompute\"/> the forward frees a block's inner activations as soon");
         _w.Line("/// as the block is done and the backward runs the block's forward again right before the block's backward.");
+        if (handsBackInputs)
+            _w.Line($"/// The gradients of {Escape(string.Join(", ", entry.InputGradients.Select(i => i.Name)))} go into <paramref name=\"inputGradients\"/> (owned by the caller) when it is given.");
         _w.Line("/// </summary>");
-        _w.Open($"public void ForwardBackward({parameters}, Func<DeviceTensor, DeviceTensor> outputGradient)");
+        _w.Open($"public void {TrainingMethod(entry)}({parameters}, Func<DeviceTensor, DeviceTensor> outputGradient{(handsBackInputs ? ", IDictionary<string, DeviceTensor>? inputGradients = null" : "")})");
         EmitPrologue(entry);
         _declared.Peek().Add("recompute");
         _declared.Peek().Add("again");
@@ -89,6 +117,20 @@ public sealed partial class ModelEmitter
             _w.Line($"if (recompute) Forward{name}(again: true);");
             foreach (var inner in Enumerable.Reverse(block.Statements)) EmitBackward(inner);
             _w.Line($"Release{name}();");
+        }
+
+        if (handsBackInputs)
+        {
+            _w.Line();
+            _w.Line("// The inputs' gradients the caller asked for.");
+            foreach (var input in entry.InputGradients)
+            {
+                EnsureRootGradient(input);
+                string name = _gradientNames[input];
+                _w.Line($"if (inputGradients != null) inputGradients[{CSharpNames.Literal(input.Name)}] = {name};");
+                _w.Line($"else {name}.Dispose();");
+                _gradientNames.Remove(input);
+            }
         }
 
         _w.Line();
@@ -296,4 +338,16 @@ public sealed partial class ModelEmitter
         weight.Block != null ? Interpolated(weight.Module) : CSharpNames.Literal(weight.Module);
 
     public string WeightKey(BoundWeight weight) => CSharpNames.Literal(weight.Key);
+
+    private readonly Dictionary<BoundWeight, string> _weightGradientNames = new();
+
+    public string GradientVariable(BoundWeight weight)
+    {
+        if (_weightGradientNames.TryGetValue(weight, out var known)) return known;
+        string baseName = "d" + CSharpNames.Pascal(weight.Key);
+        string name = baseName;
+        for (int n = 2; _declared.Peek().Contains(name); n++) name = baseName + n;
+        _declared.Peek().Add(name);
+        return _weightGradientNames[weight] = name;
+    }
 }

@@ -20,19 +20,19 @@ public sealed partial class ModelEmitter : IBackwardEmitter
     private readonly Stack<HashSet<string>> _declared = new();
     private BoundRepeat? _currentBlock;
 
-    private ModelEmitter(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans, TrainingPass? training)
+    private ModelEmitter(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans, IReadOnlyList<TrainingPass>? training)
     {
         _model = model;
         _plans = plans;
-        _trainingPass = training;
+        _trainingPasses = training ?? System.Array.Empty<TrainingPass>();
     }
 
     /// <summary>The training pass: the model bound with every loop unrolled, and its plan.</summary>
     public sealed record TrainingPass(BoundModel Model, BoundEntry Entry, BufferPlan Plan);
 
-    private readonly TrainingPass? _trainingPass;
+    private readonly IReadOnlyList<TrainingPass> _trainingPasses;
 
-    public static string Emit(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans, TrainingPass? training = null)
+    public static string Emit(BoundModel model, IReadOnlyDictionary<BoundEntry, BufferPlan> plans, IReadOnlyList<TrainingPass>? training = null)
     {
         var emitter = new ModelEmitter(model, plans, training);
         emitter.EmitFile();
@@ -71,7 +71,8 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             _plan = _plans[entry];
             EmitEntry(entry);
         }
-        if (_trainingPass != null) EmitTraining(_trainingPass);
+        if (_trainingPasses.Count > 0) EmitTrainingDispatch();
+        foreach (var pass in _trainingPasses) EmitTraining(pass);
         EmitBlockClasses();
         _w.Close();
     }
@@ -373,7 +374,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
     private void EmitComputation(BoundOp op)
     {
         op.Definition.EmitForward(op, this);
-        if (op.IsTrainable)
+        if (op.HasAdapter)
         {
             // Adapters being trained act in every pass (validation edits see them unmerged); the training pass
             // keeps x·Aᵀ for the backward pass.

@@ -66,6 +66,9 @@ public sealed class BoundEntry
     public IReadOnlyList<BoundValue> Inputs { get; }
     public BoundScope Body { get; }
     public IReadOnlyList<BoundValue> Outputs { get; }
+
+    /// <summary>The inputs whose gradients the training pass hands back (the entry's "input_gradients").</summary>
+    public IReadOnlyList<BoundValue> InputGradients { get; init; } = System.Array.Empty<BoundValue>();
 }
 
 /// <summary>A value of the graph: an input, an op's output, or a view of another value's memory.</summary>
@@ -161,8 +164,14 @@ public sealed class BoundOp : BoundStatement
     /// <summary>Set by the planner: the output reuses the memory of the op's aliasable input.</summary>
     public bool InPlace { get; set; }
 
-    /// <summary>Set by the binder for a linear whose module the graph's "trainable" patterns name.</summary>
+    /// <summary>
+    /// Set by the binder for an op with a weight whose module the graph's "trainable" patterns name: its backward rule
+    /// adds that weight's gradient when the run asks for it (TrainingState.WeightGradients).
+    /// </summary>
     public bool IsTrainable { get; set; }
+
+    /// <summary>A trainable linear layer: LoRA adapters may act on it.</summary>
+    public bool HasAdapter => IsTrainable && Definition is Ops.LinearOp;
 
     /// <summary>The op as a schema line with shapes, for comments in generated code.</summary>
     public string Describe()

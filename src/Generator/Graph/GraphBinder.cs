@@ -93,7 +93,14 @@ public sealed class GraphBinder
                 if (value == null) Error(DiagnosticIds.UnknownValue, $"output '{output.Name}' is never computed{scope.Suggest(output.Name)}", output.Span);
                 else outputs.Add(value);
             }
-            entries.Add(new BoundEntry(entry.Name, sizes, inputs, body, outputs));
+            var inputGradients = new List<BoundValue>();
+            foreach (var name in entry.InputGradients)
+            {
+                var input = inputs.FirstOrDefault(i => i.Name == name.Name);
+                if (input == null) Error(DiagnosticIds.UnknownValue, $"input_gradients: '{name.Name}' is not an input of entry '{entry.Name}'", name.Span);
+                else inputGradients.Add(input);
+            }
+            entries.Add(new BoundEntry(entry.Name, sizes, inputs, body, outputs) { InputGradients = inputGradients });
         }
 
         // With other errors, ops that failed to bind leave weights unused: report only the cause.
@@ -531,8 +538,7 @@ public sealed class GraphBinder
         {
             definition.Bind(binder);
             binder.RejectUnknownArguments();
-            if (definition is LinearOp && op.Weights["weight"] is { } weight)
-                op.IsTrainable = _graph.Trainable.Any(pattern => MatchesModule(pattern, weight.Module));
+            op.IsTrainable = op.Weights.Values.Any(weight => weight != null && _graph.Trainable.Any(pattern => MatchesModule(pattern, weight.Module)));
             into.Statements.Add(op);
         }
         catch (OpBinder.BindFailed)

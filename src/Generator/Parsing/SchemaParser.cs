@@ -133,7 +133,7 @@ public static class SchemaParser
                     member.Key.Value, member.Key.Span, diagnostics, substitution);
                 if (entry != null) entries.Add(entry);
             }
-            foreach (var key in new[] { "inputs", "body", "outputs" })
+            foreach (var key in new[] { "inputs", "body", "outputs", "input_gradients" })
                 if (root.Get(key) != null)
                     diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"\"{key}\" belongs inside each entry when a graph has \"entries\"", root.Get(key)!.Span));
         }
@@ -164,7 +164,7 @@ public static class SchemaParser
             }
 
         reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates",
-            "body", "outputs", "entries", "lora_formats", "trainable", "lora", "ignored_tensors");
+            "body", "outputs", "input_gradients", "entries", "lora_formats", "trainable", "lora", "ignored_tensors");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
             diagnostics.ToEquatableArray())
@@ -284,8 +284,16 @@ public static class SchemaParser
                 if (item.Kind == JsonKind.String) outputs.Add(new NameRef(item.Text!, item.Span));
                 else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "outputs must be value names", item.Span));
             }
-        if (name != "forward") reader.RejectUnknown("inputs", "body", "outputs", "comment");
-        return new EntrySpec(name, inputs, body, outputs.ToEquatableArray(), span);
+        var inputGradients = new List<NameRef>();
+        var gradientsNode = reader.Optional("input_gradients", JsonKind.Array);
+        if (gradientsNode != null)
+            foreach (var item in gradientsNode.Items)
+            {
+                if (item.Kind == JsonKind.String) inputGradients.Add(new NameRef(item.Text!, item.Span));
+                else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"input_gradients\" lists input names", item.Span));
+            }
+        if (name != "forward") reader.RejectUnknown("inputs", "body", "outputs", "input_gradients", "comment");
+        return new EntrySpec(name, inputs, body, outputs.ToEquatableArray(), span) { InputGradients = inputGradients.ToEquatableArray() };
     }
 
     private static JsonNode? ParseRoot(string path, string text, List<SchemaDiagnostic> diagnostics)

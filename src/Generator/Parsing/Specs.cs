@@ -84,7 +84,14 @@ public sealed record EntrySpec(
     EquatableArray<TensorDeclarationSpec> Inputs,
     EquatableArray<StatementSpec> Body,
     EquatableArray<NameRef> Outputs,
-    SourceSpan Span);
+    SourceSpan Span)
+{
+    /// <summary>
+    /// Inputs whose gradients the entry's training pass hands back ("input_gradients"): a decoder's latent, so that an
+    /// encoder's backward pass can continue from it.
+    /// </summary>
+    public EquatableArray<NameRef> InputGradients { get; init; }
+}
 
 /// <summary>A param's type; a string param (an activation's name) is compared in requirements ("hidden_act == 'quick_gelu'").</summary>
 public enum ParamType { Int, Number, Bool, IntList, String }

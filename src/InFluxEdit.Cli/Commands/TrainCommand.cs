@@ -61,6 +61,9 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("train-img-in", HelpText = "Also train img_in (diffusers: x_embedder), the layer that reads the conditioning channels, in full.")]
     public bool TrainImgIn { get; set; }
 
+    [Option("full", HelpText = "Train every weight of the transformer in full instead of a LoRA (pretraining or fine-tuning a base model; the toy models on the CPU). Writes OUTPUT/MODEL.safetensors under the checkpoint's own keys and dtype; --rank, --preset and --train-img-in do not apply.")]
+    public bool Full { get; set; }
+
     [Option("recompute", HelpText = "Per-block recomputation (gradient checkpointing): keep only the activations that cross a block boundary and run each block's forward again before its backward. The same gradients for about one more forward per step; activation memory drops to about one block's. Off by default (on the CPU memory is rarely the limit; it costs about a third more time per step).")]
     public bool Recompute { get; set; }
 
@@ -144,6 +147,7 @@ public static class TrainCommand
             LoraWriter.ParseFormat(options.Format), options.LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All)
         {
             Recompute = options.Recompute,
+            Full = options.Full,
         };
 
         var dataset = options.Data != null
@@ -170,14 +174,18 @@ public static class TrainCommand
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
         using var validationVae = validation == null ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
-        using var trainer = new FillTrainer(transformer.Model, transformer.Weights, settings, examples);
+        // Full training updates the weights in place: writable copies (loaded weights are read-only), and a model on them.
+        var fullWeights = options.Full ? FullWeightTraining.WritableCopies(backend, transformer.Weights) : null;
+        var model = fullWeights == null ? transformer.Model : transformerInfo.Create(backend, fullWeights);
+        using var trainer = new FillTrainer(model, fullWeights ?? transformer.Weights, settings, examples);
         if (options.Resume != null)
         {
             trainer.Resume(options.Resume);
             log.WriteLine($"resumed {options.Resume} at step {trainer.Step}");
         }
         log.WriteLine($"training {trainer.Parameters.Count} tensors ({trainer.Parameters.Sum(p => p.Length):N0} values): " +
-                      $"{trainer.Targets.Count} adapters of rank {settings.Rank}, alpha {settings.Alpha}{(settings.TrainImgIn ? ", img_in in full" : "")}" +
+                      (settings.Full ? "every weight in full"
+                          : $"{trainer.Targets.Count} adapters of rank {settings.Rank}, alpha {settings.Alpha}{(settings.TrainImgIn ? ", img_in in full" : "")}") +
                       (settings.Recompute ? "; recomputing each block's activations in the backward pass" : ""));
 
         // A fixed σ and noise, so the number moves only if the adapters learn (the training draws vary per step).
@@ -194,7 +202,7 @@ public static class TrainCommand
             bool last = trainer.Step == settings.Steps;
             if (validation != null && (last || (options.ValidateEvery > 0 && trainer.Step % options.ValidateEvery == 0)))
                 ValidationSheet.Write(Path.Combine(options.Output, "validation", $"step-{trainer.Step:D6}"),
-                    new FillPipeline(transformer.Model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[caption],
+                    new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[caption],
                     options.ValidationSteps, ValidationGuidance, settings.Seed, log);
             if (trainer.Step % settings.CheckpointEvery == 0 || last)
             {
@@ -207,6 +215,16 @@ public static class TrainCommand
         double after = trainer.Evaluate(EvaluationSigma, settings.Seed + 1);
         log.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"loss on the training pairs at σ = {EvaluationSigma}, fixed noise: {before:F5} before, {after:F5} after"));
+
+        if (fullWeights != null)
+        {
+            string weightsPath = Path.Combine(options.Output, baseModel + ".safetensors");
+            FullWeightTraining.SaveWeights(weightsPath, backend, transformerInfo.Descriptor, fullWeights,
+                new Dictionary<string, string> { ["trained"] = $"{options.Method.ToString().ToLowerInvariant()}, {trainer.Step} steps, every weight" });
+            log.WriteLine($"weights: {weightsPath}");
+            foreach (var weight in fullWeights.Values) weight.Dispose();
+            return 0;
+        }
 
         string loraPath = LoraPath(options);
         LoraWriter.Write(loraPath, trainer.Trained(), transformerInfo.Descriptor, settings.Format,

@@ -32,6 +32,9 @@ public sealed record TrainingSettings(
 {
     /// <summary>Per-block recomputation in the training pass (<see cref="TrainingState.Recompute"/>).</summary>
     public bool Recompute { get; init; }
+
+    /// <summary>Every weight of the transformer trained in full (no adapters): the weights given must be writable copies.</summary>
+    public bool Full { get; init; }
 }
 
 /// <summary>
@@ -53,6 +56,7 @@ public sealed class FillTrainer : IDisposable
     private readonly List<TrainableParameter> _parameters;
     private readonly IOptimizer _optimizer;
     private readonly IReadOnlyList<string> _targets;
+    private readonly FullWeightTraining? _full;
     private TrainingRandom _random;
     private int[] _order;
     private int _position;
@@ -69,11 +73,22 @@ public sealed class FillTrainer : IDisposable
         _random = new TrainingRandom(settings.Seed);
 
         var model = transformer.Info;
-        var targets = LoraTargets.Preset(settings.Preset, model);
-        _targets = targets.Select(t => t.Module.Name).ToList();
-        _parameters = LoraInit.Create(_backend, targets, settings.Rank, LoraInit.KindOf(settings.Preset, model), _random);
-        var state = LoraInit.Attach(targets, _parameters, (float)(settings.Alpha / settings.Rank));
-        if (settings.TrainImgIn)
+        TrainingState state;
+        if (settings.Full)
+        {
+            _full = new FullWeightTraining(transformer, weights);
+            _targets = new List<string>();
+            _parameters = _full.Parameters.ToList();
+            state = _full.State;
+        }
+        else
+        {
+            var targets = LoraTargets.Preset(settings.Preset, model);
+            _targets = targets.Select(t => t.Module.Name).ToList();
+            _parameters = LoraInit.Create(_backend, targets, settings.Rank, LoraInit.KindOf(settings.Preset, model), _random);
+            state = LoraInit.Attach(targets, _parameters, (float)(settings.Alpha / settings.Rank));
+        }
+        if (settings.TrainImgIn && !settings.Full)
             foreach (string key in new[] { "img_in.weight", "img_in.bias" })
             {
                 if (!weights.TryGetValue(key, out var weight))
@@ -242,6 +257,12 @@ public sealed class FillTrainer : IDisposable
     {
         _optimizer.Dispose();
         _transformer.Training = null;
+        if (_full != null)
+        {
+            // The weights belong to the caller; only the gradients are the trainer's.
+            _full.Dispose();
+            return;
+        }
         foreach (var p in _parameters)
         {
             p.Gradient.Dispose();

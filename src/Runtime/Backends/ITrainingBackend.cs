@@ -101,3 +101,45 @@ public interface ITrainingBackend : IBackend
     /// <summary>x = 0, whatever x held (NaN included): gradient buffers that several ops add into.</summary>
     void Zero(View x);
 }
+
+/// <summary>
+/// What training every weight adds to <see cref="ITrainingBackend"/>: the gradients of norm scales and the autoencoder's
+/// ops (convolutions, group norms, upsampling). Parameter gradients accumulate (+=) over every row and batch; activation
+/// gradients are assigned. LoRA training never needs these, so a backend may train LoRAs without them.
+/// </summary>
+public interface IFullTrainingBackend : ITrainingBackend
+{
+
+    /// <summary>
+    /// The scale's gradient of <see cref="IBackend.RmsNorm"/>: dScale[j] += Σ over rows and groups of dy·x·r at column
+    /// j of each group, r = rsqrt(mean(x²) + eps) of that group. dScale has <paramref name="groupSize"/> elements.
+    /// </summary>
+    void RmsNormScaleBackward(DeviceTensor dScale, View dy, View x, int groupSize, float eps);
+
+    /// <summary>
+    /// dx = ∂/∂x of <see cref="IBackend.Conv2d"/> (the transposed convolution of dy), assigned; x's geometry is
+    /// <paramref name="height"/>×<paramref name="width"/> as in the forward, dy is the forward's y shape. dx must not
+    /// overlap dy.
+    /// </summary>
+    void Conv2dBackwardInput(View dx, View dy, int height, int width, DeviceTensor weight, int stride, Padding2d padding);
+
+    /// <summary>
+    /// dWeight += ∂/∂weight of <see cref="IBackend.Conv2d"/> summed over the batch, in PyTorch's [Cout, Cin, kh, kw]
+    /// layout (the bias gradient is <see cref="SumRows"/> of dy).
+    /// </summary>
+    void Conv2dBackwardWeight(DeviceTensor dWeight, View dy, View x, int height, int width, int stride, Padding2d padding);
+
+    /// <summary>
+    /// Backward of <see cref="IBackend.GroupNorm"/> (channels-last images [B, H·W, C]), the statistics recomputed from
+    /// x: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) per (sample, group) with g = dy·scale (scale 1 when null), assigned
+    /// when <paramref name="dx"/> is given; dScale[c] += Σ dy·x̂ and dBias[c] += Σ dy over every pixel and sample when
+    /// given. dx may alias dy.
+    /// </summary>
+    void GroupNormBackward(View? dx, DeviceTensor? dScale, DeviceTensor? dBias, View dy, View x, int groups, DeviceTensor? scale, float eps);
+
+    /// <summary>
+    /// dx = ∂/∂x of <see cref="IBackend.UpsampleNearest2x"/>: each input pixel gets the sum of its four output pixels'
+    /// dy, assigned; dx is [B, height·width, C], dy [B, 2height·2width, C].
+    /// </summary>
+    void UpsampleNearest2xBackward(View dx, View dy, int height, int width);
+}

@@ -48,7 +48,16 @@ public abstract class CompiledModel
     /// One training pass on named inputs (see the generated ForwardBackward): the forward with
     /// <see cref="Training"/>'s adapters, dLoss/dOutput from <paramref name="outputGradient"/>, then gradients.
     /// </summary>
-    public virtual void ForwardBackward(IReadOnlyDictionary<string, DeviceTensor> inputs, Func<DeviceTensor, DeviceTensor> outputGradient) =>
+    public void ForwardBackward(IReadOnlyDictionary<string, DeviceTensor> inputs, Func<DeviceTensor, DeviceTensor> outputGradient) =>
+        ForwardBackward(Entries[0].Name, inputs, outputGradient);
+
+    /// <summary>
+    /// One training pass of an entry (a VAE's "encode" or "decode"). Where the schema lists the entry's
+    /// "input_gradients" and <paramref name="inputGradients"/> is given, the gradients of those inputs are put there
+    /// by input name (the caller disposes them): a decoder's dLatent, for the encoder's pass to continue from.
+    /// </summary>
+    public virtual void ForwardBackward(string entry, IReadOnlyDictionary<string, DeviceTensor> inputs, Func<DeviceTensor, DeviceTensor> outputGradient,
+        IDictionary<string, DeviceTensor>? inputGradients = null) =>
         throw new NotSupportedException($"{Info.Name} has no training pass: its graph (schemas/{Info.SchemaFile}) names no trainable layers");
 
     /// <summary>The adapters and weights being trained; null when the model only runs.</summary>
@@ -113,6 +122,10 @@ public abstract class CompiledModel
             TrainingBackend.SumRows(biasGradient.AsView().Reshape(1, 1, biasGradient.Shape[0]), dy, 1f);
     }
 
+    /// <summary>The gradient buffer of a weight trained whole, or null when this run does not train it.</summary>
+    protected DeviceTensor? WeightGradient(string weightKey) =>
+        Training != null && Training.WeightGradients.TryGetValue(weightKey, out var gradient) ? gradient : null;
+
     /// <summary>Disposes what a block of the training pass allocated (a null is an adapter-less layer's activations).</summary>
     protected static void Free(params IDisposable?[] values)
     {
@@ -121,6 +134,12 @@ public abstract class CompiledModel
 
     /// <summary>The training backend's kernels, for generated backward code.</summary>
     protected ITrainingBackend Backward => TrainingBackend;
+
+    /// <summary>The kernels training every weight needs beyond a LoRA's (norm scales, convolutions, group norms).</summary>
+    protected IFullTrainingBackend FullBackward => _backend as IFullTrainingBackend
+        ?? throw new NotSupportedException(
+            $"training these weights of {Info.Name} (norm scales, convolutions or group norms) needs kernels the {_backend.Name} backend does not have yet: " +
+            "it trains LoRAs; full-weight and autoencoder training run with --device cpu");
 
     /// <summary>A runtime size read off an input: dimension <paramref name="axis"/> of its tensor.</summary>
     protected static int SizeOf(View input, int axis, string inputName)

@@ -199,6 +199,26 @@ public class DiagnosticsTests
     }
 
     [Fact]
+    public void InputGradientsMustNameAnInput()
+    {
+        string graph = Graph.Replace("\"outputs\": [\"y\"]", "\"outputs\": [\"y\"],\n  \"input_gradients\": [\"h\"]");
+        var d = Single(Compile(graph), DiagnosticIds.UnknownValue);
+        d.Message.ShouldContain("'h' is not an input");
+        (d.Span.Line + 1).ShouldBe(LineOf(graph, "\"input_gradients\""));
+    }
+
+    [Fact]
+    public void ATrainableLayerWithoutABackwardRuleIsRefused()
+    {
+        // An affine LayerNorm (the text encoders') has no backward rule: naming it trainable cannot silently train nothing.
+        string graph = Graph
+            .Replace("\"fc2.weight\": [\"width\", \"hidden\"]", "\"fc2.weight\": [\"width\", \"hidden\"],\n    \"norm.weight\": [\"width\"]")
+            .Replace("\"body\": [", "\"trainable\": [\"norm\"],\n  \"body\": [\n    { \"op\": \"layer_norm\", \"x\": \"x\", \"scale\": \"norm.weight\", \"out\": \"x\" },");
+        var d = Single(Compile(graph), DiagnosticIds.InvalidSchema);
+        d.Message.ShouldContain("op 'layer_norm' has no backward rule");
+    }
+
+    [Fact]
     public void BrokenJsonGivesItsLine()
     {
         string graph = Graph.Replace("\"out\": \"y\" }", "\"out\": \"y\" ");

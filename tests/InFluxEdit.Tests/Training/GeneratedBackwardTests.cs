@@ -148,11 +148,11 @@ public class GeneratedBackwardTests
     public void ModelsWithoutTrainableLayersSaySo()
     {
         using var backend = new CpuBackend();
-        using var file = SafeTensorsFile.Open(TestPaths.Golden("vae-tiny.safetensors"));
-        var info = ModelCatalog.All.First(m => m.Descriptor.Name == "flux-vae-tiny");
+        using var file = SafeTensorsFile.Open(TestPaths.Golden("clip-tiny.safetensors"));
+        var info = ModelCatalog.All.First(m => m.Descriptor.Name == "clip-tiny");
         var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend);
-        var vae = info.Create(backend, weights);
-        Should.Throw<NotSupportedException>(() => vae.ForwardBackward(new Dictionary<string, DeviceTensor>(), t => t))
+        var encoder = info.Create(backend, weights);
+        Should.Throw<NotSupportedException>(() => encoder.ForwardBackward(new Dictionary<string, DeviceTensor>(), t => t))
             .Message.ShouldContain("has no training pass");
         foreach (var w in weights.Values) w.Dispose();
     }

@@ -85,6 +85,31 @@ public class TrainCommandTests
     }
 
     [Fact]
+    public void FullTrainingTrainsEveryWeightAndWritesTheModelCheckpoint()
+    {
+        using var dir = new TempDir();
+        var options = Options(dir, "out", EditMethod.Channel, 12);
+        options.Full = true;
+        options.TrainImgIn = false;
+        options.LearningRate = 1e-3;
+        var log = new StringWriter();
+
+        TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0);
+
+        log.ToString().ShouldContain("every weight in full");
+        var (before, after) = Fit(log.ToString());
+        after.ShouldBeLessThan(before * 0.95, log.ToString());
+        File.Exists(TrainCommand.LoraPath(options)).ShouldBeFalse();
+        using var trained = SafeTensorsFile.Open(dir.File("out/flux-fill-tiny.safetensors"));
+        using var original = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
+        trained.Tensors.Select(t => t.Name).OrderBy(n => n, StringComparer.Ordinal)
+            .ShouldBe(FluxFillTiny.Descriptor.Parameters.Select(p => p.Name).OrderBy(n => n, StringComparer.Ordinal));
+        // Layers outside every LoRA preset moved too: the embedders, a QK-norm scale, the final layer.
+        foreach (string key in new[] { "time_in.in_layer.weight", "txt_in.bias", "double_blocks.0.img_attn.norm.query_norm.scale", "final_layer.linear.weight" })
+            trained.ReadFloat32(key).Data.ShouldNotBe(original.ReadFloat32(key).Data, key);
+    }
+
+    [Fact]
     public void FillMethodNeedsImagesAndMasksFolders()
     {
         using var dir = new TempDir();

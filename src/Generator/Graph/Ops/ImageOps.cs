@@ -65,15 +65,47 @@ public sealed class Conv2dOp : OpDefinition
         return steps! + SymbolicDim.Of(1);
     }
 
-    public override void EmitForward(BoundOp op, IForwardEmitter e)
+    private static string PaddingOf(BoundOp op)
     {
-        var x = op.Values["x"];
         var p = op.Attributes.TryGetValue("padding", out var padding)
             ? padding.List?.Select(v => (long)v).ToArray() ?? Enumerable.Repeat((long)padding.Number!.Value, 4).ToArray()
             : new long[4];
+        return $"new Padding2d({p[0]}, {p[1]}, {p[2]}, {p[3]})";
+    }
+
+    public override void EmitForward(BoundOp op, IForwardEmitter e)
+    {
+        var x = op.Values["x"];
         e.Line($"_backend.Conv2d({Images.Tokens(e, op.Outputs[0])}, {Images.Tokens(e, x)}, {e.Dim(x.Shape[1])}, {e.Dim(x.Shape[2])}, " +
                $"{e.Weight(op.Weights["weight"]!)}, {e.WeightOrNull(op.Weights["bias"])}, {op.Attributes["stride"].ToInteger("stride")}, " +
-               $"new Padding2d({p[0]}, {p[1]}, {p[2]}, {p[3]}));");
+               $"{PaddingOf(op)});");
+    }
+
+    public override bool HasBackward => true;
+
+    /// <summary>dx by the transposed convolution; a trainable conv also adds dW (im2col) and db = Σ dy when the run trains them.</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        var y = op.Outputs[0];
+        var weight = op.Weights["weight"]!;
+        string dy = Images.Tokens(e, e.Gradient(y), y.Shape);
+        string geometry = $"{e.Dim(x.Shape[1])}, {e.Dim(x.Shape[2])}";
+        string stride = op.Attributes["stride"].ToInteger("stride").ToString();
+        if (op.IsTrainable)
+        {
+            string dw = e.GradientVariable(weight);
+            e.Line($"if (WeightGradient({e.WeightKey(weight)}) is {{ }} {dw}) FullBackward.Conv2dBackwardWeight({dw}, {dy}, {Images.Tokens(e, x)}, {geometry}, {stride}, {PaddingOf(op)});");
+            if (op.Weights["bias"] is { } bias)
+            {
+                string db = e.GradientVariable(bias);
+                e.Line($"if (WeightGradient({e.WeightKey(bias)}) is {{ }} {db}) Backward.SumRows({db}.AsView().Reshape(1, 1, {db}.Shape[0]), {dy}, 1f);");
+            }
+        }
+        if (!e.NeedsGradient(x)) return;
+        string dx = e.Temporary(x);
+        e.Line($"FullBackward.Conv2dBackwardInput({Images.Tokens(e, dx + ".AsView()", x.Shape)}, {dy}, {geometry}, {e.Weight(weight)}, {stride}, {PaddingOf(op)});");
+        e.Accumulate(x, dx);
     }
 }
 
@@ -102,6 +134,21 @@ public sealed class GroupNormOp : OpDefinition
     public override void EmitForward(BoundOp op, IForwardEmitter e) =>
         e.Line($"_backend.GroupNorm({Images.Tokens(e, op.Outputs[0])}, {Images.Tokens(e, op.Values["x"])}, {op.Attributes["groups"].ToInteger("groups")}, " +
                $"{e.WeightOrNull(op.Weights["scale"])}, {e.WeightOrNull(op.Weights["bias"])}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+
+    public override bool HasBackward => true;
+
+    /// <summary>One kernel for dx and, when trainable and asked for, dScale and dBias (the statistics are shared).</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        string dy = Images.Tokens(e, e.Gradient(op.Outputs[0]), op.Outputs[0].Shape);
+        string Parameter(string argument) =>
+            op.IsTrainable && op.Weights[argument] is { } weight ? $"WeightGradient({e.WeightKey(weight)})" : "null";
+        string? dx = e.NeedsGradient(x) ? e.Temporary(x) : null;
+        e.Line($"FullBackward.GroupNormBackward({(dx == null ? "null" : Images.Tokens(e, dx + ".AsView()", x.Shape))}, {Parameter("scale")}, {Parameter("bias")}, {dy}, " +
+               $"{Images.Tokens(e, x)}, {op.Attributes["groups"].ToInteger("groups")}, {e.WeightOrNull(op.Weights["scale"])}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+        if (dx != null) e.Accumulate(x, dx);
+    }
 }
 
 /// <summary>Nearest-neighbour ×2 upsampling of a channels-last image.</summary>
@@ -121,6 +168,18 @@ public sealed class UpsampleNearest2xOp : OpDefinition
     {
         var x = op.Values["x"];
         e.Line($"_backend.UpsampleNearest2x({Images.Tokens(e, op.Outputs[0])}, {Images.Tokens(e, x)}, {e.Dim(x.Shape[1])}, {e.Dim(x.Shape[2])});");
+    }
+
+    public override bool HasBackward => true;
+
+    /// <summary>Each pixel's gradient is the sum of its four copies'.</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        string dx = e.Temporary(x);
+        e.Line($"FullBackward.UpsampleNearest2xBackward({Images.Tokens(e, dx + ".AsView()", x.Shape)}, {Images.Tokens(e, e.Gradient(op.Outputs[0]), op.Outputs[0].Shape)}, " +
+               $"{e.Dim(x.Shape[1])}, {e.Dim(x.Shape[2])});");
+        e.Accumulate(x, dx);
     }
 }
 
@@ -152,6 +211,23 @@ public sealed class ChannelsLayoutOp : OpDefinition
         string planarView = $"{e.View(planar)}.Reshape({e.Dim(planar.Shape[0])}, {e.Dim(planar.Shape[1])}, ({e.Dim(planar.Shape[2])}) * ({e.Dim(planar.Shape[3])}))";
         string lastView = Images.Tokens(e, last);
         e.Line(_toLast ? $"_backend.Transpose({lastView}, {planarView});" : $"_backend.Transpose({planarView}, {lastView});");
+    }
+
+    public override bool HasBackward => true;
+
+    /// <summary>A permutation: the gradient goes back through the inverse transpose.</summary>
+    public override void EmitBackward(BoundOp op, IBackwardEmitter e)
+    {
+        var x = op.Values["x"];
+        var y = op.Outputs[0];
+        string dx = e.Temporary(x);
+        string dxView = dx + ".AsView()", dyView = e.Gradient(y);
+        string Planar(string view, IReadOnlyList<SymbolicDim> shape) =>
+            $"{view}.Reshape({e.Dim(shape[0])}, {e.Dim(shape[1])}, ({e.Dim(shape[2])}) * ({e.Dim(shape[3])}))";
+        e.Line(_toLast
+            ? $"_backend.Transpose({Planar(dxView, x.Shape)}, {Images.Tokens(e, dyView, y.Shape)});"
+            : $"_backend.Transpose({Images.Tokens(e, dxView, x.Shape)}, {Planar(dyView, y.Shape)});");
+        e.Accumulate(x, dx);
     }
 }
 

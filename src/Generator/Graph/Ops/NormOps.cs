@@ -72,13 +72,17 @@ public sealed class RmsNormOp : OpDefinition
 
     public override bool HasBackward => true;
 
-    /// <summary>The scale is frozen (LoRA training): only dx.</summary>
+    /// <summary>dx; a trainable norm also adds dScale += Σ dy·x·r when the run trains its scale.</summary>
     public override void EmitBackward(BoundOp op, IBackwardEmitter e)
     {
         var x = op.Values["x"];
+        var scale = op.Weights["scale"]!;
+        string group = op.Attributes["group"].ToInteger("group").ToString(), eps = e.Float(op.Attributes["eps"].Number!.Value);
+        if (op.IsTrainable)
+            e.Line($"if (WeightGradient({e.WeightKey(scale)}) is {{ }} {e.GradientVariable(scale)}) FullBackward.RmsNormScaleBackward({e.GradientVariable(scale)}, {e.Gradient(op.Outputs[0])}, {e.View(x)}, {group}, {eps});");
+        if (!e.NeedsGradient(x)) return;
         string dx = e.Temporary(x);
-        e.Line($"Backward.RmsNormBackward({dx}, {e.Gradient(op.Outputs[0])}, {e.View(x)}, {e.Weight(op.Weights["scale"]!)}, " +
-               $"{op.Attributes["group"].ToInteger("group")}, {e.Float(op.Attributes["eps"].Number!.Value)});");
+        e.Line($"Backward.RmsNormBackward({dx}, {e.Gradient(op.Outputs[0])}, {e.View(x)}, {e.Weight(scale)}, {group}, {eps});");
         e.Accumulate(x, dx);
     }
 }

@@ -66,6 +66,9 @@ public interface IBackwardEmitter : IForwardEmitter
 
     /// <summary>A weight's checkpoint key as C# text.</summary>
     string WeightKey(BoundWeight weight);
+
+    /// <summary>A fresh local name for a weight's gradient buffer ("dScale3"), for a rule's `is { } name` test.</summary>
+    string GradientVariable(BoundWeight weight);
 }
 
 /// <summary>What an op's emitter may ask for: C# expressions for views, weights and sizes, and a place to write.</summary>

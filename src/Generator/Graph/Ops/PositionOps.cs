@@ -158,14 +158,18 @@ public sealed class AttentionOp : OpDefinition
 
     public override bool HasBackwardFor(BoundOp op) => !IsMasked(op);
 
-    /// <summary>Recomputes the softmax from q and k and returns dq, dk, dv (sequences only, not images).</summary>
+    /// <summary>Recomputes the softmax from q and k and returns dq, dk, dv (images as their [B, H·W, C] token views).</summary>
     public override void EmitBackward(BoundOp op, IBackwardEmitter e)
     {
         var q = op.Values["q"];
         var k = op.Values["k"];
         var v = op.Values["v"];
         string dq = e.Temporary(q), dk = e.Temporary(k), dv = e.Temporary(v);
-        e.Line($"Backward.AttentionBackward({dq}, {dk}, {dv}, {e.Gradient(op.Outputs[0])}, {e.View(q)}, {e.View(k)}, {e.View(v)}, " +
+        string View(BoundValue value) => value.Shape.Count == 4 ? Images.Tokens(e, value) : e.View(value);
+        string Buffer(string name, BoundValue like) => like.Shape.Count == 4 ? Images.Tokens(e, name + ".AsView()", like.Shape) : name;
+        var o = op.Outputs[0];
+        string dOut = o.Shape.Count == 4 ? Images.Tokens(e, e.Gradient(o), o.Shape) : e.Gradient(o);
+        e.Line($"Backward.AttentionBackward({Buffer(dq, q)}, {Buffer(dk, k)}, {Buffer(dv, v)}, {dOut}, {View(q)}, {View(k)}, {View(v)}, " +
                $"{op.Attributes["heads"].ToInteger("heads")}, {e.Float(op.Attributes["scale"].Number!.Value)});");
         e.Accumulate(q, dq);
         e.Accumulate(k, dk);

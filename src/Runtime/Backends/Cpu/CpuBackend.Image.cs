@@ -125,20 +125,105 @@ internal static unsafe class CpuGroupNorm
         }
     }
 
+    /// <summary>
+    /// The backward pass per sample: the forward's statistics recomputed the same way, then per-channel float64 sums of
+    /// dy and dy·(x − μ) over the pixels, which give both the parameter gradients and each group's two means that dx
+    /// needs: dx = rstd·(scale·dy − mean(g) − x̂·mean(g·x̂)), g = scale·dy.
+    /// </summary>
+    public static void Backward(View? dx, float* dScale, float* dBias, View dy, View x, int groups, float* scale, float eps)
+    {
+        int channels = x.Cols, groupSize = channels / groups, rows = x.Rows;
+        double count = (double)rows * groupSize;
+        var mean = new double[channels];
+        var rstd = new double[channels];
+        var factor = new double[channels];
+        var offset = new double[channels];
+        var gxFactor = new double[channels];
+        for (int b = 0; b < x.Batch; b++)
+        {
+            float* xImage = CpuBackend.Base(x) + b * x.BatchStride;
+            float* dyImage = CpuBackend.Base(dy) + b * dy.BatchStride;
+            long xRow = x.RowStride, dyRow = dy.RowStride;
+            double[] sums = ChannelSums(xImage, xRow, rows, channels, null);
+            for (int g = 0; g < groups; g++)
+            {
+                double total = 0;
+                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) total += sums[c];
+                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) mean[c] = total / count;
+            }
+            double[] squares = ChannelSums(xImage, xRow, rows, channels, mean);
+            for (int g = 0; g < groups; g++)
+            {
+                double total = 0;
+                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) total += squares[c];
+                double inverseStd = 1.0 / Math.Sqrt(total / count + eps);
+                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) rstd[c] = inverseStd;
+            }
+
+            // [Σ dy | Σ dy·(x − μ)] per channel, one vector of 2C.
+            double[] sums2 = CpuParallel.SumRanges(rows, 2L * channels, 2 * channels, (start, end, partial) =>
+            {
+                for (int r = start; r < end; r++)
+                {
+                    float* xr = xImage + r * xRow, dyr = dyImage + r * dyRow;
+                    for (int c = 0; c < channels; c++)
+                    {
+                        double g = dyr[c];
+                        partial[c] += g;
+                        partial[channels + c] += g * (xr[c] - mean[c]);
+                    }
+                }
+            });
+            var dySum = sums2.AsSpan(0, channels).ToArray();
+            var dyCentred = sums2.AsSpan(channels, channels).ToArray();
+            for (int c = 0; c < channels; c++)
+            {
+                if (dScale != null) dScale[c] = (float)(dScale[c] + dyCentred[c] * rstd[c]);
+                if (dBias != null) dBias[c] = (float)(dBias[c] + dySum[c]);
+            }
+            if (dx is not View target) continue;
+
+            // dx = rstd·scale·dy − rstd·mean(g) − (x − μ)·rstd²·mean(g·x̂), per channel as factor·dy + offset + gxFactor·(x − μ).
+            for (int g = 0; g < groups; g++)
+            {
+                double meanG = 0, meanGXhat = 0;
+                for (int c = g * groupSize; c < (g + 1) * groupSize; c++)
+                {
+                    double s = scale == null ? 1.0 : scale[c];
+                    meanG += s * dySum[c];
+                    meanGXhat += s * dyCentred[c] * rstd[c];
+                }
+                meanG /= count;
+                meanGXhat /= count;
+                for (int c = g * groupSize; c < (g + 1) * groupSize; c++)
+                {
+                    factor[c] = rstd[c] * (scale == null ? 1.0 : scale[c]);
+                    offset[c] = -rstd[c] * meanG;
+                    gxFactor[c] = -rstd[c] * rstd[c] * meanGXhat;
+                }
+            }
+            float* dxImage = CpuBackend.Base(target) + b * target.BatchStride;
+            long dxRow = target.RowStride;
+            CpuParallel.ForRanges(rows, 2L * channels, (start, end) =>
+            {
+                for (int r = start; r < end; r++)
+                {
+                    float* xr = xImage + r * xRow, dyr = dyImage + r * dyRow, dxr = dxImage + r * dxRow;
+                    for (int c = 0; c < channels; c++)
+                        dxr[c] = (float)(factor[c] * dyr[c] + offset[c] + gxFactor[c] * (xr[c] - mean[c]));
+                }
+            });
+        }
+    }
+
     /// <summary>Σ_rows x[r, c] (center null) or Σ_rows (x[r, c] − center[c])², per channel, in float64.</summary>
     private static double[] ChannelSums(float* image, long rowStride, int rows, int channels, double[]? center)
     {
-        var totals = new double[channels];
-        var gate = new object();
-        CpuParallel.ForRanges(rows, channels, (start, end) =>
+        return CpuParallel.SumRanges(rows, channels, channels, (start, end, partial) =>
         {
-            var partial = new double[channels];
             fixed (double* acc = partial, mid = center)
                 for (int r = start; r < end; r++) Accumulate(acc, image + r * rowStride, mid, channels);
-            lock (gate)
-                for (int c = 0; c < channels; c++) totals[c] += partial[c];
         });
-        return totals;
     }
 
     private static void Accumulate(double* acc, float* x, double* center, int n)

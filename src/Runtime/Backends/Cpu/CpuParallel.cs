@@ -32,6 +32,26 @@ internal static class CpuParallel
         });
     }
 
+    /// <summary>
+    /// Σ over [0, count) of float64 vectors of <paramref name="length"/>: body(start, end, partial) adds its range into
+    /// a zeroed partial; the partials are summed in range order, so the result does not depend on which thread
+    /// finished first (training runs resume bit for bit).
+    /// </summary>
+    public static double[] SumRanges(int count, long workPerItem, int length, Action<int, int, double[]> body)
+    {
+        var partials = new List<(int Start, double[] Sum)>();
+        ForRanges(count, workPerItem, (start, end) =>
+        {
+            var partial = new double[length];
+            body(start, end, partial);
+            lock (partials) partials.Add((start, partial));
+        });
+        var total = new double[length];
+        foreach (var (_, partial) in partials.OrderBy(p => p.Start))
+            for (int i = 0; i < length; i++) total[i] += partial[i];
+        return total;
+    }
+
     /// <summary>Runs body(i) for i in [0, count), one task each (count is already a handful of coarse tasks).</summary>
     public static void ForTasks(int count, Action<int> body)
     {
