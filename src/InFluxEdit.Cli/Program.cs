@@ -14,7 +14,7 @@ public static class Program
             settings.CaseInsensitiveEnumValues = true;
             settings.AllowMultiInstance = true;
         });
-        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions, CompareOptions, TrainVaeOptions>(args);
+        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions, CompareOptions, TrainVaeOptions, PretrainToyOptions, DemoOptions>(args);
         try
         {
             return result.MapResult(
@@ -26,6 +26,8 @@ public static class Program
                 (TrainOptions o) => TrainCommand.Run(o),
                 (DatasetOptions o) => DatasetCommand.Run(o),
                 (CompareOptions o) => CompareCommand.Run(o),
+                (PretrainToyOptions o) => PretrainToyCommand.Run(o),
+                (DemoOptions o) => DemoCommand.Run(o),
                 (TrainVaeOptions o) => TrainVaeCommand.Run(o),
                 errors => ShowHelp(result, errors));
         }

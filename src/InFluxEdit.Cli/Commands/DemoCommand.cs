@@ -1,0 +1,80 @@
+using System.Diagnostics;
+using System.Globalization;
+using CommandLine;
+using InFluxEdit.Cli.Datasets;
+using InFluxEdit.Cli.Fill;
+using InFluxEdit.Models;
+using InFluxEdit.Runtime.Images;
+
+namespace InFluxEdit.Cli.Commands;
+
+[Verb("demo", HelpText = "The whole method on a laptop: draws the circles dataset, trains a method-(b) editing LoRA (channel: the source as the Fill conditioning, all-white mask) on the project's toy FLUX Fill base (models/toy), edits the held-out sources with it and writes a contact sheet (source | target | result), then scores the colours of the edits.")]
+public sealed class DemoOptions : DeviceOptions
+{
+    [Option("out", Default = "runs/circles-demo", HelpText = "The output folder: the dataset, the training run, the LoRA and the contact sheet.")]
+    public string Output { get; set; } = "runs/circles-demo";
+
+    [Option("flux-dir", HelpText = "The base model folder (default: the repository's models/toy).")]
+    public string? FluxDir { get; set; }
+
+    [Option("steps", Default = 1500, HelpText = "LoRA training steps.")]
+    public int Steps { get; set; } = 1500;
+
+    [Option("count", Default = 64, HelpText = "Training pairs.")]
+    public int Count { get; set; } = 64;
+
+    [Option("held-out", Default = 16, HelpText = "Held-out pairs edited and scored.")]
+    public int HeldOut { get; set; } = 16;
+
+    [Option("seed", Default = 0L, HelpText = "Seed of the dataset, the training and the edits.")]
+    public long Seed { get; set; }
+}
+
+public static class DemoCommand
+{
+    public static int Run(DemoOptions options) => Run(options, System.Console.Out);
+
+    public static int Run(DemoOptions options, TextWriter log)
+    {
+        string baseModel = options.FluxDir ?? ToyModelFolder();
+        var clock = Stopwatch.StartNew();
+        string data = Path.Combine(options.Output, "circles");
+        DatasetCommand.Run(new DatasetOptions { Kind = "circles", Output = data, Count = options.Count, HeldOut = options.HeldOut, Size = 64, Seed = options.Seed });
+        var train = new TrainOptions
+        {
+            FluxDir = baseModel, Data = Path.Combine(data, "train"), Validation = Path.Combine(data, "held-out"), Method = EditMethod.Channel,
+            Output = Path.Combine(options.Output, "run"), Steps = options.Steps, LearningRate = 1e-3, Resolution = 64, Seed = options.Seed,
+            CheckpointEvery = options.Steps, Guidance = PretrainToyCommand.ToyGuidance, Device = options.Device,
+        };
+        int code = TrainCommand.Run(train, log, ModelCatalog.All);
+        if (code != 0) return code;
+
+        string edits = Path.Combine(train.Output, "validation", $"step-{options.Steps:D6}");
+        var samples = CirclesDataset.ReadSplit(Path.Combine(data, "held-out"));
+        int fill = 0, background = 0, both = 0;
+        foreach (var sample in samples)
+        {
+            var (f, b) = CirclesDataset.ScoreColours(ImageFile.LoadRgb(Path.Combine(edits, sample.Name + ".png")), sample);
+            fill += f ? 1 : 0;
+            background += b ? 1 : 0;
+            both += f && b ? 1 : 0;
+        }
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"held-out edits with the colours their captions name: {both}/{samples.Count} ({100.0 * both / samples.Count:F0}%; fill {100.0 * fill / samples.Count:F0}%, background {100.0 * background / samples.Count:F0}%)"));
+        log.WriteLine($"contact sheet (source | target | result): {Path.Combine(edits, "contact-sheet.png")}");
+        log.WriteLine($"LoRA: {TrainCommand.LoraPath(train)}  ({clock.Elapsed.TotalMinutes:F1} min in all)");
+        return 0;
+    }
+
+    /// <summary>models/toy of the repository: looked for from the working folder up, then from the program's folder up.</summary>
+    private static string ToyModelFolder()
+    {
+        foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
+            {
+                string candidate = Path.Combine(dir.FullName, "models", "toy");
+                if (File.Exists(Path.Combine(candidate, PretrainToyCommand.TransformerFile))) return candidate;
+            }
+        throw new DirectoryNotFoundException("the toy model folder models/toy was not found above this folder: run from the repository, give --flux-dir, or make it with 'influx-cli pretrain-toy'");
+    }
+}
