@@ -87,9 +87,9 @@ internal static unsafe class CpuGroupNorm
 {
     public static void Run(View y, View x, int groups, float* scale, float* bias, float eps)
     {
-        int channels = x.Cols, groupSize = channels / groups, rows = x.Rows;
-        double count = (double)rows * groupSize;
+        int channels = x.Cols, rows = x.Rows;
         var mean = new double[channels];
+        var rstd = new double[channels];
         var factor = new double[channels];
         var shift = new double[channels];
         for (int b = 0; b < x.Batch; b++)
@@ -98,30 +98,39 @@ internal static unsafe class CpuGroupNorm
             float* yImage = CpuBackend.Base(y) + b * y.BatchStride;
             long xRow = x.RowStride, yRow = y.RowStride;
 
-            double[] sums = ChannelSums(xImage, xRow, rows, channels, null);
-            for (int g = 0; g < groups; g++)
+            Statistics(xImage, xRow, rows, channels, groups, eps, mean, rstd);
+            for (int c = 0; c < channels; c++)
             {
-                double total = 0;
-                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) total += sums[c];
-                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) mean[c] = total / count;
-            }
-            double[] squares = ChannelSums(xImage, xRow, rows, channels, mean);
-            for (int g = 0; g < groups; g++)
-            {
-                double total = 0;
-                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) total += squares[c];
-                double inverseStd = 1.0 / Math.Sqrt(total / count + eps);
-                for (int c = g * groupSize; c < (g + 1) * groupSize; c++)
-                {
-                    factor[c] = inverseStd * (scale == null ? 1.0 : scale[c]);
-                    shift[c] = bias == null ? 0.0 : bias[c];
-                }
+                factor[c] = rstd[c] * (scale == null ? 1.0 : scale[c]);
+                shift[c] = bias == null ? 0.0 : bias[c];
             }
             CpuParallel.ForRanges(rows, 2L * channels, (start, end) =>
             {
                 fixed (double* m = mean, f = factor, s = shift)
                     for (int r = start; r < end; r++) Normalize(yImage + r * yRow, xImage + r * xRow, m, f, s, channels);
             });
+        }
+    }
+
+    /// <summary>Per channel, its group's mean and 1/sqrt(biased variance + eps) over every pixel of one image, in float64.</summary>
+    private static void Statistics(float* image, long rowStride, int rows, int channels, int groups, float eps, double[] mean, double[] rstd)
+    {
+        int groupSize = channels / groups;
+        double count = (double)rows * groupSize;
+        double[] sums = ChannelSums(image, rowStride, rows, channels, null);
+        for (int g = 0; g < groups; g++)
+        {
+            double total = 0;
+            for (int c = g * groupSize; c < (g + 1) * groupSize; c++) total += sums[c];
+            for (int c = g * groupSize; c < (g + 1) * groupSize; c++) mean[c] = total / count;
+        }
+        double[] squares = ChannelSums(image, rowStride, rows, channels, mean);
+        for (int g = 0; g < groups; g++)
+        {
+            double total = 0;
+            for (int c = g * groupSize; c < (g + 1) * groupSize; c++) total += squares[c];
+            double inverseStd = 1.0 / Math.Sqrt(total / count + eps);
+            for (int c = g * groupSize; c < (g + 1) * groupSize; c++) rstd[c] = inverseStd;
         }
     }
 
@@ -144,21 +153,7 @@ internal static unsafe class CpuGroupNorm
             float* xImage = CpuBackend.Base(x) + b * x.BatchStride;
             float* dyImage = CpuBackend.Base(dy) + b * dy.BatchStride;
             long xRow = x.RowStride, dyRow = dy.RowStride;
-            double[] sums = ChannelSums(xImage, xRow, rows, channels, null);
-            for (int g = 0; g < groups; g++)
-            {
-                double total = 0;
-                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) total += sums[c];
-                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) mean[c] = total / count;
-            }
-            double[] squares = ChannelSums(xImage, xRow, rows, channels, mean);
-            for (int g = 0; g < groups; g++)
-            {
-                double total = 0;
-                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) total += squares[c];
-                double inverseStd = 1.0 / Math.Sqrt(total / count + eps);
-                for (int c = g * groupSize; c < (g + 1) * groupSize; c++) rstd[c] = inverseStd;
-            }
+            Statistics(xImage, xRow, rows, channels, groups, eps, mean, rstd);
 
             // [Σ dy | Σ dy·(x − μ)] per channel, one vector of 2C.
             double[] sums2 = CpuParallel.SumRanges(rows, 2L * channels, 2 * channels, (start, end, partial) =>
