@@ -87,6 +87,9 @@ internal static unsafe class CpuConv
                     for (int r = 0; r < rows; r++) CpuRowKernels.Add(c + r * yRowStride, c + r * yRowStride, bias, n);
             }
         });
+        // The loop reads the panels through a raw pointer: without this the panels packed for a writable (training)
+        // weight, which nothing else holds, could be collected mid-loop and the GEMM would read freed memory.
+        GC.KeepAlive(packed);
     }
 
     /// <summary>y = x·Wᵀ + bias with W = weight seen as [Cout, Cin] (its memory order already is).</summary>
