@@ -332,6 +332,20 @@ public sealed partial class ModelEmitter
         _w.Line($"_backend.Add({target}, {target}, {view});");
     }
 
+    public void PassGradient(BoundValue input, BoundValue output)
+    {
+        if (!NeedsGradient(input)) return;
+        if (input.ViewOf == null && output.ViewOf == null && !_gradientNames.ContainsKey(input)
+            && _gradientNames.TryGetValue(output, out string? buffer))
+        {
+            // The output's gradient dies with this op: it becomes the input's, no copy.
+            _gradientNames[input] = buffer;
+            _gradientNames.Remove(output);
+            return;
+        }
+        AccumulateView(input, Gradient(output));
+    }
+
     public string LoraDown(BoundOp op) => _loraDowns[op];
 
     public string ModuleKey(BoundWeight weight) =>

@@ -91,7 +91,7 @@ public sealed class GatedResidualOp : OpDefinition
         e.Line($"Backward.GatedResidualBackward({dx}, {dGate}, {dy}, {e.View(x)}, {Broadcast.OverTokens(e, gate, residual)});");
         e.Accumulate(x, dx);
         e.Accumulate(gate, dGate);
-        e.AccumulateView(residual, dy);
+        e.PassGradient(residual, op.Outputs[0]);
     }
 }
 
@@ -116,9 +116,8 @@ public sealed class AddOp : OpDefinition
 
     public override void EmitBackward(BoundOp op, IBackwardEmitter e)
     {
-        string dy = e.Gradient(op.Outputs[0]);
-        e.AccumulateView(op.Values["a"], dy);
-        e.AccumulateView(op.Values["b"], dy);
+        e.AccumulateView(op.Values["b"], e.Gradient(op.Outputs[0]));
+        e.PassGradient(op.Values["a"], op.Outputs[0]);
     }
 }
 

@@ -58,6 +58,13 @@ public interface IBackwardEmitter : IForwardEmitter
     /// <summary>Adds a view (an output's gradient, a slice of it) to the value's gradient.</summary>
     void AccumulateView(BoundValue input, string view);
 
+    /// <summary>
+    /// Adds the output's whole gradient to the input's, unchanged (a residual stream). Call it last in a rule: where the
+    /// input has no gradient yet, the output's buffer is handed over instead of copied, and the output's gradient is
+    /// then the input's.
+    /// </summary>
+    void PassGradient(BoundValue input, BoundValue output);
+
     /// <summary>The forward's x·Aᵀ of a trainable linear layer (null when it has no adapter at run time).</summary>
     string LoraDown(BoundOp op);
 
