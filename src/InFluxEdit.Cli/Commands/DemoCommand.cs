@@ -26,6 +26,9 @@ public sealed class DemoOptions : DeviceOptions
     [Option("held-out", Default = 16, HelpText = "Held-out pairs edited and scored.")]
     public int HeldOut { get; set; } = 16;
 
+    [Option("size", Default = 64, HelpText = "Image side in pixels (the toy base's training size).")]
+    public int Size { get; set; } = 64;
+
     [Option("seed", Default = 0L, HelpText = "Seed of the dataset, the training and the edits.")]
     public long Seed { get; set; }
 }
@@ -39,11 +42,11 @@ public static class DemoCommand
         string baseModel = options.FluxDir ?? ToyModelFolder();
         var clock = Stopwatch.StartNew();
         string data = Path.Combine(options.Output, "circles");
-        DatasetCommand.Run(new DatasetOptions { Kind = "circles", Output = data, Count = options.Count, HeldOut = options.HeldOut, Size = 64, Seed = options.Seed });
+        DatasetCommand.Run(new DatasetOptions { Kind = "circles", Output = data, Count = options.Count, HeldOut = options.HeldOut, Size = options.Size, Seed = options.Seed });
         var train = new TrainOptions
         {
             FluxDir = baseModel, Data = Path.Combine(data, "train"), Validation = Path.Combine(data, "held-out"), Method = EditMethod.Channel,
-            Output = Path.Combine(options.Output, "run"), Steps = options.Steps, LearningRate = 1e-3, Resolution = 64, Seed = options.Seed,
+            Output = Path.Combine(options.Output, "run"), Steps = options.Steps, LearningRate = 1e-3, Resolution = options.Size, Seed = options.Seed,
             CheckpointEvery = options.Steps, Guidance = PretrainToyCommand.ToyGuidance, Device = options.Device,
         };
         int code = TrainCommand.Run(train, log, ModelCatalog.All);
