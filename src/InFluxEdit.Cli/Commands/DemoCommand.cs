@@ -26,8 +26,8 @@ public sealed class DemoOptions : DeviceOptions
     [Option("held-out", Default = 16, HelpText = "Held-out pairs edited and scored.")]
     public int HeldOut { get; set; } = 16;
 
-    [Option("size", Default = 64, HelpText = "Image side in pixels (the toy base's training size).")]
-    public int Size { get; set; } = 64;
+    [Option("size", Default = 32, HelpText = "Image side in pixels (the toy base's training size).")]
+    public int Size { get; set; } = 32;
 
     [Option("seed", Default = 0L, HelpText = "Seed of the dataset, the training and the edits.")]
     public long Seed { get; set; }
