@@ -15,6 +15,25 @@ internal static class ViewRules
             throw new ArgumentException($"{output} addresses some elements more than once; an output needs distinct elements", name);
     }
 
+    /// <summary>
+    /// The sizes of <see cref="ITrainingBackend.Gemm"/>'s product, checked: op(a) is [m, k], op(b) [k, n], c [m, n];
+    /// the batches of a and b match or one is 1, and c has them all or 1 to sum the products.
+    /// </summary>
+    public static (int M, int N, int K, int Products, bool SumOverBatches) GemmSizes(View c, View a, bool transposeA, View b, bool transposeB)
+    {
+        int m = transposeA ? a.Cols : a.Rows, k = transposeA ? a.Rows : a.Cols;
+        int bK = transposeB ? b.Cols : b.Rows, n = transposeB ? b.Rows : b.Cols;
+        if (k != bK) throw new ArgumentException($"Gemm: op(a) of {a} has {k} columns but op(b) of {b} has {bK} rows");
+        if (c.Rows != m || c.Cols != n) throw new ArgumentException($"Gemm: {c} cannot hold the {m}×{n} product", nameof(c));
+        int products = Math.Max(a.Batch, b.Batch);
+        if (a.Batch != products && a.Batch != 1 || b.Batch != products && b.Batch != 1)
+            throw new ArgumentException($"Gemm: batches of {a} and {b} neither match nor broadcast");
+        bool sumOverBatches = c.Batch == 1 && products > 1;
+        if (c.Batch != products && !sumOverBatches)
+            throw new ArgumentException($"Gemm: {c} must have {products} batches, or 1 to sum the products", nameof(c));
+        return (m, n, k, products, sumOverBatches);
+    }
+
     /// <summary>Rejects an output that shares elements with an input of the op.</summary>
     public static void RequireDisjoint(View output, View input, string name)
     {

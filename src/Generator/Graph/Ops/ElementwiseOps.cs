@@ -95,9 +95,9 @@ public sealed class GatedResidualOp : OpDefinition
     }
 }
 
-public sealed class AddOp : OpDefinition
+/// <summary>An elementwise op of two values of one shape, a and b; the output may reuse a.</summary>
+public abstract class SameShapePairOp : OpDefinition
 {
-    public override string Name => "add";
     public override string Signature => "a, b (same shape)";
     public override string? AliasableInput => "a";
 
@@ -108,6 +108,11 @@ public sealed class AddOp : OpDefinition
         b.Check(ShapeRules.Same(x.Shape, y.Shape), $"'{x.Name}' {x.ShapeText} and '{y.Name}' {y.ShapeText} differ", "b");
         b.Outputs(x.Shape);
     }
+}
+
+public sealed class AddOp : SameShapePairOp
+{
+    public override string Name => "add";
 
     public override void EmitForward(BoundOp op, IForwardEmitter e) =>
         e.Line($"_backend.Add({e.View(op.Outputs[0])}, {e.View(op.Values["a"])}, {e.View(op.Values["b"])});");

@@ -62,19 +62,9 @@ public sealed class QuickGeluOp : ActivationOp
 }
 
 /// <summary>Elementwise product (the gate of a gated feed-forward).</summary>
-public sealed class MulOp : OpDefinition
+public sealed class MulOp : SameShapePairOp
 {
     public override string Name => "mul";
-    public override string Signature => "a, b (same shape)";
-    public override string? AliasableInput => "a";
-
-    public override void Bind(OpBinder b)
-    {
-        var x = b.Value("a");
-        var y = b.Value("b");
-        b.Check(ShapeRules.Same(x.Shape, y.Shape), $"'{x.Name}' {x.ShapeText} and '{y.Name}' {y.ShapeText} differ", "b");
-        b.Outputs(x.Shape);
-    }
 
     public override void EmitForward(BoundOp op, IForwardEmitter e) =>
         e.Line($"_backend.Multiply({e.View(op.Outputs[0])}, {e.View(op.Values["a"])}, {e.View(op.Values["b"])});");

@@ -10,16 +10,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
 {
     public void Gemm(View c, View a, bool transposeA, View b, bool transposeB, float alpha, float beta)
     {
-        int m = transposeA ? a.Cols : a.Rows, k = transposeA ? a.Rows : a.Cols;
-        int bK = transposeB ? b.Cols : b.Rows, n = transposeB ? b.Rows : b.Cols;
-        if (k != bK) throw new ArgumentException($"op(a) of {a} has {k} columns but op(b) of {b} has {bK} rows");
-        if (c.Rows != m || c.Cols != n) throw new ArgumentException($"{c} cannot hold the {m}×{n} product", nameof(c));
-        int products = Math.Max(a.Batch, b.Batch);
-        if (a.Batch != products && a.Batch != 1 || b.Batch != products && b.Batch != 1)
-            throw new ArgumentException($"batches of {a} and {b} neither match nor broadcast");
-        bool sumOverBatches = c.Batch == 1 && products > 1;
-        if (c.Batch != products && !sumOverBatches)
-            throw new ArgumentException($"{c} must have {products} batches, or 1 to sum the products", nameof(c));
+        var (m, n, k, products, sumOverBatches) = ViewRules.GemmSizes(c, a, transposeA, b, transposeB);
         ViewRules.RequireDistinctOutputElements(c, nameof(c));
         RequireInside(a, nameof(a));
         RequireInside(b, nameof(b));
