@@ -113,7 +113,7 @@ public static class CompareCommand
             var pipeline = new FillPipeline(transformer.Model, vae.Model);
             var edits = new List<HostTensor>();
             double psnr = 0, ssim = 0;
-            int fillRight = 0, backgroundRight = 0, bothRight = 0;
+            var colours = new CirclesDataset.ColourTally();
             foreach (var pair in heldOut.Pairs)
             {
                 var source = ImageFile.LoadRgb(pair.SourcePath);
@@ -123,16 +123,10 @@ public static class CompareCommand
                 edits.Add(edit);
                 psnr += ImageMetrics.Psnr(edit, target) / heldOut.Pairs.Count;
                 ssim += ImageMetrics.Ssim(edit, target) / heldOut.Pairs.Count;
-                if (circles != null && circles.TryGetValue(pair.Name, out var sample))
-                {
-                    var (fill, background) = CirclesDataset.ScoreColours(edit, sample);
-                    fillRight += fill ? 1 : 0;
-                    backgroundRight += background ? 1 : 0;
-                    bothRight += fill && background ? 1 : 0;
-                }
+                if (circles != null && circles.TryGetValue(pair.Name, out var sample)) colours.Add(edit, sample);
             }
             double? Share(int right) => circles == null ? null : (double)right / heldOut.Pairs.Count;
-            var score = new VariantScore(name, psnr, ssim, Share(fillRight), Share(backgroundRight), Share(bothRight), seconds);
+            var score = new VariantScore(name, psnr, ssim, Share(colours.Fill), Share(colours.Background), Share(colours.Both), seconds);
             results.Add(score);
             columns.Add(edits);
             log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name}: PSNR {psnr:F2} dB, SSIM {ssim:F4}") +

@@ -54,16 +54,11 @@ public static class DemoCommand
 
         string edits = Path.Combine(train.Output, "validation", $"step-{options.Steps:D6}");
         var samples = CirclesDataset.ReadSplit(Path.Combine(data, "held-out"));
-        int fill = 0, background = 0, both = 0;
-        foreach (var sample in samples)
-        {
-            var (f, b) = CirclesDataset.ScoreColours(ImageFile.LoadRgb(Path.Combine(edits, sample.Name + ".png")), sample);
-            fill += f ? 1 : 0;
-            background += b ? 1 : 0;
-            both += f && b ? 1 : 0;
-        }
+        var colours = new CirclesDataset.ColourTally();
+        foreach (var sample in samples) colours.Add(ImageFile.LoadRgb(Path.Combine(edits, sample.Name + ".png")), sample);
+        int count = samples.Count;
         log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"held-out edits with the colours their captions name: {both}/{samples.Count} ({100.0 * both / samples.Count:F0}%; fill {100.0 * fill / samples.Count:F0}%, background {100.0 * background / samples.Count:F0}%)"));
+            $"held-out edits with the colours their captions name: {colours.Both}/{count} ({100.0 * colours.Both / count:F0}%; fill {100.0 * colours.Fill / count:F0}%, background {100.0 * colours.Background / count:F0}%)"));
         log.WriteLine($"contact sheet (source | target | result): {Path.Combine(edits, "contact-sheet.png")}");
         log.WriteLine($"LoRA: {TrainCommand.LoraPath(train)}  ({clock.Elapsed.TotalMinutes:F1} min in all)");
         return 0;

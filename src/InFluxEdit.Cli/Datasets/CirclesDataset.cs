@@ -99,6 +99,22 @@ public static class CirclesDataset
         return (inside is { } i && Nearest(i).Name == sample.Fill, outside is { } o && Nearest(o).Name == sample.Background);
     }
 
+    /// <summary>How many of several edits got the fill, the background and both colours right (<see cref="ScoreColours"/>).</summary>
+    public sealed class ColourTally
+    {
+        public int Fill { get; private set; }
+        public int Background { get; private set; }
+        public int Both { get; private set; }
+
+        public void Add(HostTensor edit, CircleSample sample)
+        {
+            var (fill, background) = ScoreColours(edit, sample);
+            Fill += fill ? 1 : 0;
+            Background += background ? 1 : 0;
+            Both += fill && background ? 1 : 0;
+        }
+    }
+
     /// <summary>The palette colour nearest to an RGB colour (8-bit levels), by Euclidean distance.</summary>
     public static NamedColour Nearest((double R, double G, double B) colour) =>
         Palette.MinBy(c => (c.R - colour.R) * (c.R - colour.R) + (c.G - colour.G) * (c.G - colour.G) + (c.B - colour.B) * (c.B - colour.B))!;
