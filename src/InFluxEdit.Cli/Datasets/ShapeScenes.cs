@@ -14,6 +14,12 @@ public sealed record InpaintingExample(HostTensor Image, HostTensor Mask, string
 /// </summary>
 public static class ShapeScenes
 {
+    private static readonly string[] Shapes = ["circle", "square"];
+
+    /// <summary>Every word of the scenes' and the circles' captions.</summary>
+    public static IReadOnlyList<string> Vocabulary { get; } =
+        [.. CirclesDataset.Palette.Select(c => c.Name), .. Shapes, "with", "background"];
+
     public static InpaintingExample Draw(TrainingRandom random, int size)
     {
         var palette = CirclesDataset.Palette;
@@ -31,7 +37,7 @@ public static class ShapeScenes
             bool inside = square ? Math.Abs(dx) <= half && Math.Abs(dy) <= half : dx * dx + dy * dy <= half * half;
             return inside ? fill : background;
         });
-        return new InpaintingExample(image, Mask(random, size), $"{fill.Name} {(square ? "square" : "circle")} with {background.Name} background");
+        return new InpaintingExample(image, Mask(random, size), $"{fill.Name} {Shapes[square ? 1 : 0]} with {background.Name} background");
     }
 
     private static HostTensor Mask(TrainingRandom random, int size)

@@ -5,8 +5,9 @@ namespace InFluxEdit.Cli.Text;
 
 /// <summary>
 /// Tokenizer files for small text encoders made by this project, in the formats the real ones use, so the same
-/// loaders read them: a byte-level CLIP vocabulary without merges (one token per byte, 514 tokens) and a character-level
-/// SentencePiece unigram model (one piece per printable ASCII character and the word boundary, 98 pieces).
+/// loaders read them: a byte-level CLIP vocabulary without merges (one token per byte, 514 tokens) and a SentencePiece
+/// unigram model of characters (one piece per printable ASCII character and the word boundary, 98 pieces) plus whole
+/// words, as the real T5 vocabulary has them.
 /// </summary>
 public static class ToyTokenizers
 {
@@ -32,9 +33,11 @@ public static class ToyTokenizers
 
     /// <summary>
     /// Writes a SentencePiece ModelProto: pieces &lt;pad&gt; (0), &lt;/s&gt; (1), &lt;unk&gt; (2) as T5 numbers them, "▁" and every
-    /// printable ASCII character with one score; a unigram model whose normaliser only handles whitespace.
+    /// printable ASCII character with one score, then "▁word" for each of <paramref name="words"/>; a unigram model whose
+    /// normaliser only handles whitespace. A whole word scores as one character, so it wins over spelling it out: a
+    /// small encoder then sees "red" as one token instead of having to read it from three.
     /// </summary>
-    public static void WriteSentencePiece(string path)
+    public static void WriteSentencePiece(string path, IEnumerable<string>? words = null)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         var model = new MemoryStream();
@@ -54,6 +57,12 @@ public static class ToyTokenizers
         Piece("<unk>", 0, Unknown);
         Piece("\u2581", -1, Normal);
         for (char c = '!'; c <= '~'; c++) Piece(c.ToString(), -1, Normal);
+        foreach (string word in (words ?? []).Distinct(StringComparer.Ordinal))
+        {
+            if (word.Length == 0 || word.Any(c => c is < '!' or > '~'))
+                throw new ArgumentException($"'{word}' is not a word of printable ASCII characters");
+            Piece("\u2581" + word, -1, Normal);
+        }
 
         var trainer = new MemoryStream();
         foreach (var (field, value) in new[] { (3, 1), (40, 2), (42, 1), (43, 0) })   // unigram; unk, eos, pad ids

@@ -215,4 +215,18 @@ public sealed class ToyTokenizerTests
         ids[8].ShouldBe(0);
         tokenizer.Encode("é", 4)[1].ShouldBe(tokenizer.UnknownId);
     }
+
+    [Fact]
+    public void Whole_words_of_the_toy_sentencepiece_model_win_over_their_characters()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("spiece.model");
+        ToyTokenizers.WriteSentencePiece(path, ["red", "circle", "with"]);
+        var tokenizer = SentencePieceTokenizer.Load(path);
+        tokenizer.VocabularySize.ShouldBe(101);
+        var pieces = tokenizer.Encode("red circle with reds", 12).TakeWhile(id => id != tokenizer.EosId).Select(tokenizer.PieceOf).ToList();
+        // "reds" is no word of the model: it falls back to the word "red" and a character.
+        pieces.ShouldBe(["\u2581red", "\u2581circle", "\u2581with", "\u2581red", "s"]);
+        Should.Throw<ArgumentException>(() => ToyTokenizers.WriteSentencePiece(dir.File("bad.model"), ["two words"]));
+    }
 }
