@@ -45,8 +45,14 @@ public abstract class TextEncoderOptions : DeviceOptions
     [Option("t5-tokenizer", HelpText = "T5's spiece.model (or the folder that holds it).")]
     public string? T5Tokenizer { get; set; }
 
-    [Option("t5-length", Default = 128, HelpText = "T5 tokens per prompt, padded (pads are attended, so this changes the encoding). 128 as BFL's Fill tools; diffusers uses 512.")]
-    public int T5Length { get; set; } = 128;
+    [Option("t5-length", HelpText = "T5 tokens per prompt, padded (pads are attended, so this changes the encoding). Default: the length a model folder made by pretrain-toy was trained at (its toy.json), else 128 as BFL's Fill tools; diffusers uses 512.")]
+    public int? T5Length { get; set; }
+
+    /// <summary>The T5 length in effect: --t5-length, else the text encoders' folder's own, else 128.</summary>
+    public int PromptLength => T5Length ?? Fill.FluxModelFolder.ReadToySettings(TextEncoderDir ?? FluxDir)?.T5Length ?? 128;
+
+    /// <summary>The guidance input while training: the given one, else the one a toy --flux-dir was trained with, else 1 (as the seed trains FLUX Fill).</summary>
+    public double TrainingGuidance(double? given) => given ?? Fill.FluxModelFolder.ReadToySettings(FluxDir)?.Guidance ?? 1.0;
 
     [Option("text-embeddings", HelpText = "Instead of the encoders: a .safetensors file with 'txt' [1, L, context_in_dim] and 'vec' [1, vec_in_dim], used for every prompt and caption.")]
     public string? TextEmbeddings { get; set; }

@@ -46,8 +46,8 @@ public sealed class CompareOptions : TextEncoderOptions
     [Option("resolution", Default = 0, HelpText = "Training resolution (0: the training images' own size).")]
     public int Resolution { get; set; }
 
-    [Option("train-guidance", Default = 1.0, HelpText = "The guidance input while training (the seed trains FLUX Fill at 1.0; the toy base was pretrained at 30, so use 30 there).")]
-    public double TrainGuidance { get; set; } = 1.0;
+    [Option("train-guidance", HelpText = "The guidance input while training. Default: 1, as the seed trains FLUX Fill; the guidance a --flux-dir made by pretrain-toy was pretrained with (30).")]
+    public double? TrainGuidance { get; set; }
 
     [Option("edit-steps", Default = 20, HelpText = "Sampling steps of the held-out edits.")]
     public int EditSteps { get; set; } = 20;
@@ -179,7 +179,7 @@ public static class CompareCommand
         LearningRate = options.LearningRate,
         Resolution = resolution,
         CheckpointEvery = options.Steps,
-        Guidance = options.TrainGuidance,
+        Guidance = options.TrainingGuidance(options.TrainGuidance),
         Device = options.Device,
         Precision = options.Precision,
         TextEncoderDir = options.TextEncoderDir ?? options.FluxDir,

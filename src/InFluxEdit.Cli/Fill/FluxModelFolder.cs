@@ -36,8 +36,35 @@ public static class FluxModelFolder
         return File.Exists(path) ? path : throw new FileNotFoundException($"--flux-dir {folder} has no {AutoencoderFile}; give --vae");
     }
 
+    /// <summary>
+    /// What a model folder made by pretrain-toy was trained with (settings.T5Length and settings.Guidance of its
+    /// toy.json), or null for any other folder. Prompts must be padded as in training (pads are attended), and a LoRA
+    /// trains with the guidance input the base saw.
+    /// </summary>
+    public static ToySettings? ReadToySettings(string? folder)
+    {
+        string? manifest = folder == null ? null : Path.Combine(folder, ToyManifestFile);
+        if (manifest == null || !File.Exists(manifest)) return null;
+        try
+        {
+            using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(manifest));
+            if (!json.RootElement.TryGetProperty("settings", out var settings)) return new ToySettings(null, null);
+            return new ToySettings(settings.TryGetProperty("T5Length", out var length) ? length.GetInt32() : null,
+                settings.TryGetProperty("Guidance", out var guidance) ? guidance.GetDouble() : null);
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"{manifest} is not the manifest pretrain-toy writes ({e.Message}); write it again with pretrain-toy, or give --t5-length and --guidance");
+        }
+    }
+
+    public const string ToyManifestFile = "toy.json";
+
     private static void RequireFolder(string folder)
     {
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"--flux-dir {folder} does not exist");
     }
 }
+
+/// <summary>A toy model folder's training settings that later runs must match.</summary>
+public sealed record ToySettings(int? T5Length, double? Guidance);

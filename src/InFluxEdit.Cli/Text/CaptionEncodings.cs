@@ -36,20 +36,20 @@ public static class CaptionEncodings
         var missing = new List<string>();
         foreach (string text in distinct)
         {
-            var cached = TryRead(CachePath(cacheDirectory, identity, options.T5Length, text), text, transformer, log);
+            var cached = TryRead(CachePath(cacheDirectory, identity, options.PromptLength, text), text, transformer, log);
             if (cached != null) result[text] = cached;
             else missing.Add(text);
         }
         if (missing.Count > 0)
         {
-            using var encoder = PromptEncoder.Load(files, options.T5Length, backend, catalog, log);
+            using var encoder = PromptEncoder.Load(files, options.PromptLength, backend, catalog, log);
             foreach (string text in missing)
             {
                 var encoded = encoder.Encode(text);
                 encoded.Validate(transformer, $"the encoders' output for \"{text}\"");
-                SafeTensorsWriter.Write(CachePath(cacheDirectory, identity, options.T5Length, text),
+                SafeTensorsWriter.Write(CachePath(cacheDirectory, identity, options.PromptLength, text),
                     new Dictionary<string, Runtime.Tensors.HostTensor> { [TextConditioning.TxtName] = encoded.Txt, [TextConditioning.VecName] = encoded.Vec },
-                    new Dictionary<string, string> { ["text"] = text, ["t5_length"] = options.T5Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    new Dictionary<string, string> { ["text"] = text, ["t5_length"] = options.PromptLength.ToString(System.Globalization.CultureInfo.InvariantCulture) });
                 result[text] = encoded;
             }
         }
