@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using CommandLine;
 using InFluxEdit.Cli.Fill;
@@ -82,8 +83,8 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("timestep-sampling", Default = "uniform", HelpText = "uniform, logit-normal or mode.")]
     public string TimestepSampling { get; set; } = "uniform";
 
-    [Option("guidance", Default = 1.0, HelpText = "The guidance input during training.")]
-    public double Guidance { get; set; } = 1.0;
+    [Option("guidance", HelpText = "The guidance input during training. Default: 1, as the seed trains FLUX Fill; the guidance a --flux-dir made by pretrain-toy was pretrained with (30).")]
+    public double? Guidance { get; set; }
 
     [Option("accumulate", Default = 1, HelpText = "Examples per optimizer step (gradient accumulation).")]
     public int Accumulate { get; set; } = 1;
@@ -121,6 +122,8 @@ public sealed class TrainOptions : TextEncoderOptions
 
 public static class TrainCommand
 {
+    private static readonly TimeSpan ProgressLineInterval = TimeSpan.FromSeconds(2);
+
     /// <summary>Validation edits sample like `edit` does by default (FLUX Fill's guidance 30).</summary>
     private const double ValidationGuidance = 30.0;
 
@@ -143,7 +146,7 @@ public static class TrainCommand
             preset, options.TrainImgIn, options.Optimizer,
             options.LearningRate ?? (options.Optimizer == "prodigy" ? Prodigy.DefaultLearningRate : AdamW.DefaultLearningRate),
             LearningRateSchedule.ParseKind(options.Schedule), options.WarmupSteps, FlowMatching.ParseSampling(options.TimestepSampling),
-            options.Guidance, Math.Max(1, options.Accumulate), options.MaxGradNorm, options.Seed, Math.Max(1, options.CheckpointEvery),
+            options.TrainingGuidance(options.Guidance), Math.Max(1, options.Accumulate), options.MaxGradNorm, options.Seed, Math.Max(1, options.CheckpointEvery),
             LoraWriter.ParseFormat(options.Format), options.LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All)
         {
             Recompute = options.Recompute,
@@ -194,12 +197,20 @@ public static class TrainCommand
         var progress = new TrainingProgress(settings.Steps, trainer.Step);
         var guard = new NonFiniteGuard(warn: message => log.WriteLine("warning: " + message));
         string baseModel = transformerInfo.Descriptor.Name;
+        // Small models run hundreds of steps a second: one progress line per step would flood the terminal and the logs.
+        var sinceProgressLine = Stopwatch.StartNew();
+        bool firstStep = true;
         while (trainer.Step < settings.Steps)
         {
             double loss = trainer.TrainStep(guard);
             if (!double.IsNaN(loss)) progress.Report(trainer.Step, loss);
-            log.WriteLine(progress.FormatLine() + (backend is IMemoryStatistics memory ? $", {backend.Name} peak {TrainingProgress.FormatBytes(memory.PeakAllocatedBytes)}" : ""));
             bool last = trainer.Step == settings.Steps;
+            if (firstStep || last || sinceProgressLine.Elapsed >= ProgressLineInterval)
+            {
+                log.WriteLine(progress.FormatLine() + (backend is IMemoryStatistics memory ? $", {backend.Name} peak {TrainingProgress.FormatBytes(memory.PeakAllocatedBytes)}" : ""));
+                sinceProgressLine.Restart();
+                firstStep = false;
+            }
             if (validation != null && (last || (options.ValidateEvery > 0 && trainer.Step % options.ValidateEvery == 0)))
                 ValidationSheet.Write(Path.Combine(options.Output, "validation", $"step-{trainer.Step:D6}"),
                     new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[caption],
@@ -258,12 +269,17 @@ public static class TrainCommand
         var buckets = new AspectBuckets(options.Resolution);
         string cacheDir = Path.Combine(options.Output, "cache");
         Directory.CreateDirectory(cacheDir);
-        // The VAE's name and size: another autoencoder (or a re-saved one) gets fresh latents.
-        string vaeTag = $"{Path.GetFileNameWithoutExtension(vaePath)}-{new FileInfo(vaePath).Length}";
+        // The VAE file's full path, size and last write time and the compiled autoencoder: a retrained, replaced or
+        // copied file misses the cache (equal sizes are the rule for one architecture) and is encoded again, never a wrong hit.
+        var vaeFile = new FileInfo(vaePath);
+        string vaeTag = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
+            $"{vaeFile.FullName}|{vaeFile.Length}|{vaeFile.LastWriteTimeUtc.Ticks}|{vaeInfo.Descriptor.Name}")))[..16];
         var examples = new List<FillTrainer.Example>();
+        int encoded = 0;
         LoadedModel? vae = null;
         try
         {
+            var bar = new Console.ProgressBar("latents", "pairs");
             foreach (var pair in dataset.Pairs)
             {
                 var bucket = buckets.Assign(pair.Width, pair.Height);
@@ -284,7 +300,7 @@ public static class TrainCommand
                         ["img_ids"] = condition.ImgIds,
                         ["x0"] = x0,
                     });
-                    log.WriteLine($"cached {pair.Name} ({bucket})");
+                    encoded++;
                 }
                 using var file = SafeTensorsFile.Open(path);
                 var imgCond = file.ReadFloat32("img_cond");
@@ -295,12 +311,14 @@ public static class TrainCommand
                     Array.Copy(imgCond.Data, token * imgCond.Shape[2] + 64, mask.Data, token * maskFeatures, maskFeatures);
                 examples.Add(new FillTrainer.Example(pair.Name, imgCond, file.ReadFloat32("img_ids"), file.ReadFloat32("x0"),
                     FlowMatching.TokenWeights(settings.LossRegion, mask), texts[pair.Caption]));
+                bar.Report((examples.Count, dataset.Pairs.Count));
             }
         }
         finally
         {
             vae?.Dispose();
         }
+        log.WriteLine($"latents: {examples.Count} pairs, {encoded} encoded, {examples.Count - encoded} from the cache in {cacheDir}");
         return examples;
     }
 }
