@@ -22,17 +22,20 @@ public sealed class PretrainToyOptions : DeviceOptions
     [Option("work", HelpText = "Where the scenes and the runs' checkpoints go (default: OUT/../toy-work).")]
     public string? Work { get; set; }
 
-    [Option("scenes", Default = 2000, HelpText = "Procedural scenes drawn for both stages.")]
+    [Option("scenes", Default = 2000, HelpText = "Procedural scenes drawn for every stage.")]
     public int Scenes { get; set; } = 2000;
 
-    [Option("size", Default = 32, HelpText = "Scene side in pixels.")]
-    public int Size { get; set; } = 32;
+    [Option("size", Default = 64, HelpText = "Scene side in pixels: 64 gives the transformer 4×4 tokens (at 32 it sees 2×2, too few to place a shape).")]
+    public int Size { get; set; } = 64;
 
-    [Option("vae-steps", Default = 8000, HelpText = "Autoencoder steps (batch 4, about 9 a second on 2 cores at 32×32); the flat-colour scenes need several thousand (MSE 0.17 after 1,500, 0.0125 after 8,000).")]
+    [Option("vae-steps", Default = 8000, HelpText = "Autoencoder steps at half the scene size (batch 4, about 9 a second on 2 cores at 32×32); the flat-colour scenes need several thousand (MSE 0.17 after 1,500, 0.0125 after 8,000).")]
     public int VaeSteps { get; set; } = 8000;
 
-    [Option("steps", Default = 40000, HelpText = "Transformer steps (about 130 a second on 2 cores at 32×32).")]
-    public int Steps { get; set; } = 40000;
+    [Option("vae-full-size-steps", Default = 500, HelpText = "Autoencoder steps at the full scene size after those (about 4 a second at 64×64): MSE 0.055 → 0.004 at 64×64 in 500.")]
+    public int VaeFullSizeSteps { get; set; } = 500;
+
+    [Option("steps", Default = 200000, HelpText = "Transformer steps, one scene each (about 240 a second on 2 cores at 64×64 with 16 T5 tokens).")]
+    public int Steps { get; set; } = 200000;
 
     [Option("lr", Default = 1e-3, HelpText = "Transformer learning rate (AdamW, cosine after a warm-up).")]
     public double LearningRate { get; set; } = 1e-3;
@@ -46,7 +49,8 @@ public static class PretrainToyCommand
     public const string TransformerModel = "flux-fill-toy", AutoencoderModel = "flux-vae-toy", ClipModel = "clip-tiny", T5Model = "t5-tiny";
     public const string TransformerFile = "flux1-fill-toy.safetensors";
     public const double ToyGuidance = 30.0;
-    public const int ToyT5Length = 128;
+    /// <summary>T5 tokens per caption: the captions' six words and end token with room to spare; every token costs the transformer as much as an image token.</summary>
+    public const int ToyT5Length = 16;
 
     public static int Run(PretrainToyOptions options) => Run(options, System.Console.Out);
 
@@ -59,31 +63,28 @@ public static class PretrainToyCommand
 
         log.WriteLine("== tokenizers and text encoders (seeded, frozen)");
         ToyTokenizers.WriteClip(Path.Combine(output, "tokenizer"));
-        ToyTokenizers.WriteSentencePiece(Path.Combine(output, "tokenizer_2", "spiece.model"));
+        ToyTokenizers.WriteSentencePiece(Path.Combine(output, "tokenizer_2", "spiece.model"), Datasets.ShapeScenes.Vocabulary);
         using (var backend = new Runtime.Backends.Cpu.CpuBackend())
         {
             WriteInitialised(backend, ClipModel, Path.Combine(output, "text_encoder", "model.safetensors"), options.Seed);
             WriteInitialised(backend, T5Model, Path.Combine(output, "text_encoder_2", "model.safetensors"), options.Seed + 1);
         }
 
-        string scenes = Path.Combine(work, "scenes");
-        if (!Directory.Exists(Path.Combine(scenes, "captions")) || Directory.GetFiles(Path.Combine(scenes, "captions")).Length != options.Scenes)
-            DatasetCommand.Run(new DatasetOptions { Kind = "scenes", Output = scenes, Count = options.Scenes, Size = options.Size, Seed = options.Seed + 1 });
+        string scenes = DrawScenes(work, "scenes", options.Size, options);
 
         string autoencoder = Path.Combine(output, FluxModelFolder.AutoencoderFile);
         if (!File.Exists(autoencoder))
         {
-            log.WriteLine($"== autoencoder: {options.VaeSteps} reconstruction steps");
-            string run = Path.Combine(work, "vae");
-            Check(TrainVaeCommand.Run(new TrainVaeOptions
-            {
-                Model = AutoencoderModel, Images = Path.Combine(scenes, "images"), Output = run, Size = options.Size, Batch = 4,
-                Steps = options.VaeSteps, LearningRate = 2e-3, Seed = options.Seed, CheckpointEvery = 250, LogEvery = 50,
-                Resume = File.Exists(Path.Combine(run, "checkpoint.safetensors")) ? Path.Combine(run, "checkpoint.safetensors") : null,
-                Device = options.Device,
-            }), "the autoencoder");
-            File.Copy(Path.Combine(run, AutoencoderModel + ".safetensors"), autoencoder, overwrite: true);
+            // Half size first, where a step costs a quarter: the same scenes (the same seed, geometry relative to the
+            // side) drawn at half the side; then a short run at full size teaches the larger flat areas and gentler edges.
+            int half = options.Size / 2;
+            string halfScenes = DrawScenes(work, $"scenes-{half}", half, options);
+            string halfRun = TrainAutoencoder(Path.Combine(work, "vae"), Path.Combine(halfScenes, "images"), half, options.VaeSteps, 2e-3, null, options, log);
+            string fullRun = TrainAutoencoder(Path.Combine(work, "vae-full-size"), Path.Combine(scenes, "images"), options.Size, options.VaeFullSizeSteps, 1e-3,
+                halfRun, options, log);
+            File.Copy(fullRun, autoencoder, overwrite: true);
         }
+        var latents = LatentStatistics(autoencoder, Path.Combine(scenes, "images"), log);
 
         string transformer = Path.Combine(output, TransformerFile);
         if (!File.Exists(transformer))
@@ -109,14 +110,71 @@ public static class PretrainToyCommand
         var manifest = new Dictionary<string, object>
         {
             ["made_by"] = "influx-cli pretrain-toy",
-            ["settings"] = new { options.Scenes, options.Size, options.VaeSteps, options.Steps, options.LearningRate, options.Seed, T5Length = ToyT5Length, Guidance = ToyGuidance },
+            ["settings"] = new
+            {
+                options.Scenes, options.Size, options.VaeSteps, options.VaeFullSizeSteps, options.Steps, options.LearningRate, options.Seed,
+                T5Length = ToyT5Length, Guidance = ToyGuidance,
+            },
+            ["latents"] = new { latents.Mean, latents.Std },
             ["sha256"] = Directory.EnumerateFiles(output, "*", SearchOption.AllDirectories)
-                .Where(p => Path.GetFileName(p) != "toy.json").Order(StringComparer.Ordinal)
+                .Where(p => Path.GetFileName(p) != FluxModelFolder.ToyManifestFile).Order(StringComparer.Ordinal)
                 .ToDictionary(p => Path.GetRelativePath(output, p).Replace('\\', '/'), p => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(p)))),
         };
-        File.WriteAllText(Path.Combine(output, "toy.json"), JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        File.WriteAllText(Path.Combine(output, FluxModelFolder.ToyManifestFile), JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true }) + "\n");
         log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"toy model folder: {output} ({clock.Elapsed.TotalMinutes:F1} min); use it with --flux-dir {output}"));
         return 0;
+    }
+
+    private static string DrawScenes(string work, string name, int size, PretrainToyOptions options)
+    {
+        string folder = Path.Combine(work, name);
+        string captions = Path.Combine(folder, "captions");
+        if (!Directory.Exists(captions) || Directory.GetFiles(captions).Length != options.Scenes)
+            DatasetCommand.Run(new DatasetOptions { Kind = "scenes", Output = folder, Count = options.Scenes, Size = size, Seed = options.Seed + 1 });
+        return folder;
+    }
+
+    /// <summary>One autoencoder run (resumed from its checkpoint when interrupted); returns the trained weights' path.</summary>
+    private static string TrainAutoencoder(string run, string images, int size, int steps, double learningRate, string? start,
+        PretrainToyOptions options, TextWriter log)
+    {
+        string trained = Path.Combine(run, AutoencoderModel + ".safetensors");
+        if (File.Exists(trained)) return trained;
+        log.WriteLine($"== autoencoder: {steps} reconstruction steps at {size}×{size}");
+        string checkpoint = Path.Combine(run, "checkpoint.safetensors");
+        Check(TrainVaeCommand.Run(new TrainVaeOptions
+        {
+            Model = AutoencoderModel, Weights = start, Images = images, Output = run, Size = size, Batch = 4, Steps = steps,
+            LearningRate = learningRate, Seed = options.Seed, CheckpointEvery = 250, LogEvery = 50,
+            Resume = File.Exists(checkpoint) ? checkpoint : null, Device = options.Device,
+        }), "the autoencoder");
+        return trained;
+    }
+
+    /// <summary>
+    /// Mean and standard deviation of the latents the transformer learns (the encode entry's output, after the schema's
+    /// scale_factor and shift_factor). Flow matching assumes about unit variance, as FLUX's own VAE constants give; a
+    /// retrained autoencoder far from it needs new constants in its schema.
+    /// </summary>
+    private static (double Mean, double Std) LatentStatistics(string autoencoder, string images, TextWriter log)
+    {
+        using var backend = new Runtime.Backends.Cpu.CpuBackend();
+        using var vae = LoadedModel.Load(autoencoder, VaeCodec.Family, backend, ModelCatalog.All);
+        double sum = 0, squares = 0;
+        long count = 0;
+        foreach (string file in Directory.EnumerateFiles(images, "*.png").Order(StringComparer.Ordinal).Take(64))
+            foreach (float value in VaeCodec.Encode(vae.Model, Runtime.Images.ImageFile.LoadRgb(file)).Data)
+            {
+                sum += value;
+                squares += (double)value * value;
+                count++;
+            }
+        double mean = sum / count, std = Math.Sqrt(Math.Max(0, squares / count - mean * mean));
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"latents: mean {mean:F3}, standard deviation {std:F3}"));
+        if (std is < 0.7 or > 1.4)
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"warning: the latents are far from unit variance: in schemas/{AutoencoderModel}.json divide scale_factor by {std:F3} and add {mean:F3} / scale_factor to shift_factor, then rebuild and run this again"));
+        return (mean, std);
     }
 
     private static void WriteInitialised(IBackend backend, string modelName, string path, long seed)

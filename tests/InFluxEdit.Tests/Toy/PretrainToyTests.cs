@@ -16,7 +16,10 @@ public sealed class PretrainToyTests
     {
         using var dir = new TempDir();
         string toy = dir.File("toy");
-        var options = new PretrainToyOptions { Output = toy, Work = dir.File("work"), Scenes = 8, VaeSteps = 2, Steps = 3, Device = "cpu" };
+        var options = new PretrainToyOptions
+        {
+            Output = toy, Work = dir.File("work"), Scenes = 8, Size = 32, VaeSteps = 2, VaeFullSizeSteps = 2, Steps = 3, Device = "cpu",
+        };
         var log = new StringWriter();
         PretrainToyCommand.Run(options, log).ShouldBe(0, log.ToString());
 
@@ -24,6 +27,9 @@ public sealed class PretrainToyTests
                      "text_encoder_2/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer_2/spiece.model", "toy.json" })
             File.Exists(Path.Combine(toy, file)).ShouldBeTrue(file);
         File.ReadAllText(Path.Combine(toy, "toy.json")).ShouldContain(PretrainToyCommand.TransformerFile);
+        log.ToString().ShouldContain("reconstruction steps at 16×16");
+        log.ToString().ShouldContain("reconstruction steps at 32×32");
+        log.ToString().ShouldContain("latents: mean");
         FluxModelFolder.Transformer(toy).ShouldBe(Path.Combine(toy, PretrainToyCommand.TransformerFile));
 
         var again = new StringWriter();
@@ -33,7 +39,7 @@ public sealed class PretrainToyTests
         File.GetLastWriteTimeUtc(Path.Combine(toy, FluxModelFolder.AutoencoderFile)).ShouldBe(before);
 
         var demo = new StringWriter();
-        DemoCommand.Run(new DemoOptions { FluxDir = toy, Output = dir.File("demo"), Steps = 2, Count = 2, HeldOut = 2, Device = "cpu" }, demo)
+        DemoCommand.Run(new DemoOptions { FluxDir = toy, Output = dir.File("demo"), Steps = 2, Count = 2, HeldOut = 2, Size = 32, Device = "cpu" }, demo)
             .ShouldBe(0, demo.ToString());
         demo.ToString().ShouldContain("held-out edits with the colours their captions name:");
         File.Exists(Path.Combine(dir.File("demo"), "run", "validation", "step-000002", "contact-sheet.png")).ShouldBeTrue();
