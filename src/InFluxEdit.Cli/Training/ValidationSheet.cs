@@ -26,7 +26,29 @@ public static class ValidationSheet
             rows.Add(ImageGrid.Row(source, target, result));
         }
         string sheet = Path.Combine(directory, "contact-sheet.png");
-        ImageFile.SaveRgb(ImageGrid.Stack(rows), sheet);
+        ImageFile.SaveRgb(Wrap(rows), sheet);
         log.WriteLine($"validation: {pairs.Count} edits and {sheet}");
+    }
+
+    private const int MaxSheetRows = 8;
+
+    /// <summary>
+    /// The (source | target | result) rows, wrapped into side-by-side columns with a white gap when there are more than
+    /// <see cref="MaxSheetRows"/>, so a long validation set still gives a sheet one can look at.
+    /// </summary>
+    public static HostTensor Wrap(IReadOnlyList<HostTensor> rows)
+    {
+        int columns = (rows.Count + MaxSheetRows - 1) / MaxSheetRows;
+        if (columns == 1) return ImageGrid.Stack(rows);
+        HostTensor White(int height, int width)
+        {
+            var white = new HostTensor(1, 3, height, width);
+            Array.Fill(white.Data, 1f);
+            return white;
+        }
+        int height = rows[0].Shape[2], width = rows[0].Shape[3], gap = Math.Max(4, height / 8);
+        var lines = rows.Chunk(columns).Select(line => ImageGrid.Row(
+            [.. Enumerable.Range(0, columns).SelectMany(i => (HostTensor[])[i < line.Length ? line[i] : White(height, width), White(height, gap)])]));
+        return ImageGrid.Stack([.. lines]);
     }
 }

@@ -139,6 +139,25 @@ public class TrainCommandTests
     }
 
     [Fact]
+    public void ALongValidationSetWrapsIntoColumnsWithWhiteGaps()
+    {
+        var rows = Enumerable.Range(0, 9).Select(i =>
+        {
+            var row = new HostTensor(1, 3, 10, 30);
+            Array.Fill(row.Data, -1f + i / 10f);
+            return row;
+        }).ToList();
+        var sheet = InFluxEdit.Cli.Training.ValidationSheet.Wrap(rows);
+        // 9 rows → 2 columns of at most 8: 5 lines, each two (row, 4-pixel gap) pairs; the last line's missing row is white.
+        sheet.Shape.ShouldBe(new[] { 1, 3, 50, 2 * (30 + 4) });
+        sheet.Data[0].ShouldBe(-1f);
+        sheet.Data[34].ShouldBe(-0.9f, 1e-6);
+        sheet.Data[30].ShouldBe(1f);
+        sheet.Data[40 * 68 + 34].ShouldBe(1f);
+        InFluxEdit.Cli.Training.ValidationSheet.Wrap(rows.Take(8).ToList()).Shape.ShouldBe(new[] { 1, 3, 80, 30 });
+    }
+
+    [Fact]
     public void AResumedRunEndsWhereTheUninterruptedOneDoes()
     {
         using var dir = new TempDir();
