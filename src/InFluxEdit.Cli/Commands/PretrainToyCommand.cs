@@ -107,14 +107,17 @@ public static class PretrainToyCommand
             File.Copy(Path.Combine(run, TransformerModel + ".safetensors"), transformer, overwrite: true);
         }
 
+        var settings = new
+        {
+            options.Scenes, options.Size, options.VaeSteps, options.VaeFullSizeSteps, options.Steps, options.LearningRate, options.Seed,
+            T5Length = ToyT5Length, Guidance = ToyGuidance,
+        };
+        foreach (string weights in new[] { autoencoder, transformer })
+            StampSettings(weights, JsonSerializer.Serialize(settings));
         var manifest = new Dictionary<string, object>
         {
             ["made_by"] = "influx-cli pretrain-toy",
-            ["settings"] = new
-            {
-                options.Scenes, options.Size, options.VaeSteps, options.VaeFullSizeSteps, options.Steps, options.LearningRate, options.Seed,
-                T5Length = ToyT5Length, Guidance = ToyGuidance,
-            },
+            ["settings"] = settings,
             ["latents"] = new { latents.Mean, latents.Std },
             ["sha256"] = Directory.EnumerateFiles(output, "*", SearchOption.AllDirectories)
                 .Where(p => Path.GetFileName(p) != FluxModelFolder.ToyManifestFile).Order(StringComparer.Ordinal)
@@ -175,6 +178,24 @@ public static class PretrainToyCommand
             log.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"warning: the latents are far from unit variance: in schemas/{AutoencoderModel}.json divide scale_factor by {std:F3} and add {mean:F3} / scale_factor to shift_factor, then rebuild and run this again"));
         return (mean, std);
+    }
+
+    /// <summary>
+    /// Puts the settings that made a weights file into its own __metadata__ ("pretrain_toy"), so a copy taken out of
+    /// the folder still says how to make it again; rewritten (atomically, tensors byte for byte) only when they differ.
+    /// </summary>
+    private static void StampSettings(string path, string settings)
+    {
+        const string Key = "pretrain_toy";
+        Dictionary<string, string> metadata;
+        List<RawTensor> tensors;
+        using (var file = SafeTensorsFile.Open(path))
+        {
+            if (file.Metadata.TryGetValue(Key, out string? stamped) && stamped == settings) return;
+            metadata = new Dictionary<string, string>(file.Metadata) { [Key] = settings };
+            tensors = file.Tensors.Select(entry => new RawTensor(entry.Name, entry.DType, entry.Shape, file.GetBytes(entry).ToArray())).ToList();
+        }
+        SafeTensorsWriter.WriteRaw(path, tensors, metadata);
     }
 
     private static void WriteInitialised(IBackend backend, string modelName, string path, long seed)

@@ -30,6 +30,12 @@ public sealed class PretrainToyTests
         log.ToString().ShouldContain("reconstruction steps at 16×16");
         log.ToString().ShouldContain("reconstruction steps at 32×32");
         log.ToString().ShouldContain("latents: mean");
+        foreach (string weights in new[] { PretrainToyCommand.TransformerFile, FluxModelFolder.AutoencoderFile })
+        {
+            using var file = InFluxEdit.Runtime.SafeTensors.SafeTensorsFile.Open(Path.Combine(toy, weights));
+            file.Metadata["pretrain_toy"].ShouldContain("\"VaeFullSizeSteps\":2");
+            file.Metadata.ShouldContainKey("config");
+        }
         FluxModelFolder.Transformer(toy).ShouldBe(Path.Combine(toy, PretrainToyCommand.TransformerFile));
 
         var again = new StringWriter();
