@@ -65,6 +65,50 @@ public sealed class ToyModelTests(ITestOutputHelper output)
         share.ShouldBeGreaterThan(InpaintingBar);
     }
 
+    /// <summary>
+    /// Prompts matter: the whole picture masked, so only the caption can say the colours. Each caption's fill colour
+    /// must cover more of its picture than the other caption's fill colour does.
+    /// </summary>
+    [Fact]
+    public void Colour_words_in_the_caption_change_the_fill()
+    {
+        string transformerPath = Path.Combine(ToyFolder, PretrainToyCommand.TransformerFile);
+        using var dir = new TempDir();
+        using var backend = new CpuBackend();
+        const int size = 64;
+        (string Fill, string Other)[] pairs = [("red", "yellow"), ("green", "violet"), ("blue", "orange"), ("pink", "cyan")];
+        var captions = pairs.SelectMany(p => new[] { $"{p.Fill} circle with {Background(p)} background", $"{p.Other} circle with {Background(p)} background" }).ToList();
+        var (transformerInfo, reason) = LoadedModel.Resolve(transformerPath, FillPipeline.TransformerFamily, ModelCatalog.All);
+        var texts = CaptionEncodings.Encode(captions, new EditOptions { FluxDir = ToyFolder }, transformerInfo.Descriptor, dir.Path, backend,
+            ModelCatalog.All, TextWriter.Null);
+        using var transformer = LoadedModel.Load(transformerPath, transformerInfo, reason, backend);
+        using var vae = LoadedModel.Load(Path.Combine(ToyFolder, FluxModelFolder.AutoencoderFile), VaeCodec.Family, backend, ModelCatalog.All);
+        var pipeline = new FillPipeline(transformer.Model, vae.Model);
+        var image = new HostTensor(1, 3, size, size);
+        var mask = new HostTensor(1, 1, size, size);
+        Array.Fill(mask.Data, 1f);
+
+        foreach (var pair in pairs)
+        {
+            int Count(string caption, string colour)
+            {
+                var result = pipeline.Edit(new FillEditRequest(image, mask, EditMethod.Fill, texts[caption], Steps: 20,
+                    Guidance: PretrainToyCommand.ToyGuidance, Seed: 1)).Image;
+                return Enumerable.Range(0, size * size).Count(p => NearestAt(result, p, size * size) == colour);
+            }
+            string withFill = $"{pair.Fill} circle with {Background(pair)} background", withOther = $"{pair.Other} circle with {Background(pair)} background";
+            int fillUnderFill = Count(withFill, pair.Fill), otherUnderFill = Count(withFill, pair.Other);
+            int fillUnderOther = Count(withOther, pair.Fill), otherUnderOther = Count(withOther, pair.Other);
+            output.WriteLine($"{pair.Fill} / {pair.Other}: {fillUnderFill} / {otherUnderFill} pixels, then {fillUnderOther} / {otherUnderOther}");
+            fillUnderFill.ShouldBeGreaterThan(otherUnderFill, withFill);
+            otherUnderOther.ShouldBeGreaterThan(fillUnderOther, withOther);
+        }
+    }
+
+    /// <summary>A background colour that is neither of the pair's fill colours.</summary>
+    private static string Background((string Fill, string Other) pair) =>
+        CirclesDataset.Palette.Select(c => c.Name).First(name => name != pair.Fill && name != pair.Other);
+
     /// <summary>The README's main command as it runs there: a method-(b) LoRA on the shipped base, scored on held-out circles.</summary>
     [Fact]
     public void The_demo_paints_at_least_80_percent_of_held_out_circles_in_both_caption_colours()
