@@ -31,20 +31,11 @@ public sealed class ToyModelTests(ITestOutputHelper output)
     [Fact]
     public void The_toy_base_inpaints_held_out_scenes_with_the_colours_their_captions_name()
     {
-        string transformerPath = Path.Combine(ToyFolder, PretrainToyCommand.TransformerFile);
-        File.Exists(transformerPath).ShouldBeTrue($"the toy model is missing from {ToyFolder}; make it with influx-cli pretrain-toy");
-
-        using var dir = new TempDir();
-        using var backend = new CpuBackend();
         const int size = 64;
         var random = new TrainingRandom(987_654);
         var scenes = Enumerable.Range(0, 24).Select(_ => ShapeScenes.Draw(random, size)).ToList();
-        var (transformerInfo, reason) = LoadedModel.Resolve(transformerPath, FillPipeline.TransformerFamily, ModelCatalog.All);
-        var texts = CaptionEncodings.Encode(scenes.Select(s => s.Caption).Distinct().ToList(), new EditOptions { FluxDir = ToyFolder },
-            transformerInfo.Descriptor, dir.Path, backend, ModelCatalog.All, TextWriter.Null);
-        using var transformer = LoadedModel.Load(transformerPath, transformerInfo, reason, backend);
-        using var vae = LoadedModel.Load(Path.Combine(ToyFolder, FluxModelFolder.AutoencoderFile), VaeCodec.Family, backend, ModelCatalog.All);
-        var pipeline = new FillPipeline(transformer.Model, vae.Model);
+        using var toy = new ShippedToy(scenes.Select(s => s.Caption));
+        var (pipeline, texts) = (toy.Pipeline, toy.Texts);
 
         long right = 0, masked = 0;
         int plane = size * size;
@@ -72,18 +63,10 @@ public sealed class ToyModelTests(ITestOutputHelper output)
     [Fact]
     public void Colour_words_in_the_caption_change_the_fill()
     {
-        string transformerPath = Path.Combine(ToyFolder, PretrainToyCommand.TransformerFile);
-        using var dir = new TempDir();
-        using var backend = new CpuBackend();
         const int size = 64;
         (string Fill, string Other)[] pairs = [("red", "yellow"), ("green", "violet"), ("blue", "orange"), ("pink", "cyan")];
-        var captions = pairs.SelectMany(p => new[] { $"{p.Fill} circle with {Background(p)} background", $"{p.Other} circle with {Background(p)} background" }).ToList();
-        var (transformerInfo, reason) = LoadedModel.Resolve(transformerPath, FillPipeline.TransformerFamily, ModelCatalog.All);
-        var texts = CaptionEncodings.Encode(captions, new EditOptions { FluxDir = ToyFolder }, transformerInfo.Descriptor, dir.Path, backend,
-            ModelCatalog.All, TextWriter.Null);
-        using var transformer = LoadedModel.Load(transformerPath, transformerInfo, reason, backend);
-        using var vae = LoadedModel.Load(Path.Combine(ToyFolder, FluxModelFolder.AutoencoderFile), VaeCodec.Family, backend, ModelCatalog.All);
-        var pipeline = new FillPipeline(transformer.Model, vae.Model);
+        using var toy = new ShippedToy(pairs.SelectMany(p => new[] { $"{p.Fill} circle with {Background(p)} background", $"{p.Other} circle with {Background(p)} background" }));
+        var (pipeline, texts) = (toy.Pipeline, toy.Texts);
         var image = new HostTensor(1, 3, size, size);
         var mask = new HostTensor(1, 1, size, size);
         Array.Fill(mask.Data, 1f);
@@ -118,6 +101,37 @@ public sealed class ToyModelTests(ITestOutputHelper output)
         DemoCommand.Run(new DemoOptions { Output = dir.Path, FluxDir = ToyFolder, Device = "cpu" }, log, out var score).ShouldBe(0, log.ToString());
         output.WriteLine(log.ToString().Split('\n').Last(line => line.StartsWith("held-out edits", StringComparison.Ordinal)));
         ((double)score.Colours.Both / score.Count).ShouldBeGreaterThanOrEqualTo(0.8);
+    }
+
+    /// <summary>The shipped toy on the CPU, with the captions' encodings (cached in a temporary folder).</summary>
+    private sealed class ShippedToy : IDisposable
+    {
+        private readonly TempDir _cache = new();
+        private readonly CpuBackend _backend = new();
+        private readonly LoadedModel _transformer, _vae;
+
+        public ShippedToy(IEnumerable<string> captions)
+        {
+            string transformerPath = Path.Combine(ToyFolder, PretrainToyCommand.TransformerFile);
+            File.Exists(transformerPath).ShouldBeTrue($"the toy model is missing from {ToyFolder}; make it with influx-cli pretrain-toy");
+            var (info, reason) = LoadedModel.Resolve(transformerPath, FillPipeline.TransformerFamily, ModelCatalog.All);
+            Texts = CaptionEncodings.Encode(captions.Distinct().ToList(), new EditOptions { FluxDir = ToyFolder }, info.Descriptor, _cache.Path,
+                _backend, ModelCatalog.All, TextWriter.Null);
+            _transformer = LoadedModel.Load(transformerPath, info, reason, _backend);
+            _vae = LoadedModel.Load(Path.Combine(ToyFolder, FluxModelFolder.AutoencoderFile), VaeCodec.Family, _backend, ModelCatalog.All);
+            Pipeline = new FillPipeline(_transformer.Model, _vae.Model);
+        }
+
+        public FillPipeline Pipeline { get; }
+        public IReadOnlyDictionary<string, TextConditioning> Texts { get; }
+
+        public void Dispose()
+        {
+            _vae.Dispose();
+            _transformer.Dispose();
+            _backend.Dispose();
+            _cache.Dispose();
+        }
     }
 
     private static string NearestAt(HostTensor image, int p, int plane) =>
