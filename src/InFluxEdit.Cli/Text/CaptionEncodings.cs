@@ -32,24 +32,26 @@ public static class CaptionEncodings
         var files = TextEncoderFiles.Resolve(options.TextEncoderDir ?? options.FluxDir, options.Clip, options.T5, options.ClipTokenizer, options.T5Tokenizer);
         Directory.CreateDirectory(cacheDirectory);
         string identity = files.Identity();
+        // Resolved once: it may read the model folder's toy.json.
+        int t5Length = options.PromptLength;
         var result = new Dictionary<string, TextConditioning>(StringComparer.Ordinal);
         var missing = new List<string>();
         foreach (string text in distinct)
         {
-            var cached = TryRead(CachePath(cacheDirectory, identity, options.PromptLength, text), text, transformer, log);
+            var cached = TryRead(CachePath(cacheDirectory, identity, t5Length, text), text, transformer, log);
             if (cached != null) result[text] = cached;
             else missing.Add(text);
         }
         if (missing.Count > 0)
         {
-            using var encoder = PromptEncoder.Load(files, options.PromptLength, backend, catalog, log);
+            using var encoder = PromptEncoder.Load(files, t5Length, backend, catalog, log);
             foreach (string text in missing)
             {
                 var encoded = encoder.Encode(text);
                 encoded.Validate(transformer, $"the encoders' output for \"{text}\"");
-                SafeTensorsWriter.Write(CachePath(cacheDirectory, identity, options.PromptLength, text),
+                SafeTensorsWriter.Write(CachePath(cacheDirectory, identity, t5Length, text),
                     new Dictionary<string, Runtime.Tensors.HostTensor> { [TextConditioning.TxtName] = encoded.Txt, [TextConditioning.VecName] = encoded.Vec },
-                    new Dictionary<string, string> { ["text"] = text, ["t5_length"] = options.PromptLength.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    new Dictionary<string, string> { ["text"] = text, ["t5_length"] = t5Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
                 result[text] = encoded;
             }
         }
