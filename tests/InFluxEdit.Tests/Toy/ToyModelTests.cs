@@ -65,7 +65,7 @@ public sealed class ToyModelTests(ITestOutputHelper output)
     {
         const int size = 64;
         (string Fill, string Other)[] pairs = [("red", "yellow"), ("green", "violet"), ("blue", "orange"), ("pink", "cyan")];
-        using var toy = new ShippedToy(pairs.SelectMany(p => new[] { $"{p.Fill} circle with {Background(p)} background", $"{p.Other} circle with {Background(p)} background" }));
+        using var toy = new ShippedToy(pairs.SelectMany(p => new[] { Caption(p.Fill, p), Caption(p.Other, p) }));
         var (pipeline, texts) = (toy.Pipeline, toy.Texts);
         var image = new HostTensor(1, 3, size, size);
         var mask = new HostTensor(1, 1, size, size);
@@ -79,7 +79,7 @@ public sealed class ToyModelTests(ITestOutputHelper output)
                     Guidance: PretrainToyCommand.ToyGuidance, Seed: 1)).Image;
                 return Enumerable.Range(0, size * size).Count(p => NearestAt(result, p, size * size) == colour);
             }
-            string withFill = $"{pair.Fill} circle with {Background(pair)} background", withOther = $"{pair.Other} circle with {Background(pair)} background";
+            string withFill = Caption(pair.Fill, pair), withOther = Caption(pair.Other, pair);
             int fillUnderFill = Count(withFill, pair.Fill), otherUnderFill = Count(withFill, pair.Other);
             int fillUnderOther = Count(withOther, pair.Fill), otherUnderOther = Count(withOther, pair.Other);
             output.WriteLine($"{pair.Fill} / {pair.Other}: {fillUnderFill} / {otherUnderFill} pixels, then {fillUnderOther} / {otherUnderOther}");
@@ -88,9 +88,9 @@ public sealed class ToyModelTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>A background colour that is neither of the pair's fill colours.</summary>
-    private static string Background((string Fill, string Other) pair) =>
-        CirclesDataset.Palette.Select(c => c.Name).First(name => name != pair.Fill && name != pair.Other);
+    /// <summary>A circle of <paramref name="fill"/> on a background colour that is neither of the pair's fill colours.</summary>
+    private static string Caption(string fill, (string Fill, string Other) pair) =>
+        $"{fill} circle with {CirclesDataset.Palette.Select(c => c.Name).First(name => name != pair.Fill && name != pair.Other)} background";
 
     /// <summary>The README's main command as it runs there: a method-(b) LoRA on the shipped base, scored on held-out circles.</summary>
     [Fact]
