@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA checks, for a machine with an NVIDIA GPU and a published influx-cli (no .NET SDK needed):
 #   dotnet publish src/InFluxEdit.Cli -c Release -r linux-x64 --self-contained -o OUT
-#   bench/gpu-check.sh OUT ../shared/golden
+#   bench/gpu-check.sh OUT tests/golden
 # Runs every golden parity case on CUDA, then times the forward pass of the mid-size and the real model and a
 # whole 1024x1024 edit with the real model's sizes (seeded random weights), and a LoRA training step of both.
 set -u

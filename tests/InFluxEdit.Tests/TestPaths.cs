@@ -10,18 +10,8 @@ public static class TestPaths
 
     public static string SchemasDir => Path.Combine(RepoRoot, "schemas");
 
-    /// <summary>../shared/golden next to the repository: reference tensors computed by the public FLUX code.</summary>
-    public static string GoldenDir
-    {
-        get
-        {
-            string dir = Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "golden"));
-            if (!Directory.Exists(dir))
-                throw new DirectoryNotFoundException(
-                    $"The golden test data is missing: expected it at {dir} (the shared/ folder beside the repository root {RepoRoot}).");
-            return dir;
-        }
-    }
+    /// <summary>tests/golden: the repository's copy of the reference tensors computed by the public FLUX, CLIP and T5 code.</summary>
+    public static string GoldenDir => Path.Combine(RepoRoot, "tests", "golden");
 
     public static string Golden(string fileName) => Path.Combine(GoldenDir, fileName);
 

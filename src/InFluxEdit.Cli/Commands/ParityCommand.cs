@@ -8,8 +8,8 @@ namespace InFluxEdit.Cli.Commands;
 [Verb("parity", HelpText = "Check this build against reference vectors: runs every case of DIR/manifest.json that the build supports and prints each tensor's relative L2 error against its tolerance.")]
 public sealed class ParityOptions : DeviceOptions
 {
-    [Value(0, MetaName = "DIR", Required = true, HelpText = "Folder with manifest.json and the golden files (e.g. ../shared/golden).")]
-    public string Directory { get; set; } = "";
+    [Value(0, MetaName = "DIR", Required = false, HelpText = "Folder with manifest.json and the golden files (default: tests/golden, the repository's copy).")]
+    public string Directory { get; set; } = "tests/golden";
 
     [Option("out", HelpText = "Write OUT/<case>.safetensors with every computed tensor, named as in the golden file without 'expected.'.")]
     public string? OutDir { get; set; }

@@ -2,7 +2,7 @@ using System.Text.Json;
 
 namespace InFluxEdit.Cli.Parity;
 
-/// <summary>One case of ../shared/golden/manifest.json.</summary>
+/// <summary>One case of a golden manifest.json (tests/golden).</summary>
 public sealed class GoldenCase
 {
     private readonly JsonElement _json;
@@ -78,7 +78,7 @@ public sealed class GoldenManifest
     {
         string path = Path.Combine(directory, "manifest.json");
         if (!File.Exists(path))
-            throw new FileNotFoundException($"no manifest.json in {Path.GetFullPath(directory)}: point parity at a golden folder such as ../shared/golden", path);
+            throw new FileNotFoundException($"no manifest.json in {Path.GetFullPath(directory)}: point parity at a golden folder such as tests/golden", path);
         JsonDocument document;
         try
         {

@@ -5,7 +5,7 @@ using Shouldly;
 
 namespace InFluxEdit.Tests.Sampling;
 
-/// <summary>The schedules against BFL's get_schedule lists in ../shared/golden/schedules.json.</summary>
+/// <summary>The schedules against BFL's get_schedule lists in tests/golden/schedules.json.</summary>
 public class FlowMatchScheduleTests
 {
     public static TheoryData<string> ReferenceKeys()
