@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using CommandLine;
 using InFluxEdit.Cli.Console;
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Gpu;

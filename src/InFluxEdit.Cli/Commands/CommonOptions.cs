@@ -49,11 +49,18 @@ public abstract class TextEncoderOptions : DeviceOptions
     public int? T5Length { get; set; }
 
     /// <summary>The T5 length in effect: --t5-length, else the text encoders' folder's own, else 128.</summary>
-    public int PromptLength => T5Length ?? Fill.FluxModelFolder.ReadToySettings(TextEncoderDir ?? FluxDir)?.T5Length ?? 128;
+    public int PromptLength => TextSettings.PromptLength;
 
     /// <summary>The guidance input while training: the given one, else the one a toy --flux-dir was trained with, else 1 (as the seed trains FLUX Fill).</summary>
     public double TrainingGuidance(double? given) => given ?? Fill.FluxModelFolder.ReadToySettings(FluxDir)?.Guidance ?? 1.0;
 
     [Option("text-embeddings", HelpText = "Instead of the encoders: a .safetensors file with 'txt' [1, L, context_in_dim] and 'vec' [1, vec_in_dim], used for every prompt and caption.")]
     public string? TextEmbeddings { get; set; }
+
+    /// <summary>These options as the engine takes them.</summary>
+    public Text.TextEncoderSettings TextSettings => new()
+    {
+        FluxDir = FluxDir, TextEncoderDir = TextEncoderDir, Clip = Clip, T5 = T5, ClipTokenizer = ClipTokenizer,
+        T5Tokenizer = T5Tokenizer, T5Length = T5Length, TextEmbeddings = TextEmbeddings,
+    };
 }

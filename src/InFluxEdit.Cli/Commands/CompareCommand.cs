@@ -2,14 +2,15 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using CommandLine;
-using InFluxEdit.Cli.Datasets;
-using InFluxEdit.Cli.Fill;
-using InFluxEdit.Cli.Text;
-using InFluxEdit.Cli.Training;
+using InFluxEdit.Datasets;
+using InFluxEdit.Fill;
+using InFluxEdit.Text;
+using InFluxEdit.Training;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Cli.Console;
 
 namespace InFluxEdit.Cli.Commands;
 
@@ -100,8 +101,8 @@ public static class CompareCommand
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(basePath, FillPipeline.TransformerFamily, catalog);
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         using var backend = options.CreateBackend(log);
-        var texts = CaptionEncodings.Encode(heldOut.Pairs.Select(p => p.Caption).ToList(), options, transformerInfo.Descriptor,
-            Path.Combine(options.Output, "cache", "text"), backend, catalog, log);
+        var texts = CaptionEncodings.Encode(heldOut.Pairs.Select(p => p.Caption).ToList(), options.TextSettings, transformerInfo.Descriptor,
+            Path.Combine(options.Output, "cache", "text"), backend, catalog, log, new StageProgressBars());
         using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
 
         var scored = new List<(string Name, EditMethod Method, string? Lora, double Seconds)> { ("base (channel, no LoRA)", EditMethod.Channel, null, 0) };

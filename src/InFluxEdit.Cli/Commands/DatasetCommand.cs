@@ -1,5 +1,5 @@
 using CommandLine;
-using InFluxEdit.Cli.Datasets;
+using InFluxEdit.Datasets;
 
 namespace InFluxEdit.Cli.Commands;
 

@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
 using CommandLine;
-using InFluxEdit.Cli.Datasets;
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Datasets;
+using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
 

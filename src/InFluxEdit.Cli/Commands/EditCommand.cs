@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using CommandLine;
 using InFluxEdit.Cli.Console;
-using InFluxEdit.Cli.Fill;
-using InFluxEdit.Cli.Text;
+using InFluxEdit.Fill;
+using InFluxEdit.Text;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Lora;
@@ -144,8 +144,8 @@ public static class EditCommand
         long seed = options.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
 
         using var backend = options.CreateBackend(log);
-        var text = CaptionEncodings.Encode([options.Prompt], options, transformerInfo.Descriptor, options.TextCache ?? DefaultTextCache(),
-            backend, catalog, log)[options.Prompt];
+        var text = CaptionEncodings.Encode([options.Prompt], options.TextSettings, transformerInfo.Descriptor, options.TextCache ?? DefaultTextCache(),
+            backend, catalog, log, new StageProgressBars())[options.Prompt];
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
         var loraDeltas = ReadLoras(options.Loras.ToList(), options.LoraScales.ToList(), transformerInfo.Descriptor, log);
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,

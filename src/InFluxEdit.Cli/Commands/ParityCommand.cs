@@ -1,7 +1,7 @@
 using System.Globalization;
 using CommandLine;
 using InFluxEdit.Cli.Console;
-using InFluxEdit.Cli.Parity;
+using InFluxEdit.Parity;
 
 namespace InFluxEdit.Cli.Commands;
 

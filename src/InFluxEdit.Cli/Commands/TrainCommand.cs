@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
 using CommandLine;
-using InFluxEdit.Cli.Fill;
-using InFluxEdit.Cli.Text;
-using InFluxEdit.Cli.Training;
+using InFluxEdit.Fill;
+using InFluxEdit.Text;
+using InFluxEdit.Training;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Lora;
@@ -11,6 +11,7 @@ using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Training;
+using InFluxEdit.Cli.Console;
 
 namespace InFluxEdit.Cli.Commands;
 
@@ -171,8 +172,8 @@ public static class TrainCommand
         log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => p.Caption).ToList();
-        var texts = CaptionEncodings.Encode(captions, options, transformerInfo.Descriptor, Path.Combine(options.Output, "cache", "text"),
-            backend, catalog, log);
+        var texts = CaptionEncodings.Encode(captions, options.TextSettings, transformerInfo.Descriptor, Path.Combine(options.Output, "cache", "text"),
+            backend, catalog, log, new StageProgressBars());
         var examples = CacheExamples(dataset, settings, options, vaePath, vaeInfo, vaeReason, backend, texts, log);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);

@@ -1,5 +1,5 @@
-using InFluxEdit.Cli.Datasets;
-using InFluxEdit.Cli.Training;
+using InFluxEdit.Datasets;
+using InFluxEdit.Training;
 using InFluxEdit.Runtime.Images;
 
 namespace InFluxEdit.Tests.Datasets;

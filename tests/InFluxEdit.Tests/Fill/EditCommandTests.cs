@@ -1,5 +1,5 @@
 using InFluxEdit.Cli.Commands;
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.SafeTensors;

@@ -1,5 +1,5 @@
-using InFluxEdit.Cli.Fill;
-using InFluxEdit.Cli.Parity;
+using InFluxEdit.Fill;
+using InFluxEdit.Parity;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends.Cpu;
 using Shouldly;

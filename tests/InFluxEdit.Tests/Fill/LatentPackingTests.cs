@@ -1,4 +1,4 @@
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Numerics;
 using InFluxEdit.Runtime.Sampling;

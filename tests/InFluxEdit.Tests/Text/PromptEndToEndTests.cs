@@ -1,6 +1,6 @@
 using InFluxEdit.Cli.Commands;
-using InFluxEdit.Cli.Fill;
-using InFluxEdit.Cli.Text;
+using InFluxEdit.Fill;
+using InFluxEdit.Text;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends.Cpu;
 using InFluxEdit.Runtime.Images;

@@ -1,4 +1,4 @@
-using InFluxEdit.Cli.Text;
+using InFluxEdit.Text;
 using Shouldly;
 
 namespace InFluxEdit.Tests.Text;

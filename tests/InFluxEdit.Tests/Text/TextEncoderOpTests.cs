@@ -1,4 +1,4 @@
-using InFluxEdit.Cli.Parity;
+using InFluxEdit.Parity;
 using InFluxEdit.Runtime.Backends.Cpu;
 using InFluxEdit.Runtime.Backends.Gpu;
 using InFluxEdit.Runtime.Numerics;

@@ -1,5 +1,5 @@
-using InFluxEdit.Cli.Parity;
-using InFluxEdit.Cli.Text;
+using InFluxEdit.Parity;
+using InFluxEdit.Text;
 using InFluxEdit.Runtime.Backends.Cpu;
 using InFluxEdit.Runtime.Text;
 using Shouldly;

@@ -1,5 +1,5 @@
 using InFluxEdit.Cli.Commands;
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using Shouldly;
 
 namespace InFluxEdit.Tests.Toy;

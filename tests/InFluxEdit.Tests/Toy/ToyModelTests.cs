@@ -1,7 +1,7 @@
 using InFluxEdit.Cli.Commands;
-using InFluxEdit.Cli.Datasets;
-using InFluxEdit.Cli.Fill;
-using InFluxEdit.Cli.Text;
+using InFluxEdit.Datasets;
+using InFluxEdit.Fill;
+using InFluxEdit.Text;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends.Cpu;
 using InFluxEdit.Runtime.Tensors;
@@ -115,7 +115,7 @@ public sealed class ToyModelTests(ITestOutputHelper output)
             string transformerPath = Path.Combine(ToyFolder, PretrainToyCommand.TransformerFile);
             File.Exists(transformerPath).ShouldBeTrue($"the toy model is missing from {ToyFolder}; make it with influx-cli pretrain-toy");
             var (info, reason) = LoadedModel.Resolve(transformerPath, FillPipeline.TransformerFamily, ModelCatalog.All);
-            Texts = CaptionEncodings.Encode(captions.Distinct().ToList(), new EditOptions { FluxDir = ToyFolder }, info.Descriptor, _cache.Path,
+            Texts = CaptionEncodings.Encode(captions.Distinct().ToList(), new TextEncoderSettings { FluxDir = ToyFolder }, info.Descriptor, _cache.Path,
                 _backend, ModelCatalog.All, TextWriter.Null);
             _transformer = LoadedModel.Load(transformerPath, info, reason, _backend);
             _vae = LoadedModel.Load(Path.Combine(ToyFolder, FluxModelFolder.AutoencoderFile), VaeCodec.Family, _backend, ModelCatalog.All);

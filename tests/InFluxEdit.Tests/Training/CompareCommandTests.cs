@@ -1,5 +1,5 @@
 using InFluxEdit.Cli.Commands;
-using InFluxEdit.Cli.Datasets;
+using InFluxEdit.Datasets;
 using InFluxEdit.Models;
 using InFluxEdit.Tests.Fill;
 using Shouldly;

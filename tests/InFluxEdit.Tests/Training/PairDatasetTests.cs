@@ -1,4 +1,4 @@
-using InFluxEdit.Cli.Training;
+using InFluxEdit.Training;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Training;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 using InFluxEdit.Cli.Commands;
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
@@ -147,14 +147,14 @@ public class TrainCommandTests
             Array.Fill(row.Data, -1f + i / 10f);
             return row;
         }).ToList();
-        var sheet = InFluxEdit.Cli.Training.ValidationSheet.Wrap(rows);
+        var sheet = InFluxEdit.Training.ValidationSheet.Wrap(rows);
         // 9 rows → 2 columns of at most 8: 5 lines, each two (row, 4-pixel gap) pairs; the last line's missing row is white.
         sheet.Shape.ShouldBe(new[] { 1, 3, 50, 2 * (30 + 4) });
         sheet.Data[0].ShouldBe(-1f);
         sheet.Data[34].ShouldBe(-0.9f, 1e-6);
         sheet.Data[30].ShouldBe(1f);
         sheet.Data[40 * 68 + 34].ShouldBe(1f);
-        InFluxEdit.Cli.Training.ValidationSheet.Wrap(rows.Take(8).ToList()).Shape.ShouldBe(new[] { 1, 3, 80, 30 });
+        InFluxEdit.Training.ValidationSheet.Wrap(rows.Take(8).ToList()).Shape.ShouldBe(new[] { 1, 3, 80, 30 });
     }
 
     [Fact]

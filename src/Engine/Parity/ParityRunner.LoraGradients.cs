@@ -5,7 +5,7 @@ using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Training;
 
-namespace InFluxEdit.Cli.Parity;
+namespace InFluxEdit.Parity;
 
 /// <summary>
 /// The LoRA training case: flow-matching loss, every adapter's and img_in's gradient through the generated

@@ -1,6 +1,6 @@
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Fill;
+namespace InFluxEdit.Fill;
 
 /// <summary>How an edit is posed to a FLUX Fill model.</summary>
 public enum EditMethod

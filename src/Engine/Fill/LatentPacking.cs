@@ -1,6 +1,6 @@
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Fill;
+namespace InFluxEdit.Fill;
 
 /// <summary>
 /// FLUX's token layout (spec §4): a latent is cut into 2×2 patches, one token per patch, tokens row-major;

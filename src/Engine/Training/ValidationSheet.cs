@@ -1,8 +1,8 @@
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Training;
+namespace InFluxEdit.Training;
 
 /// <summary>
 /// Validation edits during training: each held-out pair's source edited with the adapters as they are now, saved

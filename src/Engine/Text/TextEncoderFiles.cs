@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace InFluxEdit.Cli.Text;
+namespace InFluxEdit.Text;
 
 /// <summary>The weights of one text encoder (one file or Hugging Face shards) and its config.json when there is one.</summary>
 public sealed record EncoderWeights(IReadOnlyList<string> Files, string? ConfigPath)

@@ -2,7 +2,7 @@ using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Fill;
+namespace InFluxEdit.Fill;
 
 /// <summary>
 /// The FLUX autoencoder's two entries as host-to-host calls: "encode" (image [B, 3, 8h, 8w] in [−1, 1] → latent

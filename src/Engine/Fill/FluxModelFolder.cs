@@ -1,4 +1,4 @@
-namespace InFluxEdit.Cli.Fill;
+namespace InFluxEdit.Fill;
 
 /// <summary>
 /// A FLUX.1 Fill model folder as Hugging Face ships it: the transformer (flux1-fill-dev.safetensors) and the autoencoder

@@ -4,7 +4,7 @@ using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Training;
 
-namespace InFluxEdit.Cli.Datasets;
+namespace InFluxEdit.Datasets;
 
 /// <summary>A colour the captions name, in 8-bit sRGB.</summary>
 public sealed record NamedColour(string Name, byte R, byte G, byte B);

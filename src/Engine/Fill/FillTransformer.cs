@@ -3,7 +3,7 @@ using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Sampling;
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Fill;
+namespace InFluxEdit.Fill;
 
 /// <summary>
 /// A compiled FLUX Fill transformer as the sampler uses it: checked to take [noisy latent 64 | image latent 64 |

@@ -1,12 +1,11 @@
 using System.Security.Cryptography;
 using System.Text;
-using InFluxEdit.Cli.Commands;
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 
-namespace InFluxEdit.Cli.Text;
+namespace InFluxEdit.Text;
 
 /// <summary>
 /// The text conditioning of every prompt or caption a command needs, computed before the transformer loads: each
@@ -16,8 +15,9 @@ namespace InFluxEdit.Cli.Text;
 /// </summary>
 public static class CaptionEncodings
 {
-    public static IReadOnlyDictionary<string, TextConditioning> Encode(IReadOnlyCollection<string> texts, TextEncoderOptions options,
-        ModelDescriptor transformer, string cacheDirectory, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog, TextWriter log)
+    public static IReadOnlyDictionary<string, TextConditioning> Encode(IReadOnlyCollection<string> texts, TextEncoderSettings options,
+        ModelDescriptor transformer, string cacheDirectory, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog, TextWriter log,
+        IProgress<StageProgress>? progress = null)
     {
         var distinct = texts.Distinct(StringComparer.Ordinal).ToList();
         if (options.TextEmbeddings != null)
@@ -29,7 +29,7 @@ public static class CaptionEncodings
             return distinct.ToDictionary(t => t, _ => fixedText, StringComparer.Ordinal);
         }
 
-        var files = TextEncoderFiles.Resolve(options.TextEncoderDir ?? options.FluxDir, options.Clip, options.T5, options.ClipTokenizer, options.T5Tokenizer);
+        var files = options.ResolveFiles();
         Directory.CreateDirectory(cacheDirectory);
         string identity = files.Identity();
         // Resolved once: it may read the model folder's toy.json.
@@ -44,7 +44,7 @@ public static class CaptionEncodings
         }
         if (missing.Count > 0)
         {
-            using var encoder = PromptEncoder.Load(files, t5Length, backend, catalog, log);
+            using var encoder = PromptEncoder.Load(files, t5Length, backend, catalog, log, progress);
             foreach (string text in missing)
             {
                 var encoded = encoder.Encode(text);

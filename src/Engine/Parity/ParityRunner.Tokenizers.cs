@@ -3,7 +3,7 @@ using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Text;
 
-namespace InFluxEdit.Cli.Parity;
+namespace InFluxEdit.Parity;
 
 /// <summary>
 /// The tokenizer cases: every prompt of the case's prompts file through the CLIP BPE or the T5 SentencePiece

@@ -3,7 +3,7 @@ using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Fill;
+namespace InFluxEdit.Fill;
 
 /// <summary>
 /// The prompt as the transformer takes it: txt [1, Lt, context_in_dim] (T5's token states) and

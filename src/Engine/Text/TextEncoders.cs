@@ -2,9 +2,9 @@ using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Tensors;
 
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 
-namespace InFluxEdit.Cli.Text;
+namespace InFluxEdit.Text;
 
 /// <summary>
 /// The compiled text encoders as host-to-host calls on token ids. Any model of family "clip-text" (ClipL, ClipTiny)

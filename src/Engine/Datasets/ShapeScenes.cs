@@ -1,7 +1,7 @@
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Training;
 
-namespace InFluxEdit.Cli.Datasets;
+namespace InFluxEdit.Datasets;
 
 /// <summary>One inpainting example: a scene, the mask of what to fill (1 = generate) and the scene's caption.</summary>
 public sealed record InpaintingExample(HostTensor Image, HostTensor Mask, string Caption);

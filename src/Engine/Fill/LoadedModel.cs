@@ -3,7 +3,7 @@ using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Fill;
+namespace InFluxEdit.Fill;
 
 /// <summary>The build has no compiled model of a family the command needs (its schema has not landed yet).</summary>
 public sealed class MissingModelFamilyException(string family)

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Images;
@@ -11,7 +11,7 @@ using InFluxEdit.Runtime.Sampling;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Parity;
+namespace InFluxEdit.Parity;
 
 public enum ParityStatus { Passed, Failed, Skipped }
 

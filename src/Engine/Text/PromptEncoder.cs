@@ -1,11 +1,10 @@
-using InFluxEdit.Cli.Console;
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Text;
 
-namespace InFluxEdit.Cli.Text;
+namespace InFluxEdit.Text;
 
 /// <summary>
 /// FLUX's two text encoders with their tokenizers: T5's token states become txt [1, L, d_model], CLIP's pooled output
@@ -34,16 +33,17 @@ public sealed class PromptEncoder : IDisposable
     public int T5Length { get; }
 
     /// <summary>Loads both tokenizers and encoders (the weights are checked against their schemas before upload).</summary>
-    public static PromptEncoder Load(TextEncoderFiles files, int t5Length, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog, TextWriter log)
+    public static PromptEncoder Load(TextEncoderFiles files, int t5Length, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog, TextWriter log,
+        IProgress<StageProgress>? progress = null)
     {
         if (t5Length < 1) throw new ArgumentException($"--t5-length must be at least 1 (got {t5Length})");
         var clipTokenizer = ClipTokenizer.Load(files.ClipVocab, files.ClipMerges);
         var t5Tokenizer = SentencePieceTokenizer.Load(files.T5SentencePiece);
-        var clip = LoadedModel.LoadFiles(files.Clip.Files, files.Clip.ConfigPath, TextEncoders.ClipFamily, backend, catalog, new ProgressBar("loading CLIP", "tensors"));
+        var clip = LoadedModel.LoadFiles(files.Clip.Files, files.Clip.ConfigPath, TextEncoders.ClipFamily, backend, catalog, StageProgress.Of(progress, "loading CLIP", "tensors"));
         try
         {
             log.WriteLine($"clip: {clip.Model.Info.Name} from {files.Clip.Describe()} — {clip.Reason}");
-            var t5 = LoadedModel.LoadFiles(files.T5.Files, files.T5.ConfigPath, TextEncoders.T5Family, backend, catalog, new ProgressBar("loading T5", "tensors"));
+            var t5 = LoadedModel.LoadFiles(files.T5.Files, files.T5.ConfigPath, TextEncoders.T5Family, backend, catalog, StageProgress.Of(progress, "loading T5", "tensors"));
             log.WriteLine($"t5: {t5.Model.Info.Name} from {files.T5.Describe()} — {t5.Reason}; prompts padded to {t5Length} T5 tokens");
             try
             {

@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
 
-namespace InFluxEdit.Cli.Text;
+namespace InFluxEdit.Text;
 
 /// <summary>
 /// Tokenizer files for small text encoders made by this project, in the formats the real ones use, so the same

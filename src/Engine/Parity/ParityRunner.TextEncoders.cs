@@ -1,10 +1,10 @@
 using System.Text.RegularExpressions;
-using InFluxEdit.Cli.Fill;
-using InFluxEdit.Cli.Text;
+using InFluxEdit.Fill;
+using InFluxEdit.Text;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Parity;
+namespace InFluxEdit.Parity;
 
 /// <summary>
 /// The text-encoder cases: the case's I64 "input_ids" through the compiled CLIP text tower ("clip-text": expected

@@ -1,5 +1,5 @@
 using System.Globalization;
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
@@ -7,7 +7,7 @@ using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Training;
 
-namespace InFluxEdit.Cli.Training;
+namespace InFluxEdit.Training;
 
 /// <summary>The settings of a training run (the train command's options, checked).</summary>
 public sealed record TrainingSettings(

@@ -4,7 +4,7 @@ using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Sampling;
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Fill;
+namespace InFluxEdit.Fill;
 
 /// <summary>One edit: the image (any size of at least 16×16), its mask for <see cref="EditMethod.Fill"/>, and how to sample.</summary>
 /// <param name="Image">[1, 3, H, W] in [−1, 1].</param>

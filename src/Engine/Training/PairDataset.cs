@@ -3,7 +3,7 @@ using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Training;
 using SixLabors.ImageSharp;
 
-namespace InFluxEdit.Cli.Training;
+namespace InFluxEdit.Training;
 
 /// <summary>A training folder that cannot be used as it is; the message names the file at fault.</summary>
 public sealed class PairDatasetException(string message) : IOException(message);

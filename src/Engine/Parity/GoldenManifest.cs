@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace InFluxEdit.Cli.Parity;
+namespace InFluxEdit.Parity;
 
 /// <summary>One case of a golden manifest.json (tests/golden).</summary>
 public sealed class GoldenCase

@@ -1,7 +1,7 @@
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Tensors;
 
-namespace InFluxEdit.Cli.Training;
+namespace InFluxEdit.Training;
 
 /// <summary>A training size: sides multiples of 16 (one packed latent token per 16×16 pixels).</summary>
 public readonly record struct Bucket(int Width, int Height)
