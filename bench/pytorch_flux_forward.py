@@ -301,6 +301,32 @@ def blas_name():
     return "unknown"
 
 
+def blas_kernel():
+    """Which BLAS library and which of its kernels run the products (OpenBLAS picks one per CPU unless
+    OPENBLAS_CORETYPE forces one): threadpoolctl's report when it is installed (Debian: python3-threadpoolctl),
+    else OpenBLAS's own openblas_get_corename() from the library torch mapped. None when neither can tell."""
+    try:
+        from threadpoolctl import threadpool_info
+        for pool in threadpool_info():
+            if pool.get("user_api") == "blas":
+                return {"library": pool.get("internal_api"), "version": pool.get("version"),
+                        "kernel": pool.get("architecture"), "threads": pool.get("num_threads"), "via": "threadpoolctl"}
+    except ImportError:
+        pass
+    try:
+        import ctypes
+        with open("/proc/self/maps") as f:
+            libs = sorted({l.split()[-1] for l in f if "openblas" in l and ".so" in l})
+        for path in libs:
+            lib = ctypes.CDLL(path)
+            if hasattr(lib, "openblas_get_corename"):
+                lib.openblas_get_corename.restype = ctypes.c_char_p
+                return {"library": "openblas", "kernel": lib.openblas_get_corename().decode(), "via": "openblas_get_corename"}
+    except OSError:
+        pass
+    return None
+
+
 def main():
     torch.set_num_threads(args.threads)
     try:
@@ -340,6 +366,8 @@ def main():
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "blas": blas_name(),
+        "blas_kernel": blas_kernel(),
+        "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
         "gemm_gflops_1024": round(gflops, 1),
         "batch": int(B),
         "img_tokens": int(N),

@@ -58,6 +58,9 @@ public static class FluxModelFolder
         }
     }
 
+    /// <summary>The guidance input while training: the given one, else the one a toy <paramref name="folder"/> was trained with, else 1 (as the seed trains FLUX Fill).</summary>
+    public static double TrainingGuidance(string? folder, double? given) => given ?? ReadToySettings(folder)?.Guidance ?? 1.0;
+
     public const string ToyManifestFile = "toy.json";
 
     private static void RequireFolder(string folder)

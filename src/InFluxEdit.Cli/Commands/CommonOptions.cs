@@ -27,8 +27,7 @@ public abstract class TextEncoderOptions : DeviceOptions
     public string? FluxDir { get; set; }
 
     /// <summary>The autoencoder: --vae, else the --flux-dir folder's.</summary>
-    public string AutoencoderPath(string? given) => given
-        ?? (FluxDir != null ? Fill.FluxModelFolder.Autoencoder(FluxDir) : throw new ArgumentException("--vae is required: the autoencoder checkpoint (or give --flux-dir)"));
+    public string AutoencoderPath(string? given) => Fill.ModelFiles.Autoencoder(given, FluxDir);
 
     [Option("text-encoder-dir", HelpText = "Default: --flux-dir. A FLUX model folder (Hugging Face layout): text_encoder/ (CLIP-L), text_encoder_2/ (T5-XXL, shards are fine), tokenizer/ (vocab.json, merges.txt), tokenizer_2/ (spiece.model). --clip, --t5, --clip-tokenizer and --t5-tokenizer override its parts.")]
     public string? TextEncoderDir { get; set; }
@@ -52,7 +51,7 @@ public abstract class TextEncoderOptions : DeviceOptions
     public int PromptLength => TextSettings.PromptLength;
 
     /// <summary>The guidance input while training: the given one, else the one a toy --flux-dir was trained with, else 1 (as the seed trains FLUX Fill).</summary>
-    public double TrainingGuidance(double? given) => given ?? Fill.FluxModelFolder.ReadToySettings(FluxDir)?.Guidance ?? 1.0;
+    public double TrainingGuidance(double? given) => Fill.FluxModelFolder.TrainingGuidance(FluxDir, given);
 
     [Option("text-embeddings", HelpText = "Instead of the encoders: a .safetensors file with 'txt' [1, L, context_in_dim] and 'vec' [1, vec_in_dim], used for every prompt and caption.")]
     public string? TextEmbeddings { get; set; }

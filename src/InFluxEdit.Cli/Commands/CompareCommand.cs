@@ -109,7 +109,7 @@ public static class CompareCommand
         scored.AddRange(variants.Select(v => (v.Name, v.Method, (string?)loras[v].Path, loras[v].Seconds)));
         foreach (var (name, method, lora, seconds) in scored)
         {
-            var deltas = lora == null ? null : EditCommand.ReadLoras([lora], [1f], transformerInfo.Descriptor, log);
+            var deltas = lora == null ? null : LoraMerge.Read([new LoraFile(lora)], transformerInfo.Descriptor, log);
             using var transformer = LoadedModel.Load(basePath, transformerInfo, transformerReason, backend, null, deltas?.Deltas, deltas?.Replacements);
             var pipeline = new FillPipeline(transformer.Model, vae.Model);
             var edits = new List<HostTensor>();

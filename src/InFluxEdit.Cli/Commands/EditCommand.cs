@@ -66,36 +66,12 @@ public sealed class EditOptions : TextEncoderOptions
 
 public static class EditCommand
 {
-    /// <summary>
-    /// The sum of every --lora's weight deltas, each at its --lora-scale, and the whole weights they carry (a trained
-    /// img_in); null without LoRAs.
-    /// </summary>
-    internal static (Dictionary<string, HostTensor> Deltas, Dictionary<string, HostTensor> Replacements)? ReadLoras(
-        IReadOnlyList<string> paths, IReadOnlyList<float> scales, ModelDescriptor model, TextWriter log)
+    /// <summary>Every --lora with its --lora-scale (1 where none is given).</summary>
+    public static IReadOnlyList<LoraFile> Loras(IReadOnlyList<string> paths, IReadOnlyList<float> scales)
     {
         if (scales.Count > paths.Count)
             throw new ArgumentException($"{scales.Count} --lora-scale values for {paths.Count} --lora files");
-        if (paths.Count == 0) return null;
-        var total = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
-        var replacements = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
-        for (int i = 0; i < paths.Count; i++)
-        {
-            float scale = i < scales.Count ? scales[i] : 1f;
-            var (deltas, whole) = LoraReader.Read(paths[i], model, scale);
-            foreach (var (key, value) in whole)
-            {
-                if (!replacements.TryAdd(key, value))
-                    throw new ArgumentException($"two --lora files both replace '{key}' whole: apply one of them");
-            }
-            log.WriteLine($"lora: {paths[i]} at scale {scale}, {deltas.Count} layers" +
-                          (whole.Count > 0 ? $", replacing {string.Join(", ", whole.Keys)}" : ""));
-            foreach (var (key, delta) in deltas)
-            {
-                if (!total.TryGetValue(key, out var sum)) total[key] = delta;
-                else for (int j = 0; j < sum.Data.Length; j++) sum.Data[j] += delta.Data[j];
-            }
-        }
-        return (total, replacements);
+        return paths.Select((path, i) => new LoraFile(path, i < scales.Count ? scales[i] : 1f)).ToList();
     }
 
     public static int Run(EditOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
@@ -103,83 +79,17 @@ public static class EditCommand
     /// <summary>Runs an edit, logging to <paramref name="log"/>; the catalog is a parameter so tests can say which models exist.</summary>
     public static int Run(EditOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
     {
-        // Everything that can be checked in a second is checked before the models load.
-        if (options.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {options.Steps}");
-        if (options.Method == EditMethod.Fill && options.Mask == null)
-            throw new ArgumentException("--method fill needs --mask (white = region to generate)");
-        if (options.Method != EditMethod.Fill && options.Mask != null)
-            throw new ArgumentException($"--mask is used by --method fill only; --method {Name(options.Method)} edits the whole image");
-        if (options.Noise != null && options.Seed != null)
-            throw new ArgumentException("give --seed or --noise, not both: the noise file replaces the seeded noise");
-
-        var image = ImageFile.LoadRgb(options.Input);
-        int height = image.Shape[2], width = image.Shape[3];
-        HostTensor? mask = null;
-        if (options.Mask != null)
+        var request = new EditRequest
         {
-            mask = ImageFile.LoadMask(options.Mask);
-            if (mask.Shape[2] != height || mask.Shape[3] != width)
-                throw new ArgumentException(
-                    $"the mask {options.Mask} is {mask.Shape[3]}×{mask.Shape[2]} but the input {options.Input} is {width}×{height}; they must have one size");
-        }
-        var plan = ImageSizing.Plan(height, width, options.Fit, $"the input {options.Input}");
-        log.WriteLine($"input: {plan.Describe()}");
-
-        string checkpoint, modelName;
-        string? name;
-        if (options.Model != null && File.Exists(options.Model))
-            (checkpoint, name) = (options.Weights ?? options.Model, null);
-        else if (options.Weights == null && options.FluxDir != null)
-            (checkpoint, name) = (FluxModelFolder.Transformer(options.FluxDir), options.Model);
-        else
-            (checkpoint, name) = (options.Weights ?? throw new ArgumentException(
-                options.Model == null
-                    ? "--weights is required: the transformer checkpoint (or give the checkpoint as --model)"
-                    : $"--weights is required with --model {options.Model} (or '{options.Model}' is a checkpoint path that does not exist)"), options.Model);
-        var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, name);
-        modelName = transformerInfo.Descriptor.Name;
-        string vaePath = options.AutoencoderPath(options.Vae);
-        var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
-        var noise = options.Noise == null ? null : LoadNoise(options.Noise);
-        long seed = options.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
-
+            Input = options.Input, Output = options.Output, Prompt = options.Prompt, Mask = options.Mask, Method = options.Method,
+            FluxDir = options.FluxDir, Model = options.Model, Weights = options.Weights, Vae = options.Vae, Text = options.TextSettings,
+            TextCache = options.TextCache, Loras = Loras(options.Loras.ToList(), options.LoraScales.ToList()), Steps = options.Steps,
+            Guidance = options.Guidance, Seed = options.Seed, Noise = options.Noise, Fit = options.Fit,
+        };
         using var backend = options.CreateBackend(log);
-        var text = CaptionEncodings.Encode([options.Prompt], options.TextSettings, transformerInfo.Descriptor, options.TextCache ?? DefaultTextCache(),
-            backend, catalog, log, new StageProgressBars())[options.Prompt];
-        log.WriteLine($"transformer: {modelName} — {transformerReason}");
-        var loraDeltas = ReadLoras(options.Loras.ToList(), options.LoraScales.ToList(), transformerInfo.Descriptor, log);
-        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
-            new ProgressBar("loading transformer", "tensors"), loraDeltas?.Deltas, loraDeltas?.Replacements);
-        log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
-        using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, new ProgressBar("loading vae", "tensors"));
-
-        var pipeline = new FillPipeline(transformer.Model, vae.Model);
-        log.WriteLine($"method: {Name(options.Method)}, {options.Steps} steps, guidance {options.Guidance}, " +
-                      (noise != null ? $"noise from {options.Noise}" : $"seed {seed}"));
         var clock = Stopwatch.StartNew();
-        var result = pipeline.Edit(
-            new FillEditRequest(image, mask, options.Method, text, options.Steps, options.Guidance, noise, seed, options.Fit),
-            new ProgressBar("denoising", "it"));
-        ImageFile.SaveRgb(result.Image, options.Output);
-        log.WriteLine($"wrote {options.Output} ({result.Image.Shape[3]}×{result.Image.Shape[2]}) in {clock.Elapsed.TotalSeconds:F1} s");
+        var result = ImageEditor.Edit(request, backend, log, new StageProgressBars(), catalog: catalog);
+        log.WriteLine($"wrote {options.Output} ({result.Image.Shape[3]}×{result.Image.Shape[2]}) in {result.SamplingTime.TotalSeconds:F1} s");
         return 0;
-    }
-
-    private static string DefaultTextCache()
-    {
-        string? root = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
-        if (string.IsNullOrEmpty(root)) root = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
-        return Path.Combine(root, "influxedit", "text");
-    }
-
-    private static string Name(EditMethod method) => method.ToString().ToLowerInvariant();
-
-    private static HostTensor LoadNoise(string path)
-    {
-        using var file = SafeTensorsFile.Open(path);
-        if (file.TryGetTensor("noise", out _)) return file.ReadFloat32("noise");
-        if (file.Tensors.Count == 1) return file.ReadFloat32(file.Tensors[0].Name);
-        throw new InvalidDataException(
-            $"noise file {path} has {file.Tensors.Count} tensors ({string.Join(", ", file.Tensors.Select(t => t.Name))}) and none named 'noise'");
     }
 }

@@ -125,201 +125,67 @@ public static class TrainCommand
 {
     private static readonly TimeSpan ProgressLineInterval = TimeSpan.FromSeconds(2);
 
-    /// <summary>Validation edits sample like `edit` does by default (FLUX Fill's guidance 30).</summary>
-    private const double ValidationGuidance = 30.0;
-
     public static int Run(TrainOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
 
     public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
     {
-        if (options.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {options.Steps}");
-        if (options.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {options.Rank}");
-        string checkpoint = options.Weights ?? options.Model ?? (options.FluxDir != null ? FluxModelFolder.Transformer(options.FluxDir) : null)
-            ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
-        var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, options.Weights != null ? options.Model : null);
-        // Rank, alpha and preset default to the schema's "lora" section.
-        var lora = transformerInfo.Descriptor.Lora;
-        int rank = options.Rank ?? lora?.Rank ?? 16;
-        double alpha = options.Alpha ?? (options.Rank == null && lora != null ? lora.Alpha : rank);
-        string preset = options.Preset ?? lora?.DefaultPreset
-            ?? throw new ArgumentException($"{transformerInfo.Descriptor.Name} has no LoRA presets in its schema: give --preset");
-        var settings = new TrainingSettings(options.Method, options.Steps, rank, alpha,
-            preset, options.TrainImgIn, options.Optimizer,
-            options.LearningRate ?? (options.Optimizer == "prodigy" ? Prodigy.DefaultLearningRate : AdamW.DefaultLearningRate),
-            LearningRateSchedule.ParseKind(options.Schedule), options.WarmupSteps, FlowMatching.ParseSampling(options.TimestepSampling),
-            options.TrainingGuidance(options.Guidance), Math.Max(1, options.Accumulate), options.MaxGradNorm, options.Seed, Math.Max(1, options.CheckpointEvery),
-            LoraWriter.ParseFormat(options.Format), options.LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All)
-        {
-            Recompute = options.Recompute,
-            Full = options.Full,
-        };
-
-        var dataset = options.Data != null
-            ? options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Data)
-            : options.Combined ? PairDataset.FromCombined(options.Data) : PairDataset.FromFolder(options.Data)
-            : options.InputDir != null && options.TargetDir != null && options.CaptionDir != null
-                ? PairDataset.FromSeparateFolders(options.InputDir, options.TargetDir, options.CaptionDir)
-                : throw new ArgumentException("give --data DIR, or --input-dir, --target-dir and --caption-dir");
-        log.WriteLine($"data: {dataset.Pairs.Count} pairs");
-
-        var validation = options.Validation == null ? null
-            : options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Validation) : PairDataset.FromFolder(options.Validation);
-        string vaePath = options.AutoencoderPath(options.Vae);
-        var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
-        Directory.CreateDirectory(options.Output);
-
         using var backend = options.CreateBackend(log);
-        log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
-        log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
-        var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => p.Caption).ToList();
-        var texts = CaptionEncodings.Encode(captions, options.TextSettings, transformerInfo.Descriptor, Path.Combine(options.Output, "cache", "text"),
-            backend, catalog, log, new StageProgressBars());
-        var examples = CacheExamples(dataset, settings, options, vaePath, vaeInfo, vaeReason, backend, texts, log);
-
-        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
-        using var validationVae = validation == null ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
-        // Full training updates the weights in place: writable copies (loaded weights are read-only), and a model on them.
-        var fullWeights = options.Full ? FullWeightTraining.WritableCopies(backend, transformer.Weights) : null;
-        var model = fullWeights == null ? transformer.Model : transformerInfo.Create(backend, fullWeights);
-        using var trainer = new FillTrainer(model, fullWeights ?? transformer.Weights, settings, examples);
-        if (options.Resume != null)
+        // The first Ctrl+C lets the engine save a checkpoint of the step reached before it stops; a second one ends the process.
+        using var cancellation = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
         {
-            trainer.Resume(options.Resume);
-            log.WriteLine($"resumed {options.Resume} at step {trainer.Step}");
-        }
-        log.WriteLine($"training {trainer.Parameters.Count} tensors ({trainer.Parameters.Sum(p => p.Length):N0} values): " +
-                      (settings.Full ? "every weight in full"
-                          : $"{trainer.Targets.Count} adapters of rank {settings.Rank}, alpha {settings.Alpha}{(settings.TrainImgIn ? ", img_in in full" : "")}") +
-                      (settings.Recompute ? "; recomputing each block's activations in the backward pass" : ""));
-
-        // A fixed σ and noise, so the number moves only if the adapters learn (the training draws vary per step).
-        const double EvaluationSigma = 0.5;
-        double before = trainer.Evaluate(EvaluationSigma, settings.Seed + 1);
-        var progress = new TrainingProgress(settings.Steps, trainer.Step);
-        var guard = new NonFiniteGuard(warn: message => log.WriteLine("warning: " + message));
-        string baseModel = transformerInfo.Descriptor.Name;
-        // Small models run hundreds of steps a second: one progress line per step would flood the terminal and the logs.
-        var sinceProgressLine = Stopwatch.StartNew();
-        bool firstStep = true;
-        while (trainer.Step < settings.Steps)
-        {
-            double loss = trainer.TrainStep(guard);
-            if (!double.IsNaN(loss)) progress.Report(trainer.Step, loss);
-            bool last = trainer.Step == settings.Steps;
-            if (firstStep || last || sinceProgressLine.Elapsed >= ProgressLineInterval)
-            {
-                log.WriteLine(progress.FormatLine() + (backend is IMemoryStatistics memory ? $", {backend.Name} peak {TrainingProgress.FormatBytes(memory.PeakAllocatedBytes)}" : ""));
-                sinceProgressLine.Restart();
-                firstStep = false;
-            }
-            if (validation != null && (last || (options.ValidateEvery > 0 && trainer.Step % options.ValidateEvery == 0)))
-                ValidationSheet.Write(Path.Combine(options.Output, "validation", $"step-{trainer.Step:D6}"),
-                    new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[caption],
-                    options.ValidationSteps, ValidationGuidance, settings.Seed, log);
-            if (trainer.Step % settings.CheckpointEvery == 0 || last)
-            {
-                string path = Path.Combine(options.Output, $"checkpoint-{trainer.Step:D6}.safetensors");
-                trainer.SaveCheckpoint(path, baseModel);
-                log.WriteLine($"checkpoint: {path}");
-            }
-        }
-
-        double after = trainer.Evaluate(EvaluationSigma, settings.Seed + 1);
-        log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"loss on the training pairs at σ = {EvaluationSigma}, fixed noise: {before:F5} before, {after:F5} after"));
-
-        if (fullWeights != null)
-        {
-            string weightsPath = Path.Combine(options.Output, baseModel + ".safetensors");
-            FullWeightTraining.SaveWeights(weightsPath, backend, transformerInfo.Descriptor, fullWeights,
-                new Dictionary<string, string> { ["trained"] = $"{options.Method.ToString().ToLowerInvariant()}, {trainer.Step} steps, every weight" });
-            log.WriteLine($"weights: {weightsPath}");
-            foreach (var weight in fullWeights.Values) weight.Dispose();
-            return 0;
-        }
-
-        string loraPath = LoraPath(options);
-        LoraWriter.Write(loraPath, trainer.Trained(), transformerInfo.Descriptor, settings.Format,
-            new LoraExportInfo(options.Method.ToString().ToLowerInvariant(), settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step));
-        log.WriteLine($"lora: {loraPath}");
-        return 0;
-    }
-
-    /// <summary>Where a run writes its LoRA: OUTPUT/lora-METHOD-FORMAT.safetensors.</summary>
-    public static string LoraPath(TrainOptions options) => Path.Combine(options.Output,
-        $"lora-{options.Method.ToString().ToLowerInvariant()}-{LoraWriter.ParseFormat(options.Format).ToString().ToLowerInvariant()}.safetensors");
-
-    /// <summary>A mask loaded as an RGB image in [−1, 1], back to [1, 1, H, W] in [0, 1] (mean of the channels).</summary>
-    private static HostTensor MaskFromRgb(HostTensor rgb)
-    {
-        int height = rgb.Shape[2], width = rgb.Shape[3], plane = height * width;
-        var mask = new HostTensor(1, 1, height, width);
-        for (int i = 0; i < plane; i++)
-            mask.Data[i] = Math.Clamp(((rgb.Data[i] + rgb.Data[plane + i] + rgb.Data[2 * plane + i]) / 3f + 1f) / 2f, 0f, 1f);
-        return mask;
-    }
-
-    /// <summary>
-    /// Each pair's conditioning and target latent, encoded once and kept in the output folder's cache (keyed by
-    /// method, size and VAE file) so later runs and resumes skip the VAE.
-    /// </summary>
-    private static List<FillTrainer.Example> CacheExamples(PairDataset dataset, TrainingSettings settings, TrainOptions options,
-        string vaePath, CompiledModelInfo vaeInfo, string vaeReason, Runtime.Backends.IBackend backend, IReadOnlyDictionary<string, TextConditioning> texts,
-        TextWriter log)
-    {
-        var buckets = new AspectBuckets(options.Resolution);
-        string cacheDir = Path.Combine(options.Output, "cache");
-        Directory.CreateDirectory(cacheDir);
-        // The VAE file's full path, size and last write time and the compiled autoencoder: a retrained, replaced or
-        // copied file misses the cache (equal sizes are the rule for one architecture) and is encoded again, never a wrong hit.
-        var vaeFile = new FileInfo(vaePath);
-        string vaeTag = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
-            $"{vaeFile.FullName}|{vaeFile.Length}|{vaeFile.LastWriteTimeUtc.Ticks}|{vaeInfo.Descriptor.Name}")))[..16];
-        var examples = new List<FillTrainer.Example>();
-        int encoded = 0;
-        LoadedModel? vae = null;
+            e.Cancel = !cancellation.IsCancellationRequested;
+            cancellation.Cancel();
+        };
+        System.Console.CancelKeyPress += onCancel;
         try
         {
-            var bar = new Console.ProgressBar("latents", "pairs");
-            foreach (var pair in dataset.Pairs)
-            {
-                var bucket = buckets.Assign(pair.Width, pair.Height);
-                string method = settings.Method.ToString().ToLowerInvariant();
-                string path = Path.Combine(cacheDir, $"{pair.Name}.{method}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
-                if (!File.Exists(path))
-                {
-                    vae ??= LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
-                    var (source, target) = PairDataset.Load(pair, bucket);
-                    HostTensor Encode(HostTensor image) => VaeCodec.Encode(vae.Model, image);
-                    // Inpainting: the pair's "target" is the mask; the model learns to restore the masked image.
-                    var fillMask = settings.Method == EditMethod.Fill ? MaskFromRgb(target) : null;
-                    var condition = FillConditioning.Build(settings.Method, source, fillMask, Encode);
-                    var x0 = FillConditioning.TrainingTarget(settings.Method, source, settings.Method == EditMethod.Fill ? source : target, Encode);
-                    SafeTensorsWriter.Write(path, new Dictionary<string, HostTensor>
-                    {
-                        ["img_cond"] = condition.ImgCond,
-                        ["img_ids"] = condition.ImgIds,
-                        ["x0"] = x0,
-                    });
-                    encoded++;
-                }
-                using var file = SafeTensorsFile.Open(path);
-                var imgCond = file.ReadFloat32("img_cond");
-                // The packed mask is the last 256 features of every conditioning token.
-                int maskFeatures = imgCond.Shape[2] - 64;
-                var mask = new HostTensor(1, imgCond.Shape[1], maskFeatures);
-                for (int token = 0; token < imgCond.Shape[1]; token++)
-                    Array.Copy(imgCond.Data, token * imgCond.Shape[2] + 64, mask.Data, token * maskFeatures, maskFeatures);
-                examples.Add(new FillTrainer.Example(pair.Name, imgCond, file.ReadFloat32("img_ids"), file.ReadFloat32("x0"),
-                    FlowMatching.TokenWeights(settings.LossRegion, mask), texts[pair.Caption]));
-                bar.Report((examples.Count, dataset.Pairs.Count));
-            }
+            var result = LoraTraining.Train(Request(options), backend, log, new ThrottledLines(log, ProgressLineInterval), new StageProgressBars(),
+                cancellation.Token, catalog);
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"loss on the training pairs at σ = {result.EvaluationSigma}, fixed noise: {result.LossBefore:F5} before, {result.LossAfter:F5} after"));
+            return 0;
+        }
+        catch (OperationCanceledException)
+        {
+            log.WriteLine("stopped: continue with --resume and the last checkpoint");
+            return 130;
         }
         finally
         {
-            vae?.Dispose();
+            System.Console.CancelKeyPress -= onCancel;
         }
-        log.WriteLine($"latents: {examples.Count} pairs, {encoded} encoded, {examples.Count - encoded} from the cache in {cacheDir}");
-        return examples;
+    }
+
+    /// <summary>The options as the engine's request.</summary>
+    public static TrainRequest Request(TrainOptions options) => new()
+    {
+        FluxDir = options.FluxDir, Model = options.Model, Weights = options.Weights, Vae = options.Vae, Text = options.TextSettings,
+        Data = options.Data, InputDir = options.InputDir, TargetDir = options.TargetDir, CaptionDir = options.CaptionDir, Combined = options.Combined,
+        Method = options.Method, Output = options.Output, Steps = options.Steps, Rank = options.Rank, Alpha = options.Alpha, Preset = options.Preset,
+        TrainImgIn = options.TrainImgIn, Full = options.Full, Recompute = options.Recompute, Optimizer = options.Optimizer,
+        LearningRate = options.LearningRate, Schedule = options.Schedule, WarmupSteps = options.WarmupSteps, TimestepSampling = options.TimestepSampling,
+        Guidance = options.Guidance, Accumulate = options.Accumulate, MaxGradNorm = options.MaxGradNorm, Resolution = options.Resolution,
+        Seed = options.Seed, CheckpointEvery = options.CheckpointEvery, Validation = options.Validation, ValidateEvery = options.ValidateEvery,
+        ValidationSteps = options.ValidationSteps, Resume = options.Resume, Format = options.Format, LossRegion = options.LossRegion,
+    };
+
+    /// <summary>Where a run writes its LoRA: OUTPUT/lora-METHOD-FORMAT.safetensors.</summary>
+    public static string LoraPath(TrainOptions options) => Request(options).LoraPath;
+
+    /// <summary>
+    /// Small models run hundreds of steps a second: one progress line per step would flood the terminal and the logs,
+    /// so the first step, the last and one every interval are written.
+    /// </summary>
+    private sealed class ThrottledLines(TextWriter log, TimeSpan interval) : IProgress<TrainProgress>
+    {
+        private readonly Stopwatch _sinceLine = new();
+
+        public void Report(TrainProgress value)
+        {
+            if (_sinceLine.IsRunning && value.Step < value.TotalSteps && _sinceLine.Elapsed < interval) return;
+            log.WriteLine(value.Line);
+            _sinceLine.Restart();
+        }
     }
 }

@@ -1,3 +1,4 @@
+using InFluxEdit.Benchmarks;
 using InFluxEdit.Cli.Commands;
 using InFluxEdit.Fill;
 using InFluxEdit.Text;

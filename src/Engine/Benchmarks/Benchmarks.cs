@@ -1,0 +1,314 @@
+using System.Diagnostics;
+using System.Globalization;
+using InFluxEdit.Fill;
+using InFluxEdit.Models;
+using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.Training;
+
+namespace InFluxEdit.Benchmarks;
+
+/// <summary>What to time and at which size; each benchmark reads the fields that concern it.</summary>
+public sealed record BenchSettings
+{
+    /// <summary>A compiled transformer's name.</summary>
+    public string Model { get; init; } = "flux-mid";
+
+    /// <summary>A checkpoint to time with; null: seeded random weights.</summary>
+    public string? Weights { get; init; }
+    public int ImageTokens { get; init; } = 1024;
+    public int TextTokens { get; init; } = 128;
+    public int Batch { get; init; } = 1;
+
+    /// <summary>Timed runs (the median is reported), after <see cref="Warmup"/> untimed ones.</summary>
+    public int Runs { get; init; } = 5;
+    public int Warmup { get; init; } = 2;
+
+    /// <summary>Also time every op (each waited for).</summary>
+    public bool Profile { get; init; }
+
+    /// <summary>The Python with torch for the forward's baseline; null: no baseline.</summary>
+    public string? Python { get; init; } = "/usr/bin/python3";
+
+    // Edit:
+    public string VaeModel { get; init; } = "flux-vae-tiny";
+    public int Width { get; init; } = 512;
+    public int Height { get; init; } = 512;
+    public int Steps { get; init; } = 4;
+    public EditMethod Method { get; init; } = EditMethod.Channel;
+
+    // Training:
+    public int Rank { get; init; } = 16;
+    public string Preset { get; init; } = "diffusers";
+}
+
+/// <summary>The time per op of one profiled pass.</summary>
+public sealed record OpProfile(IReadOnlyDictionary<string, (double Seconds, int Calls)> Ops);
+
+/// <summary>One forward's median time, its work, our GEMM rate and, when it ran, PyTorch's on the same weights.</summary>
+public sealed record ForwardBenchResult(string Model, string Device, int Tokens, double MedianMs, double Flops, double GemmGflops,
+    PyTorchBaseline.Result? Baseline, OpProfile? Profile)
+{
+    /// <summary>Our time over PyTorch's (below 1: faster), when the baseline ran.</summary>
+    public double? Ratio => Baseline?.MedianMs is double ms ? MedianMs / ms : null;
+}
+
+/// <summary>A whole edit's median seconds per sampling step (the first, which includes the VAE encode, left out) and per image.</summary>
+public sealed record EditBenchResult(string Model, string Vae, string Device, int Width, int Height, EditMethod Method, int Steps,
+    double SecondsPerStep, double SecondsPerImage);
+
+/// <summary>A training step with or without per-block recomputation.</summary>
+/// <param name="PeakBytes">The weights plus the backend's peak, or the process's peak working set where the backend does not count.</param>
+public sealed record TrainStepTiming(bool Recompute, double StepMs, long PeakBytes);
+
+/// <summary>A LoRA training step against a forward of the same model and tokens.</summary>
+/// <param name="PeakCountedByBackend">Whether the peaks are the backend's count (else the process's peak working set, which never goes down).</param>
+public sealed record TrainBenchResult(string Model, string Device, string Adapters, double ForwardMs, IReadOnlyList<TrainStepTiming> Steps,
+    bool PeakCountedByBackend, long WeightBytes, long ProcessBytesAfterForward, OpProfile? Profile, double? StepGflop, double? ForwardGflop);
+
+/// <summary>Timings of the compiled models with seeded random weights (or a checkpoint): forward, whole edit, training step.</summary>
+public static class Benchmarks
+{
+    private const int Seed = 1234;
+
+    public static CompiledModelInfo Compiled(string name) =>
+        ModelCatalog.All.FirstOrDefault(m => m.Descriptor.Name == name)
+        ?? throw new ArgumentException($"no compiled model '{name}' (compiled: {string.Join(", ", ModelCatalog.All.Select(m => m.Descriptor.Name))})");
+
+    /// <summary>One transformer forward (median after warm-up) and, when <see cref="BenchSettings.Python"/> is set, PyTorch's on the CPU in the same run.</summary>
+    public static ForwardBenchResult Forward(BenchSettings settings, IBackend device, TextWriter? log = null, IProgress<StageProgress>? progress = null)
+    {
+        log ??= TextWriter.Null;
+        var info = Compiled(settings.Model);
+        var backend = new CountingBackend(device, settings.Profile);
+        var weights = settings.Weights == null
+            ? RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"))
+            : LoadWeights(info, settings.Weights, backend, progress);
+        double medianMs, flops;
+        Dictionary<string, (double Seconds, int Calls)> profile;
+        try
+        {
+            var model = info.Create(backend, weights);
+            var inputs = BenchInputs.Create(info.Descriptor, settings.Batch, settings.ImageTokens, settings.TextTokens)
+                .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
+            try
+            {
+                var runs = StageProgress.Of(progress, "forward", "runs");
+                int run = 0;
+                medianMs = Median(settings, () =>
+                {
+                    backend.ResetCount();
+                    foreach (var output in model.Run(inputs).Values) output.Dispose();
+                    backend.Synchronize();
+                    runs?.Report((++run, settings.Warmup + settings.Runs));
+                });
+                flops = backend.FloatingPointOperations;
+                profile = new Dictionary<string, (double Seconds, int Calls)>(backend.Profile);
+            }
+            finally
+            {
+                foreach (var t in inputs.Values) t.Dispose();
+            }
+        }
+        finally
+        {
+            foreach (var w in weights.Values) w.Dispose();
+        }
+        double gemm = MeasureGemm(backend, 1024);
+        var baseline = settings.Python == null ? null
+            : PyTorchBaseline.Run(settings.Python, settings.Weights ?? BaselineWeightsFile(info.Descriptor, log), settings.ImageTokens,
+                settings.TextTokens, settings.Batch, settings.Runs, settings.Warmup, log);
+        return new ForwardBenchResult(info.Descriptor.Name, backend.Name, settings.Batch * (settings.ImageTokens + settings.TextTokens),
+            medianMs, flops, gemm, baseline, settings.Profile ? new OpProfile(profile) : null);
+    }
+
+    /// <summary>A whole edit with seeded random weights: seconds per sampling step and per image.</summary>
+    public static EditBenchResult Edit(BenchSettings settings, IBackend backend, IProgress<StageProgress>? progress = null)
+    {
+        var transformerInfo = Compiled(settings.Model);
+        var vaeInfo = Compiled(settings.VaeModel);
+        var transformerWeights = RandomWeights.Upload(transformerInfo.Descriptor, backend, Seed, StageProgress.Of(progress, "random transformer weights", "tensors"));
+        var vaeWeights = RandomWeights.Upload(vaeInfo.Descriptor, backend, Seed, StageProgress.Of(progress, "random vae weights", "tensors"));
+        try
+        {
+            var pipeline = new FillPipeline(transformerInfo.Create(backend, transformerWeights), vaeInfo.Create(backend, vaeWeights));
+            int Param(string name) => int.Parse(transformerInfo.Descriptor.Params[name], CultureInfo.InvariantCulture);
+            var random = new Random(3);
+            HostTensor Random(params int[] shape)
+            {
+                var t = new HostTensor(shape);
+                for (int i = 0; i < t.Data.Length; i++) t.Data[i] = (float)(random.NextDouble() * 2 - 1);
+                return t;
+            }
+            var request = new FillEditRequest(Random(1, 3, settings.Height, settings.Width),
+                settings.Method == EditMethod.Fill ? new HostTensor(1, 1, settings.Height, settings.Width) : null,
+                settings.Method, new TextConditioning(Random(1, 128, Param("context_in_dim")), Random(1, Param("vec_in_dim"))),
+                settings.Steps, Seed: 1);
+
+            // The first step's time includes the VAE encode; the median over steps leaves it out.
+            var stepTimes = new List<double>();
+            var whole = Stopwatch.StartNew();
+            pipeline.Edit(request, new StepTimer(stepTimes));
+            double total = whole.Elapsed.TotalSeconds;
+            stepTimes.Sort();
+            double perStep = stepTimes.Count == 0 ? double.NaN : stepTimes[stepTimes.Count / 2];
+            return new EditBenchResult(transformerInfo.Descriptor.Name, vaeInfo.Descriptor.Name, backend.Name, settings.Width, settings.Height,
+                settings.Method, settings.Steps, perStep, total);
+        }
+        finally
+        {
+            foreach (var w in transformerWeights.Values.Concat(vaeWeights.Values)) w.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A LoRA training step (forward, backward, AdamW), keeping every activation and with per-block recomputation,
+    /// against one plain forward of the same model and tokens, in the same run, with the peak memory of each.
+    /// </summary>
+    public static TrainBenchResult Train(BenchSettings settings, IBackend backend, IProgress<StageProgress>? progress = null)
+    {
+        var info = Compiled(settings.Model);
+        var training = backend as ITrainingBackend
+            ?? throw new NotSupportedException($"the {backend.Name} backend has no training ops: bench train runs with --device cpu or --device cuda");
+        var weights = RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"));
+        try
+        {
+            var model = info.Create(backend, weights);
+            var inputs = BenchInputs.Create(info.Descriptor, settings.Batch, settings.ImageTokens, settings.TextTokens)
+                .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
+            var targets = LoraTargets.Preset(settings.Preset, info.Descriptor);
+            var parameters = LoraInit.Create(backend, targets, settings.Rank, LoraInit.KindOf(settings.Preset, info.Descriptor), new TrainingRandom(Seed));
+            var state = LoraInit.Attach(targets, parameters, scale: 1f);
+            using var optimizer = new AdamW(training);
+            try
+            {
+                double forward = Median(settings, () =>
+                {
+                    foreach (var output in model.Run(inputs).Values) output.Dispose();
+                    backend.Synchronize();
+                });
+                long forwardMemory = Environment.WorkingSet;
+                model.Training = state;
+                var statistics = backend as IMemoryStatistics;
+                long weightBytes = weights.Values.Sum(w => w.Length * w.DType.SizeInBytes());
+                var steps = new List<TrainStepTiming>();
+                foreach (bool recompute in new[] { false, true })
+                {
+                    state.Recompute = recompute;
+                    statistics?.ResetPeak();
+                    double step = Median(settings, () =>
+                    {
+                        foreach (var p in parameters) training.Scale(p.Gradient, 0f);
+                        model.ForwardBackward(inputs, output => backend.Upload(new HostTensor(output.Shape)));
+                        optimizer.Step(parameters, AdamW.DefaultLearningRate);
+                        // Each step waits for the device, so the median times whole steps, not their queueing.
+                        backend.Synchronize();
+                    });
+                    // The weights plus the most the backend held during the steps (activations, gradients, adapters, scratch).
+                    long peak = statistics != null
+                        ? weightBytes + statistics.PeakAllocatedBytes
+                        : Process.GetCurrentProcess().PeakWorkingSet64;
+                    steps.Add(new TrainStepTiming(recompute, step, peak));
+                }
+                OpProfile? profile = null;
+                double? stepGflop = null, forwardGflop = null;
+                if (settings.Profile)
+                {
+                    // A second instance of the model on a counting wrapper: the timed rows above stay unprofiled.
+                    var counting = new CountingBackend(backend, profile: true);
+                    var profiled = info.Create(counting, weights);
+                    profiled.Training = state;
+                    state.Recompute = false;
+                    counting.ResetCount();
+                    foreach (var output in profiled.Run(inputs).Values) output.Dispose();
+                    forwardGflop = counting.FloatingPointOperations / 1e9;
+                    for (int pass = 0; pass < 2; pass++)
+                    {
+                        counting.ResetCount();
+                        profiled.ForwardBackward(inputs, output => counting.Upload(new HostTensor(output.Shape)));
+                    }
+                    profile = new OpProfile(new Dictionary<string, (double Seconds, int Calls)>(counting.Profile));
+                    stepGflop = counting.FloatingPointOperations / 1e9;
+                }
+                return new TrainBenchResult(info.Descriptor.Name, backend.Name, $"{targets.Count} × rank {settings.Rank} ({settings.Preset})", forward, steps,
+                    statistics != null, weightBytes, forwardMemory, profile, stepGflop, forwardGflop);
+            }
+            finally
+            {
+                model.Training = null;
+                foreach (var p in parameters) { p.Value.Dispose(); p.Gradient.Dispose(); }
+                foreach (var t in inputs.Values) t.Dispose();
+            }
+        }
+        finally
+        {
+            foreach (var w in weights.Values) w.Dispose();
+        }
+    }
+
+    private static double Median(BenchSettings settings, Action run)
+    {
+        var times = new List<double>();
+        for (int i = 0; i < settings.Warmup + settings.Runs; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            run();
+            if (i >= settings.Warmup) times.Add(clock.Elapsed.TotalMilliseconds);
+        }
+        times.Sort();
+        return times[times.Count / 2];
+    }
+
+    /// <summary>Times each sampling step from the sampler's progress reports (the first report ends step one).</summary>
+    private sealed class StepTimer(List<double> times) : IProgress<(int Done, int Total)>
+    {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+
+        public void Report((int Done, int Total) value)
+        {
+            times.Add(_clock.Elapsed.TotalSeconds);
+            _clock.Restart();
+        }
+    }
+
+    private static IReadOnlyDictionary<string, DeviceTensor> LoadWeights(CompiledModelInfo info, string path, IBackend backend, IProgress<StageProgress>? progress)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        return WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, StageProgress.Of(progress, "loading weights", "tensors"));
+    }
+
+    /// <summary>The same seeded weights as a file the PyTorch baseline can read, written once per model.</summary>
+    private static string BaselineWeightsFile(ModelDescriptor model, TextWriter log)
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"influx-bench-{model.Name}-{Seed}.safetensors");
+        if (!File.Exists(path))
+        {
+            log.WriteLine($"writing the benchmark's weights for the PyTorch baseline to {path}");
+            RandomWeights.Write(model, path, Seed);
+        }
+        return path;
+    }
+
+    /// <summary>Our own GEMM rate through the backend's Linear, for comparison with the machine's BLAS.</summary>
+    private static double MeasureGemm(IBackend backend, int n)
+    {
+        var random = new Random(7);
+        var host = new HostTensor(n, n);
+        for (int i = 0; i < host.Data.Length; i++) host.Data[i] = (float)(random.NextDouble() - 0.5);
+        using var x = backend.Upload(host);
+        using var w = backend.Upload(host);
+        using var y = backend.Allocate(new[] { n, n });
+        var times = new List<double>();
+        for (int run = 0; run < 6; run++)
+        {
+            var clock = Stopwatch.StartNew();
+            backend.Linear(y, x, w, null);
+            backend.Synchronize();
+            if (run > 0) times.Add(clock.Elapsed.TotalSeconds);
+        }
+        times.Sort();
+        return 2.0 * n * n * n / times[times.Count / 2] / 1e9;
+    }
+}

@@ -1,0 +1,209 @@
+using System.Diagnostics;
+using InFluxEdit.Models;
+using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Images;
+using InFluxEdit.Runtime.Lora;
+using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Text;
+
+namespace InFluxEdit.Fill;
+
+/// <summary>A LoRA file to apply and its strength.</summary>
+public sealed record LoraFile(string Path, float Scale = 1f);
+
+/// <summary>One edit of an image file by <see cref="ImageEditor.Edit"/>.</summary>
+public sealed record EditRequest
+{
+    /// <summary>The image to edit (PNG, JPEG, BMP, GIF, TGA, WebP, TIFF; alpha is dropped).</summary>
+    public required string Input { get; init; }
+
+    /// <summary>Where the edited image is written (the extension picks the format); null: only returned.</summary>
+    public string? Output { get; init; }
+
+    /// <summary>What the edit should produce.</summary>
+    public string Prompt { get; init; } = "";
+
+    /// <summary>For <see cref="EditMethod.Fill"/>: the mask, the input's size; white = region to generate.</summary>
+    public string? Mask { get; init; }
+
+    public EditMethod Method { get; init; } = EditMethod.Channel;
+
+    /// <summary>A FLUX.1 Fill model folder (Hugging Face layout): the transformer, ae.safetensors and the text encoders.</summary>
+    public string? FluxDir { get; init; }
+
+    /// <summary>A compiled transformer's name, or a checkpoint to recognise when <see cref="Weights"/> is not given.</summary>
+    public string? Model { get; init; }
+
+    /// <summary>The transformer checkpoint; default: <see cref="FluxDir"/>'s.</summary>
+    public string? Weights { get; init; }
+
+    /// <summary>The autoencoder checkpoint; default: <see cref="FluxDir"/>'s ae.safetensors.</summary>
+    public string? Vae { get; init; }
+
+    /// <summary>Where the prompt's conditioning comes from; its FluxDir defaults to <see cref="FluxDir"/>.</summary>
+    public TextEncoderSettings Text { get; init; } = new();
+
+    /// <summary>Where prompt encodings are kept for reuse; default: $XDG_CACHE_HOME/influxedit/text.</summary>
+    public string? TextCache { get; init; }
+
+    /// <summary>LoRAs merged into the transformer's weights at load.</summary>
+    public IReadOnlyList<LoraFile> Loras { get; init; } = [];
+
+    public int Steps { get; init; } = 50;
+    public double Guidance { get; init; } = 30.0;
+
+    /// <summary>Seed of the starting noise; null: a random one (returned in the result).</summary>
+    public long? Seed { get; init; }
+
+    /// <summary>A .safetensors file with the starting noise instead of a seed.</summary>
+    public string? Noise { get; init; }
+
+    /// <summary>How sides that are not multiples of 16 are handled.</summary>
+    public SizingMode Fit { get; init; } = SizingMode.Resize;
+}
+
+/// <summary>The edited image [1, 3, H, W] at the input's size, the seed it started from and how long sampling took.</summary>
+public sealed record EditResult(HostTensor Image, string? OutputPath, long Seed, string TransformerModel, TimeSpan SamplingTime);
+
+/// <summary>
+/// Edits image files with a FLUX.1 Fill model: every input is checked before the models load, the prompt is encoded
+/// (and cached) before the transformer loads, LoRAs are merged into its weights, and the edit is sampled.
+/// </summary>
+public static class ImageEditor
+{
+    /// <summary>Runs one edit on <paramref name="backend"/>.</summary>
+    /// <param name="log">Which models, LoRAs and settings are used, one line each.</param>
+    /// <param name="progress">Loading and the sampling steps.</param>
+    /// <param name="cancellation">Checked between the stages and before every sampling step.</param>
+    public static EditResult Edit(EditRequest request, IBackend backend, TextWriter? log = null, IProgress<StageProgress>? progress = null,
+        CancellationToken cancellation = default, IReadOnlyList<CompiledModelInfo>? catalog = null)
+    {
+        log ??= TextWriter.Null;
+        catalog ??= ModelCatalog.All;
+        // Everything that can be checked in a second is checked before the models load.
+        if (request.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {request.Steps}");
+        if (request.Method == EditMethod.Fill && request.Mask == null)
+            throw new ArgumentException("--method fill needs --mask (white = region to generate)");
+        if (request.Method != EditMethod.Fill && request.Mask != null)
+            throw new ArgumentException($"--mask is used by --method fill only; --method {Name(request.Method)} edits the whole image");
+        if (request.Noise != null && request.Seed != null)
+            throw new ArgumentException("give --seed or --noise, not both: the noise file replaces the seeded noise");
+
+        var image = ImageFile.LoadRgb(request.Input);
+        int height = image.Shape[2], width = image.Shape[3];
+        HostTensor? mask = null;
+        if (request.Mask != null)
+        {
+            mask = ImageFile.LoadMask(request.Mask);
+            if (mask.Shape[2] != height || mask.Shape[3] != width)
+                throw new ArgumentException(
+                    $"the mask {request.Mask} is {mask.Shape[3]}×{mask.Shape[2]} but the input {request.Input} is {width}×{height}; they must have one size");
+        }
+        var plan = ImageSizing.Plan(height, width, request.Fit, $"the input {request.Input}");
+        log.WriteLine($"input: {plan.Describe()}");
+
+        string checkpoint;
+        string? name;
+        if (request.Model != null && File.Exists(request.Model))
+            (checkpoint, name) = (request.Weights ?? request.Model, null);
+        else if (request.Weights == null && request.FluxDir != null)
+            (checkpoint, name) = (FluxModelFolder.Transformer(request.FluxDir), request.Model);
+        else
+            (checkpoint, name) = (request.Weights ?? throw new ArgumentException(
+                request.Model == null
+                    ? "--weights is required: the transformer checkpoint (or give the checkpoint as --model)"
+                    : $"--weights is required with --model {request.Model} (or '{request.Model}' is a checkpoint path that does not exist)"), request.Model);
+        var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, name);
+        string modelName = transformerInfo.Descriptor.Name;
+        string vaePath = ModelFiles.Autoencoder(request.Vae, request.FluxDir);
+        var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
+        var noise = request.Noise == null ? null : LoadNoise(request.Noise);
+        long seed = request.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
+
+        var text = CaptionEncodings.Encode([request.Prompt], request.Text with { FluxDir = request.Text.FluxDir ?? request.FluxDir }, transformerInfo.Descriptor,
+            request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
+        cancellation.ThrowIfCancellationRequested();
+        log.WriteLine($"transformer: {modelName} — {transformerReason}");
+        var loraDeltas = LoraMerge.Read(request.Loras, transformerInfo.Descriptor, log);
+        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
+            StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas?.Deltas, loraDeltas?.Replacements);
+        log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
+        using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, StageProgress.Of(progress, "loading vae", "tensors"));
+        cancellation.ThrowIfCancellationRequested();
+
+        var pipeline = new FillPipeline(transformer.Model, vae.Model);
+        log.WriteLine($"method: {Name(request.Method)}, {request.Steps} steps, guidance {request.Guidance}, " +
+                      (noise != null ? $"noise from {request.Noise}" : $"seed {seed}"));
+        var clock = Stopwatch.StartNew();
+        var result = pipeline.Edit(
+            new FillEditRequest(image, mask, request.Method, text, request.Steps, request.Guidance, noise, seed, request.Fit),
+            new CancellableSteps(StageProgress.Of(progress, "denoising", "it"), cancellation));
+        var elapsed = clock.Elapsed;
+        if (request.Output != null) ImageFile.SaveRgb(result.Image, request.Output);
+        return new EditResult(result.Image, request.Output, seed, modelName, elapsed);
+    }
+
+    /// <summary>Where prompt encodings are kept unless a request says: $XDG_CACHE_HOME/influxedit/text (~/.cache/influxedit/text).</summary>
+    public static string DefaultTextCache()
+    {
+        string? root = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+        if (string.IsNullOrEmpty(root)) root = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        return Path.Combine(root, "influxedit", "text");
+    }
+
+    private static string Name(EditMethod method) => method.ToString().ToLowerInvariant();
+
+    private static HostTensor LoadNoise(string path)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        if (file.TryGetTensor("noise", out _)) return file.ReadFloat32("noise");
+        if (file.Tensors.Count == 1) return file.ReadFloat32(file.Tensors[0].Name);
+        throw new InvalidDataException(
+            $"noise file {path} has {file.Tensors.Count} tensors ({string.Join(", ", file.Tensors.Select(t => t.Name))}) and none named 'noise'");
+    }
+
+    /// <summary>The sampler reports after every step: the place to stop a cancelled edit.</summary>
+    private sealed class CancellableSteps(IProgress<(int Done, int Total)>? inner, CancellationToken cancellation) : IProgress<(int Done, int Total)>
+    {
+        public void Report((int Done, int Total) value)
+        {
+            inner?.Report(value);
+            cancellation.ThrowIfCancellationRequested();
+        }
+    }
+}
+
+/// <summary>LoRA files merged into one set of weight deltas.</summary>
+public static class LoraMerge
+{
+    /// <summary>
+    /// The sum of every LoRA's weight deltas, each at its scale, and the whole weights they carry (a trained img_in);
+    /// null without LoRAs.
+    /// </summary>
+    public static (Dictionary<string, HostTensor> Deltas, Dictionary<string, HostTensor> Replacements)? Read(
+        IReadOnlyList<LoraFile> loras, ModelDescriptor model, TextWriter log)
+    {
+        if (loras.Count == 0) return null;
+        var total = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
+        var replacements = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
+        foreach (var lora in loras)
+        {
+            var (deltas, whole) = LoraReader.Read(lora.Path, model, lora.Scale);
+            foreach (var (key, value) in whole)
+            {
+                if (!replacements.TryAdd(key, value))
+                    throw new ArgumentException($"two --lora files both replace '{key}' whole: apply one of them");
+            }
+            log.WriteLine($"lora: {lora.Path} at scale {lora.Scale}, {deltas.Count} layers" +
+                          (whole.Count > 0 ? $", replacing {string.Join(", ", whole.Keys)}" : ""));
+            foreach (var (key, delta) in deltas)
+            {
+                if (!total.TryGetValue(key, out var sum)) total[key] = delta;
+                else for (int j = 0; j < sum.Data.Length; j++) sum.Data[j] += delta.Data[j];
+            }
+        }
+        return (total, replacements);
+    }
+}

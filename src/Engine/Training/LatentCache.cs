@@ -1,0 +1,83 @@
+using InFluxEdit.Fill;
+using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.Training;
+
+namespace InFluxEdit.Training;
+
+/// <summary>
+/// Each pair's conditioning and target latent, encoded once and kept in a run's cache folder (keyed by method, size and
+/// VAE file) so later runs and resumes skip the VAE.
+/// </summary>
+public static class LatentCache
+{
+    /// <summary>The training examples of <paramref name="dataset"/>; the VAE is loaded (by <paramref name="loadVae"/>) only when a pair is not cached.</summary>
+    /// <param name="vaePath">The autoencoder checkpoint <paramref name="loadVae"/> loads as <paramref name="vaeModel"/>: with it, the cache's key.</param>
+    public static List<FillTrainer.Example> Examples(PairDataset dataset, EditMethod method, LossRegion lossRegion, AspectBuckets buckets,
+        string cacheDir, string vaePath, string vaeModel, Func<LoadedModel> loadVae, IReadOnlyDictionary<string, TextConditioning> texts,
+        TextWriter log, IProgress<StageProgress>? progress = null)
+    {
+        Directory.CreateDirectory(cacheDir);
+        // The VAE file's full path, size and last write time and the compiled autoencoder: a retrained, replaced or
+        // copied file misses the cache (equal sizes are the rule for one architecture) and is encoded again, never a wrong hit.
+        var vaeFile = new FileInfo(vaePath);
+        string vaeTag = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
+            $"{vaeFile.FullName}|{vaeFile.Length}|{vaeFile.LastWriteTimeUtc.Ticks}|{vaeModel}")))[..16];
+        var examples = new List<FillTrainer.Example>();
+        int encoded = 0;
+        LoadedModel? vae = null;
+        try
+        {
+            foreach (var pair in dataset.Pairs)
+            {
+                var bucket = buckets.Assign(pair.Width, pair.Height);
+                string methodName = method.ToString().ToLowerInvariant();
+                string path = Path.Combine(cacheDir, $"{pair.Name}.{methodName}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
+                if (!File.Exists(path))
+                {
+                    vae ??= loadVae();
+                    var (source, target) = PairDataset.Load(pair, bucket);
+                    var model = vae.Model;
+                    HostTensor Encode(HostTensor image) => VaeCodec.Encode(model, image);
+                    // Inpainting: the pair's "target" is the mask; the model learns to restore the masked image.
+                    var fillMask = method == EditMethod.Fill ? MaskFromRgb(target) : null;
+                    var condition = FillConditioning.Build(method, source, fillMask, Encode);
+                    var x0 = FillConditioning.TrainingTarget(method, source, method == EditMethod.Fill ? source : target, Encode);
+                    SafeTensorsWriter.Write(path, new Dictionary<string, HostTensor>
+                    {
+                        ["img_cond"] = condition.ImgCond,
+                        ["img_ids"] = condition.ImgIds,
+                        ["x0"] = x0,
+                    });
+                    encoded++;
+                }
+                using var file = SafeTensorsFile.Open(path);
+                var imgCond = file.ReadFloat32("img_cond");
+                // The packed mask is the last 256 features of every conditioning token.
+                int maskFeatures = imgCond.Shape[2] - 64;
+                var mask = new HostTensor(1, imgCond.Shape[1], maskFeatures);
+                for (int token = 0; token < imgCond.Shape[1]; token++)
+                    Array.Copy(imgCond.Data, token * imgCond.Shape[2] + 64, mask.Data, token * maskFeatures, maskFeatures);
+                examples.Add(new FillTrainer.Example(pair.Name, imgCond, file.ReadFloat32("img_ids"), file.ReadFloat32("x0"),
+                    FlowMatching.TokenWeights(lossRegion, mask), texts[pair.Caption]));
+                progress?.Report(new StageProgress("latents", "pairs", examples.Count, dataset.Pairs.Count));
+            }
+        }
+        finally
+        {
+            vae?.Dispose();
+        }
+        log.WriteLine($"latents: {examples.Count} pairs, {encoded} encoded, {examples.Count - encoded} from the cache in {cacheDir}");
+        return examples;
+    }
+
+    /// <summary>A mask loaded as an RGB image in [−1, 1], back to [1, 1, H, W] in [0, 1] (mean of the channels).</summary>
+    private static HostTensor MaskFromRgb(HostTensor rgb)
+    {
+        int height = rgb.Shape[2], width = rgb.Shape[3], plane = height * width;
+        var mask = new HostTensor(1, 1, height, width);
+        for (int i = 0; i < plane; i++)
+            mask.Data[i] = Math.Clamp(((rgb.Data[i] + rgb.Data[plane + i] + rgb.Data[2 * plane + i]) / 3f + 1f) / 2f, 0f, 1f);
+        return mask;
+    }
+}

@@ -1,0 +1,166 @@
+using System.Diagnostics;
+using InFluxEdit.Fill;
+using InFluxEdit.Models;
+using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Lora;
+using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.Training;
+using InFluxEdit.Text;
+
+namespace InFluxEdit.Training;
+
+/// <summary>
+/// Trains an editing LoRA (or, with <see cref="TrainRequest.Full"/>, every weight) on a FLUX.1 Fill transformer: the
+/// captions are encoded and the pairs' latents cached first, then the steps run with a checkpoint every
+/// <see cref="TrainRequest.CheckpointEvery"/> steps, validation edits when asked, and the result written atomically.
+/// </summary>
+public static class LoraTraining
+{
+    /// <summary>A fixed σ and noise for the before/after loss, so it moves only if the weights learn (the training draws vary per step).</summary>
+    public const double EvaluationSigma = 0.5;
+
+    /// <summary>Validation edits sample as an edit does by default (FLUX Fill's guidance 30).</summary>
+    private const double ValidationGuidance = 30.0;
+
+    /// <summary>
+    /// Runs <paramref name="request"/> on <paramref name="backend"/>. Cancelling saves a checkpoint of the step reached
+    /// (continue with <see cref="TrainRequest.Resume"/>) and then throws <see cref="OperationCanceledException"/>.
+    /// </summary>
+    /// <param name="log">What is loaded, cached and written, one line each (nothing is printed otherwise).</param>
+    /// <param name="progress">Every optimizer step.</param>
+    /// <param name="stages">Loading and latent encoding.</param>
+    /// <param name="catalog">The compiled models to choose from (default: every model of this build).</param>
+    public static TrainResult Train(TrainRequest request, IBackend backend, TextWriter? log = null, IProgress<TrainProgress>? progress = null,
+        IProgress<StageProgress>? stages = null, CancellationToken cancellation = default, IReadOnlyList<CompiledModelInfo>? catalog = null)
+    {
+        log ??= TextWriter.Null;
+        catalog ??= ModelCatalog.All;
+        var clock = Stopwatch.StartNew();
+        if (request.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {request.Steps}");
+        if (request.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {request.Rank}");
+        string checkpoint = request.Weights ?? request.Model ?? (request.FluxDir != null ? FluxModelFolder.Transformer(request.FluxDir) : null)
+            ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
+        var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, request.Weights != null ? request.Model : null);
+        var settings = Settings(request, transformerInfo.Descriptor);
+
+        var dataset = request.Data != null
+            ? request.Method == EditMethod.Fill ? PairDataset.FromMasked(request.Data)
+            : request.Combined ? PairDataset.FromCombined(request.Data) : PairDataset.FromFolder(request.Data)
+            : request.InputDir != null && request.TargetDir != null && request.CaptionDir != null
+                ? PairDataset.FromSeparateFolders(request.InputDir, request.TargetDir, request.CaptionDir)
+                : throw new ArgumentException("give --data DIR, or --input-dir, --target-dir and --caption-dir");
+        log.WriteLine($"data: {dataset.Pairs.Count} pairs");
+
+        var validation = request.Validation == null ? null
+            : request.Method == EditMethod.Fill ? PairDataset.FromMasked(request.Validation) : PairDataset.FromFolder(request.Validation);
+        string vaePath = request.AutoencoderPath;
+        var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
+        Directory.CreateDirectory(request.Output);
+
+        log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
+        log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
+        var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => p.Caption).ToList();
+        var texts = CaptionEncodings.Encode(captions, request.TextInEffect, transformerInfo.Descriptor, Path.Combine(request.Output, "cache", "text"),
+            backend, catalog, log, stages);
+        var examples = LatentCache.Examples(dataset, settings.Method, settings.LossRegion, new AspectBuckets(request.Resolution),
+            Path.Combine(request.Output, "cache"), vaePath, vaeInfo.Descriptor.Name, () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, log, stages);
+
+        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
+        using var validationVae = validation == null ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
+        // Full training updates the weights in place: writable copies (loaded weights are read-only), and a model on them.
+        var fullWeights = request.Full ? FullWeightTraining.WritableCopies(backend, transformer.Weights) : null;
+        try
+        {
+            var model = fullWeights == null ? transformer.Model : transformerInfo.Create(backend, fullWeights);
+            using var trainer = new FillTrainer(model, fullWeights ?? transformer.Weights, settings, examples);
+            if (request.Resume != null)
+            {
+                trainer.Resume(request.Resume);
+                log.WriteLine($"resumed {request.Resume} at step {trainer.Step}");
+            }
+            log.WriteLine($"training {trainer.Parameters.Count} tensors ({trainer.Parameters.Sum(p => p.Length):N0} values): " +
+                          (settings.Full ? "every weight in full"
+                              : $"{trainer.Targets.Count} adapters of rank {settings.Rank}, alpha {settings.Alpha}{(settings.TrainImgIn ? ", img_in in full" : "")}") +
+                          (settings.Recompute ? "; recomputing each block's activations in the backward pass" : ""));
+
+            double before = trainer.Evaluate(EvaluationSigma, settings.Seed + 1);
+            var tracker = new TrainingProgress(settings.Steps, trainer.Step);
+            var guard = new NonFiniteGuard(warn: message => log.WriteLine("warning: " + message));
+            string baseModel = transformerInfo.Descriptor.Name;
+            var checkpoints = new List<string>();
+            var validationFolders = new List<string>();
+            string SaveCheckpoint()
+            {
+                string path = Path.Combine(request.Output, $"checkpoint-{trainer.Step:D6}.safetensors");
+                trainer.SaveCheckpoint(path, baseModel);
+                checkpoints.Add(path);
+                log.WriteLine($"checkpoint: {path}");
+                return path;
+            }
+            while (trainer.Step < settings.Steps)
+            {
+                if (cancellation.IsCancellationRequested)
+                {
+                    SaveCheckpoint();
+                    cancellation.ThrowIfCancellationRequested();
+                }
+                double loss = trainer.TrainStep(guard);
+                if (!double.IsNaN(loss)) tracker.Report(trainer.Step, loss);
+                progress?.Report(new TrainProgress(trainer.Step, settings.Steps, loss, tracker.SmoothedLoss,
+                    tracker.FormatLine() + (backend is IMemoryStatistics memory ? $", {backend.Name} peak {TrainingProgress.FormatBytes(memory.PeakAllocatedBytes)}" : ""),
+                    (backend as IMemoryStatistics)?.PeakAllocatedBytes));
+                bool last = trainer.Step == settings.Steps;
+                if (validation != null && (last || (request.ValidateEvery > 0 && trainer.Step % request.ValidateEvery == 0)))
+                {
+                    string folder = Path.Combine(request.Output, "validation", $"step-{trainer.Step:D6}");
+                    ValidationSheet.Write(folder, new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[caption],
+                        request.ValidationSteps, ValidationGuidance, settings.Seed, log);
+                    validationFolders.Add(folder);
+                }
+                if (trainer.Step % settings.CheckpointEvery == 0 || last) SaveCheckpoint();
+            }
+
+            double after = trainer.Evaluate(EvaluationSigma, settings.Seed + 1);
+            string method = request.Method.ToString().ToLowerInvariant();
+            if (fullWeights != null)
+            {
+                string weightsPath = Path.Combine(request.Output, baseModel + ".safetensors");
+                FullWeightTraining.SaveWeights(weightsPath, backend, transformerInfo.Descriptor, fullWeights,
+                    new Dictionary<string, string> { ["trained"] = $"{method}, {trainer.Step} steps, every weight" });
+                log.WriteLine($"weights: {weightsPath}");
+                return new TrainResult(trainer.Step, null, weightsPath, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed);
+            }
+
+            string loraPath = request.LoraPath;
+            LoraWriter.Write(loraPath, trainer.Trained(), transformerInfo.Descriptor, settings.Format,
+                new LoraExportInfo(method, settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step));
+            log.WriteLine($"lora: {loraPath}");
+            return new TrainResult(trainer.Step, loraPath, null, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed);
+        }
+        finally
+        {
+            if (fullWeights != null) foreach (var weight in fullWeights.Values) weight.Dispose();
+        }
+    }
+
+    /// <summary>The request's choices with the schema's and the optimizer's defaults filled in.</summary>
+    public static TrainingSettings Settings(TrainRequest request, ModelDescriptor transformer)
+    {
+        // Rank, alpha and preset default to the schema's "lora" section.
+        var lora = transformer.Lora;
+        int rank = request.Rank ?? lora?.Rank ?? 16;
+        double alpha = request.Alpha ?? (request.Rank == null && lora != null ? lora.Alpha : rank);
+        string preset = request.Preset ?? lora?.DefaultPreset
+            ?? throw new ArgumentException($"{transformer.Name} has no LoRA presets in its schema: give --preset");
+        return new TrainingSettings(request.Method, request.Steps, rank, alpha,
+            preset, request.TrainImgIn, request.Optimizer,
+            request.LearningRate ?? (request.Optimizer == "prodigy" ? Prodigy.DefaultLearningRate : AdamW.DefaultLearningRate),
+            LearningRateSchedule.ParseKind(request.Schedule), request.WarmupSteps, FlowMatching.ParseSampling(request.TimestepSampling),
+            request.GuidanceInEffect, Math.Max(1, request.Accumulate), request.MaxGradNorm, request.Seed, Math.Max(1, request.CheckpointEvery),
+            LoraWriter.ParseFormat(request.Format), request.ParsedLossRegion)
+        {
+            Recompute = request.Recompute,
+            Full = request.Full,
+        };
+    }
+}

@@ -1,0 +1,117 @@
+using InFluxEdit.Fill;
+using InFluxEdit.Runtime.Lora;
+using InFluxEdit.Runtime.Training;
+using InFluxEdit.Text;
+
+namespace InFluxEdit.Training;
+
+/// <summary>
+/// One training run of <see cref="LoraTraining.Train"/>: the base model, the pairs, and how to train. Null values take
+/// the defaults the README gives (the schema's LoRA rank, alpha and preset; the optimizer's learning rate; the guidance
+/// a toy base was pretrained with).
+/// </summary>
+public sealed record TrainRequest
+{
+    /// <summary>A FLUX.1 Fill model folder (Hugging Face layout): the transformer, ae.safetensors and the text encoders.</summary>
+    public string? FluxDir { get; init; }
+
+    /// <summary>A compiled transformer's name, or a checkpoint to recognise when <see cref="Weights"/> is not given.</summary>
+    public string? Model { get; init; }
+
+    /// <summary>The transformer checkpoint (.safetensors, BFL keys); default: <see cref="FluxDir"/>'s.</summary>
+    public string? Weights { get; init; }
+
+    /// <summary>The autoencoder checkpoint; default: <see cref="FluxDir"/>'s ae.safetensors.</summary>
+    public string? Vae { get; init; }
+
+    /// <summary>Where captions' conditioning comes from; its FluxDir defaults to <see cref="FluxDir"/>.</summary>
+    public TextEncoderSettings Text { get; init; } = new();
+
+    /// <summary>The pairs (source/ and target/, or images/ and masks/ for <see cref="EditMethod.Fill"/>).</summary>
+    public string? Data { get; init; }
+
+    /// <summary>The seed's layout instead of <see cref="Data"/>: source images, target images and NAME.txt captions.</summary>
+    public string? InputDir { get; init; }
+    public string? TargetDir { get; init; }
+    public string? CaptionDir { get; init; }
+
+    /// <summary><see cref="Data"/> holds ready-made [source | target] diptychs.</summary>
+    public bool Combined { get; init; }
+
+    public EditMethod Method { get; init; } = EditMethod.Channel;
+
+    /// <summary>The run's folder: checkpoints, the latent and text caches, validation edits and the result.</summary>
+    public required string Output { get; init; }
+
+    public int Steps { get; init; } = 1000;
+    public int? Rank { get; init; }
+    public double? Alpha { get; init; }
+    public string? Preset { get; init; }
+    public bool TrainImgIn { get; init; }
+
+    /// <summary>Every weight of the transformer in full instead of a LoRA.</summary>
+    public bool Full { get; init; }
+
+    /// <summary>Per-block recomputation (gradient checkpointing).</summary>
+    public bool Recompute { get; init; }
+
+    /// <summary>adamw or prodigy.</summary>
+    public string Optimizer { get; init; } = "adamw";
+    public double? LearningRate { get; init; }
+
+    /// <summary>constant, warmup or cosine.</summary>
+    public string Schedule { get; init; } = "constant";
+    public int WarmupSteps { get; init; }
+
+    /// <summary>uniform, logit-normal or mode.</summary>
+    public string TimestepSampling { get; init; } = "uniform";
+    public double? Guidance { get; init; }
+    public int Accumulate { get; init; } = 1;
+    public double MaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>Images are bucketed by aspect ratio at about this many pixels squared.</summary>
+    public int Resolution { get; init; } = 512;
+    public long Seed { get; init; }
+    public int CheckpointEvery { get; init; } = 100;
+
+    /// <summary>Held-out pairs to edit every <see cref="ValidateEvery"/> steps and at the end.</summary>
+    public string? Validation { get; init; }
+    public int ValidateEvery { get; init; }
+    public int ValidationSteps { get; init; } = 20;
+
+    /// <summary>A checkpoint of this run to continue from.</summary>
+    public string? Resume { get; init; }
+
+    /// <summary>The LoRA file's format: kohya (ComfyUI) or diffusers (PEFT).</summary>
+    public string Format { get; init; } = "kohya";
+
+    /// <summary>all tokens, or masked: only the tokens the mask covers.</summary>
+    public string LossRegion { get; init; } = "all";
+
+    /// <summary>The text settings in effect: <see cref="Text"/>, its model folder defaulting to <see cref="FluxDir"/>.</summary>
+    public TextEncoderSettings TextInEffect => Text with { FluxDir = Text.FluxDir ?? FluxDir };
+
+    /// <summary>The guidance input while training: <see cref="Guidance"/>, else the one a toy base was trained with, else 1 (as the seed trains FLUX Fill).</summary>
+    public double GuidanceInEffect => FluxModelFolder.TrainingGuidance(FluxDir, Guidance);
+
+    /// <summary>The autoencoder: <see cref="Vae"/>, else <see cref="FluxDir"/>'s.</summary>
+    public string AutoencoderPath => ModelFiles.Autoencoder(Vae, FluxDir);
+
+    /// <summary>Where the run writes its LoRA: OUTPUT/lora-METHOD-FORMAT.safetensors.</summary>
+    public string LoraPath => Path.Combine(Output,
+        $"lora-{Method.ToString().ToLowerInvariant()}-{LoraWriter.ParseFormat(Format).ToString().ToLowerInvariant()}.safetensors");
+
+    internal LossRegion ParsedLossRegion => LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All;
+}
+
+/// <summary>One optimizer step's report: where the run is and how its loss goes.</summary>
+/// <param name="Line">The step, loss, smoothed loss, rate and ETA as one line for a log.</param>
+/// <param name="PeakDeviceBytes">The most the backend has held, where it counts.</param>
+public readonly record struct TrainProgress(int Step, int TotalSteps, double Loss, double SmoothedLoss, string Line, long? PeakDeviceBytes);
+
+/// <summary>What a run wrote and how well the weights fit the training pairs before and after.</summary>
+/// <param name="LoraPath">The LoRA written at the end; null when <see cref="TrainRequest.Full"/>.</param>
+/// <param name="WeightsPath">The whole trained transformer, when <see cref="TrainRequest.Full"/>.</param>
+/// <param name="LossBefore">The loss on the training pairs at σ = <paramref name="EvaluationSigma"/> with fixed noise, before this run.</param>
+public sealed record TrainResult(int Steps, string? LoraPath, string? WeightsPath, IReadOnlyList<string> Checkpoints, IReadOnlyList<string> ValidationFolders,
+    double EvaluationSigma, double LossBefore, double LossAfter, TimeSpan Elapsed);
