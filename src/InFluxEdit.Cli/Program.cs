@@ -41,6 +41,11 @@ public static class Program
 
     private static int ShowHelp<T>(ParserResult<T> result, IEnumerable<Error> errors)
     {
+        if (errors.Any(e => e.Tag == ErrorType.VersionRequestedError))
+        {
+            System.Console.Out.WriteLine(HeadingInfo.Default);
+            return 0;
+        }
         // Without a verb (or with an unknown one) the help lists the commands; with one, that command's options.
         bool listCommands = result.TypeInfo.Current == typeof(NullInstance);
         var help = HelpText.AutoBuild(result, h =>
