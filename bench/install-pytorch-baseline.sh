@@ -2,7 +2,8 @@
 # Installs the OPTIONAL PyTorch CPU baseline used by `influx-cli bench forward`
 # (bench/pytorch_flux_forward.py). Nothing in the build or the tests needs it.
 #
-# Debian 12 packages: python3-torch (1.13) + libopenblas0-pthread. Without
+# Debian 12 packages: python3-torch (1.13) + libopenblas0-pthread (+ python3-threadpoolctl,
+# which reports the BLAS kernel in use). Without
 # OpenBLAS, Debian's torch falls back to the reference BLAS (~4 GFLOP/s), which
 # would make the comparison meaningless. The packages install for Debian's
 # /usr/bin/python3, so the baseline must be run with /usr/bin/python3 (not a
@@ -12,7 +13,7 @@
 # only when something is missing. Needs root (or sudo).
 set -eu
 
-PKGS="python3-torch python3-numpy libopenblas0-pthread"
+PKGS="python3-torch python3-numpy libopenblas0-pthread python3-threadpoolctl"
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then

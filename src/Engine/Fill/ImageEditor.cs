@@ -14,7 +14,7 @@ namespace InFluxEdit.Fill;
 public sealed record LoraFile(string Path, float Scale = 1f);
 
 /// <summary>One edit of an image file by <see cref="ImageEditor.Edit"/>.</summary>
-public sealed record EditRequest
+public sealed record EditRequest : ModelSelection
 {
     /// <summary>The image to edit (PNG, JPEG, BMP, GIF, TGA, WebP, TIFF; alpha is dropped).</summary>
     public required string Input { get; init; }
@@ -29,21 +29,6 @@ public sealed record EditRequest
     public string? Mask { get; init; }
 
     public EditMethod Method { get; init; } = EditMethod.Channel;
-
-    /// <summary>A FLUX.1 Fill model folder (Hugging Face layout): the transformer, ae.safetensors and the text encoders.</summary>
-    public string? FluxDir { get; init; }
-
-    /// <summary>A compiled transformer's name, or a checkpoint to recognise when <see cref="Weights"/> is not given.</summary>
-    public string? Model { get; init; }
-
-    /// <summary>The transformer checkpoint; default: <see cref="FluxDir"/>'s.</summary>
-    public string? Weights { get; init; }
-
-    /// <summary>The autoencoder checkpoint; default: <see cref="FluxDir"/>'s ae.safetensors.</summary>
-    public string? Vae { get; init; }
-
-    /// <summary>Where the prompt's conditioning comes from; its FluxDir defaults to <see cref="FluxDir"/>.</summary>
-    public TextEncoderSettings Text { get; init; } = new();
 
     /// <summary>Where prompt encodings are kept for reuse; default: $XDG_CACHE_HOME/influxedit/text.</summary>
     public string? TextCache { get; init; }
@@ -117,12 +102,12 @@ public static class ImageEditor
                     : $"--weights is required with --model {request.Model} (or '{request.Model}' is a checkpoint path that does not exist)"), request.Model);
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, name);
         string modelName = transformerInfo.Descriptor.Name;
-        string vaePath = ModelFiles.Autoencoder(request.Vae, request.FluxDir);
+        string vaePath = request.AutoencoderPath;
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         var noise = request.Noise == null ? null : LoadNoise(request.Noise);
         long seed = request.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
 
-        var text = CaptionEncodings.Encode([request.Prompt], request.Text with { FluxDir = request.Text.FluxDir ?? request.FluxDir }, transformerInfo.Descriptor,
+        var text = CaptionEncodings.Encode([request.Prompt], request.TextInEffect, transformerInfo.Descriptor,
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
         cancellation.ThrowIfCancellationRequested();
         log.WriteLine($"transformer: {modelName} — {transformerReason}");

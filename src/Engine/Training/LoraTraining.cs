@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
@@ -121,6 +122,8 @@ public static class LoraTraining
             }
 
             double after = trainer.Evaluate(EvaluationSigma, settings.Seed + 1);
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"loss on the training pairs at σ = {EvaluationSigma}, fixed noise: {before:F5} before, {after:F5} after"));
             string method = request.Method.ToString().ToLowerInvariant();
             if (fullWeights != null)
             {

@@ -10,23 +10,8 @@ namespace InFluxEdit.Training;
 /// the defaults the README gives (the schema's LoRA rank, alpha and preset; the optimizer's learning rate; the guidance
 /// a toy base was pretrained with).
 /// </summary>
-public sealed record TrainRequest
+public sealed record TrainRequest : ModelSelection
 {
-    /// <summary>A FLUX.1 Fill model folder (Hugging Face layout): the transformer, ae.safetensors and the text encoders.</summary>
-    public string? FluxDir { get; init; }
-
-    /// <summary>A compiled transformer's name, or a checkpoint to recognise when <see cref="Weights"/> is not given.</summary>
-    public string? Model { get; init; }
-
-    /// <summary>The transformer checkpoint (.safetensors, BFL keys); default: <see cref="FluxDir"/>'s.</summary>
-    public string? Weights { get; init; }
-
-    /// <summary>The autoencoder checkpoint; default: <see cref="FluxDir"/>'s ae.safetensors.</summary>
-    public string? Vae { get; init; }
-
-    /// <summary>Where captions' conditioning comes from; its FluxDir defaults to <see cref="FluxDir"/>.</summary>
-    public TextEncoderSettings Text { get; init; } = new();
-
     /// <summary>The pairs (source/ and target/, or images/ and masks/ for <see cref="EditMethod.Fill"/>).</summary>
     public string? Data { get; init; }
 
@@ -88,14 +73,8 @@ public sealed record TrainRequest
     /// <summary>all tokens, or masked: only the tokens the mask covers.</summary>
     public string LossRegion { get; init; } = "all";
 
-    /// <summary>The text settings in effect: <see cref="Text"/>, its model folder defaulting to <see cref="FluxDir"/>.</summary>
-    public TextEncoderSettings TextInEffect => Text with { FluxDir = Text.FluxDir ?? FluxDir };
-
     /// <summary>The guidance input while training: <see cref="Guidance"/>, else the one a toy base was trained with, else 1 (as the seed trains FLUX Fill).</summary>
     public double GuidanceInEffect => FluxModelFolder.TrainingGuidance(FluxDir, Guidance);
-
-    /// <summary>The autoencoder: <see cref="Vae"/>, else <see cref="FluxDir"/>'s.</summary>
-    public string AutoencoderPath => ModelFiles.Autoencoder(Vae, FluxDir);
 
     /// <summary>Where the run writes its LoRA: OUTPUT/lora-METHOD-FORMAT.safetensors.</summary>
     public string LoraPath => Path.Combine(Output,

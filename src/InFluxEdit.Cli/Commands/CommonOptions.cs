@@ -26,9 +26,6 @@ public abstract class TextEncoderOptions : DeviceOptions
     [Option("flux-dir", HelpText = "A FLUX.1 Fill model folder as Hugging Face ships it: the transformer (flux1-fill-dev.safetensors), ae.safetensors and the text encoders with their tokenizers come from it; --weights, --vae and the text encoder options override its parts.")]
     public string? FluxDir { get; set; }
 
-    /// <summary>The autoencoder: --vae, else the --flux-dir folder's.</summary>
-    public string AutoencoderPath(string? given) => Fill.ModelFiles.Autoencoder(given, FluxDir);
-
     [Option("text-encoder-dir", HelpText = "Default: --flux-dir. A FLUX model folder (Hugging Face layout): text_encoder/ (CLIP-L), text_encoder_2/ (T5-XXL, shards are fine), tokenizer/ (vocab.json, merges.txt), tokenizer_2/ (spiece.model). --clip, --t5, --clip-tokenizer and --t5-tokenizer override its parts.")]
     public string? TextEncoderDir { get; set; }
 
@@ -46,12 +43,6 @@ public abstract class TextEncoderOptions : DeviceOptions
 
     [Option("t5-length", HelpText = "T5 tokens per prompt, padded (pads are attended, so this changes the encoding). Default: the length a model folder made by pretrain-toy was trained at (its toy.json), else 128 as BFL's Fill tools; diffusers uses 512.")]
     public int? T5Length { get; set; }
-
-    /// <summary>The T5 length in effect: --t5-length, else the text encoders' folder's own, else 128.</summary>
-    public int PromptLength => TextSettings.PromptLength;
-
-    /// <summary>The guidance input while training: the given one, else the one a toy --flux-dir was trained with, else 1 (as the seed trains FLUX Fill).</summary>
-    public double TrainingGuidance(double? given) => Fill.FluxModelFolder.TrainingGuidance(FluxDir, given);
 
     [Option("text-embeddings", HelpText = "Instead of the encoders: a .safetensors file with 'txt' [1, L, context_in_dim] and 'vec' [1, vec_in_dim], used for every prompt and caption.")]
     public string? TextEmbeddings { get; set; }

@@ -1,10 +1,8 @@
-using System.Diagnostics;
 using System.Globalization;
 using CommandLine;
+using InFluxEdit.Cli.Console;
 using InFluxEdit.Datasets;
-using InFluxEdit.Fill;
-using InFluxEdit.Models;
-using InFluxEdit.Runtime.Images;
+using InFluxEdit.Training;
 
 namespace InFluxEdit.Cli.Commands;
 
@@ -42,42 +40,18 @@ public static class DemoCommand
     /// <param name="score">How many held-out edits have each colour right, and of how many.</param>
     public static int Run(DemoOptions options, TextWriter log, out (CirclesDataset.ColourTally Colours, int Count) score)
     {
-        score = (new CirclesDataset.ColourTally(), 0);
-        string baseModel = options.FluxDir ?? ToyModelFolder();
-        var clock = Stopwatch.StartNew();
-        string data = Path.Combine(options.Output, "circles");
-        DatasetCommand.Run(new DatasetOptions { Kind = "circles", Output = data, Count = options.Count, HeldOut = options.HeldOut, Size = options.Size, Seed = options.Seed });
-        var train = new TrainOptions
+        using var backend = options.CreateBackend(log);
+        var result = CirclesDemo.Run(new DemoRequest
         {
-            FluxDir = baseModel, Data = Path.Combine(data, "train"), Validation = Path.Combine(data, "held-out"), Method = EditMethod.Channel,
-            Output = Path.Combine(options.Output, "run"), Steps = options.Steps, LearningRate = 1e-3, Resolution = options.Size, Seed = options.Seed,
-            CheckpointEvery = options.Steps, Device = options.Device,
-        };
-        int code = TrainCommand.Run(train, log, ModelCatalog.All);
-        if (code != 0) return code;
-
-        string edits = Path.Combine(train.Output, "validation", $"step-{options.Steps:D6}");
-        var samples = CirclesDataset.ReadSplit(Path.Combine(data, "held-out"));
-        var colours = new CirclesDataset.ColourTally();
-        foreach (var sample in samples) colours.Add(ImageFile.LoadRgb(Path.Combine(edits, sample.Name + ".png")), sample);
-        int count = samples.Count;
+            Output = options.Output, FluxDir = options.FluxDir, Steps = options.Steps, Count = options.Count, HeldOut = options.HeldOut,
+            Size = options.Size, Seed = options.Seed,
+        }, backend, log, new TrainProgressLines(log), new StageProgressBars());
+        var (colours, count) = (result.Colours, result.Count);
         score = (colours, count);
         log.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"held-out edits with the colours their captions name: {colours.Both}/{count} ({100.0 * colours.Both / count:F0}%; fill {100.0 * colours.Fill / count:F0}%, background {100.0 * colours.Background / count:F0}%)"));
-        log.WriteLine($"contact sheet (source | target | result): {Path.Combine(edits, "contact-sheet.png")}");
-        log.WriteLine($"LoRA: {TrainCommand.LoraPath(train)}  ({clock.Elapsed.TotalMinutes:F1} min in all)");
+        log.WriteLine($"contact sheet (source | target | result): {result.ContactSheet}");
+        log.WriteLine($"LoRA: {result.LoraPath}  ({result.Elapsed.TotalMinutes:F1} min in all)");
         return 0;
-    }
-
-    /// <summary>models/toy of the repository: looked for from the working folder up, then from the program's folder up.</summary>
-    private static string ToyModelFolder()
-    {
-        foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-            for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
-            {
-                string candidate = Path.Combine(dir.FullName, "models", "toy");
-                if (File.Exists(Path.Combine(candidate, PretrainToyCommand.TransformerFile))) return candidate;
-            }
-        throw new DirectoryNotFoundException("the toy model folder models/toy was not found above this folder: run from the repository, give --flux-dir, or make it with 'influx-cli pretrain-toy'");
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using CommandLine;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Fill;
@@ -87,7 +86,6 @@ public static class EditCommand
             Guidance = options.Guidance, Seed = options.Seed, Noise = options.Noise, Fit = options.Fit,
         };
         using var backend = options.CreateBackend(log);
-        var clock = Stopwatch.StartNew();
         var result = ImageEditor.Edit(request, backend, log, new StageProgressBars(), catalog: catalog);
         log.WriteLine($"wrote {options.Output} ({result.Image.Shape[3]}×{result.Image.Shape[2]}) in {result.SamplingTime.TotalSeconds:F1} s");
         return 0;

@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Globalization;
 using CommandLine;
 using InFluxEdit.Fill;
 using InFluxEdit.Text;
@@ -123,8 +121,6 @@ public sealed class TrainOptions : TextEncoderOptions
 
 public static class TrainCommand
 {
-    private static readonly TimeSpan ProgressLineInterval = TimeSpan.FromSeconds(2);
-
     public static int Run(TrainOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
 
     public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
@@ -140,10 +136,7 @@ public static class TrainCommand
         System.Console.CancelKeyPress += onCancel;
         try
         {
-            var result = LoraTraining.Train(Request(options), backend, log, new ThrottledLines(log, ProgressLineInterval), new StageProgressBars(),
-                cancellation.Token, catalog);
-            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"loss on the training pairs at σ = {result.EvaluationSigma}, fixed noise: {result.LossBefore:F5} before, {result.LossAfter:F5} after"));
+            LoraTraining.Train(Request(options), backend, log, new TrainProgressLines(log), new StageProgressBars(), cancellation.Token, catalog);
             return 0;
         }
         catch (OperationCanceledException)
@@ -173,19 +166,4 @@ public static class TrainCommand
     /// <summary>Where a run writes its LoRA: OUTPUT/lora-METHOD-FORMAT.safetensors.</summary>
     public static string LoraPath(TrainOptions options) => Request(options).LoraPath;
 
-    /// <summary>
-    /// Small models run hundreds of steps a second: one progress line per step would flood the terminal and the logs,
-    /// so the first step, the last and one every interval are written.
-    /// </summary>
-    private sealed class ThrottledLines(TextWriter log, TimeSpan interval) : IProgress<TrainProgress>
-    {
-        private readonly Stopwatch _sinceLine = new();
-
-        public void Report(TrainProgress value)
-        {
-            if (_sinceLine.IsRunning && value.Step < value.TotalSteps && _sinceLine.Elapsed < interval) return;
-            log.WriteLine(value.Line);
-            _sinceLine.Restart();
-        }
-    }
 }

@@ -1,3 +1,4 @@
+using InFluxEdit.Training;
 using InFluxEdit.Cli.Commands;
 using InFluxEdit.Fill;
 using Shouldly;
@@ -23,20 +24,20 @@ public sealed class PretrainToyTests
         var log = new StringWriter();
         PretrainToyCommand.Run(options, log).ShouldBe(0, log.ToString());
 
-        foreach (string file in new[] { PretrainToyCommand.TransformerFile, FluxModelFolder.AutoencoderFile, "text_encoder/model.safetensors",
+        foreach (string file in new[] { ToyBase.TransformerFile, FluxModelFolder.AutoencoderFile, "text_encoder/model.safetensors",
                      "text_encoder_2/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer_2/spiece.model", "toy.json" })
             File.Exists(Path.Combine(toy, file)).ShouldBeTrue(file);
-        File.ReadAllText(Path.Combine(toy, "toy.json")).ShouldContain(PretrainToyCommand.TransformerFile);
+        File.ReadAllText(Path.Combine(toy, "toy.json")).ShouldContain(ToyBase.TransformerFile);
         log.ToString().ShouldContain("reconstruction steps at 16×16");
         log.ToString().ShouldContain("reconstruction steps at 32×32");
         log.ToString().ShouldContain("latents: mean");
-        foreach (string weights in new[] { PretrainToyCommand.TransformerFile, FluxModelFolder.AutoencoderFile })
+        foreach (string weights in new[] { ToyBase.TransformerFile, FluxModelFolder.AutoencoderFile })
         {
             using var file = InFluxEdit.Runtime.SafeTensors.SafeTensorsFile.Open(Path.Combine(toy, weights));
             file.Metadata["pretrain_toy"].ShouldContain("\"VaeFullSizeSteps\":2");
             file.Metadata.ShouldContainKey("config");
         }
-        FluxModelFolder.Transformer(toy).ShouldBe(Path.Combine(toy, PretrainToyCommand.TransformerFile));
+        FluxModelFolder.Transformer(toy).ShouldBe(Path.Combine(toy, ToyBase.TransformerFile));
 
         var again = new StringWriter();
         var before = File.GetLastWriteTimeUtc(Path.Combine(toy, FluxModelFolder.AutoencoderFile));

@@ -1,3 +1,4 @@
+using InFluxEdit.Training;
 using InFluxEdit.Cli.Commands;
 using InFluxEdit.Datasets;
 using InFluxEdit.Fill;
@@ -43,7 +44,7 @@ public sealed class ToyModelTests(ITestOutputHelper output)
         {
             var scene = scenes[index];
             var result = pipeline.Edit(new FillEditRequest(scene.Image, scene.Mask, EditMethod.Fill, texts[scene.Caption], Steps: 20,
-                Guidance: PretrainToyCommand.ToyGuidance, Seed: index)).Image;
+                Guidance: ToyBase.ToyGuidance, Seed: index)).Image;
             for (int p = 0; p < plane; p++)
             {
                 if (scene.Mask.Data[p] < 0.5f) continue;
@@ -76,7 +77,7 @@ public sealed class ToyModelTests(ITestOutputHelper output)
             int Count(string caption, string colour)
             {
                 var result = pipeline.Edit(new FillEditRequest(image, mask, EditMethod.Fill, texts[caption], Steps: 20,
-                    Guidance: PretrainToyCommand.ToyGuidance, Seed: 1)).Image;
+                    Guidance: ToyBase.ToyGuidance, Seed: 1)).Image;
                 return Enumerable.Range(0, size * size).Count(p => NearestAt(result, p, size * size) == colour);
             }
             string withFill = Caption(pair.Fill, pair), withOther = Caption(pair.Other, pair);
@@ -112,7 +113,7 @@ public sealed class ToyModelTests(ITestOutputHelper output)
 
         public ShippedToy(IEnumerable<string> captions)
         {
-            string transformerPath = Path.Combine(ToyFolder, PretrainToyCommand.TransformerFile);
+            string transformerPath = Path.Combine(ToyFolder, ToyBase.TransformerFile);
             File.Exists(transformerPath).ShouldBeTrue($"the toy model is missing from {ToyFolder}; make it with influx-cli pretrain-toy");
             var (info, reason) = LoadedModel.Resolve(transformerPath, FillPipeline.TransformerFamily, ModelCatalog.All);
             Texts = CaptionEncodings.Encode(captions.Distinct().ToList(), new TextEncoderSettings { FluxDir = ToyFolder }, info.Descriptor, _cache.Path,
