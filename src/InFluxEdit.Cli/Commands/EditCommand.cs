@@ -1,13 +1,9 @@
 using CommandLine;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Fill;
-using InFluxEdit.Text;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
-using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
-using InFluxEdit.Runtime.SafeTensors;
-using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Cli.Commands;
 

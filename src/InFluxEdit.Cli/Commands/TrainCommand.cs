@@ -1,15 +1,9 @@
 using CommandLine;
-using InFluxEdit.Fill;
-using InFluxEdit.Text;
-using InFluxEdit.Training;
-using InFluxEdit.Models;
-using InFluxEdit.Runtime.Backends;
-using InFluxEdit.Runtime.Lora;
-using InFluxEdit.Runtime.Models;
-using InFluxEdit.Runtime.SafeTensors;
-using InFluxEdit.Runtime.Tensors;
-using InFluxEdit.Runtime.Training;
 using InFluxEdit.Cli.Console;
+using InFluxEdit.Fill;
+using InFluxEdit.Models;
+using InFluxEdit.Runtime.Models;
+using InFluxEdit.Training;
 
 namespace InFluxEdit.Cli.Commands;
 
