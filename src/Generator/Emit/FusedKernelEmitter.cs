@@ -87,34 +87,36 @@ internal sealed class FusedKernelEmitter
     private void EmitLayerNormStatistics(int k, FusedStep step)
     {
         _w.Line($"// {step.Op.Definition.Name} ({k}): mean and inverse standard deviation of its input over the segment, in two passes.");
-        _w.Line($"float sum{k} = 0f;");
-        OpenSegmentLoop();
-        EmitChain(k - 1);
-        for (int lane = 0; lane < _group.Lanes; lane++) _w.Line($"sum{k} += {Local(k - 1, lane)};");
-        _w.Close();
+        EmitSegmentSum(k, $"sum{k}", lane => new[] { $"sum{k} += {Local(k - 1, lane)};" });
         _w.Line($"float mean{k} = FusedMath.GroupSum(partials, sum{k}) / p.Segment;");
-        _w.Line($"float squares{k} = 0f;");
-        OpenSegmentLoop();
-        EmitChain(k - 1);
-        for (int lane = 0; lane < _group.Lanes; lane++)
+        EmitSegmentSum(k, $"squares{k}", lane => new[]
         {
-            _w.Line($"float d{k}_{lane} = {Local(k - 1, lane)} - mean{k};");
-            _w.Line($"squares{k} += d{k}_{lane} * d{k}_{lane};");
-        }
-        _w.Close();
-        _w.Line($"float inverse{k} = 1f / FusedMath.Sqrt(FusedMath.GroupSum(partials, squares{k}) / p.Segment + {Eps(step)});");
+            $"float d{k}_{lane} = {Local(k - 1, lane)} - mean{k};",
+            $"squares{k} += d{k}_{lane} * d{k}_{lane};",
+        });
+        EmitInverse(k, step);
     }
 
     private void EmitRmsNormStatistics(int k, FusedStep step)
     {
         _w.Line($"// {step.Op.Definition.Name} ({k}): inverse root mean square of its input over the segment.");
-        _w.Line($"float squares{k} = 0f;");
+        EmitSegmentSum(k, $"squares{k}", lane => new[] { $"squares{k} += {Local(k - 1, lane)} * {Local(k - 1, lane)};" });
+        EmitInverse(k, step);
+    }
+
+    /// <summary>A pass over the segment that recomputes the chain up to step k's input and adds each thread's terms.</summary>
+    private void EmitSegmentSum(int k, string accumulator, System.Func<int, IEnumerable<string>> terms)
+    {
+        _w.Line($"float {accumulator} = 0f;");
         OpenSegmentLoop();
         EmitChain(k - 1);
-        for (int lane = 0; lane < _group.Lanes; lane++) _w.Line($"squares{k} += {Local(k - 1, lane)} * {Local(k - 1, lane)};");
+        for (int lane = 0; lane < _group.Lanes; lane++)
+            foreach (string line in terms(lane)) _w.Line(line);
         _w.Close();
-        _w.Line($"float inverse{k} = 1f / FusedMath.Sqrt(FusedMath.GroupSum(partials, squares{k}) / p.Segment + {Eps(step)});");
     }
+
+    private void EmitInverse(int k, FusedStep step) =>
+        _w.Line($"float inverse{k} = 1f / FusedMath.Sqrt(FusedMath.GroupSum(partials, squares{k}) / p.Segment + {Eps(step)});");
 
     private static string Eps(FusedStep step) => CSharpNames.Float(step.Op.Attributes["eps"].Number!.Value);
 
@@ -162,8 +164,6 @@ internal sealed class FusedKernelEmitter
                     ModulateOp => $"(1f + {Read("scale")}) * {v} + {Read("shift")}",
                     GatedResidualOp => $"{v} + {Read("gate")} * {Read("x")}",
                     AddOp => $"{v} + {Read("b")}",
-                    SiluOp => $"FusedMath.Silu({v})",
-                    GeluTanhOp => $"FusedMath.GeluTanh({v})",
                     _ => throw new System.InvalidOperationException($"op '{step.Op.Definition.Name}' has no fused form"),
                 },
             };

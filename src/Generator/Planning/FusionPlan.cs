@@ -73,8 +73,6 @@ public sealed class FusedStep
                 return new FusedStep(op, FusedStepKind.Pointwise, op.Values["residual"], new[] { Same("x"), OverTokens("gate") }, null, null);
             case AddOp:
                 return new FusedStep(op, FusedStepKind.Pointwise, op.Values["a"], new[] { Same("b") }, null, null);
-            case SiluOp or GeluTanhOp:
-                return new FusedStep(op, FusedStepKind.Pointwise, op.Values["x"], new FusedInput[0], null, null);
             case LayerNormOp when !(op.Weights.TryGetValue("scale", out var scale) && scale != null):
                 return new FusedStep(op, FusedStepKind.LayerNorm, op.Values["x"], new FusedInput[0], columns, null);
             case RmsNormOp:
@@ -148,8 +146,8 @@ public sealed class FusionGroup
 }
 
 /// <summary>
-/// Stage 3b: fusion. Groups chains of element-wise and row-wise ops of one entry (modulate, gated residual, SiLU,
-/// GELU, add, LayerNorm, RMSNorm, RoPE) into kernels the emitter writes beside the model. A chain grows while the next
+/// Stage 3b: fusion. Groups chains of element-wise and row-wise ops of one entry (modulate, gated residual, add,
+/// LayerNorm, RMSNorm, RoPE) into kernels the emitter writes beside the model. A chain grows while the next
 /// op continues from its last output with the same rows and columns; ops of other chains may stand between (q's and
 /// k's norms and rotations interleave), provided none of them reads what the chain produces or writes what it
 /// touches, because the fused kernel runs where the chain's last op stood. A pure function of the bound entry and its
@@ -168,8 +166,18 @@ public sealed class FusionPlan
     /// <summary>The group an op belongs to, or null when it runs alone.</summary>
     public FusionGroup? GroupOf(BoundOp op) => _groupOf.TryGetValue(op, out var group) ? group : null;
 
-    /// <summary>Launches per call of the entry of the ops fusion may take (element-wise and row-wise), unfused.</summary>
+    /// <summary>
+    /// Element-wise and row-wise launches per call of the entry without fusion: every op's but the products' (linear,
+    /// convolution), attention's and the views'; a concat copies each part.
+    /// </summary>
     public long UnfusedLaunches { get; private set; }
+
+    private static long LaunchesOf(BoundOp op) => op.Definition switch
+    {
+        LinearOp or Conv2dOp or AttentionOp or TapOp => 0,
+        ConcatOp => op.ValueLists["xs"].Count,
+        _ => op.Definition.OutputsAreViews ? 0 : 1,
+    };
 
     /// <summary>The same launches with every group one kernel.</summary>
     public long FusedLaunches => UnfusedLaunches - _groups.Sum(g => (g.Steps.Count - 1) * g.Repeats);
@@ -283,7 +291,7 @@ public sealed class FusionPlan
                 }
                 if (statement is not BoundOp op) continue;
                 var step = FusedStep.Of(op, _plan);
-                if (step != null) _result.UnfusedLaunches += repeats;
+                _result.UnfusedLaunches += LaunchesOf(op) * repeats;
                 var extended = step == null ? null : open.FirstOrDefault(c => c.Last == step.ChainInput && Fits(c, step));
                 foreach (var chain in open.Where(c => c != extended && Conflicts(op, c)).ToList())
                 {

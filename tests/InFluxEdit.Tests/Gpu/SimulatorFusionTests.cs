@@ -122,6 +122,22 @@ public sealed class SimulatorFusionTests(SimulatorBackendFixture fixture) : ICla
     }
 
     [Fact]
+    public void AProfilingBackendLaunchesTheFusedKernelsAndTimesEach()
+    {
+        var counting = new CountingBackend(Backend, profile: true);
+        var launcher = FusedKernelLauncher.For(counting);
+        Assert.NotNull(launcher);
+        using var vec = Backend.Allocate([1, 64]);
+        long before = Fused.Launches;
+
+        launcher.Launch(FluxFillTiny.FusedKernels.AddAdd1, vec, 64, 1, vec, vec, vec, vec);
+
+        Assert.Equal(1, Fused.Launches - before);
+        Assert.Equal(1, counting.Profile[nameof(FluxFillTiny.FusedKernels.AddAdd1)].Calls);
+        Assert.Null(FusedKernelLauncher.For(new CountingBackend(new CpuBackend())));
+    }
+
+    [Fact]
     public void T5ResidualAddThenRmsNormMatchesItsOps()
     {
         var random = new Random(5);

@@ -17,6 +17,8 @@ public sealed class FusedKernelLauncher
     private readonly IlgpuBackend backend;
     private readonly int largestGroup;
     private readonly ConcurrentDictionary<MethodInfo, Action<KernelConfig, FusedLaunch>> loaded = new();
+    private readonly FusedKernelLauncher? timedLauncher;
+    private readonly Action<string, Action>? time;
 
     internal FusedKernelLauncher(IlgpuBackend backend, int largestGroup)
     {
@@ -24,13 +26,27 @@ public sealed class FusedKernelLauncher
         this.largestGroup = largestGroup;
     }
 
+    /// <summary>The launcher of a profiling backend: each launch of <paramref name="inner"/>, timed per kernel.</summary>
+    private FusedKernelLauncher(FusedKernelLauncher inner, Action<string, Action> time)
+    {
+        backend = inner.backend;
+        largestGroup = inner.largestGroup;
+        timedLauncher = inner;
+        this.time = time;
+    }
+
     /// <summary>Fused kernels launched so far: a forward's count shows its fusion ran (or, as 0, that it did not).</summary>
-    public long Launches => Interlocked.Read(ref launches);
+    public long Launches => timedLauncher?.Launches ?? Interlocked.Read(ref launches);
 
     private long launches;
 
     /// <summary>The launcher of an ILGPU backend; null for any other backend, whose models run their ops unfused.</summary>
-    public static FusedKernelLauncher? For(IBackend backend) => (backend as IlgpuBackend)?.FusedKernels;
+    public static FusedKernelLauncher? For(IBackend backend) => backend switch
+    {
+        IlgpuBackend gpu => gpu.FusedKernels,
+        CountingBackend counting when For(counting.Inner) is { } inner => new FusedKernelLauncher(inner, counting.Time),
+        _ => null,
+    };
 
     /// <summary>
     /// Runs <paramref name="kernel"/> over <paramref name="shape"/> (the group's output, [.., rows, cols]) in segments of
@@ -39,6 +55,11 @@ public sealed class FusedKernelLauncher
     /// </summary>
     public void Launch(Action<FusedLaunch> kernel, View shape, int segment, int lanes, params View[] operands)
     {
+        if (timedLauncher is not null)
+        {
+            time!(kernel.Method.Name, () => timedLauncher.Launch(kernel, shape, segment, lanes, operands));
+            return;
+        }
         if (operands.Length > FusedLaunch.MaxOperands)
             throw new ArgumentException($"a fused kernel takes at most {FusedLaunch.MaxOperands} operands, got {operands.Length}", nameof(operands));
         if (segment <= 0 || shape.Cols % segment != 0 || lanes <= 0 || segment % lanes != 0)

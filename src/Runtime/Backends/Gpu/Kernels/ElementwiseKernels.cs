@@ -51,25 +51,20 @@ public static class ElementwiseKernels
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
-        yData[y.IndexOf(flatRow, col)] = SiluOf(xData[x.IndexOf(flatRow, col)]);
+        float v = xData[x.IndexOf(flatRow, col)];
+        // For very negative v, exp(−v) overflows to +inf and v/inf is −0: the right limit, no NaN.
+        yData[y.IndexOf(flatRow, col)] = v / (1f + XMath.Exp(-v));
     }
-
-    // For very negative v, exp(−v) overflows to +inf and v/inf is −0: the right limit, no NaN.
-    internal static float SiluOf(float v) => v / (1f + XMath.Exp(-v));
 
     public static void GeluTanh(Index1D index, int cols,
         StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
-        yData[y.IndexOf(flatRow, col)] = GeluTanhOf(xData[x.IndexOf(flatRow, col)]);
-    }
-
-    internal static float GeluTanhOf(float v)
-    {
+        float v = xData[x.IndexOf(flatRow, col)];
         const float SqrtTwoOverPi = 0.7978845608028654f;
         float u = SqrtTwoOverPi * (v + 0.044715f * v * v * v);
-        return 0.5f * v * (1f + StableTanh(u));
+        yData[y.IndexOf(flatRow, col)] = 0.5f * v * (1f + StableTanh(u));
     }
 
     public static void Modulate(Index1D index, int cols,

@@ -53,8 +53,4 @@ public static class FusedMath
     public static float GroupSum(ArrayView<float> partials, float value) => RowNormKernels.GroupSum(partials, value);
 
     public static float Sqrt(float value) => XMath.Sqrt(value);
-
-    public static float Silu(float v) => ElementwiseKernels.SiluOf(v);
-
-    public static float GeluTanh(float v) => ElementwiseKernels.GeluTanhOf(v);
 }
