@@ -44,7 +44,8 @@ public static class ModelCompiler
         var training = graph.Trainable.Count > 0 ? BindTraining(model, graph, diagnostics) : null;
         if (diagnostics.Count > 0) return Failed();
 
-        return new CompiledModelSource(model.ClassName, hint, ModelEmitter.Emit(bound, plans, training), EquatableArray<SchemaDiagnostic>.Empty);
+        var fusion = FusionPlan.CreateAll(bound.Entries, plans);
+        return new CompiledModelSource(model.ClassName, hint, ModelEmitter.Emit(bound, plans, training, fusion), EquatableArray<SchemaDiagnostic>.Empty);
 
         CompiledModelSource Failed() => new(model.ClassName, hint, null, diagnostics.ToEquatableArray());
     }

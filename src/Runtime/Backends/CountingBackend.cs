@@ -21,6 +21,12 @@ public sealed partial class CountingBackend : IBackend
 
     public bool Profiling { get; }
 
+    /// <summary>The backend every op is passed to (a model reaches an ILGPU backend's fused kernels through it).</summary>
+    public IBackend Inner => _inner;
+
+    /// <summary>Work that bypasses the ops (a model's fused kernels), timed under <paramref name="op"/> when profiling.</summary>
+    public void Time(string op, Action run) => Timed(op, run);
+
     /// <summary>Seconds and calls per op since the last reset (empty unless profiling).</summary>
     public IReadOnlyDictionary<string, (double Seconds, int Calls)> Profile => _profile;
 

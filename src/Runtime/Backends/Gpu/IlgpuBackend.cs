@@ -44,9 +44,10 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         Precision = precision;
         accelerator.Bind();
         kernels = new GpuKernels(accelerator);
+        launch = accelerator.AcceleratorType == AcceleratorType.Cuda ? LaunchShape.Gpu : LaunchShape.Simulator;
+        FusedKernels = new FusedKernelLauncher(this, launch.RowGroup);
         floatPool = new GpuBufferPool<float>(accelerator);
         wordPool = new GpuBufferPool<ushort>(accelerator);
-        launch = accelerator.AcceleratorType == AcceleratorType.Cuda ? LaunchShape.Gpu : LaunchShape.Simulator;
         if (launch.LargestGroup > accelerator.MaxNumThreadsPerGroup)
             throw new InvalidOperationException(
                 $"{accelerator.Name} allows {accelerator.MaxNumThreadsPerGroup} threads per group, the kernels need {launch.LargestGroup}");
@@ -108,6 +109,9 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     internal string LastAttentionPath { get; private set; } = "";
 
     internal Accelerator Accelerator => accelerator;
+
+    /// <summary>Launches the kernels generated models fuse from their schemas.</summary>
+    public FusedKernelLauncher FusedKernels { get; }
 
     // ---------------------------------------------------------------- construction
 
@@ -852,6 +856,17 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         long rowStride = operand.Rows == output.Rows ? operand.RowStride : 0;
         long batchStride = operand.Batch == output.Batch ? operand.BatchStride : 0;
         return (new StridedMatrix(operand.Offset, output.Rows, batchStride, rowStride), tensor.Floats);
+    }
+
+    /// <summary>
+    /// A fused kernel's operand: rows and batches as the output's or broadcast from 1; its columns are the generated
+    /// kernel's business (a per-head weight, RoPE's matrices), so only the view's own bounds are checked.
+    /// </summary>
+    internal (StridedMatrix Layout, ArrayView<float> Data) BroadcastOperand(View operand, View output, string name)
+    {
+        ThrowIfDisposed();
+        accelerator.Bind();
+        return RowOperand(operand, output, name);
     }
 
     private (StridedMatrix Layout, ArrayView<float> Data) SameShapeOperand(View operand, View output, string name)
