@@ -1,7 +1,9 @@
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.WeightFiles;
 
 namespace InFluxEdit.Runtime.SafeTensors;
 
@@ -11,13 +13,14 @@ namespace InFluxEdit.Runtime.SafeTensors;
 /// returns, every entry's bytes lie inside the file and no two tensors share bytes.
 /// Spans and memory handed out stay valid until the file is disposed.
 /// </summary>
-public sealed unsafe class SafeTensorsFile : IDisposable
+public sealed unsafe class SafeTensorsFile : IWeightFile
 {
     private readonly MemoryMappedFile _mapping;
     private readonly MemoryMappedViewAccessor _view;
     private readonly byte* _data;
     private readonly Dictionary<string, TensorEntry> _tensorsByName;
     private readonly Dictionary<string, OtherTensorEntry> _othersByName;
+    private readonly Dictionary<string, StoredTensor> _storedByName;
     private bool _disposed;
 
     private SafeTensorsFile(
@@ -29,6 +32,10 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         OtherTensors = header.OtherTensors;
         _tensorsByName = header.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         _othersByName = header.OtherTensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        StoredTensors = header.Tensors.Select(t => new StoredTensor(t.Name, t.DType.SafeTensorsName(), t.DType.ToFormat(), t.Shape, t.DataOffset, t.ByteLength))
+            .Concat(header.OtherTensors.Select(t => new StoredTensor(t.Name, t.DTypeName, Float8FormatOf(t.DTypeName), t.Shape, t.DataOffset, t.ByteLength)))
+            .ToList();
+        _storedByName = StoredTensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         _mapping = mapping;
         _view = view;
         byte* start = null;
@@ -46,6 +53,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
 
     /// <summary>Tensors of valid safetensors dtypes that are not floating point (see <see cref="OtherTensorEntry"/>).</summary>
     public IReadOnlyList<OtherTensorEntry> OtherTensors { get; }
+
+    /// <summary>Every tensor, floating point first, with the fp8 ones decodable (<see cref="WeightFile.ReadFloat32"/>).</summary>
+    public IReadOnlyList<StoredTensor> StoredTensors { get; }
 
     public static SafeTensorsFile Open(string path)
     {
@@ -117,9 +127,14 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     public ReadOnlyMemory<byte> GetMemory(TensorEntry entry) =>
         new MappedMemory(this, DataPointer(entry), (int)entry.ByteLength).Memory;
 
-    /// <summary>The tensor widened to float32: exact for F16 and BF16; F64 rounds to nearest.</summary>
+    public ReadOnlySpan<byte> GetStoredBytes(StoredTensor tensor) =>
+        new(Locate(tensor, _storedByName.GetValueOrDefault(tensor.Name), tensor.Name, tensor.DataOffset, tensor.ByteLength), (int)tensor.ByteLength);
+
+    /// <summary>The tensor widened to float32: exact for F16, BF16 and fp8; F64 rounds to nearest.</summary>
     public HostTensor ReadFloat32(string name)
     {
+        if (_storedByName.TryGetValue(name, out StoredTensor? stored) && stored.Format is TensorFormat.F8_E4M3 or TensorFormat.F8_E5M2)
+            return this.ReadFloat32(stored);
         TensorEntry entry = GetTensor(name);
         ReadOnlySpan<byte> bytes = GetBytes(entry);
         var values = new float[entry.ElementCount];
@@ -169,6 +184,13 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     }
 
     public override string ToString() => $"{Path} ({Tensors.Count + OtherTensors.Count} tensors)";
+
+    private static TensorFormat? Float8FormatOf(string dtypeName) => dtypeName switch
+    {
+        "F8_E4M3" => TensorFormat.F8_E4M3,
+        "F8_E5M2" => TensorFormat.F8_E5M2,
+        _ => null,
+    };
 
     private byte* DataPointer(TensorEntry entry) =>
         Locate(entry, _tensorsByName.GetValueOrDefault(entry.Name), entry.Name, entry.DataOffset, entry.ByteLength);
