@@ -18,7 +18,7 @@ public static class WeightLoader
 
     /// <param name="quantizeTo">
     /// When set, every weight matrix (see <see cref="QuantizationPlan"/>) is quantized to this format and decoded back
-    /// on the way: the model computes with exactly the weights a file in that format would hold.
+    /// on the way (<see cref="QuantizationPlan.RoundTrip"/>): the model computes with the weights a file in that format holds.
     /// </param>
     public static IReadOnlyDictionary<string, DeviceTensor> Load(
         IReadOnlyList<ParameterInfo> table,
@@ -89,7 +89,7 @@ public static class WeightLoader
         if (delta != null)
             for (int i = 0; i < values.Length; i++) values[i] += delta.Data[i];
         if (quantizeTo is TensorFormat format)
-            values = TensorDecoder.Decode(format, TensorEncoder.Encode(format, values), values.Length);
+            values = QuantizationPlan.RoundTrip(format, values);
         DType target = native ?? DType.F32;
         return backend.UploadWeight(shape, target, DTypeEncoding.Encode(values, target));
     }

@@ -23,4 +23,31 @@ public static class QuantizationPlan
         };
         return fallback is { } format && format.Fits(shape) ? format : null;
     }
+
+    /// <summary>
+    /// The weight a model computes with when it is stored in <paramref name="format"/>: quantized, then decoded. Block
+    /// formats carry their own scales. fp8 gets one per-tensor power-of-two scale that puts the largest magnitude at the
+    /// top of the format's range, as scaled fp8 checkpoints do: weights (typically |w| &lt; 0.1) would otherwise fall
+    /// among E4M3's subnormals (below 2^-6) and lose most of their bits. A power of two is exact to apply and undo.
+    /// </summary>
+    public static float[] RoundTrip(TensorFormat format, float[] values)
+    {
+        float maxFinite = format switch
+        {
+            TensorFormat.F8_E4M3 => 448f,
+            TensorFormat.F8_E5M2 => 57344f,
+            _ => 0f,
+        };
+        float amax = 0;
+        foreach (float v in values) amax = Math.Max(amax, Math.Abs(v));
+        if (maxFinite == 0 || amax == 0 || !float.IsFinite(amax))
+            return TensorDecoder.Decode(format, TensorEncoder.Encode(format, values), values.Length);
+
+        int exponent = (int)Math.Ceiling(Math.Log2(amax / maxFinite));
+        var scaled = new float[values.Length];
+        for (int i = 0; i < values.Length; i++) scaled[i] = MathF.ScaleB(values[i], -exponent);
+        float[] decoded = TensorDecoder.Decode(format, TensorEncoder.Encode(format, scaled), values.Length);
+        for (int i = 0; i < decoded.Length; i++) decoded[i] = MathF.ScaleB(decoded[i], exponent);
+        return decoded;
+    }
 }
