@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Globalization;
-using System.IO.MemoryMappedFiles;
 using System.Text;
 using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.WeightFiles;
@@ -19,14 +18,13 @@ public sealed unsafe class GgufFile : IWeightFile
     /// <summary>ggml's GGML_MAX_DIMS.</summary>
     private const int MaxDimensions = 4;
 
-    private readonly MemoryMappedFile _mapping;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly MappedFile _file;
     private readonly byte* _data;
     private readonly Dictionary<string, StoredTensor> _byName;
     private bool _disposed;
 
     private GgufFile(string path, uint version, int alignment, long dataStart, IReadOnlyDictionary<string, object> values,
-        List<StoredTensor> tensors, MemoryMappedFile mapping, MemoryMappedViewAccessor view)
+        List<StoredTensor> tensors, MappedFile file)
     {
         Path = path;
         Version = version;
@@ -37,11 +35,8 @@ public sealed unsafe class GgufFile : IWeightFile
             .ToDictionary(v => v.Key, v => Convert.ToString(v.Value, CultureInfo.InvariantCulture)!, StringComparer.Ordinal);
         StoredTensors = tensors;
         _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
-        _mapping = mapping;
-        _view = view;
-        byte* start = null;
-        view.SafeMemoryMappedViewHandle.AcquirePointer(ref start);
-        _data = start + view.PointerOffset + dataStart;
+        _file = file;
+        _data = file.Start + dataStart;
     }
 
     public string Path { get; }
@@ -75,8 +70,6 @@ public sealed unsafe class GgufFile : IWeightFile
             throw new PlatformNotSupportedException("GGUF data is little-endian; this machine is big-endian.");
         path = System.IO.Path.GetFullPath(path);
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
-        MemoryMappedFile? mapping = null;
-        MemoryMappedViewAccessor? view = null;
         try
         {
             var reader = new HeaderReader(path, new BufferedStream(stream, 1 << 16), stream.Length);
@@ -127,15 +120,10 @@ public sealed unsafe class GgufFile : IWeightFile
             long dataStart = (reader.Position + alignment - 1) / alignment * alignment;
             List<StoredTensor> tensors = CheckTensors(path, infos, alignment, stream.Length - Math.Min(dataStart, stream.Length));
 
-            mapping = MemoryMappedFile.CreateFromFile(
-                stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-            view = mapping.CreateViewAccessor(0, stream.Length, MemoryMappedFileAccess.Read);
-            return new GgufFile(path, version, alignment, dataStart, values, tensors, mapping, view);
+            return new GgufFile(path, version, alignment, dataStart, values, tensors, MappedFile.Map(stream));
         }
         catch
         {
-            view?.Dispose();
-            mapping?.Dispose();
             stream.Dispose();
             throw;
         }
@@ -202,9 +190,7 @@ public sealed unsafe class GgufFile : IWeightFile
     {
         if (_disposed) return;
         _disposed = true;
-        _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view.Dispose();
-        _mapping.Dispose();
+        _file.Dispose();
     }
 
     public override string ToString() => $"{Path} (GGUF v{Version}, {StoredTensors.Count} tensors)";

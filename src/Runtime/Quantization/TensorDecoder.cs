@@ -174,28 +174,18 @@ public static class TensorDecoder
         ? (q[j] & 63, q[j + 4] & 63)
         : ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4));
 
-    private static void DecodeQ4_K(ReadOnlySpan<byte> block, Span<float> y)
-    {
-        float d = Half(block, 0), dmin = Half(block, 2);
-        ReadOnlySpan<byte> scales = block.Slice(4, 12), qs = block.Slice(16, 128);
-        for (int chunk = 0; chunk < 4; chunk++)
-        {
-            var (sc1, m1) = ScaleMinK4(2 * chunk, scales);
-            var (sc2, m2) = ScaleMinK4(2 * chunk + 1, scales);
-            float d1 = d * sc1, min1 = dmin * m1, d2 = d * sc2, min2 = dmin * m2;
-            ReadOnlySpan<byte> q = qs.Slice(chunk * 32, 32);
-            for (int l = 0; l < 32; l++)
-            {
-                y[chunk * 64 + l] = d1 * (q[l] & 0xF) - min1;
-                y[chunk * 64 + 32 + l] = d2 * (q[l] >> 4) - min2;
-            }
-        }
-    }
+    private static void DecodeQ4_K(ReadOnlySpan<byte> block, Span<float> y) =>
+        DecodeScaleMinK(block.Slice(4, 12), [], block.Slice(16, 128), Half(block, 0), Half(block, 2), y);
 
-    private static void DecodeQ5_K(ReadOnlySpan<byte> block, Span<float> y)
+    private static void DecodeQ5_K(ReadOnlySpan<byte> block, Span<float> y) =>
+        DecodeScaleMinK(block.Slice(4, 12), block.Slice(16, 32), block.Slice(48, 128), Half(block, 0), Half(block, 2), y);
+
+    /// <summary>
+    /// Q4_K and Q5_K: 8 groups of 32 with 6-bit scales and mins; each 64 values read 32 bytes, low nibbles then high
+    /// nibbles, and Q5_K adds a fifth bit per value from <paramref name="qh"/> (bit 2·chunk for low, 2·chunk+1 for high).
+    /// </summary>
+    private static void DecodeScaleMinK(ReadOnlySpan<byte> scales, ReadOnlySpan<byte> qh, ReadOnlySpan<byte> qs, float d, float dmin, Span<float> y)
     {
-        float d = Half(block, 0), dmin = Half(block, 2);
-        ReadOnlySpan<byte> scales = block.Slice(4, 12), qh = block.Slice(16, 32), qs = block.Slice(48, 128);
         for (int chunk = 0; chunk < 4; chunk++)
         {
             var (sc1, m1) = ScaleMinK4(2 * chunk, scales);
@@ -204,7 +194,7 @@ public static class TensorDecoder
             ReadOnlySpan<byte> q = qs.Slice(chunk * 32, 32);
             for (int l = 0; l < 32; l++)
             {
-                int high1 = (qh[l] >> (2 * chunk)) & 1, high2 = (qh[l] >> (2 * chunk + 1)) & 1;
+                int high1 = qh.IsEmpty ? 0 : (qh[l] >> (2 * chunk)) & 1, high2 = qh.IsEmpty ? 0 : (qh[l] >> (2 * chunk + 1)) & 1;
                 y[chunk * 64 + l] = d1 * ((q[l] & 0xF) + 16 * high1) - min1;
                 y[chunk * 64 + 32 + l] = d2 * ((q[l] >> 4) + 16 * high2) - min2;
             }

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
 using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
@@ -15,8 +14,7 @@ namespace InFluxEdit.Runtime.SafeTensors;
 /// </summary>
 public sealed unsafe class SafeTensorsFile : IWeightFile
 {
-    private readonly MemoryMappedFile _mapping;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly MappedFile _file;
     private readonly byte* _data;
     private readonly Dictionary<string, TensorEntry> _tensorsByName;
     private readonly Dictionary<string, OtherTensorEntry> _othersByName;
@@ -24,7 +22,7 @@ public sealed unsafe class SafeTensorsFile : IWeightFile
     private bool _disposed;
 
     private SafeTensorsFile(
-        string path, SafeTensorsHeader header, MemoryMappedFile mapping, MemoryMappedViewAccessor view, long dataStart)
+        string path, SafeTensorsHeader header, MappedFile file, long dataStart)
     {
         Path = path;
         Metadata = header.Metadata;
@@ -36,11 +34,8 @@ public sealed unsafe class SafeTensorsFile : IWeightFile
             .Concat(header.OtherTensors.Select(t => new StoredTensor(t.Name, t.DTypeName, Float8FormatOf(t.DTypeName), t.Shape, t.DataOffset, t.ByteLength)))
             .ToList();
         _storedByName = StoredTensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
-        _mapping = mapping;
-        _view = view;
-        byte* start = null;
-        view.SafeMemoryMappedViewHandle.AcquirePointer(ref start);
-        _data = start + view.PointerOffset + dataStart;
+        _file = file;
+        _data = file.Start + dataStart;
     }
 
     public string Path { get; }
@@ -64,8 +59,6 @@ public sealed unsafe class SafeTensorsFile : IWeightFile
         path = System.IO.Path.GetFullPath(path);
 
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
-        MemoryMappedFile? mapping = null;
-        MemoryMappedViewAccessor? view = null;
         try
         {
             long fileLength = stream.Length;
@@ -92,15 +85,10 @@ public sealed unsafe class SafeTensorsFile : IWeightFile
             long dataLength = fileLength - dataStart;
             SafeTensorsHeader header = SafeTensorsHeader.Parse(path, json, dataLength);
 
-            mapping = MemoryMappedFile.CreateFromFile(
-                stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-            view = mapping.CreateViewAccessor(0, fileLength, MemoryMappedFileAccess.Read);
-            return new SafeTensorsFile(path, header, mapping, view, dataStart);
+            return new SafeTensorsFile(path, header, MappedFile.Map(stream), dataStart);
         }
         catch
         {
-            view?.Dispose();
-            mapping?.Dispose();
             stream.Dispose();
             throw;
         }
@@ -178,9 +166,7 @@ public sealed unsafe class SafeTensorsFile : IWeightFile
     {
         if (_disposed) return;
         _disposed = true;
-        _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view.Dispose();
-        _mapping.Dispose();
+        _file.Dispose();
     }
 
     public override string ToString() => $"{Path} ({Tensors.Count + OtherTensors.Count} tensors)";
