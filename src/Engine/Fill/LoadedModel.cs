@@ -1,6 +1,6 @@
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
-using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.WeightFiles;
 using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Fill;
@@ -49,7 +49,7 @@ public sealed class LoadedModel : IDisposable
                     $"no compiled {family} model '{modelName}' (compiled: {string.Join(", ", candidates.Select(m => m.Descriptor.Name))})");
             return (named, "named on the command line");
         }
-        using var file = SafeTensorsFile.Open(checkpoint);
+        using var file = WeightFile.Open(checkpoint);
         var match = ModelRecognizer.Recognize(file, candidates.Select(m => m.Descriptor));
         return (candidates.First(m => m.Descriptor == match.Model), match.Reason);
     }
@@ -67,7 +67,7 @@ public sealed class LoadedModel : IDisposable
         IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null,
         IReadOnlyDictionary<string, HostTensor>? replacements = null)
     {
-        using var file = SafeTensorsFile.Open(checkpoint);
+        using var file = WeightFile.Open(checkpoint);
         var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, replacements, info.Descriptor.Ignores);
         try
         {
@@ -90,10 +90,10 @@ public sealed class LoadedModel : IDisposable
     {
         var candidates = catalog.Where(m => m.Descriptor.Family == family).ToList();
         if (candidates.Count == 0) throw new MissingModelFamilyException(family);
-        var files = new List<SafeTensorsFile>();
+        var files = new List<IWeightFile>();
         try
         {
-            foreach (string path in paths) files.Add(SafeTensorsFile.Open(path));
+            foreach (string path in paths) files.Add(WeightFile.Open(path));
             var match = ModelRecognizer.Recognize(files, configPath == null ? null : File.ReadAllText(configPath), candidates.Select(m => m.Descriptor));
             var info = candidates.First(m => m.Descriptor == match.Model);
             var weights = WeightLoader.Load(info.Descriptor.Parameters, files, backend, progress, ignored: info.Descriptor.Ignores);

@@ -2,7 +2,7 @@ using CommandLine;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Models;
-using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.WeightFiles;
 using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Cli.Commands;
@@ -15,7 +15,7 @@ public sealed class ModelsOptions
 [Verb("inspect", HelpText = "Tell which compiled model a checkpoint is (from __metadata__.config or its tensors) and summarise its tensors.")]
 public sealed class InspectOptions
 {
-    [Value(0, MetaName = "FILE", Required = true, HelpText = "A .safetensors checkpoint.")]
+    [Value(0, MetaName = "FILE", Required = true, HelpText = "A checkpoint: .safetensors (float or fp8) or .gguf.")]
     public string File { get; set; } = "";
 }
 
@@ -35,10 +35,10 @@ public static class ModelsCommand
 
     public static int Inspect(InspectOptions options)
     {
-        using var file = SafeTensorsFile.Open(options.File);
-        long elements = file.Tensors.Sum(t => HostTensor.ElementCount(t.Shape));
-        var dtypes = string.Join(", ", file.Tensors.GroupBy(t => t.DType).Select(g => $"{g.Count()} {g.Key}"));
-        System.Console.WriteLine($"{options.File}: {file.Tensors.Count} tensors ({dtypes}), {elements:N0} values");
+        using var file = WeightFile.Open(options.File);
+        long elements = file.StoredTensors.Sum(t => t.ElementCount);
+        var dtypes = string.Join(", ", file.StoredTensors.GroupBy(t => t.FormatName).Select(g => $"{g.Count()} {g.Key}"));
+        System.Console.WriteLine($"{options.File}: {file.StoredTensors.Count} tensors ({dtypes}), {elements:N0} values");
         var match = ModelRecognizer.Recognize(file, ModelCatalog.All.Select(m => m.Descriptor));
         System.Console.WriteLine($"model: {match.Model.Name} (schemas/{match.Model.SchemaFile}) — {match.Reason}");
         return 0;

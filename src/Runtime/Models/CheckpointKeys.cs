@@ -1,14 +1,13 @@
-using InFluxEdit.Runtime.SafeTensors;
-using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.WeightFiles;
 
 namespace InFluxEdit.Runtime.Models;
 
 /// <summary>A tensor of a checkpoint under the name a model looks it up by (<see cref="Key"/>).</summary>
-internal sealed record CheckpointTensor(string Key, SafeTensorsFile File, TensorEntry? Entry, OtherTensorEntry? Other)
+internal sealed record CheckpointTensor(string Key, IWeightFile File, StoredTensor Stored)
 {
-    public int[] Shape => Entry?.Shape ?? Other!.Shape;
-    public string DTypeName => Entry?.DType.SafeTensorsName() ?? Other!.DTypeName;
-    public string StoredName => Entry?.Name ?? Other!.Name;
+    public int[] Shape => Stored.Shape;
+    public string DTypeName => Stored.FormatName;
+    public string StoredName => Stored.Name;
 }
 
 /// <summary>
@@ -19,16 +18,14 @@ internal static class CheckpointKeys
 {
     public const string ComfyUiPrefix = "model.diffusion_model.";
 
-    public static IReadOnlyList<CheckpointTensor> Of(SafeTensorsFile file)
+    public static IReadOnlyList<CheckpointTensor> Of(IWeightFile file)
     {
-        var names = file.Tensors.Select(t => t.Name).Concat(file.OtherTensors.Select(t => t.Name)).ToList();
-        int strip = names.Count > 0 && names.All(n => n.StartsWith(ComfyUiPrefix, StringComparison.Ordinal)) ? ComfyUiPrefix.Length : 0;
-        return file.Tensors.Select(t => new CheckpointTensor(t.Name[strip..], file, t, null))
-            .Concat(file.OtherTensors.Select(t => new CheckpointTensor(t.Name[strip..], file, null, t)))
-            .ToList();
+        var stored = file.StoredTensors;
+        int strip = stored.Count > 0 && stored.All(t => t.Name.StartsWith(ComfyUiPrefix, StringComparison.Ordinal)) ? ComfyUiPrefix.Length : 0;
+        return stored.Select(t => new CheckpointTensor(t.Name[strip..], file, t)).ToList();
     }
 
-    public static bool StripsComfyUiPrefix(SafeTensorsFile file) =>
+    public static bool StripsComfyUiPrefix(IWeightFile file) =>
         Of(file).FirstOrDefault() is { } first && first.Key != first.StoredName;
 
     /// <summary>The dotted prefix (e.g. "transformer.") every key shares, or null. The last component of a name never counts.</summary>

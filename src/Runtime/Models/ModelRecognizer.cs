@@ -1,6 +1,6 @@
 using System.Text;
 using System.Text.Json;
-using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.WeightFiles;
 using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Runtime.Models;
@@ -15,14 +15,14 @@ public static class ModelRecognizer
     private const string ConfigKey = "config";
     private const int DifferencesShown = 5;
 
-    public static ModelMatch Recognize(SafeTensorsFile file, IEnumerable<ModelDescriptor> candidates) =>
+    public static ModelMatch Recognize(IWeightFile file, IEnumerable<ModelDescriptor> candidates) =>
         Recognize(file.Path, ReadConfigEntries(file), CheckpointKeys.Of(file), candidates);
 
     /// <summary>
     /// A model stored in several files (Hugging Face shards), whose configuration is a separate config.json (null when
     /// there is none): the tensors of all files together are compared with the schemas.
     /// </summary>
-    public static ModelMatch Recognize(IReadOnlyList<SafeTensorsFile> files, string? configJson, IEnumerable<ModelDescriptor> candidates)
+    public static ModelMatch Recognize(IReadOnlyList<IWeightFile> files, string? configJson, IEnumerable<ModelDescriptor> candidates)
     {
         if (files.Count == 0) throw new ArgumentException("no weight files were given", nameof(files));
         var config = configJson != null ? ParseConfig(configJson) : ReadConfigEntries(files[0]);
@@ -69,11 +69,11 @@ public static class ModelRecognizer
     /// <c>__metadata__["config"]</c> as parameter name → JSON text of its value, or null when the file has no
     /// config or it is not a JSON object.
     /// </summary>
-    public static IReadOnlyDictionary<string, string>? ReadConfig(SafeTensorsFile file) =>
+    public static IReadOnlyDictionary<string, string>? ReadConfig(IWeightFile file) =>
         ReadConfigEntries(file)?.ToDictionary(e => e.Key, e => e.Value, StringComparer.Ordinal);
 
     // In the file's order, so a suggested schema lists parameters as the reference wrote them.
-    private static List<KeyValuePair<string, string>>? ReadConfigEntries(SafeTensorsFile file) =>
+    private static List<KeyValuePair<string, string>>? ReadConfigEntries(IWeightFile file) =>
         file.Metadata.TryGetValue(ConfigKey, out string? text) ? ParseConfig(text) : null;
 
     private static List<KeyValuePair<string, string>>? ParseConfig(string text)

@@ -1,26 +1,34 @@
 using System.Text;
 using InFluxEdit.Runtime.Backends;
-using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.WeightFiles;
 
 namespace InFluxEdit.Runtime.Models;
 
 /// <summary>
 /// Puts a checkpoint's tensors on a backend under a model's parameter names. Everything is checked before the
 /// first upload: a wrong file costs a second and one complete error message, not minutes of copying and a crash.
+/// Float tensors go to the backend as stored; fp8 and GGUF-quantized tensors are decoded (exactly) and go up as
+/// float32.
 /// </summary>
 public static class WeightLoader
 {
     private const int ListedPerProblem = 20;
 
+    /// <param name="quantizeTo">
+    /// When set, every weight matrix (see <see cref="QuantizationPlan"/>) is quantized to this format and decoded back
+    /// on the way (<see cref="QuantizationPlan.RoundTrip"/>): the model computes with the weights a file in that format holds.
+    /// </param>
     public static IReadOnlyDictionary<string, DeviceTensor> Load(
         IReadOnlyList<ParameterInfo> table,
-        IReadOnlyList<SafeTensorsFile> files,
+        IReadOnlyList<IWeightFile> files,
         IBackend backend,
         IProgress<(int done, int total)>? progress = null,
         IReadOnlyDictionary<string, HostTensor>? deltas = null,
         IReadOnlyDictionary<string, HostTensor>? replacements = null,
-        Func<string, bool>? ignored = null)
+        Func<string, bool>? ignored = null,
+        TensorFormat? quantizeTo = null)
     {
         if (files.Count == 0)
             throw new ArgumentException("no weight files were given", nameof(files));
@@ -33,14 +41,10 @@ public static class WeightLoader
         {
             foreach (ParameterInfo parameter in table)
             {
-                CheckpointTensor tensor = found[parameter.Name];
-                TensorEntry entry = tensor.Entry!;
-                loaded.Add(parameter.Name,
-                    replacements != null && replacements.TryGetValue(parameter.Name, out var replacement)
-                        ? backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, DTypeEncoding.Encode(replacement.Data, entry.DType))
-                    : deltas != null && deltas.TryGetValue(parameter.Name, out var delta)
-                        ? UploadMerged(backend, tensor.File, entry, delta)
-                        : backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, tensor.File.GetBytes(entry)));
+                HostTensor? replacement = replacements?.GetValueOrDefault(parameter.Name);
+                HostTensor? delta = replacement == null ? deltas?.GetValueOrDefault(parameter.Name) : null;
+                TensorFormat? quantized = quantizeTo is { } format ? QuantizationPlan.FormatFor(format, parameter.Shape) : null;
+                loaded.Add(parameter.Name, Upload(backend, found[parameter.Name], replacement, delta, quantized));
                 progress?.Report((loaded.Count, table.Count));
             }
         }
@@ -68,17 +72,29 @@ public static class WeightLoader
     }
 
     /// <summary>
-    /// W + ΔW (a LoRA merged at load time) in float32, stored back in the checkpoint's dtype so a bf16 model stays
-    /// bf16 on the device, rounded to nearest even like PyTorch.
+    /// The stored bytes as they are when nothing changes them; otherwise the replacement, or W + ΔW (a LoRA merged at
+    /// load time), in float32, then quantized and decoded when asked, stored back in the checkpoint's dtype so a bf16
+    /// model stays bf16 on the device (rounded to nearest even like PyTorch). Decoded fp8 and block-quantized weights
+    /// go up as float32, which holds every value they define exactly.
     /// </summary>
-    private static DeviceTensor UploadMerged(IBackend backend, SafeTensorsFile file, TensorEntry entry, HostTensor delta)
+    private static DeviceTensor Upload(IBackend backend, CheckpointTensor tensor, HostTensor? replacement, HostTensor? delta, TensorFormat? quantizeTo)
     {
-        var merged = file.ReadFloat32(entry.Name);
-        for (int i = 0; i < merged.Data.Length; i++) merged.Data[i] += delta.Data[i];
-        return backend.UploadWeight((int[])entry.Shape.Clone(), entry.DType, DTypeEncoding.Encode(merged.Data, entry.DType));
+        StoredTensor stored = tensor.Stored;
+        int[] shape = (int[])stored.Shape.Clone();
+        DType? native = stored.Format!.Value.AsDType();
+        if (replacement == null && delta == null && quantizeTo == null && native is DType dtype)
+            return backend.UploadWeight(shape, dtype, tensor.File.GetStoredBytes(stored));
+
+        float[] values = replacement?.Data ?? tensor.File.ReadFloat32(stored).Data;
+        if (delta != null)
+            for (int i = 0; i < values.Length; i++) values[i] += delta.Data[i];
+        if (quantizeTo is TensorFormat format)
+            values = QuantizationPlan.RoundTrip(format, values);
+        DType target = native ?? DType.F32;
+        return backend.UploadWeight(shape, target, DTypeEncoding.Encode(values, target));
     }
 
-    private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<SafeTensorsFile> files,
+    private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<IWeightFile> files,
         Func<string, bool> ignored)
     {
         var expected = new Dictionary<string, ParameterInfo>(StringComparer.Ordinal);
@@ -90,7 +106,7 @@ public static class WeightLoader
 
         var found = new Dictionary<string, CheckpointTensor>(StringComparer.Ordinal);
         var inSeveralFiles = new List<string>();
-        foreach (SafeTensorsFile file in files)
+        foreach (IWeightFile file in files)
         {
             foreach (CheckpointTensor tensor in CheckpointKeys.Of(file))
             {
@@ -109,8 +125,8 @@ public static class WeightLoader
             else if (!tensor.Shape.AsSpan().SequenceEqual(parameter.Shape))
                 misShaped.Add($"{parameter.Name}: the model expects {HostTensor.FormatShape(parameter.Shape)}, " +
                     $"{FileName(tensor.File)} has {HostTensor.FormatShape(tensor.Shape)}");
-            else if (tensor.Entry is null)
-                unloadable.Add($"{parameter.Name}: stored as {tensor.DTypeName} in {FileName(tensor.File)}; only F32, F16, BF16 and F64 load");
+            else if (tensor.Stored.Format is null)
+                unloadable.Add($"{parameter.Name}: stored as {tensor.DTypeName} in {FileName(tensor.File)}; only float, fp8 and GGUF-quantized weights load");
         }
         var unexpected = found.Values.Where(t => !expected.ContainsKey(t.Key) && !ignored(t.Key))
             .Select(t => $"{t.Key} {HostTensor.FormatShape(t.Shape)} in {FileName(t.File)}")
@@ -144,9 +160,9 @@ public static class WeightLoader
 
     /// <summary>A prefix on every key of a file is the usual reason nothing matches: name it and say what to do.</summary>
     private static IEnumerable<string> PrefixHints(
-        IReadOnlyList<SafeTensorsFile> files, Dictionary<string, ParameterInfo> expected, Dictionary<string, CheckpointTensor> found)
+        IReadOnlyList<IWeightFile> files, Dictionary<string, ParameterInfo> expected, Dictionary<string, CheckpointTensor> found)
     {
-        foreach (SafeTensorsFile file in files)
+        foreach (IWeightFile file in files)
         {
             var keys = found.Values.Where(t => t.File == file).Select(t => t.Key).ToList();
             if (CheckpointKeys.CommonPrefix(keys) is not { } prefix || expected.Keys.Any(k => k.StartsWith(prefix, StringComparison.Ordinal)))
@@ -165,11 +181,11 @@ public static class WeightLoader
                     "is this file a checkpoint of this model?";
         }
 
-        int bundled = files.Sum(f => f.Tensors.Count(t => t.Name.StartsWith(CheckpointKeys.ComfyUiPrefix, StringComparison.Ordinal)));
+        int bundled = files.Sum(f => f.StoredTensors.Count(t => t.Name.StartsWith(CheckpointKeys.ComfyUiPrefix, StringComparison.Ordinal)));
         if (bundled > 0 && !files.Any(CheckpointKeys.StripsComfyUiPrefix))
             yield return $"{bundled} tensors start with '{CheckpointKeys.ComfyUiPrefix}' beside others: the file bundles several models " +
                 "(a ComfyUI all-in-one checkpoint). Load the model's own file instead.";
     }
 
-    private static string FileName(SafeTensorsFile file) => Path.GetFileName(file.Path);
+    private static string FileName(IWeightFile file) => Path.GetFileName(file.Path);
 }

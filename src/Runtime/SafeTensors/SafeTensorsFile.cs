@@ -1,7 +1,8 @@
 using System.Buffers.Binary;
-using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.WeightFiles;
 
 namespace InFluxEdit.Runtime.SafeTensors;
 
@@ -11,17 +12,17 @@ namespace InFluxEdit.Runtime.SafeTensors;
 /// returns, every entry's bytes lie inside the file and no two tensors share bytes.
 /// Spans and memory handed out stay valid until the file is disposed.
 /// </summary>
-public sealed unsafe class SafeTensorsFile : IDisposable
+public sealed unsafe class SafeTensorsFile : IWeightFile
 {
-    private readonly MemoryMappedFile _mapping;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly MappedFile _file;
     private readonly byte* _data;
     private readonly Dictionary<string, TensorEntry> _tensorsByName;
     private readonly Dictionary<string, OtherTensorEntry> _othersByName;
+    private readonly Dictionary<string, StoredTensor> _storedByName;
     private bool _disposed;
 
     private SafeTensorsFile(
-        string path, SafeTensorsHeader header, MemoryMappedFile mapping, MemoryMappedViewAccessor view, long dataStart)
+        string path, SafeTensorsHeader header, MappedFile file, long dataStart)
     {
         Path = path;
         Metadata = header.Metadata;
@@ -29,11 +30,12 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         OtherTensors = header.OtherTensors;
         _tensorsByName = header.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         _othersByName = header.OtherTensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
-        _mapping = mapping;
-        _view = view;
-        byte* start = null;
-        view.SafeMemoryMappedViewHandle.AcquirePointer(ref start);
-        _data = start + view.PointerOffset + dataStart;
+        StoredTensors = header.Tensors.Select(t => new StoredTensor(t.Name, t.DType.SafeTensorsName(), t.DType.ToFormat(), t.Shape, t.DataOffset, t.ByteLength))
+            .Concat(header.OtherTensors.Select(t => new StoredTensor(t.Name, t.DTypeName, Float8FormatOf(t.DTypeName), t.Shape, t.DataOffset, t.ByteLength)))
+            .ToList();
+        _storedByName = StoredTensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        _file = file;
+        _data = file.Start + dataStart;
     }
 
     public string Path { get; }
@@ -47,6 +49,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     /// <summary>Tensors of valid safetensors dtypes that are not floating point (see <see cref="OtherTensorEntry"/>).</summary>
     public IReadOnlyList<OtherTensorEntry> OtherTensors { get; }
 
+    /// <summary>Every tensor, floating point first, with the fp8 ones decodable (<see cref="WeightFile.ReadFloat32"/>).</summary>
+    public IReadOnlyList<StoredTensor> StoredTensors { get; }
+
     public static SafeTensorsFile Open(string path)
     {
         if (!BitConverter.IsLittleEndian)
@@ -54,8 +59,6 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         path = System.IO.Path.GetFullPath(path);
 
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
-        MemoryMappedFile? mapping = null;
-        MemoryMappedViewAccessor? view = null;
         try
         {
             long fileLength = stream.Length;
@@ -82,15 +85,10 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             long dataLength = fileLength - dataStart;
             SafeTensorsHeader header = SafeTensorsHeader.Parse(path, json, dataLength);
 
-            mapping = MemoryMappedFile.CreateFromFile(
-                stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-            view = mapping.CreateViewAccessor(0, fileLength, MemoryMappedFileAccess.Read);
-            return new SafeTensorsFile(path, header, mapping, view, dataStart);
+            return new SafeTensorsFile(path, header, MappedFile.Map(stream), dataStart);
         }
         catch
         {
-            view?.Dispose();
-            mapping?.Dispose();
             stream.Dispose();
             throw;
         }
@@ -117,9 +115,14 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     public ReadOnlyMemory<byte> GetMemory(TensorEntry entry) =>
         new MappedMemory(this, DataPointer(entry), (int)entry.ByteLength).Memory;
 
-    /// <summary>The tensor widened to float32: exact for F16 and BF16; F64 rounds to nearest.</summary>
+    public ReadOnlySpan<byte> GetStoredBytes(StoredTensor tensor) =>
+        new(Locate(tensor, _storedByName.GetValueOrDefault(tensor.Name), tensor.Name, tensor.DataOffset, tensor.ByteLength), (int)tensor.ByteLength);
+
+    /// <summary>The tensor widened to float32: exact for F16, BF16 and fp8; F64 rounds to nearest.</summary>
     public HostTensor ReadFloat32(string name)
     {
+        if (_storedByName.TryGetValue(name, out StoredTensor? stored) && stored.Format is TensorFormat.F8_E4M3 or TensorFormat.F8_E5M2)
+            return this.ReadFloat32(stored);
         TensorEntry entry = GetTensor(name);
         ReadOnlySpan<byte> bytes = GetBytes(entry);
         var values = new float[entry.ElementCount];
@@ -163,12 +166,17 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view.Dispose();
-        _mapping.Dispose();
+        _file.Dispose();
     }
 
     public override string ToString() => $"{Path} ({Tensors.Count + OtherTensors.Count} tensors)";
+
+    private static TensorFormat? Float8FormatOf(string dtypeName) => dtypeName switch
+    {
+        "F8_E4M3" => TensorFormat.F8_E4M3,
+        "F8_E5M2" => TensorFormat.F8_E5M2,
+        _ => null,
+    };
 
     private byte* DataPointer(TensorEntry entry) =>
         Locate(entry, _tensorsByName.GetValueOrDefault(entry.Name), entry.Name, entry.DataOffset, entry.ByteLength);

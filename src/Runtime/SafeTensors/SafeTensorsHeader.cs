@@ -15,7 +15,7 @@ internal sealed class SafeTensorsHeader
     /// <summary>The limit the reference implementation enforces; real headers are well under 1 MB.</summary>
     public const long MaxHeaderLength = 100_000_000;
 
-    private const string SupportedDTypes = "F32, F16, BF16, F64";
+    private const string SupportedDTypes = "F32, F16, BF16, F64, F8_E4M3, F8_E5M2";
 
     // dtypes of the safetensors format that DType cannot hold; their sizes still let us check offsets.
     private static readonly Dictionary<string, int> OtherDTypeSizes = new(StringComparer.Ordinal)

@@ -1,10 +1,11 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.WeightFiles;
 
 namespace InFluxEdit.Runtime.SafeTensors;
 
@@ -40,7 +41,8 @@ public static class SafeTensorsWriter
         DType dtype = DType.F32)
     {
         var planned = tensors.Select(pair => new PlannedTensor(
-            pair.Key, dtype, pair.Value.Shape, pair.Value.Length * dtype.SizeInBytes(), stream => WriteConverted(stream, pair.Value.Data, dtype)));
+            pair.Key, dtype.SafeTensorsName(), dtype.SizeInBytes(), ReferenceRank(dtype.ToFormat()), pair.Value.Shape,
+            pair.Value.Length * dtype.SizeInBytes(), stream => WriteConverted(stream, pair.Value.Data, dtype)));
         WritePlanned(path, planned, metadata);
     }
 
@@ -48,70 +50,56 @@ public static class SafeTensorsWriter
     /// Writes tensors byte for byte (copying weights between files, changing names or metadata). Not an overload of
     /// Write: with collection expressions of target-typed <c>new(...)</c> the two would be ambiguous.
     /// </summary>
-    public static void WriteRaw(string path, IEnumerable<RawTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void WriteRaw(string path, IEnumerable<RawTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+        WriteEncoded(path, tensors.Select(t => new EncodedTensor(t.Name, t.DType.ToFormat(), t.Shape, t.Data)), metadata);
+
+    /// <summary>Writes tensors already in a format safetensors stores (the float dtypes and fp8).</summary>
+    public static void WriteEncoded(string path, IEnumerable<EncodedTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         var planned = tensors.Select(tensor =>
         {
-            long expected = HostTensor.ElementCount(tensor.Shape) * tensor.DType.SizeInBytes();
-            if (tensor.Data.Length != expected)
-                throw new ArgumentException(
-                    $"tensor '{tensor.Name}' is {tensor.DType}{HostTensor.FormatShape(tensor.Shape)}, {expected} bytes, but {tensor.Data.Length} bytes were given");
-            return new PlannedTensor(tensor.Name, tensor.DType, tensor.Shape, expected, stream => stream.Write(tensor.Data.Span));
+            string dtypeName = SafeTensorsName(tensor.Format) ?? throw new ArgumentException(
+                $"tensor '{tensor.Name}' is {tensor.Format}, which safetensors cannot store; write a .gguf file or choose a float or fp8 format");
+            return new PlannedTensor(tensor.Name, dtypeName, tensor.Format.BlockBytes(), ReferenceRank(tensor.Format), tensor.Shape,
+                tensor.CheckedByteLength(), stream => stream.Write(tensor.Data.Span));
         });
         WritePlanned(path, planned, metadata);
     }
 
-    private sealed record PlannedTensor(string Name, DType DType, int[] Shape, long ByteLength, Action<Stream> WriteData);
+    private static string? SafeTensorsName(TensorFormat format) => format switch
+    {
+        TensorFormat.F8_E4M3 => "F8_E4M3",
+        TensorFormat.F8_E5M2 => "F8_E5M2",
+        _ => format.AsDType()?.SafeTensorsName(),
+    };
+
+    private sealed record PlannedTensor(string Name, string DTypeName, int ElementBytes, int Rank, int[] Shape, long ByteLength, Action<Stream> WriteData);
 
     private static void WritePlanned(string path, IEnumerable<PlannedTensor> tensors, IReadOnlyDictionary<string, string>? metadata)
     {
         // Everything that can be wrong with the input is found before the temporary file exists.
         List<PlannedTensor> ordered = tensors
-            .OrderByDescending(t => t.DType.SizeInBytes())
-            .ThenBy(t => ReferenceRank(t.DType))
+            .OrderByDescending(t => t.ElementBytes)
+            .ThenBy(t => t.Rank)
             .ThenBy(t => t.Name, StringComparer.Ordinal)
             .ToList();
         CheckNames(ordered);
         byte[] header = BuildHeader(ordered, metadata);
 
-        path = Path.GetFullPath(path);
-        string temporary = $"{path}.tmp-{Convert.ToHexString(RandomNumberGenerator.GetBytes(6)).ToLowerInvariant()}";
-        try
+        AtomicFile.Write(path, stream =>
         {
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 20))
+            Span<byte> prefix = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+            stream.Write(prefix);
+            stream.Write(header);
+            foreach (PlannedTensor tensor in ordered)
             {
-                Span<byte> prefix = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
-                stream.Write(prefix);
-                stream.Write(header);
-                foreach (PlannedTensor tensor in ordered)
-                {
-                    long before = stream.Position;
-                    tensor.WriteData(stream);
-                    if (stream.Position - before != tensor.ByteLength)
-                        throw new InvalidOperationException($"tensor '{tensor.Name}' wrote {stream.Position - before} bytes, its header entry says {tensor.ByteLength}");
-                }
-                stream.Flush(flushToDisk: true);
+                long before = stream.Position;
+                tensor.WriteData(stream);
+                if (stream.Position - before != tensor.ByteLength)
+                    throw new InvalidOperationException($"tensor '{tensor.Name}' wrote {stream.Position - before} bytes, its header entry says {tensor.ByteLength}");
             }
-            File.Move(temporary, path, overwrite: true);
-        }
-        catch
-        {
-            DeleteQuietly(temporary);
-            throw;
-        }
-    }
-
-    // The write's own error is the one worth reporting; a failed cleanup must not replace it.
-    private static void DeleteQuietly(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-        }
+        });
     }
 
     private static void CheckNames(List<PlannedTensor> tensors)
@@ -128,8 +116,8 @@ public static class SafeTensorsWriter
         }
     }
 
-    // The reference orders equal-sized dtypes by its dtype enum, descending: BF16 before F16.
-    private static int ReferenceRank(DType dtype) => dtype == DType.BF16 ? 0 : 1;
+    // The reference orders equal-sized dtypes by its dtype enum, descending: BF16 before F16, F8_E4M3 before F8_E5M2.
+    private static int ReferenceRank(TensorFormat format) => format is TensorFormat.BF16 or TensorFormat.F8_E4M3 ? 0 : 1;
 
     private static byte[] BuildHeader(List<PlannedTensor> tensors, IReadOnlyDictionary<string, string>? metadata)
     {
@@ -148,7 +136,7 @@ public static class SafeTensorsWriter
             foreach (PlannedTensor tensor in tensors)
             {
                 json.WriteStartObject(tensor.Name);
-                json.WriteString("dtype", tensor.DType.SafeTensorsName());
+                json.WriteString("dtype", tensor.DTypeName);
                 json.WriteStartArray("shape");
                 foreach (int dim in tensor.Shape)
                     json.WriteNumberValue(dim);

@@ -11,8 +11,9 @@ public sealed record TensorEntry(string Name, DType DType, int[] Shape, long Dat
 }
 
 /// <summary>
-/// A tensor whose dtype is valid safetensors but no <see cref="DType"/>: integer ids, bool masks, fp8 weights.
-/// Test data files hold token ids this way; weights in such dtypes cannot be loaded.
+/// A tensor whose dtype is valid safetensors but no <see cref="DType"/>: integer ids, bool masks, fp8 weights (which
+/// load decoded, through <see cref="SafeTensorsFile.StoredTensors"/>).
+/// Test data files hold token ids this way.
 /// </summary>
 public sealed record OtherTensorEntry(string Name, string DTypeName, int[] Shape, long DataOffset, long ByteLength)
 {

@@ -1,0 +1,67 @@
+using InFluxEdit.Runtime.Gguf;
+using InFluxEdit.Runtime.Quantization;
+using InFluxEdit.Runtime.SafeTensors;
+
+namespace InFluxEdit.Runtime.WeightFiles;
+
+/// <summary>What a conversion wrote: tensors per stored format, the bytes of tensor data, and tensors left out.</summary>
+public sealed record ConversionSummary(IReadOnlyDictionary<TensorFormat, int> TensorsByFormat, long DataBytes, IReadOnlyList<string> Skipped);
+
+/// <summary>
+/// Converts weights files between safetensors and GGUF (the output's container is chosen by its extension) and
+/// between formats. Without a target format every tensor keeps its format where the output container can hold it
+/// and is decoded to float32 where it cannot (GGUF blocks into safetensors, fp8 into GGUF). A float target converts
+/// every float tensor; fp8 and block formats apply to weight matrices only (see <see cref="QuantizationPlan"/>).
+/// </summary>
+public static class WeightConverter
+{
+    public static ConversionSummary Convert(string input, string output, TensorFormat? to)
+    {
+        bool toGguf = WeightFile.IsGgufPath(output);
+        if (to is { } target && !CanHold(toGguf, target))
+            throw new ArgumentException(toGguf
+                ? $"GGUF cannot hold {target}; write '{output}' as .safetensors for fp8, or choose a GGUF format."
+                : $"safetensors cannot hold {target}; name the output '{Path.ChangeExtension(output, ".gguf")}' to write GGUF.");
+        if (to is { } encoded && !TensorEncoder.CanEncode(encoded))
+            throw new ArgumentException($"InFluxEdit cannot quantize to {encoded}; choose one of q8_0, q5_1, q5_0, q4_1, q4_0, q6_k, q4_k.");
+        if (Path.GetFullPath(input) == Path.GetFullPath(output))
+            throw new ArgumentException($"the output '{output}' is the input; write the conversion to another file.");
+
+        using IWeightFile file = WeightFile.Open(input);
+        var tensors = new List<EncodedTensor>();
+        var skipped = new List<string>();
+        foreach (StoredTensor stored in file.StoredTensors)
+        {
+            if (stored.Format is not TensorFormat current)
+            {
+                skipped.Add($"{stored.Name} ({stored.FormatName}: not a float tensor)");
+                continue;
+            }
+            TensorFormat format = TargetFormat(current, stored.Shape, to, toGguf);
+            tensors.Add(format == current
+                ? new EncodedTensor(stored.Name, format, stored.Shape, file.GetStoredBytes(stored).ToArray())
+                : EncodedTensor.Encode(stored.Name, file.ReadFloat32(stored), format));
+        }
+
+        if (toGguf)
+            GgufWriter.Write(output, tensors, file is GgufFile gguf ? gguf.Values : file.Metadata.Select(m => new KeyValuePair<string, object>(m.Key, m.Value)));
+        else
+            SafeTensorsWriter.WriteEncoded(output, tensors, file.Metadata.Where(m => m.Key != GgmlTypes.AlignmentKey).ToDictionary());
+        return new ConversionSummary(
+            tensors.GroupBy(t => t.Format).ToDictionary(g => g.Key, g => g.Count()), tensors.Sum(t => (long)t.Data.Length), skipped);
+    }
+
+    private static bool CanHold(bool gguf, TensorFormat format) =>
+        gguf ? GgmlTypes.IsGgufFormat(format) : !format.IsBlockQuantized();
+
+    private static TensorFormat TargetFormat(TensorFormat current, int[] shape, TensorFormat? to, bool toGguf)
+    {
+        TensorFormat wanted = to switch
+        {
+            null => current,
+            { } plain when plain.AsDType() != null => plain,
+            { } quantized => QuantizationPlan.FormatFor(quantized, shape) ?? current,
+        };
+        return CanHold(toGguf, wanted) ? wanted : TensorFormat.F32;
+    }
+}
