@@ -47,6 +47,8 @@ public sealed class SentencePieceTokenizer
         Normalizer = normalizer;
         _charsMap = normalizer.PrecompiledCharsMap is { Length: > 0 } map ? new PrecompiledCharsMap(map) : null;
         UnknownId = Array.IndexOf(_types, PieceType.Unknown) is var unk and >= 0 ? unk : specialIds[0];
+        if (UnknownId < 0 || UnknownId >= _pieces.Length)
+            throw new InvalidDataException($"the SentencePiece model has no unknown piece (unk_id {UnknownId}, {_pieces.Length} pieces)");
         EosId = specialIds[1] >= 0 && specialIds[1] < _pieces.Length ? specialIds[1] : _ids.GetValueOrDefault("</s>", 1);
         PadId = specialIds[2] >= 0 && specialIds[2] < _pieces.Length ? specialIds[2] : _ids.GetValueOrDefault("<pad>", 0);
         _specialTokens = new[] { PadId, EosId, UnknownId }
@@ -74,7 +76,8 @@ public sealed class SentencePieceTokenizer
         {
             return Parse(bytes);
         }
-        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentOutOfRangeException or OverflowException)
+        // A truncated or corrupt protobuf runs its reads off the end (ArgumentException: BitConverter past the end).
+        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException)
         {
             throw new InvalidDataException($"{path} is not a SentencePiece ModelProto: {e.Message}");
         }
@@ -309,14 +312,15 @@ public sealed class SentencePieceTokenizer
 
         public PrecompiledCharsMap(byte[] blob)
         {
-            uint trieSize = BitConverter.ToUInt32(blob, 0);
-            if (trieSize % 4 != 0 || 4 + trieSize > blob.Length)
-                throw new InvalidDataException("the SentencePiece precompiled_charsmap is malformed");
+            long trieSize = blob.Length >= 4 ? BitConverter.ToUInt32(blob, 0) : -1;
+            if (trieSize < 4 || trieSize % 4 != 0 || 4 + trieSize > blob.Length)
+                throw Malformed();
             _units = new uint[trieSize / 4];
             Buffer.BlockCopy(blob, 4, _units, 0, (int)trieSize);
             _normalized = blob[(4 + (int)trieSize)..];
         }
 
+        /// <exception cref="InvalidDataException">The trie points outside itself or its strings.</exception>
         public (string, int)? LongestMatch(byte[] input, int position)
         {
             int value = -1, length = 0;
@@ -330,6 +334,7 @@ public sealed class SentencePieceTokenizer
                 uint unit = _units[node];
                 if ((unit & 0x800000FFu) != key) break;
                 node ^= Offset(unit);
+                if (node >= _units.Length) throw Malformed();
                 if (((unit >> 8) & 1) != 0)
                 {
                     value = (int)(_units[node] & 0x7FFFFFFFu);
@@ -337,10 +342,13 @@ public sealed class SentencePieceTokenizer
                 }
             }
             if (value < 0) return null;
+            if (value > _normalized.Length) throw Malformed();
             int end = Array.IndexOf(_normalized, (byte)0, value);
             if (end < 0) end = _normalized.Length;
             return (Encoding.UTF8.GetString(_normalized, value, end - value), length);
         }
+
+        private static InvalidDataException Malformed() => new("the SentencePiece precompiled_charsmap is malformed");
 
         private static uint Offset(uint unit) => (unit >> 10) << (int)((unit & (1u << 9)) >> 6);
     }
