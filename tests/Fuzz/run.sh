@@ -19,15 +19,14 @@ if [ ! -x "$out/tools/sharpfuzz" ]; then
     dotnet tool install SharpFuzz.CommandLine --version 2.3.0 --tool-path "$out/tools" >/dev/null
 fi
 
-# Build once per source change into a folder of its own: instrumentation rewrites the assemblies in place.
-dotnet build "$root/tests/Fuzz/InFluxEdit.Fuzz.csproj" -c Release -o "$out/bin" -v q -nologo >/dev/null
-stamp="$out/bin/.instrumented"
-if [ ! -f "$stamp" ] || [ -n "$(find "$out/bin" -maxdepth 1 -name 'InFluxEdit.Runtime.dll' -newer "$stamp")" ]; then
-    for assembly in InFluxEdit.Runtime.dll InFluxEdit.Generator.dll SixLabors.ImageSharp.dll; do
-        "$out/tools/sharpfuzz" "$out/bin/$assembly" >/dev/null
-    done
-    touch "$stamp"
-fi
+# Instrumentation rewrites assemblies in place, and MSBuild's incremental copy may put back an uninstrumented one with
+# its old timestamp: so build into a folder of its own and instrument a fresh copy every run.
+dotnet build "$root/tests/Fuzz/InFluxEdit.Fuzz.csproj" -c Release -o "$out/build" -v q -nologo >/dev/null
+rm -rf "$out/bin"
+cp -r "$out/build" "$out/bin"
+for assembly in InFluxEdit.Runtime.dll InFluxEdit.Generator.dll SixLabors.ImageSharp.dll; do
+    "$out/tools/sharpfuzz" "$out/bin/$assembly" >/dev/null
+done
 
 findings="$out/findings/$target"
 rm -rf "$findings"
