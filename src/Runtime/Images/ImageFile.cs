@@ -157,5 +157,12 @@ public static class ImageFile
         {
             throw new InvalidDataException($"'{path}' uses an image feature this build cannot read: {e.Message}");
         }
+        // ImageSharp's decoders fail on corrupt files in many more ways than ImageFormatException (fuzzing found
+        // ArgumentException, InvalidOperationException, DivideByZeroException, NullReferenceException): a damaged
+        // file all the same, as is one that ends early. Failures to read the file itself, and our own refusal above, pass through.
+        catch (Exception e) when (e is EndOfStreamException || e is not (IOException or UnauthorizedAccessException or OutOfMemoryException or InvalidDataException))
+        {
+            throw new InvalidDataException($"'{path}' is damaged: the image decoder failed ({e.GetType().Name}: {e.Message.Split('\n')[0]})");
+        }
     }
 }
