@@ -66,7 +66,13 @@ public sealed class PromptEncoder : IDisposable
     public TextConditioning Encode(string prompt)
     {
         var (_, vec) = TextEncoders.EncodeClip(_clip.Model, [_clipTokenizer.Encode(prompt, _clipLength)]);
-        var txt = TextEncoders.EncodeT5(_t5.Model, [_t5Tokenizer.Encode(prompt, T5Length)]);
+        var t5Ids = _t5Tokenizer.Encode(prompt, T5Length);
+        // A sentinel (<extra_id_N>) numbers past the model's pieces; a small T5 may have no embedding row for it.
+        int rows = TextConditioning.IntParam(_t5.Model.Info, "vocab_size");
+        if (t5Ids.FirstOrDefault(id => id >= rows, -1) is var outside and >= 0)
+            throw new InvalidDataException(
+                $"the prompt spells a T5 special token (id {outside}) that {_t5.Model.Info.Name}'s embedding ({rows} rows) has no row for: remove the <extra_id_N> from the prompt");
+        var txt = TextEncoders.EncodeT5(_t5.Model, [t5Ids]);
         return new TextConditioning(txt, vec);
     }
 

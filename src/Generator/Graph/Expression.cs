@@ -275,10 +275,31 @@ internal sealed class ExpressionParser
         new[] { "||" }, new[] { "&&" }, new[] { "==", "!=" }, new[] { "<=", ">=", "<", ">" }, new[] { "+", "-" }, new[] { "*", "/", "%" },
     };
 
+    /// <summary>
+    /// Bounds on nesting and on operators: parsing and evaluation recurse, and a stack overflow would end the compiler
+    /// rather than report a diagnostic. Real shape expressions use a handful of each.
+    /// </summary>
+    private const int MaxNesting = 64, MaxOperators = 512;
+
     private readonly string _text;
     private int _pos;
+    private int _nesting;
+    private int _operators;
 
     public ExpressionParser(string text) => _text = text;
+
+    private void Operator()
+    {
+        if (++_operators > MaxOperators) throw new ExpressionException($"more than {MaxOperators} operators in one expression");
+    }
+
+    private T Nested<T>(Func<T> parse)
+    {
+        if (++_nesting > MaxNesting) throw new ExpressionException($"an expression nests more than {MaxNesting} levels deep");
+        T result = parse();
+        _nesting--;
+        return result;
+    }
 
     public Expression ParseAll()
     {
@@ -289,7 +310,9 @@ internal sealed class ExpressionParser
     }
 
     /// <summary>cond ? a : b, the loosest binding, right-associative.</summary>
-    private Expression ParseConditional()
+    private Expression ParseConditional() => Nested(ParseConditionalUnnested);
+
+    private Expression ParseConditionalUnnested()
     {
         var condition = ParseLevel(0);
         SkipSpaces();
@@ -311,6 +334,7 @@ internal sealed class ExpressionParser
             string? op = Precedence[level].FirstOrDefault(o => string.CompareOrdinal(_text, _pos, o, 0, o.Length) == 0);
             if (op == null) return left;
             _pos += op.Length;
+            Operator();
             left = new BinaryExpr(op, left, ParseLevel(level + 1));
         }
     }
@@ -321,7 +345,8 @@ internal sealed class ExpressionParser
         if (Peek() == '-' || Peek() == '!')
         {
             char op = _text[_pos++];
-            return new UnaryExpr(op, ParseUnary());
+            Operator();
+            return new UnaryExpr(op, Nested(ParseUnary));
         }
         return ParsePostfix(ParsePrimary());
     }

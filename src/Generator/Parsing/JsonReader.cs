@@ -18,6 +18,10 @@ public sealed class JsonReader
     private int _pos;
     private int _line;
     private int _lineStart;
+    private int _depth;
+
+    /// <summary>Deeper nesting is refused: the reader recurses, and a stack overflow would end the compiler, not report.</summary>
+    public const int MaxDepth = 128;
 
     private JsonReader(string path, string text)
     {
@@ -41,8 +45,8 @@ public sealed class JsonReader
         char c = _text[_pos];
         switch (c)
         {
-            case '{': return ReadObject();
-            case '[': return ReadArray();
+            case '{': return Nested(ReadObject);
+            case '[': return Nested(ReadArray);
             case '"':
             {
                 int start = _pos, line = _line, col = _pos - _lineStart;
@@ -56,6 +60,14 @@ public sealed class JsonReader
                 if (c == '-' || (c >= '0' && c <= '9')) return ReadNumber();
                 throw Error($"unexpected character '{c}'");
         }
+    }
+
+    private JsonNode Nested(Func<JsonNode> read)
+    {
+        if (++_depth > MaxDepth) throw Error($"objects and arrays nest more than {MaxDepth} levels deep");
+        JsonNode node = read();
+        _depth--;
+        return node;
     }
 
     private JsonNode ReadObject()

@@ -12,6 +12,9 @@ namespace InFluxEdit.Runtime.Images;
 /// </summary>
 public static class ImageFile
 {
+    /// <summary>The largest input image read (4096×4096); FLUX works at about one megapixel.</summary>
+    public const long MaxPixels = 4096L * 4096;
+
     /// <summary>
     /// An RGB image as [1, 3, H, W] = u8/127.5 − 1. Alpha is dropped without compositing (as PIL's convert("RGB")
     /// does); grayscale becomes R = G = B.
@@ -135,6 +138,11 @@ public static class ImageFile
             throw new FileNotFoundException($"image file '{path}' does not exist", path);
         try
         {
+            // The header is read first: a 69-byte PNG may claim 8192×8192, and decoding it would take gigabytes.
+            var info = Image.Identify(path);
+            if (info != null && (long)info.Width * info.Height > MaxPixels)
+                throw new InvalidDataException(
+                    $"'{path}' is {info.Width}×{info.Height}, more than the {MaxPixels / 1_000_000.0:F1} million pixels (4096×4096) an input image may have: scale it down first");
             return Image.Load<TPixel>(path);
         }
         catch (UnknownImageFormatException)
@@ -148,6 +156,13 @@ public static class ImageFile
         catch (NotSupportedException e)
         {
             throw new InvalidDataException($"'{path}' uses an image feature this build cannot read: {e.Message}");
+        }
+        // ImageSharp's decoders fail on corrupt files in many more ways than ImageFormatException (fuzzing found
+        // ArgumentException, InvalidOperationException, DivideByZeroException, NullReferenceException): a damaged
+        // file all the same, as is one that ends early. Failures to read the file itself, and our own refusal above, pass through.
+        catch (Exception e) when (e is EndOfStreamException || e is not (IOException or UnauthorizedAccessException or OutOfMemoryException or InvalidDataException))
+        {
+            throw new InvalidDataException($"'{path}' is damaged: the image decoder failed ({e.GetType().Name}: {e.Message.Split('\n')[0]})");
         }
     }
 }

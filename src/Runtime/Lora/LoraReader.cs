@@ -79,7 +79,13 @@ public static class LoraReader
                 continue;
             }
             int rank = down.Shape[0];
-            float alpha = parts.Alpha != null ? file.ReadFloat32(parts.Alpha).Data[0] : AlphaFromMetadata(file) ?? rank;
+            var alphaValues = parts.Alpha != null ? file.ReadFloat32(parts.Alpha).Data : null;
+            if (alphaValues is { Length: not 1 })
+            {
+                problems.Add($"'{parts.Alpha}' holds {alphaValues.Length} values; an alpha is one number");
+                continue;
+            }
+            float alpha = alphaValues?[0] ?? AlphaFromMetadata(file) ?? rank;
             float scale = alpha / rank * userScale;
             if (!deltas.TryGetValue(target.Module + ".weight", out var delta))
                 deltas[target.Module + ".weight"] = delta = new HostTensor(target.Out, target.In);

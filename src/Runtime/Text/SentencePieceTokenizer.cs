@@ -6,8 +6,10 @@ namespace InFluxEdit.Runtime.Text;
 /// A SentencePiece unigram tokenizer read from a ModelProto file (T5's spiece.model): the normaliser the model
 /// carries (its precompiled character map — nmt_nfkc for T5 —, dummy "▁" prefix, extra whitespace removed,
 /// spaces escaped to "▁"), then the best segmentation by piece scores (Viterbi), unknown runs as one unk.
-/// Encode follows Hugging Face's T5Tokenizer with <c>padding="max_length", truncation=True</c>: pieces cut to
-/// length − 1, then &lt;/s&gt;, then pad ids.
+/// Encode follows Hugging Face's T5 tokenizers with <c>padding="max_length", truncation=True</c>: pieces cut to
+/// length − 1, then &lt;/s&gt;, then pad ids. As there, the pad, eos and unk pieces' text and T5's sentinels
+/// &lt;extra_id_0&gt;…&lt;extra_id_99&gt; are single tokens when a prompt spells them; the text between them is
+/// encoded piece by piece, each with its own dummy prefix (T5TokenizerFast, and T5Tokenizer with legacy=True).
 /// </summary>
 public sealed class SentencePieceTokenizer
 {
@@ -21,6 +23,10 @@ public sealed class SentencePieceTokenizer
     private readonly int _maxPieceChars;
     private readonly float _unknownScore;
     private readonly PrecompiledCharsMap? _charsMap;
+    private readonly (string Text, int Id)[] _specialTokens;
+
+    /// <summary>T5Tokenizer's extra_ids: &lt;extra_id_N&gt; is id VocabularySize + SentinelCount − 1 − N, past the model's pieces.</summary>
+    public const int SentinelCount = 100;
 
     public enum PieceType { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 }
 
@@ -41,8 +47,15 @@ public sealed class SentencePieceTokenizer
         Normalizer = normalizer;
         _charsMap = normalizer.PrecompiledCharsMap is { Length: > 0 } map ? new PrecompiledCharsMap(map) : null;
         UnknownId = Array.IndexOf(_types, PieceType.Unknown) is var unk and >= 0 ? unk : specialIds[0];
+        if (UnknownId < 0 || UnknownId >= _pieces.Length)
+            throw new InvalidDataException($"the SentencePiece model has no unknown piece (unk_id {UnknownId}, {_pieces.Length} pieces)");
         EosId = specialIds[1] >= 0 && specialIds[1] < _pieces.Length ? specialIds[1] : _ids.GetValueOrDefault("</s>", 1);
         PadId = specialIds[2] >= 0 && specialIds[2] < _pieces.Length ? specialIds[2] : _ids.GetValueOrDefault("<pad>", 0);
+        _specialTokens = new[] { PadId, EosId, UnknownId }
+            .Where(id => id >= 0 && id < _pieces.Length && _pieces[id].Length > 0)
+            .Select(id => (_pieces[id], id))
+            .Concat(Enumerable.Range(0, SentinelCount).Select(n => ($"<extra_id_{n}>", _pieces.Length + SentinelCount - 1 - n)))
+            .ToArray();
     }
 
     public sealed record NormalizerSpec(string Name, byte[]? PrecompiledCharsMap, bool AddDummyPrefix, bool RemoveExtraWhitespaces, bool EscapeWhitespaces);
@@ -63,7 +76,8 @@ public sealed class SentencePieceTokenizer
         {
             return Parse(bytes);
         }
-        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentOutOfRangeException or OverflowException)
+        // A truncated or corrupt protobuf runs its reads off the end (ArgumentException: BitConverter past the end).
+        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException)
         {
             throw new InvalidDataException($"{path} is not a SentencePiece ModelProto: {e.Message}");
         }
@@ -177,8 +191,38 @@ public sealed class SentencePieceTokenizer
         return output.ToString();
     }
 
-    /// <summary>The ids of the best segmentation of the normalised text, without &lt;/s&gt;.</summary>
+    /// <summary>The ids of the text, without the closing &lt;/s&gt;: special tokens it spells, and the best segmentation of the rest.</summary>
     public List<int> Tokenize(string text)
+    {
+        var ids = new List<int>();
+        int start = 0;
+        while (true)
+        {
+            var (at, special) = NextSpecialToken(text, start);
+            ids.AddRange(Segment(text[start..at]));
+            if (special.Text == null) return ids;
+            ids.Add(special.Id);
+            start = at + special.Text.Length;
+        }
+    }
+
+    /// <summary>The earliest special token at or after <paramref name="start"/>, the longest where several start there.</summary>
+    private (int At, (string? Text, int Id) Token) NextSpecialToken(string text, int start)
+    {
+        for (int at = start; at < text.Length; at++)
+        {
+            (string? Text, int Id) best = (null, 0);
+            foreach (var token in _specialTokens)
+                if (token.Text.Length > (best.Text?.Length ?? 0) && at + token.Text.Length <= text.Length
+                    && string.CompareOrdinal(text, at, token.Text, 0, token.Text.Length) == 0)
+                    best = token;
+            if (best.Text != null) return (at, best);
+        }
+        return (text.Length, (null, 0));
+    }
+
+    /// <summary>The best segmentation of one stretch of text without special tokens (Viterbi over the normalised text).</summary>
+    private List<int> Segment(string text)
     {
         string normalized = Normalize(text);
         // Viterbi over UTF-16 positions that start a code point; pieces are matched as whole strings.
@@ -268,14 +312,15 @@ public sealed class SentencePieceTokenizer
 
         public PrecompiledCharsMap(byte[] blob)
         {
-            uint trieSize = BitConverter.ToUInt32(blob, 0);
-            if (trieSize % 4 != 0 || 4 + trieSize > blob.Length)
-                throw new InvalidDataException("the SentencePiece precompiled_charsmap is malformed");
+            long trieSize = blob.Length >= 4 ? BitConverter.ToUInt32(blob, 0) : -1;
+            if (trieSize < 4 || trieSize % 4 != 0 || 4 + trieSize > blob.Length)
+                throw Malformed();
             _units = new uint[trieSize / 4];
             Buffer.BlockCopy(blob, 4, _units, 0, (int)trieSize);
             _normalized = blob[(4 + (int)trieSize)..];
         }
 
+        /// <exception cref="InvalidDataException">The trie points outside itself or its strings.</exception>
         public (string, int)? LongestMatch(byte[] input, int position)
         {
             int value = -1, length = 0;
@@ -289,6 +334,7 @@ public sealed class SentencePieceTokenizer
                 uint unit = _units[node];
                 if ((unit & 0x800000FFu) != key) break;
                 node ^= Offset(unit);
+                if (node >= _units.Length) throw Malformed();
                 if (((unit >> 8) & 1) != 0)
                 {
                     value = (int)(_units[node] & 0x7FFFFFFFu);
@@ -296,10 +342,13 @@ public sealed class SentencePieceTokenizer
                 }
             }
             if (value < 0) return null;
+            if (value > _normalized.Length) throw Malformed();
             int end = Array.IndexOf(_normalized, (byte)0, value);
             if (end < 0) end = _normalized.Length;
             return (Encoding.UTF8.GetString(_normalized, value, end - value), length);
         }
+
+        private static InvalidDataException Malformed() => new("the SentencePiece precompiled_charsmap is malformed");
 
         private static uint Offset(uint unit) => (unit >> 10) << (int)((unit & (1u << 9)) >> 6);
     }
