@@ -14,7 +14,7 @@ public static class Program
             settings.CaseInsensitiveEnumValues = true;
             settings.AllowMultiInstance = true;
         });
-        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions, CompareOptions, TrainVaeOptions, PretrainToyOptions, DemoOptions>(args);
+        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions, CompareOptions, TrainVaeOptions, PretrainToyOptions, DemoOptions, LoraOptions>(args);
         try
         {
             return result.MapResult(
@@ -29,6 +29,7 @@ public static class Program
                 (PretrainToyOptions o) => PretrainToyCommand.Run(o),
                 (DemoOptions o) => DemoCommand.Run(o),
                 (TrainVaeOptions o) => TrainVaeCommand.Run(o),
+                (LoraOptions o) => LoraCommand.Run(o),
                 errors => ShowHelp(result, errors));
         }
         catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException

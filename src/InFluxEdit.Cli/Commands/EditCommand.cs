@@ -54,11 +54,14 @@ public sealed class EditOptions : TextEncoderOptions
     [Option("fit", Default = SizingMode.Resize, HelpText = "Sides that are not multiples of 16: resize (bicubic, to the nearest multiples) or pad (repeat the edges, cropped off again).")]
     public SizingMode Fit { get; set; } = SizingMode.Resize;
 
-    [Option("lora", HelpText = "A LoRA to apply (repeat the option for several): kohya/ComfyUI (lora_unet_…lora_down/lora_up/alpha), diffusers/PEFT (transformer.…lora_A/lora_B, split q/k/v included) or checkpoint-native names. Merged into the weights at load.")]
+    [Option("lora", HelpText = "A LoRA to apply (repeat the option for several): kohya/ComfyUI (lora_unet_…, .diff/.diff_b/.set_weight), diffusers/PEFT/ai-toolkit (transformer.…lora_A/lora_B), OneTrainer, XLabs, LyCORIS LoKr/LoHa, DoRA, checkpoint-native names. Merged into the weights at load; see 'influx-cli lora inspect'.")]
     public IEnumerable<string> Loras { get; set; } = Array.Empty<string>();
 
-    [Option("lora-scale", HelpText = "Strength of each --lora, in the same order (default 1.0 each).")]
+    [Option("lora-scale", HelpText = "Strength of each --lora, in the same order (default 1.0 each); it scales full-weight changes (a trained img_in) too.")]
     public IEnumerable<float> LoraScales { get; set; } = Array.Empty<float>();
+
+    [Option("strict-lora", HelpText = "Refuse a --lora holding keys this build does not apply (text-encoder adapters, unknown layers) instead of skipping them with a report.")]
+    public bool StrictLora { get; set; }
 
     [Option("output", Required = true, HelpText = "Where to write the edited image (PNG; the extension picks the format).")]
     public string Output { get; set; } = "";
@@ -67,35 +70,14 @@ public sealed class EditOptions : TextEncoderOptions
 public static class EditCommand
 {
     /// <summary>
-    /// The sum of every --lora's weight deltas, each at its --lora-scale, and the whole weights they carry (a trained
-    /// img_in); null without LoRAs.
+    /// The sum of every --lora's weight deltas, each at its --lora-scale (DoRA and whole weights relative to
+    /// <paramref name="baseWeights"/>); null without LoRAs. No weights are replaced whole any more.
     /// </summary>
     internal static (Dictionary<string, HostTensor> Deltas, Dictionary<string, HostTensor> Replacements)? ReadLoras(
-        IReadOnlyList<string> paths, IReadOnlyList<float> scales, ModelDescriptor model, TextWriter log)
+        IReadOnlyList<string> paths, IReadOnlyList<float> scales, ModelDescriptor model, TextWriter log, bool strict = false, Func<string, HostTensor>? baseWeights = null)
     {
-        if (scales.Count > paths.Count)
-            throw new ArgumentException($"{scales.Count} --lora-scale values for {paths.Count} --lora files");
-        if (paths.Count == 0) return null;
-        var total = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
-        var replacements = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
-        for (int i = 0; i < paths.Count; i++)
-        {
-            float scale = i < scales.Count ? scales[i] : 1f;
-            var (deltas, whole) = LoraReader.Read(paths[i], model, scale);
-            foreach (var (key, value) in whole)
-            {
-                if (!replacements.TryAdd(key, value))
-                    throw new ArgumentException($"two --lora files both replace '{key}' whole: apply one of them");
-            }
-            log.WriteLine($"lora: {paths[i]} at scale {scale}, {deltas.Count} layers" +
-                          (whole.Count > 0 ? $", replacing {string.Join(", ", whole.Keys)}" : ""));
-            foreach (var (key, delta) in deltas)
-            {
-                if (!total.TryGetValue(key, out var sum)) total[key] = delta;
-                else for (int j = 0; j < sum.Data.Length; j++) sum.Data[j] += delta.Data[j];
-            }
-        }
-        return (total, replacements);
+        var content = LoraSet.Read(paths, scales, model, strict, baseWeights, log);
+        return paths.Count == 0 ? null : (content.ToDeltas(model), new Dictionary<string, HostTensor>());
     }
 
     public static int Run(EditOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
@@ -147,7 +129,7 @@ public static class EditCommand
         var text = CaptionEncodings.Encode([options.Prompt], options, transformerInfo.Descriptor, options.TextCache ?? DefaultTextCache(),
             backend, catalog, log)[options.Prompt];
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
-        var loraDeltas = ReadLoras(options.Loras.ToList(), options.LoraScales.ToList(), transformerInfo.Descriptor, log);
+        var loraDeltas = ReadLoras(options.Loras.ToList(), options.LoraScales.ToList(), transformerInfo.Descriptor, log, options.StrictLora, LoraSet.BaseWeightsOf(checkpoint));
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
             new ProgressBar("loading transformer", "tensors"), loraDeltas?.Deltas, loraDeltas?.Replacements);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");

@@ -116,6 +116,9 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("format", Default = "kohya", HelpText = "The LoRA file written at the end: kohya (ComfyUI) or diffusers (PEFT).")]
     public string Format { get; set; } = "kohya";
 
+    [Option("export-dtype", Default = "bf16", HelpText = "Element type of the LoRA file: bf16 (as the peers write), f16 or f32 (keeps the trained float32 values).")]
+    public string ExportDType { get; set; } = "bf16";
+
     [Option("loss-region", Default = "all", HelpText = "all tokens (as the seed trains) or masked: only the tokens the mask covers.")]
     public string LossRegion { get; set; } = "all";
 }
@@ -142,6 +145,7 @@ public static class TrainCommand
         double alpha = options.Alpha ?? (options.Rank == null && lora != null ? lora.Alpha : rank);
         string preset = options.Preset ?? lora?.DefaultPreset
             ?? throw new ArgumentException($"{transformerInfo.Descriptor.Name} has no LoRA presets in its schema: give --preset");
+        var exportDType = LoraWriter.ParseDType(options.ExportDType); // refused before training, not after
         var settings = new TrainingSettings(options.Method, options.Steps, rank, alpha,
             preset, options.TrainImgIn, options.Optimizer,
             options.LearningRate ?? (options.Optimizer == "prodigy" ? Prodigy.DefaultLearningRate : AdamW.DefaultLearningRate),
@@ -239,7 +243,8 @@ public static class TrainCommand
 
         string loraPath = LoraPath(options);
         LoraWriter.Write(loraPath, trainer.Trained(), transformerInfo.Descriptor, settings.Format,
-            new LoraExportInfo(options.Method.ToString().ToLowerInvariant(), settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step));
+            new LoraExportInfo(options.Method.ToString().ToLowerInvariant(), settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step),
+            LoraSet.BaseWeightsOf(checkpoint), exportDType);
         log.WriteLine($"lora: {loraPath}");
         return 0;
     }
