@@ -18,8 +18,8 @@ public sealed record DenseDelta(string Parameter, int RowOffset, HostTensor Valu
     public int Rows => Value.Shape[0];
 }
 
-/// <summary>Keys a file carries that this build does not apply, grouped ("lora_te1_*") with why.</summary>
-public sealed record SkippedKeys(string Group, string Reason, IReadOnlyList<string> Keys);
+/// <summary>Keys a file carries that this build does not apply, grouped ("lora_te1_*"): what they are and why they are passed over.</summary>
+public sealed record SkippedKeys(string Group, string What, string Why, IReadOnlyList<string> Keys);
 
 /// <summary>One adapter of a file as read: its name, kind (lora, lokr, loha, diff, …), rank and alpha where it has them.</summary>
 public sealed record AdapterSummary(string Name, string Naming, string Kind, int? Rank, float? Alpha, float Scale, IReadOnlyList<string> Modules);
@@ -50,14 +50,14 @@ public sealed class LoraContent
         Adapters.AddRange(other.Adapters);
     }
 
-    /// <summary>One line per group of skipped keys: "skipped 264 text-encoder keys (lora_te1_*): …".</summary>
+    /// <summary>One line per kind of skipped keys: "skipped 264 text-encoder keys (lora_te1_*): this build applies transformer adapters only".</summary>
     public IEnumerable<string> SkipReport() =>
-        Skipped.GroupBy(s => s.Reason).SelectMany(group =>
+        Skipped.GroupBy(s => (s.What, s.Why)).Select(group =>
         {
             var groups = group.ToList();
             int count = groups.Sum(g => g.Keys.Count);
             string shown = string.Join(", ", groups.Take(8).Select(g => g.Group)) + (groups.Count > 8 ? $", … {groups.Count - 8} more" : "");
-            return new[] { string.Create(CultureInfo.InvariantCulture, $"skipped {count} {group.Key} ({shown})") };
+            return string.Create(CultureInfo.InvariantCulture, $"skipped {count} {group.Key.What} ({shown}): {group.Key.Why}");
         });
 
     /// <summary>The summed change to every parameter touched, each at its full shape.</summary>

@@ -75,11 +75,11 @@ public static class LoraReader
         public LoraContent Read()
         {
             var groups = new Dictionary<string, Dictionary<Role, string>>(StringComparer.Ordinal);
-            var skipped = new List<(string Key, string Reason)>();
+            var skipped = new List<(string Key, bool TextEncoder)>();
             foreach (string key in file.Tensors.Select(t => t.Name).Concat(file.OtherTensors.Select(t => t.Name)))
             {
                 var (name, role) = Split(key);
-                if (role is null) { skipped.Add((key, Unknown(key))); continue; }
+                if (role is null) { skipped.Add((key, LoraNames.IsTextEncoder(key))); continue; }
                 if (!groups.TryGetValue(name, out var roles)) groups[name] = roles = new Dictionary<Role, string>();
                 roles[role.Value] = key;
             }
@@ -87,13 +87,15 @@ public static class LoraReader
             {
                 if (!Resolve(name, roles, out var target))
                 {
-                    foreach (string key in roles.Values) skipped.Add((key, Unknown(key)));
+                    foreach (string key in roles.Values) skipped.Add((key, LoraNames.IsTextEncoder(key)));
                     continue;
                 }
                 ReadAdapter(name, target, roles);
             }
-            foreach (var group in skipped.GroupBy(s => (Group: LoraNames.GroupOf(s.Key), s.Reason)))
-                _content.Skipped.Add(new SkippedKeys(group.Key.Group, group.Key.Reason, group.Select(g => g.Key).ToList()));
+            foreach (var group in skipped.GroupBy(s => (Group: LoraNames.GroupOf(s.Key), s.TextEncoder)))
+                _content.Skipped.Add(group.Key.TextEncoder
+                    ? new SkippedKeys(group.Key.Group, "text-encoder keys", "this build applies transformer adapters only", group.Select(g => g.Key).ToList())
+                    : new SkippedKeys(group.Key.Group, $"keys naming no layer of {_model.Name}", "a LoRA for another model, or a layout this build does not read", group.Select(g => g.Key).ToList()));
             if (options.Strict && _content.Skipped.Count > 0)
                 throw new LoraMismatchException($"{path} has keys this build does not apply (--strict-lora refuses them):\n  " +
                                                  string.Join("\n  ", _content.SkipReport()));
@@ -104,9 +106,6 @@ public static class LoraReader
                     ". Is it a LoRA for this model? 'influx-cli lora inspect' lists what it holds.");
             return _content;
         }
-
-        private static string Unknown(string key) =>
-            LoraNames.IsTextEncoder(key) ? "text-encoder keys: this build applies transformer adapters only" : "keys naming no layer of the model";
 
         private static (string Name, Role? Role) Split(string key)
         {
