@@ -18,8 +18,9 @@ public sealed record LoraName(string Naming, IReadOnlyList<LoraPiece> Pieces, in
 /// <summary>
 /// Every name an adapter of a model may have, built from its parameter table and its schema's "lora_formats"
 /// (so nothing here knows a layer by name): the checkpoint's own module names (also under "diffusion_model." and as
-/// kohya's "lora_unet_" + module with '.' → '_'), every alias of every format (also without its prefix), and
-/// OneTrainer's flattening of an alias ("lora_" + alias with '.' → '_', e.g. "lora_transformer_transformer_blocks_0_attn_to_q").
+/// kohya's "lora_unet_" + module with '.' → '_'), every alias of every format (also without its prefix), OneTrainer's
+/// flattening of an alias ("lora_" + alias with '.' → '_', e.g. "lora_transformer_transformer_blocks_0_attn_to_q") and
+/// SimpleTuner's ("lycoris_" + the alias without its prefix, flattened), as ComfyUI's model_lora_keys_unet names them.
 /// </summary>
 public sealed class LoraNames
 {
@@ -49,7 +50,12 @@ public sealed class LoraNames
                 var name = new LoraName(format, pieceList, rows, inputs);
                 _names.TryAdd(alias, name);
                 int dot = alias.IndexOf('.');
-                if (dot > 0) _names.TryAdd(alias[(dot + 1)..], name);
+                if (dot > 0)
+                {
+                    _names.TryAdd(alias[(dot + 1)..], name);
+                    _names.TryAdd("base_model.model." + alias[(dot + 1)..], name); // PEFT's own save_pretrained
+                    _names.TryAdd("lycoris_" + Flat(alias[(dot + 1)..]), name with { Naming = "lycoris" }); // SimpleTuner's LyCORIS files
+                }
                 _names.TryAdd("lora_" + Flat(alias), name with { Naming = "onetrainer" });
             }
         }

@@ -314,11 +314,11 @@ public class LoraFormatTests
         var random = new Random(rank + 40);
         var expected = new Expected();
         var tensors = new List<(string, HostTensor, DType)>();
-        foreach (string module in new[] { "double_blocks.1.txt_attn.qkv", "single_blocks.1.linear2" })
+        // kohya-style names, and SimpleTuner's lycoris_ + diffusers name (single_transformer_blocks.1.proj_out is linear2).
+        foreach (var (module, key) in new[] { ("double_blocks.1.txt_attn.qkv", "lora_unet_double_blocks_1_txt_attn_qkv"), ("single_blocks.1.linear2", "lycoris_single_transformer_blocks_1_proj_out") })
         {
             var w = Base[module + ".weight"];
             int rows = w.Shape[0], columns = w.Shape[1];
-            string key = "lora_unet_" + module.Replace('.', '_');
             var w1a = Random(random, rows, rank); var w1b = Random(random, rank, columns);
             var w2a = Random(random, rows, rank); var w2b = Random(random, rank, columns);
             tensors.AddRange([(key + ".hada_w1_a", w1a, DType.F32), (key + ".hada_w1_b", w1b, DType.F32),
