@@ -18,15 +18,9 @@ namespace InFluxEdit.Tests.Lora;
 /// </summary>
 public class LoraExportTests
 {
-    private static readonly ModelDescriptor Tiny = FluxFillTiny.Descriptor;
-    private static readonly Lazy<Dictionary<string, HostTensor>> Golden = new(() =>
-    {
-        using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
-        return file.Tensors.ToDictionary(t => t.Name, t => file.ReadFloat32(t.Name));
-    });
-
-    private static Dictionary<string, HostTensor> Base => Golden.Value;
-    private static int Hidden => Base["img_in.weight"].Shape[0];
+    private static readonly ModelDescriptor Tiny = GoldenTiny.Model;
+    private static Dictionary<string, HostTensor> Base => GoldenTiny.Base;
+    private static int Hidden => GoldenTiny.Hidden;
 
     private static HostTensor Gaussian(Random random, params int[] shape)
     {

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using InFluxEdit.Models;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
@@ -15,16 +14,10 @@ namespace InFluxEdit.Tests.Lora;
 /// </summary>
 public class LoraFormatTests
 {
-    private static readonly ModelDescriptor Tiny = FluxFillTiny.Descriptor;
-    private static readonly Lazy<Dictionary<string, HostTensor>> Golden = new(() =>
-    {
-        using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
-        return file.Tensors.ToDictionary(t => t.Name, t => file.ReadFloat32(t.Name));
-    });
-
-    private static Dictionary<string, HostTensor> Base => Golden.Value;
-    private static int Hidden => Base["img_in.weight"].Shape[0];
-    private static int Mlp => Base["double_blocks.0.img_mlp.0.weight"].Shape[0];
+    private static readonly ModelDescriptor Tiny = GoldenTiny.Model;
+    private static Dictionary<string, HostTensor> Base => GoldenTiny.Base;
+    private static int Hidden => GoldenTiny.Hidden;
+    private static int Mlp => GoldenTiny.Mlp;
     private static HostTensor BaseWeight(string name) => Base[name];
 
     private static HostTensor Random(Random random, params int[] shape)
