@@ -23,8 +23,10 @@ public static class LoraSet
             float scale = i < scales.Count ? scales[i] : 1f;
             var content = LoraReader.Read(paths[i], names, new LoraReadOptions(scale, strict, baseWeights));
             var layers = content.LowRank.Select(l => l.Module + ".weight").Concat(content.Dense.Select(d => d.Parameter)).Distinct().Count();
+            var whole = content.Dense.Select(d => d.Parameter).Distinct().Order(StringComparer.Ordinal).ToList();
             log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"lora: {paths[i]} ({string.Join(", ", content.Formats)}) at scale {scale}, {layers} weights changed"));
+                $"lora: {paths[i]} ({string.Join(", ", content.Formats)}) at scale {scale}, {layers} weights changed") +
+                (whole.Count > 0 ? $", full-weight changes to {string.Join(", ", whole)}" : ""));
             foreach (string line in content.SkipReport()) log.WriteLine($"lora: {line}");
             total.Add(content);
         }
