@@ -201,7 +201,9 @@ public static class LoraReader
                 foreach (var piece in target.Pieces)
                     _content.LowRank.Add(new LowRankDelta(piece.Module, piece.RowOffset, lowRank.Down, Rows(lowRank.Up, piece.AliasRow, piece.Rows), scale * userScale));
             if (dense != null) AddDense(target, ".weight", dense, scale * userScale, label);
-            if (roles.TryGetValue(Role.UpBias, out var upBias)) AddDense(target, ".bias", Exact(upBias, target.Rows, null), scale * userScale, upBias);
+            // PEFT's lora_bias puts a lora_B bias on every adapter of a file; all-zero ones change nothing.
+            if (roles.TryGetValue(Role.UpBias, out var upBias) && Exact(upBias, target.Rows, null) is var bias && bias.Data.Any(v => v != 0))
+                AddDense(target, ".bias", bias, scale * userScale, upBias);
             if (roles.TryGetValue(Role.DiffBias, out var diffBias)) AddDense(target, ".bias", Exact(diffBias, target.Rows, null), userScale, diffBias);
             if (roles.TryGetValue(Role.WholeBias, out var wholeBias))
                 AddDense(target, ".bias", Subtract(Exact(wholeBias, target.Rows, null), BaseRows(target, ".bias", wholeBias), wholeBias), userScale, wholeBias);
