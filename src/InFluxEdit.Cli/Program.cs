@@ -14,7 +14,7 @@ public static class Program
             settings.CaseInsensitiveEnumValues = true;
             settings.AllowMultiInstance = true;
         });
-        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions, CompareOptions, TrainVaeOptions, PretrainToyOptions, DemoOptions, ConvertOptions>(args);
+        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions, CompareOptions, TrainVaeOptions, PretrainToyOptions, DemoOptions, ConvertOptions, LoraOptions>(args);
         try
         {
             return result.MapResult(
@@ -30,6 +30,7 @@ public static class Program
                 (DemoOptions o) => DemoCommand.Run(o),
                 (TrainVaeOptions o) => TrainVaeCommand.Run(o),
                 (ConvertOptions o) => ConvertCommand.Run(o),
+                (LoraOptions o) => LoraCommand.Run(o),
                 errors => ShowHelp(result, errors));
         }
         catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException

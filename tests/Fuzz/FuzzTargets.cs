@@ -70,7 +70,7 @@ public static class FuzzTargets
     }
 
     private static void Lora(byte[] input, string workDir) =>
-        LoraReader.Read(Write(workDir, "fuzz-lora.safetensors", input), FluxFillTiny.Descriptor);
+        LoraReader.ReadDeltas(Write(workDir, "fuzz-lora.safetensors", input), FluxFillTiny.Descriptor);
 
     /// <summary>A model file, NUL, its graph file: parsed and bound as the source generator does; diagnostics, never exceptions.</summary>
     private static void Schema(byte[] input, string workDir)

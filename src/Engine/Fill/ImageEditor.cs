@@ -36,6 +36,9 @@ public sealed record EditRequest : ModelSelection
     /// <summary>LoRAs merged into the transformer's weights at load.</summary>
     public IReadOnlyList<LoraFile> Loras { get; init; } = [];
 
+    /// <summary>Refuse a LoRA holding keys this model does not apply (text-encoder adapters, unknown layers) instead of skipping them with a report.</summary>
+    public bool StrictLora { get; init; }
+
     public int Steps { get; init; } = 50;
     public double Guidance { get; init; } = 30.0;
 
@@ -111,9 +114,9 @@ public static class ImageEditor
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
         cancellation.ThrowIfCancellationRequested();
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
-        var loraDeltas = LoraMerge.Read(request.Loras, transformerInfo.Descriptor, log);
+        var loraDeltas = LoraMerge.Read(request.Loras, transformerInfo.Descriptor, log, request.StrictLora, LoraSet.BaseWeightsOf(checkpoint));
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
-            StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas?.Deltas, loraDeltas?.Replacements);
+            StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, StageProgress.Of(progress, "loading vae", "tensors"));
         cancellation.ThrowIfCancellationRequested();
@@ -164,31 +167,15 @@ public static class ImageEditor
 public static class LoraMerge
 {
     /// <summary>
-    /// The sum of every LoRA's weight deltas, each at its scale, and the whole weights they carry (a trained img_in);
-    /// null without LoRAs.
+    /// The sum of every LoRA's weight changes, each at its scale (DoRA and whole weights relative to
+    /// <paramref name="baseWeights"/>); null without LoRAs. Keys a file holds that this model does not apply are
+    /// reported to <paramref name="log"/> and skipped, or refused when <paramref name="strict"/>.
     /// </summary>
-    public static (Dictionary<string, HostTensor> Deltas, Dictionary<string, HostTensor> Replacements)? Read(
-        IReadOnlyList<LoraFile> loras, ModelDescriptor model, TextWriter log)
+    public static Dictionary<string, HostTensor>? Read(IReadOnlyList<LoraFile> loras, ModelDescriptor model, TextWriter log,
+        bool strict = false, Func<string, HostTensor>? baseWeights = null)
     {
         if (loras.Count == 0) return null;
-        var total = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
-        var replacements = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
-        foreach (var lora in loras)
-        {
-            var (deltas, whole) = LoraReader.Read(lora.Path, model, lora.Scale);
-            foreach (var (key, value) in whole)
-            {
-                if (!replacements.TryAdd(key, value))
-                    throw new ArgumentException($"two --lora files both replace '{key}' whole: apply one of them");
-            }
-            log.WriteLine($"lora: {lora.Path} at scale {lora.Scale}, {deltas.Count} layers" +
-                          (whole.Count > 0 ? $", replacing {string.Join(", ", whole.Keys)}" : ""));
-            foreach (var (key, delta) in deltas)
-            {
-                if (!total.TryGetValue(key, out var sum)) total[key] = delta;
-                else for (int j = 0; j < sum.Data.Length; j++) sum.Data[j] += delta.Data[j];
-            }
-        }
-        return (total, replacements);
+        var content = LoraSet.Read(loras.Select(l => l.Path).ToList(), loras.Select(l => l.Scale).ToList(), model, strict, baseWeights, log);
+        return content.ToDeltas(model);
     }
 }

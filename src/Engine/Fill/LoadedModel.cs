@@ -64,11 +64,10 @@ public sealed class LoadedModel : IDisposable
 
     /// <summary>Loads a resolved model; <paramref name="deltas"/> (LoRAs) are merged into their weights on the way.</summary>
     public static LoadedModel Load(string checkpoint, CompiledModelInfo info, string reason, IBackend backend,
-        IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null,
-        IReadOnlyDictionary<string, HostTensor>? replacements = null)
+        IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null)
     {
         using var file = WeightFile.Open(checkpoint);
-        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, replacements, info.Descriptor.Ignores);
+        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, ignored: info.Descriptor.Ignores);
         try
         {
             return new LoadedModel(info.Create(backend, weights), weights, reason);

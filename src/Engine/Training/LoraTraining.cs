@@ -43,6 +43,7 @@ public static class LoraTraining
             ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, request.Weights != null ? request.Model : null);
         var settings = Settings(request, transformerInfo.Descriptor);
+        var exportDType = LoraWriter.ParseDType(request.ExportDType); // refused before training, not after
 
         var dataset = request.Data != null
             ? request.Method == EditMethod.Fill ? PairDataset.FromMasked(request.Data)
@@ -136,7 +137,8 @@ public static class LoraTraining
 
             string loraPath = request.LoraPath;
             LoraWriter.Write(loraPath, trainer.Trained(), transformerInfo.Descriptor, settings.Format,
-                new LoraExportInfo(method, settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step));
+                new LoraExportInfo(method, settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step),
+                LoraSet.BaseWeightsOf(checkpoint), exportDType);
             log.WriteLine($"lora: {loraPath}");
             return new TrainResult(trainer.Step, loraPath, null, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed);
         }

@@ -5,6 +5,7 @@ using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Images;
+using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Text;
@@ -91,8 +92,8 @@ public static class MethodComparison
         scored.AddRange(variants.Select(v => (v.Name, v.Method, (string?)loras[v].Path, loras[v].Seconds)));
         foreach (var (name, method, lora, seconds) in scored)
         {
-            var deltas = lora == null ? null : LoraMerge.Read([new LoraFile(lora)], transformerInfo.Descriptor, log);
-            using var transformer = LoadedModel.Load(basePath, transformerInfo, transformerReason, backend, null, deltas?.Deltas, deltas?.Replacements);
+            var deltas = lora == null ? null : LoraMerge.Read([new LoraFile(lora)], transformerInfo.Descriptor, log, baseWeights: LoraSet.BaseWeightsOf(basePath));
+            using var transformer = LoadedModel.Load(basePath, transformerInfo, transformerReason, backend, null, deltas);
             var pipeline = new FillPipeline(transformer.Model, vae.Model);
             var edits = new List<HostTensor>();
             double psnr = 0, ssim = 0;

@@ -70,6 +70,9 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>The LoRA file's format: kohya (ComfyUI) or diffusers (PEFT).</summary>
     public string Format { get; init; } = "kohya";
 
+    /// <summary>The LoRA file's element type: bf16 (as the peers write), f16 or f32 (the trained float32 values).</summary>
+    public string ExportDType { get; init; } = "bf16";
+
     /// <summary>all tokens, or masked: only the tokens the mask covers.</summary>
     public string LossRegion { get; init; } = "all";
 

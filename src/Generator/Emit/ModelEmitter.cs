@@ -171,7 +171,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
                 _w.Line("    LoraAliases = new LoraAlias[]");
                 _w.Line("    {");
                 foreach (var alias in _model.LoraAliases)
-                    _w.Line($"        new({CSharpNames.Literal(alias.Format)}, {CSharpNames.Literal(alias.Alias)}, {CSharpNames.Literal(alias.Module)}, {alias.RowOffset}, {alias.RowCount}),");
+                    _w.Line($"        new({CSharpNames.Literal(alias.Format)}, {CSharpNames.Literal(alias.Alias)}, {CSharpNames.Literal(alias.Module)}, {alias.RowOffset}, {alias.RowCount}{(alias.AliasRowOffset != 0 ? $", AliasRowOffset: {alias.AliasRowOffset}" : "")}),");
                 _w.Line("    },");
             }
             if (_model.Lora is { } lora) EmitLoraPresets(lora);

@@ -46,8 +46,11 @@ public sealed record BoundLoraPreset(string Name, string Description, string Ini
 
 public sealed record BoundLoraTarget(string Module, IReadOnlyList<int>? Parts);
 
-/// <summary>Rows [RowOffset, RowOffset + RowCount) of Module's weight, known to Format as Alias ({i}: the block).</summary>
-public sealed record BoundLoraAlias(string Format, string Alias, string Module, int RowOffset, int RowCount);
+/// <summary>
+/// Rows [RowOffset, RowOffset + RowCount) of Module's weight, known to Format as Alias ({i}: the block), where they are
+/// rows [AliasRowOffset, AliasRowOffset + RowCount) of the alias's own output.
+/// </summary>
+public sealed record BoundLoraAlias(string Format, string Alias, string Module, int RowOffset, int RowCount, int AliasRowOffset = 0);
 
 /// <summary>One generated method: its inputs, the runtime sizes they carry, its statements and outputs.</summary>
 public sealed class BoundEntry

@@ -223,21 +223,21 @@ public sealed class GraphBinder
             int offset = 0;
             foreach (var part in parts)
             {
-                int rows;
-                if (part.RowsExpression.Length == 0) rows = (int)weight.Shape[0];
-                else
+                int Rows(string expression, string what) => (int)root.Evaluate(expression, allowSizes: false).ToInteger(what);
+                int rows, aliasRow;
+                try
                 {
-                    try
-                    {
-                        rows = (int)root.Evaluate(part.RowsExpression, allowSizes: false).ToInteger("a row count");
-                    }
-                    catch (ExpressionException e)
-                    {
-                        Error(DiagnosticIds.InvalidExpression, e.Message, part.Span);
-                        return;
-                    }
+                    rows = part.RowsExpression.Length == 0 ? (int)weight.Shape[0] : Rows(part.RowsExpression, "a row count");
+                    aliasRow = part.AliasRowExpression.Length == 0 ? 0 : Rows(part.AliasRowExpression, "an alias row");
                 }
-                model.LoraAliases.Add(new BoundLoraAlias(part.Format, part.Alias, module.Key.Module, offset, rows));
+                catch (ExpressionException e)
+                {
+                    Error(DiagnosticIds.InvalidExpression, e.Message, part.Span);
+                    return;
+                }
+                // An empty name: the format has no adapter on this row block (it still takes its rows).
+                if (part.Alias.Length > 0)
+                    model.LoraAliases.Add(new BoundLoraAlias(part.Format, part.Alias, module.Key.Module, offset, rows, aliasRow));
                 offset += rows;
             }
             if (offset != weight.Shape[0])

@@ -255,16 +255,19 @@ public static class SchemaParser
                 var m = new ObjectReader(module.Value, $"module '{module.Key.Value}'", diagnostics, Substitution.None);
                 var split = m.Required("split", JsonKind.Array);
                 var rows = m.Required("rows", JsonKind.Array);
-                m.RejectUnknown("split", "rows", "comment");
+                var aliasRows = m.Optional("alias_rows", JsonKind.Array);
+                m.RejectUnknown("split", "rows", "alias_rows", "comment");
                 if (split == null || rows == null) continue;
-                if (split.Items.Count != rows.Items.Count || split.Items.Any(i => i.Kind != JsonKind.String) || rows.Items.Any(i => i.Kind != JsonKind.String && i.Kind != JsonKind.Number))
+                bool IsSize(JsonNode item) => item.Kind is JsonKind.String or JsonKind.Number;
+                if (split.Items.Count != rows.Items.Count || split.Items.Any(i => i.Kind != JsonKind.String) || !rows.Items.All(IsSize) ||
+                    (aliasRows != null && (aliasRows.Items.Count != split.Items.Count || !aliasRows.Items.All(IsSize))))
                 {
-                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"module '{module.Key.Value}': \"split\" names and \"rows\" sizes must pair up", module.Value.Span));
+                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema, $"module '{module.Key.Value}': \"split\" names, \"rows\" sizes (and \"alias_rows\" starts) must pair up", module.Value.Span));
                     continue;
                 }
                 for (int part = 0; part < split.Items.Count; part++)
-                    aliases.Add(new LoraAliasSpec(format.Key.Value, prefix + split.Items[part].Text, module.Key.Value, part,
-                        rows.Items[part].Text!, split.Items[part].Span));
+                    aliases.Add(new LoraAliasSpec(format.Key.Value, split.Items[part].Text!.Length == 0 ? "" : prefix + split.Items[part].Text, module.Key.Value, part,
+                        rows.Items[part].Text!, split.Items[part].Span, aliasRows?.Items[part].Text ?? ""));
             }
         }
         return aliases.ToEquatableArray();

@@ -72,8 +72,10 @@ public sealed record LoraTargetSpec(string Module, EquatableArray<string> Slices
 /// <summary>
 /// One linear layer under another tool's name, e.g. diffusers' "transformer_blocks.{i}.attn.to_q" for rows
 /// [0, hidden_size) of "double_blocks.{i}.img_attn.qkv" (fused layers are split into row blocks).
+/// <paramref name="AliasRowExpression"/> ("" = 0): where the block's rows start in the alias's own output, for a tool that
+/// orders a layer's row blocks differently (one alias named on several blocks).
 /// </summary>
-public sealed record LoraAliasSpec(string Format, string Alias, string Module, int Part, string RowsExpression, SourceSpan Span);
+public sealed record LoraAliasSpec(string Format, string Alias, string Module, int Part, string RowsExpression, SourceSpan Span, string AliasRowExpression = "");
 
 /// <summary>
 /// One method of the generated model over the shared weights: "forward" for a graph with a single body,

@@ -49,11 +49,14 @@ public sealed class EditOptions : TextEncoderOptions
     [Option("fit", Default = SizingMode.Resize, HelpText = "Sides that are not multiples of 16: resize (bicubic, to the nearest multiples) or pad (repeat the edges, cropped off again).")]
     public SizingMode Fit { get; set; } = SizingMode.Resize;
 
-    [Option("lora", HelpText = "A LoRA to apply (repeat the option for several): kohya/ComfyUI (lora_unet_…lora_down/lora_up/alpha), diffusers/PEFT (transformer.…lora_A/lora_B, split q/k/v included) or checkpoint-native names. Merged into the weights at load.")]
+    [Option("lora", HelpText = "A LoRA to apply (repeat the option for several): kohya/ComfyUI (lora_unet_…, .diff/.diff_b/.set_weight), diffusers/PEFT/ai-toolkit (transformer.…lora_A/lora_B), OneTrainer, XLabs, LyCORIS LoKr/LoHa, DoRA, checkpoint-native names. Merged into the weights at load; see 'influx-cli lora inspect'.")]
     public IEnumerable<string> Loras { get; set; } = Array.Empty<string>();
 
-    [Option("lora-scale", HelpText = "Strength of each --lora, in the same order (default 1.0 each).")]
+    [Option("lora-scale", HelpText = "Strength of each --lora, in the same order (default 1.0 each); it scales full-weight changes (a trained img_in) too.")]
     public IEnumerable<float> LoraScales { get; set; } = Array.Empty<float>();
+
+    [Option("strict-lora", HelpText = "Refuse a --lora holding keys this build does not apply (text-encoder adapters, unknown layers) instead of skipping them with a report.")]
+    public bool StrictLora { get; set; }
 
     [Option("output", Required = true, HelpText = "Where to write the edited image (PNG; the extension picks the format).")]
     public string Output { get; set; } = "";
@@ -78,7 +81,7 @@ public static class EditCommand
         {
             Input = options.Input, Output = options.Output, Prompt = options.Prompt, Mask = options.Mask, Method = options.Method,
             FluxDir = options.FluxDir, Model = options.Model, Weights = options.Weights, Vae = options.Vae, Text = options.TextSettings,
-            TextCache = options.TextCache, Loras = Loras(options.Loras.ToList(), options.LoraScales.ToList()), Steps = options.Steps,
+            TextCache = options.TextCache, Loras = Loras(options.Loras.ToList(), options.LoraScales.ToList()), StrictLora = options.StrictLora, Steps = options.Steps,
             Guidance = options.Guidance, Seed = options.Seed, Noise = options.Noise, Fit = options.Fit,
         };
         using var backend = options.CreateBackend(log);

@@ -109,6 +109,9 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("format", Default = "kohya", HelpText = "The LoRA file written at the end: kohya (ComfyUI) or diffusers (PEFT).")]
     public string Format { get; set; } = "kohya";
 
+    [Option("export-dtype", Default = "bf16", HelpText = "Element type of the LoRA file: bf16 (as the peers write), f16 or f32 (keeps the trained float32 values).")]
+    public string ExportDType { get; set; } = "bf16";
+
     [Option("loss-region", Default = "all", HelpText = "all tokens (as the seed trains) or masked: only the tokens the mask covers.")]
     public string LossRegion { get; set; } = "all";
 }
@@ -154,7 +157,7 @@ public static class TrainCommand
         LearningRate = options.LearningRate, Schedule = options.Schedule, WarmupSteps = options.WarmupSteps, TimestepSampling = options.TimestepSampling,
         Guidance = options.Guidance, Accumulate = options.Accumulate, MaxGradNorm = options.MaxGradNorm, Resolution = options.Resolution,
         Seed = options.Seed, CheckpointEvery = options.CheckpointEvery, Validation = options.Validation, ValidateEvery = options.ValidateEvery,
-        ValidationSteps = options.ValidationSteps, Resume = options.Resume, Format = options.Format, LossRegion = options.LossRegion,
+        ValidationSteps = options.ValidationSteps, Resume = options.Resume, Format = options.Format, ExportDType = options.ExportDType, LossRegion = options.LossRegion,
     };
 
     /// <summary>Where a run writes its LoRA: OUTPUT/lora-METHOD-FORMAT.safetensors.</summary>

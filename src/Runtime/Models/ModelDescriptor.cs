@@ -66,8 +66,10 @@ public sealed record LoraPresetTarget(string Module, IReadOnlyList<int>? Parts =
 /// <summary>
 /// Rows [RowOffset, RowOffset + RowCount) of the linear layer <paramref name="Module"/> (its weight is
 /// "Module.weight"), named <paramref name="Alias"/> by <paramref name="Format"/>; "{i}" stands for a block index.
+/// They are rows [AliasRowOffset, AliasRowOffset + RowCount) of the alias's own output: a tool that orders a layer's
+/// row blocks differently names one alias on several blocks.
 /// </summary>
-public sealed record LoraAlias(string Format, string Alias, string Module, int RowOffset, int RowCount);
+public sealed record LoraAlias(string Format, string Alias, string Module, int RowOffset, int RowCount, int AliasRowOffset = 0);
 
 /// <summary>The model a checkpoint was recognised as, and why (for the user and the log).</summary>
 public sealed record ModelMatch(ModelDescriptor Model, string Reason);

@@ -87,19 +87,26 @@ public static class LoraTargets
     internal static Dictionary<string, List<(string Alias, int RowOffset, int Rows)>> Parts(ModelDescriptor model, string format)
     {
         var byModule = new Dictionary<string, List<(string Alias, int RowOffset, int Rows)>>(StringComparer.Ordinal);
+        foreach (var (name, piece) in Aliases(model, format))
+        {
+            if (!byModule.TryGetValue(piece.Module, out var list)) byModule[piece.Module] = list = [];
+            list.Add((name, piece.RowOffset, piece.Rows));
+        }
+        foreach (var list in byModule.Values) list.Sort((a, b) => a.RowOffset.CompareTo(b.RowOffset));
+        return byModule;
+    }
+
+    /// <summary>Every alias of <paramref name="format"/> with block indices filled in, and the row block it names.</summary>
+    internal static IEnumerable<(string Alias, Lora.LoraPiece Piece)> Aliases(ModelDescriptor model, string format)
+    {
         var modules = Linears(model).Select(l => l.Module).ToList();
         foreach (var alias in model.LoraAliases.Where(a => a.Format == format))
-        {
             foreach (string module in modules)
             {
                 if (!TryMatchPattern(alias.Module, module, out string? index)) continue;
                 string name = index is null ? alias.Alias : alias.Alias.Replace("{i}", index);
-                if (!byModule.TryGetValue(module, out var list)) byModule[module] = list = [];
-                list.Add((name, alias.RowOffset, alias.RowCount));
+                yield return (name, new Lora.LoraPiece(module, alias.RowOffset, alias.RowCount, alias.AliasRowOffset));
             }
-        }
-        foreach (var list in byModule.Values) list.Sort((a, b) => a.RowOffset.CompareTo(b.RowOffset));
-        return byModule;
     }
 
     private static bool TryMatchPattern(string pattern, string module, out string? index)

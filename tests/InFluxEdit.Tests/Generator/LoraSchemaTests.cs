@@ -98,6 +98,29 @@ public class LoraSchemaTests
     }
 
     [Fact]
+    public void AliasRowsReorderBlocksAndAnEmptyNameLeavesABlockUnnamed()
+    {
+        // A tool naming the fused qkv whole in k, q, v order, and one that names only its q rows.
+        string graph = Graph.Replace("\"blocks.{i}.out\": \"layers.{i}.o\"", "\"blocks.{i}.out\": \"layers.{i}.o\"\n            } },\n" +
+            "            \"other\": { \"modules\": {\n" +
+            "              \"blocks.{i}.qkv\": { \"split\": [\"kqv.{i}\", \"kqv.{i}\", \"kqv.{i}\"], \"rows\": [\"width\", \"width\", \"width\"], \"alias_rows\": [\"width\", 0, \"2 * width\"] },\n" +
+            "              \"blocks.{i}.out\": { \"split\": [\"\"], \"rows\": [\"width\"] }");
+        var result = Compile(graph);
+        result.Diagnostics.ShouldBeEmpty();
+        result.Source!.ShouldContain("new(\"other\", \"kqv.{i}\", \"blocks.{i}.qkv\", 0, 8, AliasRowOffset: 8),");
+        result.Source.ShouldContain("new(\"other\", \"kqv.{i}\", \"blocks.{i}.qkv\", 8, 8),");
+        result.Source.ShouldContain("new(\"other\", \"kqv.{i}\", \"blocks.{i}.qkv\", 16, 8, AliasRowOffset: 16),");
+        result.Source.ShouldNotContain("new(\"other\", \"\"");
+    }
+
+    [Fact]
+    public void AliasRowsThatDoNotPairUpAreReported()
+    {
+        string graph = Graph.Replace("\"rows\": [\"width\", \"width\", \"width\"] }", "\"rows\": [\"width\", \"width\", \"width\"], \"alias_rows\": [0] }");
+        Single(graph, DiagnosticIds.InvalidSchema, "\"blocks.{i}.qkv\": { \"split\"").Message.ShouldContain("\"alias_rows\" starts) must pair up");
+    }
+
+    [Fact]
     public void BadPatternIsReportedAtItsLine()
     {
         string graph = Graph.Replace("\"targets\": [\"blocks.{i}.*\"]", "\"targets\": [\"blocks.{n}.*\"]");

@@ -1,4 +1,4 @@
-using InFluxEdit.Cli.Fill;
+using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Cpu;

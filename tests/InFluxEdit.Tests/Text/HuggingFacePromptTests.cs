@@ -1,6 +1,6 @@
 using System.Text;
 using System.Text.Json;
-using InFluxEdit.Cli.Text;
+using InFluxEdit.Text;
 using InFluxEdit.Runtime.Text;
 using Shouldly;
 

@@ -197,7 +197,7 @@ public class TrainCommandTests
         var log = new StringWriter();
         EditCommand.Run(edit, log, ModelCatalog.All).ShouldBe(0);
         var loraLine = log.ToString().Split('\n').Single(l => l.StartsWith("lora:", StringComparison.Ordinal));
-        loraLine.ShouldContain("replacing");
+        loraLine.ShouldContain("full-weight changes to"); // the trained img_in, as ComfyUI's .diff / .diff_b
         loraLine.ShouldContain("img_in.weight");
         loraLine.ShouldContain("img_in.bias");
         File.Exists(edit.Output).ShouldBeTrue();
