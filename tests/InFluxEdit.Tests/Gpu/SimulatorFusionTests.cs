@@ -1,4 +1,4 @@
-using InFluxEdit.Cli.Commands;
+using InFluxEdit.Benchmarks;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Cpu;
