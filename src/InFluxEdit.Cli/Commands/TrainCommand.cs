@@ -113,6 +113,9 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("resume", HelpText = "A checkpoint of this run to continue from.")]
     public string? Resume { get; set; }
 
+    [Option("overwrite", HelpText = "Replace the checkpoints and results of an earlier run in --output (without it, a new run into such a folder is refused; --resume continues it instead).")]
+    public bool Overwrite { get; set; }
+
     [Option("format", Default = "kohya", HelpText = "The LoRA file written at the end: kohya (ComfyUI) or diffusers (PEFT).")]
     public string Format { get; set; } = "kohya";
 
@@ -129,7 +132,8 @@ public static class TrainCommand
 
     public static int Run(TrainOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
 
-    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
+    /// <param name="stop">Stops the run after a step, with a checkpoint; by default this process's SIGINT and SIGTERM during the steps.</param>
+    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null)
     {
         if (options.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {options.Steps}");
         if (options.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {options.Rank}");
@@ -140,6 +144,8 @@ public static class TrainCommand
         var lora = transformerInfo.Descriptor.Lora;
         int rank = options.Rank ?? lora?.Rank ?? 16;
         double alpha = options.Alpha ?? (options.Rank == null && lora != null ? lora.Alpha : rank);
+        foreach (var (option, value, least) in new[] { ("--alpha", alpha, double.Epsilon), ("--lr", options.LearningRate ?? 1, double.Epsilon), ("--max-grad-norm", options.MaxGradNorm, 0) })
+            if (!double.IsFinite(value) || value < least) throw new ArgumentException($"{option} must be a {(least > 0 ? "positive" : "non-negative")} number; got {value}");
         string preset = options.Preset ?? lora?.DefaultPreset
             ?? throw new ArgumentException($"{transformerInfo.Descriptor.Name} has no LoRA presets in its schema: give --preset");
         var settings = new TrainingSettings(options.Method, options.Steps, rank, alpha,
@@ -165,7 +171,12 @@ public static class TrainCommand
             : options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Validation) : PairDataset.FromFolder(options.Validation);
         string vaePath = options.AutoencoderPath(options.Vae);
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
-        Directory.CreateDirectory(options.Output);
+        var buckets = new AspectBuckets(options.Resolution);
+        long pixels = dataset.Pairs.Select(p => buckets.Assign(p.Width, p.Height)).Max(b => (long)b.Width * b.Height) * (options.Method == EditMethod.Concat ? 2 : 1);
+        MemoryEstimate.RequireForTraining(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + options.PromptLength, settings.Recompute, settings.Full,
+            MemoryEstimate.AvailableBytes(), "lower --resolution", "use --recompute");
+        using var runFolder = RunFolder.Claim(options.Output, new RunFolderPolicy("--output", "checkpoint-*.safetensors",
+            ["lora-*.safetensors", transformerInfo.Descriptor.Name + ".safetensors"], options.Resume != null, options.Overwrite), note => log.WriteLine("note: " + note));
 
         using var backend = options.CreateBackend(log);
         log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
@@ -200,6 +211,9 @@ public static class TrainCommand
         // Small models run hundreds of steps a second: one progress line per step would flood the terminal and the logs.
         var sinceProgressLine = Stopwatch.StartNew();
         bool firstStep = true;
+        // From here a Ctrl-C or SIGTERM ends the run after its step, with a checkpoint; before, nothing is lost by stopping at once.
+        using var processSignals = stop == null ? StopSignal.FromProcessSignals(note => log.WriteLine(note)) : null;
+        stop ??= processSignals!;
         while (trainer.Step < settings.Steps)
         {
             double loss = trainer.TrainStep(guard);
@@ -215,11 +229,17 @@ public static class TrainCommand
                 ValidationSheet.Write(Path.Combine(options.Output, "validation", $"step-{trainer.Step:D6}"),
                     new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[caption],
                     options.ValidationSteps, ValidationGuidance, settings.Seed, log);
-            if (trainer.Step % settings.CheckpointEvery == 0 || last)
+            if (trainer.Step % settings.CheckpointEvery == 0 || last || stop.IsRequested)
             {
+                guard.RequireAnyApplied();
                 string path = Path.Combine(options.Output, $"checkpoint-{trainer.Step:D6}.safetensors");
                 trainer.SaveCheckpoint(path, baseModel);
                 log.WriteLine($"checkpoint: {path}");
+                if (stop.IsRequested && !last)
+                {
+                    log.WriteLine($"stopped by {stop.SignalName} at step {trainer.Step} of {settings.Steps}; to continue, run the same command with --resume {path}");
+                    return stop.ExitCode;
+                }
             }
         }
 

@@ -13,6 +13,12 @@ namespace InFluxEdit.Runtime.Images;
 public static class ImageFile
 {
     /// <summary>
+    /// The largest image read, in pixels (50 megapixels, e.g. 8660×5773; 8192×8192 is past it): a decoded image takes
+    /// 12 bytes a pixel as a tensor before any model runs, and an autoencoder hundreds more.
+    /// </summary>
+    public const long MaxPixels = 50_000_000;
+
+    /// <summary>
     /// An RGB image as [1, 3, H, W] = u8/127.5 − 1. Alpha is dropped without compositing (as PIL's convert("RGB")
     /// does); grayscale becomes R = G = B.
     /// </summary>
@@ -131,10 +137,14 @@ public static class ImageFile
 
     private static Image<TPixel> Decode<TPixel>(string path) where TPixel : unmanaged, IPixel<TPixel>
     {
-        if (!File.Exists(path))
-            throw new FileNotFoundException($"image file '{path}' does not exist", path);
+        IO.PathChecks.RequireFile(path, "image file");
         try
         {
+            // The header's size is checked before any pixel is decoded: a small file can claim a huge image.
+            var info = Image.Identify(path);
+            if (info != null && (long)info.Width * info.Height > MaxPixels)
+                throw new InvalidDataException(
+                    $"'{path}' is {info.Width}×{info.Height} pixels, more than the {MaxPixels / 1_000_000} megapixels images are read at; scale it down first");
             return Image.Load<TPixel>(path);
         }
         catch (UnknownImageFormatException)
