@@ -33,6 +33,8 @@ public static class DatasetCommand
         if (options.Kind != "circles")
             throw new ArgumentException($"unknown dataset '{options.Kind}': this build draws 'circles' and 'scenes'");
         if (options.HeldOut < 0) throw new ArgumentException($"--held-out must not be negative (got {options.HeldOut})");
+        if (options.Count < 1) throw new ArgumentException($"--count must be at least 1 (got {options.Count})");
+        Runtime.IO.PathChecks.CreateFolder(options.Output, "--out");
         var samples = CirclesDataset.Draw(options.Count + options.HeldOut, options.Size, options.Seed);
         string train = Path.Combine(options.Output, "train"), heldOut = Path.Combine(options.Output, "held-out");
         CirclesDataset.WriteSplit(train, samples.Take(options.Count).ToList());
@@ -58,6 +60,7 @@ public static class DatasetCommand
     {
         if (options.Count < 1) throw new ArgumentException($"--count must be at least 1 (got {options.Count})");
         if (options.Size < 16 || options.Size % 16 != 0) throw new ArgumentException($"--size must be a multiple of 16 (got {options.Size})");
+        Runtime.IO.PathChecks.CreateFolder(options.Output, "--out");
         foreach (string folder in new[] { "images", "masks", "captions" }) Directory.CreateDirectory(Path.Combine(options.Output, folder));
         var random = new Runtime.Training.TrainingRandom(options.Seed);
         for (int i = 0; i < options.Count; i++)

@@ -57,7 +57,7 @@ public static class PretrainToyCommand
     public static int Run(PretrainToyOptions options, TextWriter log)
     {
         string output = options.Output, work = options.Work ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(output))!, "toy-work");
-        Directory.CreateDirectory(output);
+        Runtime.IO.PathChecks.CreateFolder(output, "--out");
         Directory.CreateDirectory(work);
         var clock = Stopwatch.StartNew();
 

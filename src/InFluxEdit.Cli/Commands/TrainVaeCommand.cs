@@ -64,7 +64,7 @@ public static class TrainVaeCommand
             ?? throw new ArgumentException($"no compiled model '{o.Model}' (see `influx-cli models`)");
         if (o.Batch < 1 || o.Steps < 1 || o.Size < 1) throw new ArgumentException("--batch, --steps and --size must be positive");
         var images = LoadImages(o.Images, o.Size);
-        Directory.CreateDirectory(o.Output);
+        Runtime.IO.PathChecks.CreateFolder(o.Output, "--output");
         using var backend = o.CreateBackend(System.Console.Out);
         var random = new TrainingRandom(o.Seed);
 

@@ -35,6 +35,7 @@ public static class ErrorReport
         var e = Unwrap(exception);
         string message = e switch
         {
+            InsufficientMemoryException => e.Message,
             OutOfMemoryException => "ran out of memory: lower --resolution, the image size or the batch, or use --recompute",
             UnauthorizedAccessException => $"{e.Message} Check the path's permissions (or give a file where a file is expected).",
             ArgumentException argument when argument.ParamName != null => argument.Message.Replace($" (Parameter '{argument.ParamName}')", ""),
