@@ -144,6 +144,9 @@ public static class EditCommand
         long seed = options.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
 
         using var backend = options.CreateBackend(log);
+        long pixels = (long)plan.Width * plan.Height * (options.Method == EditMethod.Concat ? 2 : 1);
+        Runtime.Training.MemoryEstimate.RequireForEditing(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + options.PromptLength,
+            Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)");
         var text = CaptionEncodings.Encode([options.Prompt], options, transformerInfo.Descriptor, options.TextCache ?? DefaultTextCache(),
             backend, catalog, log)[options.Prompt];
         log.WriteLine($"transformer: {modelName} — {transformerReason}");

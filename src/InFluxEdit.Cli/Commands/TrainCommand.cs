@@ -172,13 +172,14 @@ public static class TrainCommand
         string vaePath = options.AutoencoderPath(options.Vae);
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         var buckets = new AspectBuckets(options.Resolution);
-        long pixels = dataset.Pairs.Select(p => buckets.Assign(p.Width, p.Height)).Max(b => (long)b.Width * b.Height) * (options.Method == EditMethod.Concat ? 2 : 1);
+        long pixels = dataset.Pairs.Select(p => buckets.Assign(p.Width, p.Height)).Select(b => (long)b.Width * b.Height).DefaultIfEmpty(0).Max()
+            * (options.Method == EditMethod.Concat ? 2 : 1);
+        using var backend = options.CreateBackend(log);
         MemoryEstimate.RequireForTraining(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + options.PromptLength, settings.Recompute, settings.Full,
-            MemoryEstimate.AvailableBytes(), "lower --resolution", "use --recompute");
+            MemoryEstimate.AvailableBytes(backend), "lower --resolution", "use --recompute");
         using var runFolder = RunFolder.Claim(options.Output, new RunFolderPolicy("--output", "checkpoint-*.safetensors",
             ["lora-*.safetensors", transformerInfo.Descriptor.Name + ".safetensors"], options.Resume != null, options.Overwrite), note => log.WriteLine("note: " + note));
 
-        using var backend = options.CreateBackend(log);
         log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => p.Caption).ToList();

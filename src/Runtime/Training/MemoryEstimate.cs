@@ -46,6 +46,12 @@ public static class MemoryEstimate
     }
 
     /// <summary>
+    /// What <paramref name="backend"/> can hold: the host's free memory for the CPU backend; null (not checked) for a
+    /// GPU, whose activations live in device memory this estimate does not model (weights there may be bf16).
+    /// </summary>
+    public static long? AvailableBytes(Backends.IBackend backend) => backend is Backends.Cpu.CpuBackend ? AvailableBytes() : null;
+
+    /// <summary>
     /// The memory this machine can give: Linux's MemAvailable (free plus reclaimable caches), else what the GC says the
     /// process may use; null when neither is known.
     /// </summary>
@@ -97,6 +103,15 @@ public static class MemoryEstimate
             new MemoryNeed($"its activations at {tokens:N0} tokens", tokens * TrainingActivationsPerToken(transformer, recompute)),
         ], available, recompute ? advice : $"{advice} or {recomputeAdvice}");
     }
+
+    /// <summary>An edit: both models' weights, the autoencoder at the image's pixels and the transformer's forward at its tokens.</summary>
+    public static void RequireForEditing(ModelDescriptor transformer, ModelDescriptor autoencoder, long pixels, long tokens, long? available, string advice) =>
+        Require("editing", [
+            new MemoryNeed("the models' weights", Weights(transformer) + Weights(autoencoder)),
+            new MemoryNeed($"the autoencoder at {pixels:N0} pixels", pixels * AutoencoderPerPixel(autoencoder)),
+            // A forward keeps no activations for a backward: at most about a block's, as recomputation does.
+            new MemoryNeed($"the transformer at {tokens:N0} tokens", tokens * TrainingActivationsPerToken(transformer, recompute: true)),
+        ], available, advice);
 
     public static string Gigabytes(long bytes) => (bytes / 1e9).ToString(bytes < 10e9 ? "0.0" : "0", CultureInfo.InvariantCulture);
 }

@@ -110,7 +110,7 @@ public class GracefulStopTests
         using var dir = new TempDir();
         var options = Options(dir, "out", 1_000_000);
         string cli = Path.Combine(AppContext.BaseDirectory, "influx-cli.dll");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (string arg in new[] { cli, "train", "--weights", options.Weights!, "--vae", options.Vae!, "--data", options.Data!, "--text-embeddings", options.TextEmbeddings!,
                      "--output", options.Output, "--steps", "1000000", "--rank", "4", "--resolution", "64", "--checkpoint-every", "1000000", "--device", "cpu" })
             start.ArgumentList.Add(arg);
