@@ -148,7 +148,7 @@ public static class TrainingCheckpoint
             Parsed("rng_state", t => TrainingRandom.RestoreState(t).SaveState(), _ => true, "a saved random state"),
             Parsed("data_order", t => TrainingCheckpointInfo.FormatOrder(TrainingCheckpointInfo.ParseOrder(t)), _ => true, "a list of example indices"),
             Required("method"),
-            Parsed("rank", t => int.Parse(t, NumberStyles.Integer, c), rank => rank >= 1, "a rank (1 or more)"),
+            Parsed("rank", t => int.Parse(t, NumberStyles.Integer, c), rank => rank >= 0, "a rank (0 or more; 0 when every weight trains)"),
             Parsed("alpha", t => double.Parse(t, NumberStyles.Float, c), double.IsFinite, "a finite alpha"),
             Required("targets").Split(',', StringSplitOptions.RemoveEmptyEntries),
             Required("base_model"))

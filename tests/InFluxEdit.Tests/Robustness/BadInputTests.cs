@@ -184,12 +184,7 @@ public class BadInputTests
     public void AResolutionTheMachineCannotHoldIsRefusedBeforeAllocating()
     {
         using var dir = new TempDir();
-        string data = dir.File("data");
-        Directory.CreateDirectory(Path.Combine(data, "source"));
-        Directory.CreateDirectory(Path.Combine(data, "target"));
-        File.Copy(TestPaths.Golden("methods-tiny-source.png"), Path.Combine(data, "source", "pair.png"));
-        File.Copy(TestPaths.Golden("methods-tiny-target.png"), Path.Combine(data, "target", "pair.png"));
-        File.WriteAllText(Path.Combine(data, "source", "pair.txt"), "make it the target");
+        string data = Training.TrainCommandTests.Data(dir);
         // 16384² pixels: hundreds of GB for the autoencoder alone, on any machine that runs the tests.
         var (code, error) = Main("train", "--weights", TestPaths.Golden("flux-tiny.safetensors"), "--vae", TestPaths.Golden("vae-tiny.safetensors"),
             "--data", data, "--text-embeddings", FillGolden.WriteTextEmbeddings(dir), "--output", dir.File("out"), "--resolution", "16384", "--device", "cpu");

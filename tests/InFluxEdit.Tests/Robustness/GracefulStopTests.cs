@@ -16,22 +16,11 @@ namespace InFluxEdit.Tests.Robustness;
 /// </summary>
 public class GracefulStopTests
 {
-    private static string Data(TempDir dir)
-    {
-        string data = dir.File("data");
-        Directory.CreateDirectory(Path.Combine(data, "source"));
-        Directory.CreateDirectory(Path.Combine(data, "target"));
-        File.Copy(TestPaths.Golden("methods-tiny-source.png"), Path.Combine(data, "source", "pair.png"));
-        File.Copy(TestPaths.Golden("methods-tiny-target.png"), Path.Combine(data, "target", "pair.png"));
-        File.WriteAllText(Path.Combine(data, "source", "pair.txt"), "make it the target");
-        return data;
-    }
-
     private static TrainOptions Options(TempDir dir, string output, int steps, string? weights = null) => new()
     {
         Weights = weights ?? TestPaths.Golden("flux-tiny.safetensors"),
         Vae = TestPaths.Golden("vae-tiny.safetensors"),
-        Data = Directory.Exists(dir.File("data")) ? dir.File("data") : Data(dir),
+        Data = Directory.Exists(dir.File("data")) ? dir.File("data") : Training.TrainCommandTests.Data(dir),
         TextEmbeddings = File.Exists(dir.File("text.safetensors")) ? dir.File("text.safetensors") : FillGolden.WriteTextEmbeddings(dir),
         Output = dir.File(output),
         Steps = steps,

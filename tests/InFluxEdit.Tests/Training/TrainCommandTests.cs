@@ -13,7 +13,8 @@ namespace InFluxEdit.Tests.Training;
 /// <summary>influx-cli train on the golden tiny transformer and VAE: it learns, resumes exactly, and its LoRA edits.</summary>
 public class TrainCommandTests
 {
-    private static string Data(TempDir dir)
+    /// <summary>One editing pair of the golden tiny images in DIR/data (source/, target/, a caption beside the source).</summary>
+    internal static string Data(TempDir dir)
     {
         string data = dir.File("data");
         Directory.CreateDirectory(Path.Combine(data, "source"));
