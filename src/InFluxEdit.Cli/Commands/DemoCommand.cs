@@ -52,6 +52,8 @@ public static class DemoCommand
             FluxDir = baseModel, Data = Path.Combine(data, "train"), Validation = Path.Combine(data, "held-out"), Method = EditMethod.Channel,
             Output = Path.Combine(options.Output, "run"), Steps = options.Steps, LearningRate = 1e-3, Resolution = options.Size, Seed = options.Seed,
             CheckpointEvery = options.Steps, Device = options.Device,
+            // The demo draws its data again each time: its own earlier run in the folder is replaced, not a user's work.
+            Overwrite = true,
         };
         int code = TrainCommand.Run(train, log, ModelCatalog.All);
         if (code != 0) return code;
