@@ -22,7 +22,7 @@ namespace InFluxEdit.Tests.Robustness;
 /// </summary>
 public class BadInputTests
 {
-    private static (int Code, string Error) Main(params string[] args)
+    private static (int Code, string Error) RunCli(params string[] args)
     {
         var error = new StringWriter();
         var previous = System.Console.Error;
@@ -49,7 +49,7 @@ public class BadInputTests
     public void AFolderGivenAsACheckpointIsSaidToBeAFolder()
     {
         using var dir = new TempDir();
-        var (code, error) = Main("inspect", dir.Path);
+        var (code, error) = RunCli("inspect", dir.Path);
         code.ShouldBe(2);
         OneLine(error).ShouldContain("is a folder, not a file");
         Should.Throw<SafeTensorsException>(() => SafeTensorsFile.Open(dir.Path)).Message.ShouldContain(dir.Path);
@@ -59,7 +59,7 @@ public class BadInputTests
     public void VerbosePrintsTheStackTrace()
     {
         using var dir = new TempDir();
-        var (code, error) = Main("inspect", dir.Path, "--verbose");
+        var (code, error) = RunCli("inspect", dir.Path, "--verbose");
         code.ShouldBe(2);
         error.ShouldContain("is a folder, not a file");
         error.ShouldContain("   at ");
@@ -69,7 +69,7 @@ public class BadInputTests
     public void ANegativeCountIsRefusedAndNothingIsWritten()
     {
         using var dir = new TempDir();
-        var (code, error) = Main("dataset", "circles", "--count", "-3", "--held-out", "5", "--out", dir.File("circles"));
+        var (code, error) = RunCli("dataset", "circles", "--count", "-3", "--held-out", "5", "--out", dir.File("circles"));
         code.ShouldBe(2);
         OneLine(error).ShouldContain("--count must be at least 1 (got -3)");
         Directory.Exists(dir.File("circles")).ShouldBeFalse();
@@ -80,7 +80,7 @@ public class BadInputTests
     {
         using var dir = new TempDir();
         File.WriteAllText(dir.File("taken"), "x");
-        var (code, error) = Main("dataset", "circles", "--count", "2", "--out", dir.File("taken"));
+        var (code, error) = RunCli("dataset", "circles", "--count", "2", "--out", dir.File("taken"));
         code.ShouldBe(2);
         OneLine(error).ShouldContain($"--out {dir.File("taken")} is a file; give a folder");
         File.ReadAllText(dir.File("taken")).ShouldBe("x");
@@ -90,7 +90,7 @@ public class BadInputTests
     public void NaNAlphaIsRefusedBeforeTraining()
     {
         using var dir = new TempDir();
-        var (code, error) = Main("train", "--weights", TestPaths.Golden("flux-tiny.safetensors"), "--vae", TestPaths.Golden("vae-tiny.safetensors"),
+        var (code, error) = RunCli("train", "--weights", TestPaths.Golden("flux-tiny.safetensors"), "--vae", TestPaths.Golden("vae-tiny.safetensors"),
             "--data", dir.Path, "--output", dir.File("out"), "--alpha", "NaN", "--device", "cpu");
         code.ShouldBe(2);
         OneLine(error).ShouldContain("--alpha must be a positive number; got NaN");
@@ -166,7 +166,7 @@ public class BadInputTests
         string path = dir.File("bomb.png");
         File.WriteAllBytes(path, HugePngHeader(8192, 8192));
         new FileInfo(path).Length.ShouldBeLessThan(100);
-        var (code, error) = Main("edit", "--input", path, "--weights", TestPaths.Golden("flux-tiny.safetensors"), "--vae", TestPaths.Golden("vae-tiny.safetensors"),
+        var (code, error) = RunCli("edit", "--input", path, "--weights", TestPaths.Golden("flux-tiny.safetensors"), "--vae", TestPaths.Golden("vae-tiny.safetensors"),
             "--text-embeddings", FillGolden.WriteTextEmbeddings(dir), "--output", dir.File("out.png"), "--device", "cpu", "--method", "channel");
         code.ShouldBe(2, error);
         OneLine(error).ShouldContain("8192×8192 pixels, more than the 50 megapixels");
@@ -186,7 +186,7 @@ public class BadInputTests
         using var dir = new TempDir();
         string data = Training.TrainCommandTests.Data(dir);
         // 16384² pixels: hundreds of GB for the autoencoder alone, on any machine that runs the tests.
-        var (code, error) = Main("train", "--weights", TestPaths.Golden("flux-tiny.safetensors"), "--vae", TestPaths.Golden("vae-tiny.safetensors"),
+        var (code, error) = RunCli("train", "--weights", TestPaths.Golden("flux-tiny.safetensors"), "--vae", TestPaths.Golden("vae-tiny.safetensors"),
             "--data", data, "--text-embeddings", FillGolden.WriteTextEmbeddings(dir), "--output", dir.File("out"), "--resolution", "16384", "--device", "cpu");
         code.ShouldBe(2, error);
         OneLine(error).ShouldContain("needs about");

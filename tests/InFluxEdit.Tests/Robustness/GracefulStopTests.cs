@@ -16,20 +16,12 @@ namespace InFluxEdit.Tests.Robustness;
 /// </summary>
 public class GracefulStopTests
 {
-    private static TrainOptions Options(TempDir dir, string output, int steps, string? weights = null) => new()
+    private static TrainOptions Options(TempDir dir, string output, int steps, string? weights = null)
     {
-        Weights = weights ?? TestPaths.Golden("flux-tiny.safetensors"),
-        Vae = TestPaths.Golden("vae-tiny.safetensors"),
-        Data = Directory.Exists(dir.File("data")) ? dir.File("data") : Training.TrainCommandTests.Data(dir),
-        TextEmbeddings = File.Exists(dir.File("text.safetensors")) ? dir.File("text.safetensors") : FillGolden.WriteTextEmbeddings(dir),
-        Output = dir.File(output),
-        Steps = steps,
-        Rank = 4,
-        LearningRate = 3e-3,
-        Resolution = 64,
-        CheckpointEvery = 1000,
-        Device = "cpu",
-    };
+        var options = Training.TrainCommandTests.Options(dir, output, EditMethod.Channel, steps);
+        options.Weights = weights ?? options.Weights;
+        return options;
+    }
 
     /// <summary>A log that requests the stop when the run prints its first progress line, as a user pressing Ctrl-C then would.</summary>
     private sealed class StopAtFirstProgressLine(StopSignal stop) : StringWriter

@@ -25,7 +25,7 @@ public class TrainCommandTests
         return data;
     }
 
-    private static TrainOptions Options(TempDir dir, string output, EditMethod method, int steps) => new()
+    internal static TrainOptions Options(TempDir dir, string output, EditMethod method, int steps) => new()
     {
         Weights = TestPaths.Golden("flux-tiny.safetensors"),
         Vae = TestPaths.Golden("vae-tiny.safetensors"),
