@@ -11,14 +11,28 @@ namespace InFluxEdit.Generator;
 /// <summary>The generated source of one model, or why there is none; compared by value for incremental caching.</summary>
 public sealed record CompiledModelSource(string ClassName, string HintName, string? Source, EquatableArray<SchemaDiagnostic> Diagnostics);
 
+/// <summary>A model file's "model" name, to find names that several files claim.</summary>
+public sealed record ModelNameSpec(string ClassName, string FileName);
+
 /// <summary>The stages run in order for one model file: bind (shapes), plan (memory), emit (C#).</summary>
 public static class ModelCompiler
 {
-    public static CompiledModelSource Compile(ModelFileSpec model, EquatableArray<GraphSpec> graphs)
+    /// <param name="allModels">Every model file's name; another file with this one's name fails both.</param>
+    public static CompiledModelSource Compile(ModelFileSpec model, EquatableArray<GraphSpec> graphs, EquatableArray<ModelNameSpec> allModels = default)
     {
         string hint = model.ClassName.Length > 0 ? model.ClassName + ".g.cs" : model.FileName + ".g.cs";
         var diagnostics = new List<SchemaDiagnostic>(model.Diagnostics);
         if (diagnostics.Count > 0) return Failed();
+
+        var sameName = allModels
+            .Where(m => m.ClassName == model.ClassName && m.FileName != model.FileName).Select(m => m.FileName).ToList();
+        if (sameName.Count > 0)
+        {
+            diagnostics.Add(new SchemaDiagnostic(DiagnosticIds.DuplicateName,
+                $"\"model\": \"{model.ClassName}\" is also the name in {string.Join(", ", sameName)}: give each schema file its own model name",
+                model.ClassNameSpan));
+            return Failed();
+        }
 
         var candidates = graphs.Where(g => g.Name == model.GraphName).ToList();
         if (candidates.Count != 1)

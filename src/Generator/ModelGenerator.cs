@@ -34,9 +34,17 @@ public sealed class ModelGenerator : IIncrementalGenerator
             .Where(file => !SchemaParser.IsGraphFile(file.Path))
             .Select((file, token) => SchemaParser.ParseModel(file.Path, Text(file, token)));
 
+        // Two files with one "model" name would generate two classes (and sources) of that name: each gets a
+        // diagnostic at its name instead. Only the names are collected, so editing a model's body stays incremental.
+        var modelFilesByName = models
+            .Select((model, _) => new ModelNameSpec(model.ClassName, model.FileName))
+            .Collect()
+            .Select((names, _) => names.OrderBy(n => n.FileName, System.StringComparer.Ordinal).ToEquatableArray());
+
         var compiled = models
             .Combine(graphs)
-            .Select((pair, _) => ModelCompiler.Compile(pair.Left, pair.Right))
+            .Combine(modelFilesByName)
+            .Select((pair, _) => ModelCompiler.Compile(pair.Left.Left, pair.Left.Right, pair.Right))
             .WithTrackingName(ModelStep);
 
         context.RegisterSourceOutput(graphs, (spc, specs) =>

@@ -6,8 +6,13 @@ namespace InFluxEdit.Cli;
 
 public static class Program
 {
+    /// <summary>The global option: with it an error also prints its stack trace, and long messages are not cut.</summary>
+    public const string VerboseOption = "--verbose";
+
     public static int Main(string[] args)
     {
+        bool verbose = args.Contains(VerboseOption);
+        args = args.Where(a => a != VerboseOption).ToArray();
         var parser = new Parser(settings =>
         {
             settings.HelpWriter = null;
@@ -33,11 +38,9 @@ public static class Program
                 (LoraOptions o) => LoraCommand.Run(o),
                 errors => ShowHelp(result, errors));
         }
-        catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException
-                                      or ArgumentException or InvalidOperationException or IOException or NotSupportedException)
+        catch (Exception e)
         {
-            System.Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
+            return Console.ErrorReport.Write(e, System.Console.Error, verbose);
         }
     }
 
@@ -53,7 +56,7 @@ public static class Program
         var help = HelpText.AutoBuild(result, h =>
         {
             h.Heading = "influx-cli — train and apply FLUX.1 Fill editing LoRAs (compiled models from schemas/*.json)";
-            h.Copyright = "";
+            h.Copyright = $"Global option: {VerboseOption} (with any command) prints an error's stack trace and its whole message.";
             h.AddDashesToOption = true;
             return HelpText.DefaultParsingErrorsHandler(result, h);
         }, e => e, verbsIndex: listCommands);

@@ -15,6 +15,8 @@ public static class DatasetWriter
     public static void WriteCircles(string output, int count, int heldOut, int size, long seed, TextWriter? log = null)
     {
         if (heldOut < 0) throw new ArgumentException($"--held-out must not be negative (got {heldOut})");
+        if (count < 1) throw new ArgumentException($"--count must be at least 1 (got {count})");
+        Runtime.IO.PathChecks.CreateFolder(output, "--out");
         var samples = CirclesDataset.Draw(count + heldOut, size, seed);
         string train = Path.Combine(output, "train"), heldOutFolder = Path.Combine(output, "held-out");
         CirclesDataset.WriteSplit(train, samples.Take(count).ToList());
@@ -29,6 +31,7 @@ public static class DatasetWriter
     {
         if (count < 1) throw new ArgumentException($"--count must be at least 1 (got {count})");
         if (size < 16 || size % 16 != 0) throw new ArgumentException($"--size must be a multiple of 16 (got {size})");
+        Runtime.IO.PathChecks.CreateFolder(output, "--out");
         foreach (string folder in new[] { "images", "masks", "captions" }) Directory.CreateDirectory(Path.Combine(output, folder));
         var random = new TrainingRandom(seed);
         for (int i = 0; i < count; i++)

@@ -48,6 +48,8 @@ public static class FluxModelFolder
         try
         {
             using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(manifest));
+            if (json.RootElement.ValueKind != System.Text.Json.JsonValueKind.Object)
+                throw new InvalidDataException($"{manifest} holds a JSON {json.RootElement.ValueKind.ToString().ToLowerInvariant()}, not the object pretrain-toy writes; write it again with pretrain-toy, or give --t5-length and --guidance");
             if (!json.RootElement.TryGetProperty("settings", out var settings)) return new ToySettings(null, null);
             return new ToySettings(settings.TryGetProperty("T5Length", out var length) ? length.GetInt32() : null,
                 settings.TryGetProperty("Guidance", out var guidance) ? guidance.GetDouble() : null);
@@ -63,10 +65,7 @@ public static class FluxModelFolder
 
     public const string ToyManifestFile = "toy.json";
 
-    private static void RequireFolder(string folder)
-    {
-        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"--flux-dir {folder} does not exist");
-    }
+    private static void RequireFolder(string folder) => Runtime.IO.PathChecks.RequireFolder(folder, "--flux-dir");
 }
 
 /// <summary>A toy model folder's training settings that later runs must match.</summary>

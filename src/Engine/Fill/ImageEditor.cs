@@ -109,6 +109,9 @@ public static class ImageEditor
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         var noise = request.Noise == null ? null : LoadNoise(request.Noise);
         long seed = request.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
+        long pixels = (long)plan.Width * plan.Height * (request.Method == EditMethod.Concat ? 2 : 1);
+        Runtime.Training.MemoryEstimate.RequireForEditing(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
+            Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)");
 
         var text = CaptionEncodings.Encode([request.Prompt], request.TextInEffect, transformerInfo.Descriptor,
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];

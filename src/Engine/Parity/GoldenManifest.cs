@@ -88,8 +88,8 @@ public sealed class GoldenManifest
         {
             throw new InvalidDataException($"{path} is not valid JSON: {e.Message}");
         }
-        if (!document.RootElement.TryGetProperty("cases", out var cases) || cases.ValueKind != JsonValueKind.Object)
-            throw new InvalidDataException($"{path} has no \"cases\" object");
+        if (document.RootElement.ValueKind != JsonValueKind.Object || !document.RootElement.TryGetProperty("cases", out var cases) || cases.ValueKind != JsonValueKind.Object)
+            throw new InvalidDataException($"{path} is not a golden manifest: it must be a JSON object with a \"cases\" object; point parity at a golden folder such as tests/golden");
         return new GoldenManifest(directory, cases.EnumerateObject().Select(c => new GoldenCase(c.Name, c.Value.Clone())).ToList());
     }
 }

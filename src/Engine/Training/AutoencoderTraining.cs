@@ -43,7 +43,7 @@ public static class AutoencoderTraining
             ?? throw new ArgumentException($"no compiled model '{request.Model}' (see `influx-cli models`)");
         if (request.Batch < 1 || request.Steps < 1 || request.Size < 1) throw new ArgumentException("--batch, --steps and --size must be positive");
         var images = LoadImages(request.Images, request.Size);
-        Directory.CreateDirectory(request.Output);
+        Runtime.IO.PathChecks.CreateFolder(request.Output, "--output");
         var random = new TrainingRandom(request.Seed);
 
         Dictionary<string, DeviceTensor> weights;

@@ -43,6 +43,8 @@ public static class CirclesDemo
             FluxDir = baseModel, Data = Path.Combine(data, "train"), Validation = Path.Combine(data, "held-out"), Method = EditMethod.Channel,
             Output = Path.Combine(request.Output, "run"), Steps = request.Steps, LearningRate = 1e-3, Resolution = request.Size, Seed = request.Seed,
             CheckpointEvery = request.Steps,
+            // The demo draws its data again each time: its own earlier run in the folder is replaced, not a user's work.
+            Overwrite = true,
         };
         var trained = LoraTraining.Train(train, backend, log, progress, stages, cancellation);
 

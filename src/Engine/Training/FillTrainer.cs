@@ -246,7 +246,10 @@ public sealed class FillTrainer : IDisposable
         Step = info.Step;
         _random = TrainingRandom.RestoreState(info.RandomState);
         _order = TrainingCheckpointInfo.ParseOrder(info.DataOrder);
-        _position = int.Parse(info.Extra["position"], CultureInfo.InvariantCulture);
+        if (_order.Length != _examples.Count || _order.Any(i => i < 0 || i >= _examples.Count)
+            || !info.Extra.TryGetValue("position", out var position) || !int.TryParse(position, CultureInfo.InvariantCulture, out _position)
+            || _position < 0 || _position > _order.Length)
+            throw new InvalidDataException($"{path} holds a data order over {_order.Length} pairs (or a damaged one); this run has {_examples.Count}: resume with the same --data");
     }
 
     /// <summary>The trained tensors under their training names, for LoraWriter.</summary>

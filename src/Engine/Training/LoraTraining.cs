@@ -43,6 +43,8 @@ public static class LoraTraining
             ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, request.Weights != null ? request.Model : null);
         var settings = Settings(request, transformerInfo.Descriptor);
+        foreach (var (option, value, least) in new[] { ("--alpha", settings.Alpha, double.Epsilon), ("--lr", settings.LearningRate, double.Epsilon), ("--max-grad-norm", request.MaxGradNorm, 0) })
+            if (!double.IsFinite(value) || value < least) throw new ArgumentException($"{option} must be a {(least > 0 ? "positive" : "non-negative")} number; got {value}");
         var exportDType = LoraWriter.ParseDType(request.ExportDType); // refused before training, not after
 
         var dataset = request.Data != null
@@ -57,14 +59,20 @@ public static class LoraTraining
             : request.Method == EditMethod.Fill ? PairDataset.FromMasked(request.Validation) : PairDataset.FromFolder(request.Validation);
         string vaePath = request.AutoencoderPath;
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
-        Directory.CreateDirectory(request.Output);
+        var buckets = new AspectBuckets(request.Resolution);
+        long pixels = dataset.Pairs.Select(p => buckets.Assign(p.Width, p.Height)).Select(b => (long)b.Width * b.Height).DefaultIfEmpty(0).Max()
+            * (request.Method == EditMethod.Concat ? 2 : 1);
+        MemoryEstimate.RequireForTraining(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
+            settings.Recompute, settings.Full, MemoryEstimate.AvailableBytes(backend), "lower --resolution", "use --recompute");
+        using var runFolder = RunFolder.Claim(request.Output, new RunFolderPolicy("--output", "checkpoint-*.safetensors",
+            ["lora-*.safetensors", transformerInfo.Descriptor.Name + ".safetensors"], request.Resume != null, request.Overwrite), note => log.WriteLine("note: " + note));
 
         log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => p.Caption).ToList();
         var texts = CaptionEncodings.Encode(captions, request.TextInEffect, transformerInfo.Descriptor, Path.Combine(request.Output, "cache", "text"),
             backend, catalog, log, stages);
-        var examples = LatentCache.Examples(dataset, settings.Method, settings.LossRegion, new AspectBuckets(request.Resolution),
+        var examples = LatentCache.Examples(dataset, settings.Method, settings.LossRegion, buckets,
             Path.Combine(request.Output, "cache"), vaePath, vaeInfo.Descriptor.Name, () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, log, stages);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
@@ -93,6 +101,7 @@ public static class LoraTraining
             var validationFolders = new List<string>();
             string SaveCheckpoint()
             {
+                guard.RequireAnyApplied();
                 string path = Path.Combine(request.Output, $"checkpoint-{trainer.Step:D6}.safetensors");
                 trainer.SaveCheckpoint(path, baseModel);
                 checkpoints.Add(path);
@@ -102,10 +111,7 @@ public static class LoraTraining
             while (trainer.Step < settings.Steps)
             {
                 if (cancellation.IsCancellationRequested)
-                {
-                    SaveCheckpoint();
-                    cancellation.ThrowIfCancellationRequested();
-                }
+                    throw new TrainingStoppedException(trainer.Step, settings.Steps, SaveCheckpoint(), cancellation);
                 double loss = trainer.TrainStep(guard);
                 if (!double.IsNaN(loss)) tracker.Report(trainer.Step, loss);
                 progress?.Report(new TrainProgress(trainer.Step, settings.Steps, loss, tracker.SmoothedLoss,

@@ -68,7 +68,7 @@ public static class MethodComparison
         var circles = File.Exists(Path.Combine(heldOutDir, CirclesDataset.MetadataFile))
             ? CirclesDataset.ReadSplit(heldOutDir).ToDictionary(s => s.Name) : null;
         int resolution = options.Resolution > 0 ? options.Resolution : Math.Max(train.Pairs[0].Width, train.Pairs[0].Height);
-        Directory.CreateDirectory(options.Output);
+        Runtime.IO.PathChecks.CreateFolder(options.Output, "--output");
 
         var loras = new Dictionary<Variant, (string Path, double Seconds)>();
         foreach (var variant in variants)

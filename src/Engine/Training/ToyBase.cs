@@ -62,7 +62,7 @@ public static class ToyBase
     public static void Pretrain(ToyPretrainRequest options, IBackend backend, TextWriter log, IProgress<TrainProgress>? progress = null)
     {
         string output = options.Output, work = options.Work ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(output))!, "toy-work");
-        Directory.CreateDirectory(output);
+        Runtime.IO.PathChecks.CreateFolder(output, "--out");
         Directory.CreateDirectory(work);
         var clock = Stopwatch.StartNew();
 

@@ -67,6 +67,9 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>A checkpoint of this run to continue from.</summary>
     public string? Resume { get; init; }
 
+    /// <summary>Replace an earlier run's checkpoints and results in <see cref="Output"/>; without it such a folder is refused.</summary>
+    public bool Overwrite { get; init; }
+
     /// <summary>The LoRA file's format: kohya (ComfyUI) or diffusers (PEFT).</summary>
     public string Format { get; init; } = "kohya";
 

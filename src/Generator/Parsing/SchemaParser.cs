@@ -58,7 +58,7 @@ public static class SchemaParser
         }
         reader.RejectUnknown("$schema", "model", "graph", "family", "description", "dtype", "params");
         return new ModelFileSpec(path, fileName, className, graph, graphSpan, family, description, dtype,
-            parameters.ToEquatableArray(), diagnostics.ToEquatableArray());
+            parameters.ToEquatableArray(), diagnostics.ToEquatableArray()) { ClassNameSpan = root.Get("model")?.Span ?? root.Span };
     }
 
     public static GraphSpec ParseGraph(string path, string text)

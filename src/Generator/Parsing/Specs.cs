@@ -16,7 +16,11 @@ public sealed record ModelFileSpec(
     string? Description,
     string WeightsDType,
     EquatableArray<ParamValueSpec> Params,
-    EquatableArray<SchemaDiagnostic> Diagnostics);
+    EquatableArray<SchemaDiagnostic> Diagnostics)
+{
+    /// <summary>Where the "model" value stands, for a diagnostic about the name itself (another file uses it too).</summary>
+    public SourceSpan ClassNameSpan { get; init; }
+}
 
 /// <summary>A param's value as JSON text ("3072", "4.0", "[16, 56, 56]", "true").</summary>
 public sealed record ParamValueSpec(string Name, AttributeValue Value);

@@ -3,6 +3,7 @@ using InFluxEdit.Cli.Console;
 using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.Training;
 using InFluxEdit.Training;
 
 namespace InFluxEdit.Cli.Commands;
@@ -109,6 +110,9 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("format", Default = "kohya", HelpText = "The LoRA file written at the end: kohya (ComfyUI) or diffusers (PEFT).")]
     public string Format { get; set; } = "kohya";
 
+    [Option("overwrite", HelpText = "Replace the checkpoints and results of an earlier run in --output (without it, a new run into such a folder is refused; --resume continues it instead).")]
+    public bool Overwrite { get; set; }
+
     [Option("export-dtype", Default = "bf16", HelpText = "Element type of the LoRA file: bf16 (as the peers write), f16 or f32 (keeps the trained float32 values).")]
     public string ExportDType { get; set; } = "bf16";
 
@@ -120,30 +124,22 @@ public static class TrainCommand
 {
     public static int Run(TrainOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
 
-    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
+    /// <param name="stop">Stops the run after a step, with a checkpoint; by default this process's SIGINT and SIGTERM.</param>
+    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null)
     {
         using var backend = options.CreateBackend(log);
-        // The first Ctrl+C lets the engine save a checkpoint of the step reached before it stops; a second one ends the process.
-        using var cancellation = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) =>
-        {
-            e.Cancel = !cancellation.IsCancellationRequested;
-            cancellation.Cancel();
-        };
-        System.Console.CancelKeyPress += onCancel;
+        // The first Ctrl-C or SIGTERM lets the engine finish its step and save a checkpoint; a second Ctrl-C ends the process at once.
+        using var processSignals = stop == null ? StopSignal.FromProcessSignals(note => log.WriteLine(note)) : null;
+        stop ??= processSignals!;
         try
         {
-            LoraTraining.Train(Request(options), backend, log, new TrainProgressLines(log), new StageProgressBars(), cancellation.Token, catalog);
+            LoraTraining.Train(Request(options), backend, log, new TrainProgressLines(log), new StageProgressBars(), stop.Token, catalog);
             return 0;
         }
-        catch (OperationCanceledException)
+        catch (TrainingStoppedException stopped)
         {
-            log.WriteLine("stopped: continue with --resume and the last checkpoint");
-            return 130;
-        }
-        finally
-        {
-            System.Console.CancelKeyPress -= onCancel;
+            log.WriteLine($"stopped by {stop.SignalName} at step {stopped.Step} of {stopped.Steps}; to continue, run the same command with --resume {stopped.Checkpoint}");
+            return stop.ExitCode;
         }
     }
 
@@ -157,7 +153,7 @@ public static class TrainCommand
         LearningRate = options.LearningRate, Schedule = options.Schedule, WarmupSteps = options.WarmupSteps, TimestepSampling = options.TimestepSampling,
         Guidance = options.Guidance, Accumulate = options.Accumulate, MaxGradNorm = options.MaxGradNorm, Resolution = options.Resolution,
         Seed = options.Seed, CheckpointEvery = options.CheckpointEvery, Validation = options.Validation, ValidateEvery = options.ValidateEvery,
-        ValidationSteps = options.ValidationSteps, Resume = options.Resume, Format = options.Format, ExportDType = options.ExportDType, LossRegion = options.LossRegion,
+        ValidationSteps = options.ValidationSteps, Resume = options.Resume, Overwrite = options.Overwrite, Format = options.Format, ExportDType = options.ExportDType, LossRegion = options.LossRegion,
     };
 
     /// <summary>Where a run writes its LoRA: OUTPUT/lora-METHOD-FORMAT.safetensors.</summary>

@@ -134,8 +134,7 @@ public static class ImageFile
 
     private static Image<TPixel> Decode<TPixel>(string path) where TPixel : unmanaged, IPixel<TPixel>
     {
-        if (!File.Exists(path))
-            throw new FileNotFoundException($"image file '{path}' does not exist", path);
+        IO.PathChecks.RequireFile(path, "image file");
         try
         {
             // The header is read first: a 69-byte PNG may claim 8192×8192, and decoding it would take gigabytes.

@@ -126,13 +126,22 @@ public static class ModelRecognizer
     private static ModelNotRecognizedException NotRecognized(
         string what, List<ModelDescriptor> models, List<KeyValuePair<string, string>>? config, IReadOnlyList<CheckpointTensor> tensors)
     {
+        // The closest schema first, and named in the first line: the line a reader sees when the rest is cut.
+        var byCloseness = models.Select(model =>
+            {
+                var differences = (config is null ? [] : ConfigDifferences(model, config)).Concat(TensorDifferences(model, tensors)).ToList();
+                if (differences.Count == 0)
+                    differences.Add($"{model.SchemaFile} has none of the parameters of the file's config");
+                return (Model: model, Differences: differences);
+            })
+            .OrderBy(m => m.Differences.Count).ToList();
         var message = new StringBuilder();
-        message.AppendLine($"Cannot recognise the model in '{what}': no schema matches it. How each differs:");
-        foreach (ModelDescriptor model in models)
+        message.Append($"Cannot recognise the model in '{what}': no schema matches it");
+        if (byCloseness.Count > 0)
+            message.Append($"; the closest is {byCloseness[0].Model.Name} ({byCloseness[0].Differences.Count} difference{(byCloseness[0].Differences.Count == 1 ? "" : "s")}: {byCloseness[0].Differences[0]})");
+        message.AppendLine(". How each differs:");
+        foreach (var (model, differences) in byCloseness)
         {
-            var differences = (config is null ? [] : ConfigDifferences(model, config)).Concat(TensorDifferences(model, tensors)).ToList();
-            if (differences.Count == 0)
-                differences.Add($"{model.SchemaFile} has none of the parameters of the file's config");
             foreach (string difference in differences.Take(DifferencesShown))
                 message.AppendLine($"  {model.Name}: {difference}");
             if (differences.Count > DifferencesShown)

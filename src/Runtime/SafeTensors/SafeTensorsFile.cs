@@ -57,6 +57,8 @@ public sealed unsafe class SafeTensorsFile : IWeightFile
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("safetensors data is little-endian; this machine is big-endian.");
         path = System.IO.Path.GetFullPath(path);
+        if (Directory.Exists(path))
+            throw new SafeTensorsException(path, "it is a folder, not a file.", "Give the .safetensors file inside it.");
 
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
         try

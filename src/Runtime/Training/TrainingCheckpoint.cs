@@ -128,14 +128,28 @@ public static class TrainingCheckpoint
         }
         string Required(string key) => metadata.TryGetValue(key, out var value) ? value
             : throw new InvalidDataException($"{path}: __metadata__ has no '{key}'");
+        // A damaged record is the file's fault, not the resume's: each value is checked here, naming the file and key.
+        T Parsed<T>(string key, Func<string, T> parse, Func<T, bool> valid, string expected)
+        {
+            string text = Required(key);
+            try
+            {
+                var value = parse(text);
+                if (valid(value)) return value;
+            }
+            catch (Exception e) when (e is FormatException or OverflowException) { }
+            throw new InvalidDataException(
+                $"{path}: its __metadata__ '{key}' is '{(text.Length > 60 ? text[..60] + "…" : text)}', not {expected}; the checkpoint is damaged: resume from another one of the run");
+        }
+        var c = CultureInfo.InvariantCulture;
         var info = new TrainingCheckpointInfo(
-            int.Parse(Required("step"), CultureInfo.InvariantCulture),
-            long.Parse(Required("seed"), CultureInfo.InvariantCulture),
-            Required("rng_state"),
-            Required("data_order"),
+            Parsed("step", t => int.Parse(t, NumberStyles.Integer, c), step => step >= 0, "a step count (0 or more)"),
+            Parsed("seed", t => long.Parse(t, NumberStyles.Integer, c), _ => true, "a 64-bit seed"),
+            Parsed("rng_state", t => TrainingRandom.RestoreState(t).SaveState(), _ => true, "a saved random state"),
+            Parsed("data_order", t => TrainingCheckpointInfo.FormatOrder(TrainingCheckpointInfo.ParseOrder(t)), _ => true, "a list of example indices"),
             Required("method"),
-            int.Parse(Required("rank"), CultureInfo.InvariantCulture),
-            double.Parse(Required("alpha"), CultureInfo.InvariantCulture),
+            Parsed("rank", t => int.Parse(t, NumberStyles.Integer, c), rank => rank >= 0, "a rank (0 or more; 0 when every weight trains)"),
+            Parsed("alpha", t => double.Parse(t, NumberStyles.Float, c), double.IsFinite, "a finite alpha"),
             Required("targets").Split(',', StringSplitOptions.RemoveEmptyEntries),
             Required("base_model"))
         {

@@ -100,12 +100,14 @@ public sealed class NonFiniteGuard(int maxConsecutive = 5, Action<string>? warn 
 
     public int Consecutive { get; private set; }
     public int TotalSkipped { get; private set; }
+    public int TotalApplied { get; private set; }
 
     public NonFiniteDecision Check(int step, double loss, double gradientNorm)
     {
         if (double.IsFinite(loss) && double.IsFinite(gradientNorm))
         {
             Consecutive = 0;
+            TotalApplied++;
             return NonFiniteDecision.Apply;
         }
         Consecutive++;
@@ -117,5 +119,17 @@ public sealed class NonFiniteGuard(int maxConsecutive = 5, Action<string>? warn 
                 "Lower the learning rate, keep gradient clipping on, or resume from the last checkpoint, which holds only finite values.");
         warn?.Invoke($"step {step}: {what}; skipping this step ({Consecutive} of at most {MaxConsecutive} in a row)");
         return NonFiniteDecision.Skip;
+    }
+
+    /// <summary>
+    /// Before anything is saved: a run whose every step was skipped has learned nothing, and its adapters must not be
+    /// written as if it had (a short run on NaN weights never reaches <see cref="MaxConsecutive"/>).
+    /// </summary>
+    public void RequireAnyApplied()
+    {
+        if (TotalSkipped > 0 && TotalApplied == 0)
+            throw new TrainingDivergedException(
+                $"training learned nothing: all {TotalSkipped} steps of this run gave a non-finite loss or gradient and were skipped, so nothing is saved. " +
+                "Check the base weights (--weights) for NaN or ∞, and lower the learning rate.");
     }
 }

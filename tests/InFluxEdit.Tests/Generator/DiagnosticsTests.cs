@@ -259,4 +259,25 @@ public class DiagnosticsTests
         var d = Single(Compile(graph), DiagnosticIds.InvalidSchema);
         d.Message.ShouldContain("gelu_tanh has no argument \"approximate\"");
     }
+
+    [Fact]
+    public void TwoModelFilesWithOneNameAreADiagnosticAtEachNameNotAGeneratorCrash()
+    {
+        var files = new[]
+        {
+            new SchemaText(GraphPath, Graph),
+            new SchemaText(ModelPath, Model),
+            new SchemaText("/schemas/mlp-copy.json", Model.Replace("\"width\": 8", "\"width\": 4")),
+        };
+        var result = GeneratorHarness.Run(files);
+
+        result.Exception.ShouldBeNull();
+        result.GeneratedSources.Select(s => s.HintName).ShouldBe(new[] { "ModelCatalog.g.cs" });
+        var errors = result.Diagnostics.Where(d => d.Id == DiagnosticIds.DuplicateName).OrderBy(d => d.Location.GetLineSpan().Path).ToList();
+        errors.Count.ShouldBe(2, string.Join("\n", result.Diagnostics));
+        errors[0].Location.GetLineSpan().Path.ShouldBe("/schemas/mlp-copy.json");
+        errors[0].GetMessage().ShouldContain("also the name in mlp-small.json");
+        errors[1].GetMessage().ShouldContain("also the name in mlp-copy.json");
+        foreach (var error in errors) error.Location.GetLineSpan().StartLinePosition.Line.ShouldBe(LineOf(Model, "\"model\"") - 1);
+    }
 }

@@ -13,6 +13,7 @@ namespace InFluxEdit.Tests.Training;
 /// <summary>influx-cli train on the golden tiny transformer and VAE: it learns, resumes exactly, and its LoRA edits.</summary>
 public class TrainCommandTests
 {
+    /// <summary>One editing pair of the golden tiny images in DIR/data (source/, target/, a caption beside the source).</summary>
     internal static string Data(TempDir dir)
     {
         string data = dir.File("data");
@@ -24,7 +25,7 @@ public class TrainCommandTests
         return data;
     }
 
-    private static TrainOptions Options(TempDir dir, string output, EditMethod method, int steps) => new()
+    internal static TrainOptions Options(TempDir dir, string output, EditMethod method, int steps) => new()
     {
         Weights = TestPaths.Golden("flux-tiny.safetensors"),
         Vae = TestPaths.Golden("vae-tiny.safetensors"),

@@ -63,6 +63,10 @@ internal sealed class CpuBufferPool
 
     public float[] Rent(long length)
     {
+        if (length > Array.MaxLength)
+            throw new InsufficientMemoryException(
+                $"a tensor of {length:N0} values ({length * sizeof(float) / (double)(1L << 30):F1} GiB) is past the largest buffer the CPU backend " +
+                $"holds ({Array.MaxLength:N0} values): lower the image size or --resolution");
         lock (_gate)
         {
             _rentedBytes += length * sizeof(float);
