@@ -8,8 +8,11 @@ namespace InFluxEdit.Runtime.WeightFiles;
 public static class WeightFile
 {
     /// <summary>Opens a GGUF file (recognised by its magic, whatever its name, or by its .gguf extension) or else a safetensors file.</summary>
-    public static IWeightFile Open(string path) =>
-        GgufFile.HasMagic(path) || IsGgufPath(path) ? GgufFile.Open(path) : SafeTensorsFile.Open(path);
+    public static IWeightFile Open(string path)
+    {
+        IO.PathChecks.RequireFile(path, "weights file");
+        return GgufFile.HasMagic(path) || IsGgufPath(path) ? GgufFile.Open(path) : SafeTensorsFile.Open(path);
+    }
 
     /// <summary>Whether the path names a GGUF file by its extension (what writers go by).</summary>
     public static bool IsGgufPath(string path) => path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase);
