@@ -15,7 +15,7 @@ using InFluxEdit.Runtime.Training;
 namespace InFluxEdit.Cli.Commands;
 
 [Verb("train", HelpText = "Train an editing LoRA on a FLUX.1 Fill model from pairs of images: --method channel (the source as the Fill conditioning image, all-white mask) or concat (a [source | target] diptych, the right half masked). Writes checkpoints every N steps (atomically) and the LoRA at the end; --resume continues exactly.")]
-public sealed class TrainOptions : TextEncoderOptions
+public sealed partial class TrainOptions : TextEncoderOptions
 {
     [Option("model", HelpText = "A compiled transformer's name (e.g. flux-fill-dev, flux-fill-tiny) or a checkpoint to recognise. Default: recognised from --weights.")]
     public string? Model { get; set; }
@@ -68,32 +68,71 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("recompute", HelpText = "Per-block recomputation (gradient checkpointing): keep only the activations that cross a block boundary and run each block's forward again before its backward. The same gradients for about one more forward per step; activation memory drops to about one block's. Off by default (on the CPU memory is rarely the limit; it costs about a third more time per step).")]
     public bool Recompute { get; set; }
 
-    [Option("optimizer", Default = "adamw", HelpText = "adamw or prodigy.")]
-    public string Optimizer { get; set; } = "adamw";
+    [Option("recipe", HelpText = "Apply a published script's training settings, printed as a table at the start; any flag you give still wins. seed: the method's original train_influxedit.py and its shell scripts (Prodigy lr 1 with decay 1e-4 decoupled, bias correction and safeguard warm-up; batch 1 × accumulation 4; rank = alpha = 16, diffusers targets; guidance 1; uniform timesteps; clip 1.0; 512 T5 tokens; resolution 256 for channel, and for concat 512 as the diptych's long side with the seed's caption prefix). diffusers: train_dreambooth_lora_flux.py's defaults (AdamW 1e-4, batch 4, rank 4, guidance 3.5, 512 T5 tokens, resolution 512).")]
+    public string? Recipe { get; set; }
+
+    [Option("optimizer", HelpText = "adamw or prodigy. Default: adamw.")]
+    public string? Optimizer { get; set; }
 
     [Option("lr", HelpText = "Learning rate. Default: 1e-4 for AdamW, 1.0 for Prodigy.")]
     public double? LearningRate { get; set; }
 
-    [Option("schedule", Default = "constant", HelpText = "constant, warmup or cosine.")]
-    public string Schedule { get; set; } = "constant";
+    [Option("weight-decay", HelpText = "Weight decay (AdamW: decoupled; Prodigy: see --decouple). Default: 1e-4, as diffusers' and the seed's scripts.")]
+    public double? WeightDecay { get; set; }
 
-    [Option("warmup-steps", Default = 0, HelpText = "Warm-up steps for the warmup and cosine schedules.")]
-    public int WarmupSteps { get; set; }
+    [Option("betas", HelpText = "Adam's (and Prodigy's) beta1,beta2. Default: 0.9,0.999.")]
+    public string? Betas { get; set; }
 
-    [Option("timestep-sampling", Default = "uniform", HelpText = "uniform, logit-normal or mode.")]
-    public string TimestepSampling { get; set; } = "uniform";
+    [Option("eps", HelpText = "Adam's (and Prodigy's) epsilon in the denominator. Default: 1e-8.")]
+    public double? Eps { get; set; }
+
+    [Option("decouple", HelpText = "Prodigy: true for AdamW-style decoupled weight decay, false for an L2 term in the gradient. Default: true.")]
+    public bool? Decouple { get; set; }
+
+    [Option("use-bias-correction", HelpText = "Prodigy: true to apply Adam's bias correction to the step (it scales the first ~1000 steps by 0.15–1). Default: true, as diffusers' and the seed's scripts (the prodigyopt package's default is false).")]
+    public bool? UseBiasCorrection { get; set; }
+
+    [Option("safeguard-warmup", HelpText = "Prodigy: true to leave lr out of the step-size estimate's denominator (safe with a warm-up). Default: true, as diffusers' and the seed's scripts (the package's default is false).")]
+    public bool? SafeguardWarmup { get; set; }
+
+    [Option("d-coef", HelpText = "Prodigy: scales its step-size estimate (prodigyopt's recommended knob; 0.5 to 2 are typical). Default: 1.")]
+    public double? DCoef { get; set; }
+
+    [Option("beta3", HelpText = "Prodigy: the running-average coefficient of its step-size estimate. Default: √beta2.")]
+    public double? Beta3 { get; set; }
+
+    [Option("growth-rate", HelpText = "Prodigy: the most its step size may grow per step, e.g. 1.02 for a warm-up effect. Default: unlimited.")]
+    public double? GrowthRate { get; set; }
+
+    [Option("schedule", HelpText = "constant, warmup or cosine. Default: constant.")]
+    public string? Schedule { get; set; }
+
+    [Option("warmup-steps", HelpText = "Warm-up steps for the warmup and cosine schedules. Default: 0.")]
+    public int? WarmupSteps { get; set; }
+
+    [Option("timestep-sampling", HelpText = "uniform, logit-normal or mode. Default: uniform.")]
+    public string? TimestepSampling { get; set; }
 
     [Option("guidance", HelpText = "The guidance input during training. Default: 1, as the seed trains FLUX Fill; the guidance a --flux-dir made by pretrain-toy was pretrained with (30).")]
     public double? Guidance { get; set; }
 
-    [Option("accumulate", Default = 1, HelpText = "Examples per optimizer step (gradient accumulation).")]
-    public int Accumulate { get; set; } = 1;
+    [Option("batch-size", HelpText = "Examples in one forward and backward pass, all of one aspect bucket (a batch ends early where the data order moves to another bucket or epoch). Default: 1.")]
+    public int? BatchSize { get; set; }
 
-    [Option("max-grad-norm", Default = 1.0, HelpText = "Clip the gradients' global norm to this (0: no clipping).")]
-    public double MaxGradNorm { get; set; } = 1.0;
+    [Option("accumulate", HelpText = "Batches per optimizer step (gradient accumulation): a step averages the gradients of batch-size × accumulate examples. Default: 1.")]
+    public int? Accumulate { get; set; }
 
-    [Option("resolution", Default = 512, HelpText = "Training resolution: images are bucketed by aspect ratio at about this many pixels squared, sides multiples of 16.")]
-    public int Resolution { get; set; } = 512;
+    [Option("max-grad-norm", HelpText = "Clip the gradients' global norm to this (0: no clipping). Default: 1.")]
+    public double? MaxGradNorm { get; set; }
+
+    [Option("resolution", HelpText = "Training resolution: images are bucketed by aspect ratio at about this many pixels squared, sides multiples of 16 (see --concat-resolution for diptychs). Default: 512.")]
+    public int? Resolution { get; set; }
+
+    [Option("concat-resolution", HelpText = "concat: half (each half of the diptych is bucketed at --resolution, so the diptych has twice its pixels) or diptych (the diptych's long side is --resolution, as the seed resizes: 512 gives a 512×256 diptych). Default: half.")]
+    public string? ConcatResolution { get; set; }
+
+    [Option("caption-prefix", HelpText = "Text put before every caption while training (and validating), such as the seed's diptych prompt convention. Default: none.")]
+    public string? CaptionPrefix { get; set; }
 
     [Option("seed", Default = 0L, HelpText = "Seed of the adapters' initialisation, the data order, the timesteps and the noise.")]
     public long Seed { get; set; }
@@ -131,6 +170,9 @@ public static class TrainCommand
 
     public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
     {
+        // The recipe first: it fills what the user left unset, and everything below reads the options as filled.
+        var recipe = options.Recipe == null ? null : TrainRecipe.For(options.Recipe, options.Method);
+        var recipeRows = recipe?.ApplyTo(options);
         if (options.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {options.Steps}");
         if (options.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {options.Rank}");
         string checkpoint = options.Weights ?? options.Model ?? (options.FluxDir != null ? FluxModelFolder.Transformer(options.FluxDir) : null)
@@ -142,16 +184,20 @@ public static class TrainCommand
         double alpha = options.Alpha ?? (options.Rank == null && lora != null ? lora.Alpha : rank);
         string preset = options.Preset ?? lora?.DefaultPreset
             ?? throw new ArgumentException($"{transformerInfo.Descriptor.Name} has no LoRA presets in its schema: give --preset");
+        var optimizer = options.OptimizerSettings();
         var settings = new TrainingSettings(options.Method, options.Steps, rank, alpha,
-            preset, options.TrainImgIn, options.Optimizer,
-            options.LearningRate ?? (options.Optimizer == "prodigy" ? Prodigy.DefaultLearningRate : AdamW.DefaultLearningRate),
-            LearningRateSchedule.ParseKind(options.Schedule), options.WarmupSteps, FlowMatching.ParseSampling(options.TimestepSampling),
-            options.TrainingGuidance(options.Guidance), Math.Max(1, options.Accumulate), options.MaxGradNorm, options.Seed, Math.Max(1, options.CheckpointEvery),
-            LoraWriter.ParseFormat(options.Format), options.LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All)
+            preset, options.TrainImgIn, optimizer, options.LearningRate ?? optimizer.DefaultLearningRate,
+            LearningRateSchedule.ParseKind(options.Schedule ?? "constant"), options.WarmupSteps ?? 0, FlowMatching.ParseSampling(options.TimestepSampling ?? "uniform"),
+            options.TrainingGuidance(options.Guidance), TrainOptions.PositiveOrDefault(options.Accumulate, "accumulate"), options.MaxGradNorm ?? 1.0, options.Seed,
+            Math.Max(1, options.CheckpointEvery), LoraWriter.ParseFormat(options.Format),
+            options.LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All)
         {
             Recompute = options.Recompute,
             Full = options.Full,
+            BatchSize = TrainOptions.PositiveOrDefault(options.BatchSize, "batch-size"),
         };
+        if (recipe != null) recipe.Write(recipeRows!, log);
+        log.WriteLine($"optimizer: {optimizer.Name} ({string.Join(", ", optimizer.Describe().Select(d => $"{d.Name} {d.Value}"))})");
 
         var dataset = options.Data != null
             ? options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Data)
@@ -170,7 +216,7 @@ public static class TrainCommand
         using var backend = options.CreateBackend(log);
         log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
-        var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => p.Caption).ToList();
+        var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => options.CaptionPrefix + p.Caption).ToList();
         var texts = CaptionEncodings.Encode(captions, options, transformerInfo.Descriptor, Path.Combine(options.Output, "cache", "text"),
             backend, catalog, log);
         var examples = CacheExamples(dataset, settings, options, vaePath, vaeInfo, vaeReason, backend, texts, log);
@@ -213,7 +259,7 @@ public static class TrainCommand
             }
             if (validation != null && (last || (options.ValidateEvery > 0 && trainer.Step % options.ValidateEvery == 0)))
                 ValidationSheet.Write(Path.Combine(options.Output, "validation", $"step-{trainer.Step:D6}"),
-                    new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[caption],
+                    new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[options.CaptionPrefix + caption],
                     options.ValidationSteps, ValidationGuidance, settings.Seed, log);
             if (trainer.Step % settings.CheckpointEvery == 0 || last)
             {
@@ -266,7 +312,14 @@ public static class TrainCommand
         string vaePath, CompiledModelInfo vaeInfo, string vaeReason, Runtime.Backends.IBackend backend, IReadOnlyDictionary<string, TextConditioning> texts,
         TextWriter log)
     {
-        var buckets = new AspectBuckets(options.Resolution);
+        var buckets = new AspectBuckets(options.Resolution ?? 512);
+        bool diptychResolution = options.ConcatResolution switch
+        {
+            null or "half" => false,
+            "diptych" when settings.Method == EditMethod.Concat => true,
+            "diptych" => throw new ArgumentException("--concat-resolution diptych applies to --method concat only"),
+            _ => throw new ArgumentException($"--concat-resolution must be half or diptych, not '{options.ConcatResolution}'"),
+        };
         string cacheDir = Path.Combine(options.Output, "cache");
         Directory.CreateDirectory(cacheDir);
         // The VAE file's full path, size and last write time and the compiled autoencoder: a retrained, replaced or
@@ -282,7 +335,7 @@ public static class TrainCommand
             var bar = new Console.ProgressBar("latents", "pairs");
             foreach (var pair in dataset.Pairs)
             {
-                var bucket = buckets.Assign(pair.Width, pair.Height);
+                var bucket = diptychResolution ? buckets.DiptychHalf(pair.Width, pair.Height) : buckets.Assign(pair.Width, pair.Height);
                 string method = settings.Method.ToString().ToLowerInvariant();
                 string path = Path.Combine(cacheDir, $"{pair.Name}.{method}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
                 if (!File.Exists(path))
@@ -310,7 +363,7 @@ public static class TrainCommand
                 for (int token = 0; token < imgCond.Shape[1]; token++)
                     Array.Copy(imgCond.Data, token * imgCond.Shape[2] + 64, mask.Data, token * maskFeatures, maskFeatures);
                 examples.Add(new FillTrainer.Example(pair.Name, imgCond, file.ReadFloat32("img_ids"), file.ReadFloat32("x0"),
-                    FlowMatching.TokenWeights(settings.LossRegion, mask), texts[pair.Caption]));
+                    FlowMatching.TokenWeights(settings.LossRegion, mask), texts[options.CaptionPrefix + pair.Caption]));
                 bar.Report((examples.Count, dataset.Pairs.Count));
             }
         }
