@@ -185,18 +185,25 @@ public sealed class TrainRecipe
         table.Write(log);
     }
 
-    /// <summary>Every recipe-able train option: nullable properties with an [Option] attribute, by long name.</summary>
-    private static IEnumerable<(PropertyInfo Property, string Option)> OptionProperties() =>
-        typeof(TrainOptions).GetProperties()
+    /// <summary>
+    /// Every recipe-able train option, by long name: the options whose unset value is null (an option with a default
+    /// value of its own cannot tell "not given" from "given as the default", so a recipe leaves it alone).
+    /// </summary>
+    private static IEnumerable<(PropertyInfo Property, string Option)> OptionProperties()
+    {
+        var unset = new TrainOptions();
+        return typeof(TrainOptions).GetProperties()
             .Select(p => (Property: p, Attribute: p.GetCustomAttribute<OptionAttribute>()))
-            .Where(p => p.Attribute?.LongName is { Length: > 0 })
+            .Where(p => p.Attribute?.LongName is { Length: > 0 } && p.Property.CanWrite && p.Property.GetValue(unset) == null)
             .Select(p => (p.Property, p.Attribute!.LongName));
+    }
 
     private static string Format(object value) => value switch
     {
         // Quoted when it has spaces (a caption prefix), so its ends show.
         string text => text.Contains(' ') ? $"\"{text}\"" : text,
         bool flag => flag ? "true" : "false",
+        double number => Runtime.Training.OptimizerSettings.Format(number),
         IFormattable number => number.ToString(null, CultureInfo.InvariantCulture),
         _ => value.ToString() ?? "",
     };

@@ -154,17 +154,27 @@ public sealed class FillTrainer : IDisposable
     /// <summary>One optimizer step (over <see cref="TrainingSettings.Accumulate"/> batches); returns the mean loss, or NaN when skipped.</summary>
     public double TrainStep(NonFiniteGuard guard)
     {
+        double loss = ComputeGradients();
+        double norm = Gradients.GlobalNorm(_training, _parameters);
+        Step++;
+        if (guard.Check(Step, loss, norm) == NonFiniteDecision.Skip) return double.NaN;
+        if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, _parameters, _settings.MaxGradientNorm);
+        _optimizer.Step(_parameters, _schedule.At(Step - 1));
+        return loss;
+    }
+
+    /// <summary>
+    /// The step's gradients, left in <see cref="Parameters"/>: the mean over <see cref="TrainingSettings.Accumulate"/>
+    /// batches of each batch's mean-loss gradient, drawing the batches and their σ and noise. Returns the mean loss.
+    /// </summary>
+    public double ComputeGradients()
+    {
         foreach (var p in _parameters) _training.Scale(p.Gradient, 0f);
         double loss = 0;
         for (int micro = 0; micro < _settings.Accumulate; micro++)
             loss += ForwardBackward(NextBatch()) / _settings.Accumulate;
         if (_settings.Accumulate > 1)
             foreach (var p in _parameters) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
-        double norm = Gradients.GlobalNorm(_training, _parameters);
-        Step++;
-        if (guard.Check(Step, loss, norm) == NonFiniteDecision.Skip) return double.NaN;
-        if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, _parameters, _settings.MaxGradientNorm);
-        _optimizer.Step(_parameters, _schedule.At(Step - 1));
         return loss;
     }
 
@@ -217,6 +227,9 @@ public sealed class FillTrainer : IDisposable
     private static HostTensor StackBatch(IReadOnlyList<HostTensor> parts)
     {
         if (parts.Count == 1) return parts[0];
+        if (parts.Any(p => p.Shape[0] != 1 || !p.Shape.AsSpan().SequenceEqual(parts[0].Shape)))
+            throw new InvalidOperationException(
+                $"a batch must be examples of one shape, got {string.Join(", ", parts.Select(p => HostTensor.FormatShape(p.Shape)).Distinct())}");
         var shape = (int[])parts[0].Shape.Clone();
         shape[0] = parts.Count;
         var stacked = new HostTensor(shape);

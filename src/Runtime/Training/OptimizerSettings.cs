@@ -102,6 +102,9 @@ public sealed record OptimizerSettings
         if (!(beta >= 0 && beta < 1)) throw new ArgumentException($"{option} must lie in [0, 1); got {Format(beta)}");
     }
 
-    private static string Format(double value) =>
-        double.IsPositiveInfinity(value) ? "∞" : value.ToString("G6", CultureInfo.InvariantCulture);
+    /// <summary>A setting as the logs show it: 1e-8 rather than 1E-08, ∞ for no limit.</summary>
+    public static string Format(double value) =>
+        double.IsPositiveInfinity(value) ? "∞"
+        : value != 0 && Math.Abs(value) < 1e-3 ? value.ToString("0.#####e0", CultureInfo.InvariantCulture)
+        : value.ToString("G6", CultureInfo.InvariantCulture);
 }

@@ -1,5 +1,9 @@
 using InFluxEdit.Cli.Commands;
+using InFluxEdit.Cli.Fill;
+using InFluxEdit.Cli.Training;
+using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Models;
+using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Cpu;
 using InFluxEdit.Runtime.Models;
@@ -86,6 +90,119 @@ public class BatchGradientTests
             if (!p.Name.StartsWith("img_in.", StringComparison.Ordinal)) p.Value.Dispose();
         }
         foreach (var w in weights.Values) w.Dispose();
+    }
+
+    /// <summary>
+    /// Pairs made from the golden pair: the pair, the pair reversed, and (with <paramref name="portrait"/>) two
+    /// portrait crops of each, which fall in another aspect bucket.
+    /// </summary>
+    private static string Pairs(TempDir dir, bool portrait)
+    {
+        string data = dir.File("pairs");
+        Directory.CreateDirectory(Path.Combine(data, "source"));
+        Directory.CreateDirectory(Path.Combine(data, "target"));
+        var a = ImageFile.LoadRgb(TestPaths.Golden("methods-tiny-source.png"));
+        var b = ImageFile.LoadRgb(TestPaths.Golden("methods-tiny-target.png"));
+        void Write(string name, HostTensor source, HostTensor target)
+        {
+            ImageFile.SaveRgb(source, Path.Combine(data, "source", name + ".png"));
+            ImageFile.SaveRgb(target, Path.Combine(data, "target", name + ".png"));
+            File.WriteAllText(Path.Combine(data, "source", name + ".txt"), "edit " + name);
+        }
+        Write("forward", a, b);
+        Write("backward", b, a);
+        Write("forward-again", b, b);
+        if (portrait)
+        {
+            // 64 × 48 → 32 × 48: a 2:3 portrait, another bucket than the 4:3 landscape pairs.
+            Write("portrait-left", ImageSizing.Crop(a, 0, 0, 48, 32), ImageSizing.Crop(b, 0, 0, 48, 32));
+            Write("portrait-right", ImageSizing.Crop(b, 0, 32, 48, 32), ImageSizing.Crop(a, 0, 32, 48, 32));
+        }
+        return data;
+    }
+
+    private static Dictionary<string, float[]> TrainedLora(TempDir dir, string output, int batchSize, int accumulate, int steps, bool portrait)
+    {
+        var options = TrainCommandTests.Options(dir, output, EditMethod.Channel, steps);
+        options.Data = Pairs(dir, portrait);
+        options.BatchSize = batchSize;
+        options.Accumulate = accumulate;
+        var log = new StringWriter();
+        TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());
+        using var file = SafeTensorsFile.Open(TrainCommand.LoraPath(options));
+        return file.Tensors.ToDictionary(t => t.Name, t => file.ReadFloat32(t.Name).Data);
+    }
+
+    [Fact]
+    public void ATrainersBatchGivesTheGradientsOfAccumulatingTheSameExamples()
+    {
+        using var backend = new CpuBackend();
+        var info = ModelCatalog.All.Single(m => m.Descriptor.Name == "flux-fill-tiny");
+        using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
+        var weights = WeightLoader.Load(FluxFillTiny.Descriptor.Parameters, new[] { file }, backend);
+        var random = new Random(11);
+        HostTensor Random(params int[] shape)
+        {
+            var t = new HostTensor(shape);
+            for (int i = 0; i < t.Data.Length; i++) t.Data[i] = (float)(random.NextDouble() * 2 - 1);
+            return t;
+        }
+        var ids = BenchInputs.Create(info.Descriptor, 1, imageTokens: 12, textTokens: 5)["img_ids"];
+        // Three examples of one bucket (12 image tokens) with their own latents, conditioning and text.
+        var examples = Enumerable.Range(0, 3).Select(i => new FillTrainer.Example($"example-{i}", Random(1, 12, 320), ids, Random(1, 12, 64),
+            Enumerable.Repeat(1f, 12).ToArray(), new TextConditioning(Random(1, 5, 48), Random(1, 32)))).ToList();
+
+        Dictionary<string, double[]> StepGradients(int batchSize, int accumulate)
+        {
+            var settings = new TrainingSettings(EditMethod.Channel, Steps: 4, Rank: 4, Alpha: 4, Preset: "diffusers", TrainImgIn: false,
+                new OptimizerSettings(), LearningRate: 1e-3, ScheduleKind.Constant, WarmupSteps: 0, TimestepSampling.Uniform, Guidance: 1,
+                accumulate, MaxGradientNorm: 1, Seed: 5, CheckpointEvery: 4, LoraFormat.Kohya, LossRegion.All) { BatchSize = batchSize };
+            using var trainer = new FillTrainer(info.Create(backend, weights), weights, settings, examples);
+            // The same random up-projections in every run (they start at zero, which leaves the down-projections no gradient).
+            var upRandom = new Random(3);
+            foreach (var up in trainer.Parameters.Where(p => p.Name.EndsWith(LoraModule.UpSuffix, StringComparison.Ordinal)))
+            {
+                var values = new HostTensor(up.Value.Shape);
+                for (int i = 0; i < values.Data.Length; i++) values.Data[i] = (float)(upRandom.NextDouble() - 0.5);
+                TensorTransfer.Overwrite(backend, up.Value, values);
+            }
+            trainer.ComputeGradients();
+            return trainer.Parameters.ToDictionary(p => p.Name, p => backend.Download(p.Gradient, p.Gradient.Shape).Data.Select(v => (double)v).ToArray());
+        }
+
+        var batched = StepGradients(batchSize: 3, accumulate: 1);
+        var accumulated = StepGradients(batchSize: 1, accumulate: 3);
+        var single = StepGradients(batchSize: 1, accumulate: 1);
+        foreach (var (name, expected) in accumulated)
+        {
+            expected.ShouldContain(v => v != 0, $"{name}: an all-zero gradient would prove nothing");
+            double scale = expected.Max(Math.Abs);
+            for (int i = 0; i < expected.Length; i++) batched[name][i].ShouldBe(expected[i], 1e-5 * scale, $"{name}[{i}]");
+        }
+        // Not trivially: one example per step gives other gradients.
+        single.ShouldContain(p => p.Value.Where((v, i) => Math.Abs(v - accumulated[p.Key][i]) > 1e-2 * accumulated[p.Key].Max(Math.Abs)).Any());
+        foreach (var w in weights.Values) w.Dispose();
+    }
+
+    [Fact]
+    public void BatchesKeepToOneBucketAndResumeExactly()
+    {
+        using var dir = new TempDir();
+        // Landscape and portrait pairs: a batch that mixed them could not be stacked (the trainer refuses).
+        var whole = TrainedLora(dir, "whole", batchSize: 2, accumulate: 2, steps: 4, portrait: true);
+        var options = TrainCommandTests.Options(dir, "split", EditMethod.Channel, 2);
+        options.Data = dir.File("pairs");
+        options.BatchSize = 2;
+        options.Accumulate = 2;
+        TrainCommand.Run(options, TextWriter.Null, ModelCatalog.All).ShouldBe(0);
+        options.Steps = 4;
+        options.Resume = dir.File("split/checkpoint-000002.safetensors");
+        TrainCommand.Run(options, TextWriter.Null, ModelCatalog.All).ShouldBe(0);
+        using var split = SafeTensorsFile.Open(TrainCommand.LoraPath(options));
+        foreach (var (name, expected) in whole) split.ReadFloat32(name).Data.ShouldBe(expected, name);
+
+        options.BatchSize = 3;
+        Should.Throw<InvalidDataException>(() => TrainCommand.Run(options, TextWriter.Null, ModelCatalog.All)).Message.ShouldContain("--batch-size 2");
     }
 
     /// <summary>Examples [first, first + count) of a tensor whose first axis is the batch.</summary>
