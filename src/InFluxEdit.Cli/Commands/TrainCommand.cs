@@ -104,14 +104,35 @@ public sealed partial class TrainOptions : TextEncoderOptions
     [Option("growth-rate", HelpText = "Prodigy: the most its step size may grow per step, e.g. 1.02 for a warm-up effect. Default: unlimited.")]
     public double? GrowthRate { get; set; }
 
-    [Option("schedule", HelpText = "constant, warmup or cosine. Default: constant.")]
+    [Option("schedule", HelpText = "The learning rate over the run, as diffusers' get_scheduler: constant, warmup (constant after a linear warm-up), cosine, linear, cosine-with-restarts (--lr-cycles) or polynomial (--lr-power, down to 1e-7). Default: constant.")]
     public string? Schedule { get; set; }
 
-    [Option("warmup-steps", HelpText = "Warm-up steps for the warmup and cosine schedules. Default: 0.")]
+    [Option("warmup-steps", HelpText = "Linear warm-up steps of every schedule but constant. Default: 0.")]
     public int? WarmupSteps { get; set; }
 
-    [Option("timestep-sampling", HelpText = "uniform, logit-normal or mode. Default: uniform.")]
+    [Option("lr-cycles", HelpText = "Hard restarts of the cosine-with-restarts schedule. Default: 1.")]
+    public int? LrCycles { get; set; }
+
+    [Option("lr-power", HelpText = "The exponent of the polynomial schedule. Default: 1 (linear to 1e-7).")]
+    public double? LrPower { get; set; }
+
+    [Option("timestep-sampling", HelpText = "How σ is drawn: uniform, logit-normal (--logit-mean, --logit-std) or mode (--mode-scale). Default: uniform.")]
     public string? TimestepSampling { get; set; }
+
+    [Option("logit-mean", HelpText = "Mean of logit-normal timestep sampling. Default: 0.")]
+    public double? LogitMean { get; set; }
+
+    [Option("logit-std", HelpText = "Standard deviation of logit-normal timestep sampling. Default: 1.")]
+    public double? LogitStd { get; set; }
+
+    [Option("mode-scale", HelpText = "Scale of mode timestep sampling. Default: 1.29.")]
+    public double? ModeScale { get; set; }
+
+    [Option("loss-weighting", HelpText = "A weight of each example's loss by its σ, as diffusers' weighting schemes: none, sigma-sqrt (σ^-2) or cosmap (2/(π(1 − 2σ + 2σ²))). Default: none.")]
+    public string? LossWeighting { get; set; }
+
+    [Option("instance-prompt", HelpText = "The caption of every pair that has no caption file (or an empty one), as the seed's and diffusers' --instance_prompt. Default: none (a missing caption is an error).")]
+    public string? InstancePrompt { get; set; }
 
     [Option("guidance", HelpText = "The guidance input during training. Default: 1, as the seed trains FLUX Fill; the guidance a --flux-dir made by pretrain-toy was pretrained with (30).")]
     public double? Guidance { get; set; }
@@ -195,20 +216,27 @@ public static class TrainCommand
             Recompute = options.Recompute,
             Full = options.Full,
             BatchSize = TrainOptions.PositiveOrDefault(options.BatchSize, "batch-size"),
+            ScheduleCycles = TrainOptions.PositiveOrDefault(options.LrCycles, "lr-cycles"),
+            SchedulePower = options.LrPower ?? 1.0,
+            LogitMean = options.LogitMean ?? 0.0,
+            LogitStd = options.LogitStd ?? 1.0,
+            ModeScale = options.ModeScale ?? FlowMatching.ModeScale,
+            LossWeighting = FlowMatching.ParseWeighting(options.LossWeighting ?? "none"),
         };
         if (recipe != null) recipe.Write(recipeRows!, log);
         log.WriteLine($"optimizer: {optimizer.Name} ({string.Join(", ", optimizer.Describe().Select(d => $"{d.Name} {d.Value}"))})");
 
         var dataset = options.Data != null
-            ? options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Data)
-            : options.Combined ? PairDataset.FromCombined(options.Data) : PairDataset.FromFolder(options.Data)
+            ? options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Data, options.InstancePrompt)
+            : options.Combined ? PairDataset.FromCombined(options.Data, options.InstancePrompt) : PairDataset.FromFolder(options.Data, options.InstancePrompt)
             : options.InputDir != null && options.TargetDir != null && options.CaptionDir != null
-                ? PairDataset.FromSeparateFolders(options.InputDir, options.TargetDir, options.CaptionDir)
+                ? PairDataset.FromSeparateFolders(options.InputDir, options.TargetDir, options.CaptionDir, options.InstancePrompt)
                 : throw new ArgumentException("give --data DIR, or --input-dir, --target-dir and --caption-dir");
         log.WriteLine($"data: {dataset.Pairs.Count} pairs");
 
         var validation = options.Validation == null ? null
-            : options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Validation) : PairDataset.FromFolder(options.Validation);
+            : options.Method == EditMethod.Fill ? PairDataset.FromMasked(options.Validation, options.InstancePrompt)
+            : PairDataset.FromFolder(options.Validation, options.InstancePrompt);
         string vaePath = options.AutoencoderPath(options.Vae);
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         Directory.CreateDirectory(options.Output);

@@ -38,6 +38,17 @@ public sealed record TrainingSettings(
 
     /// <summary>Examples in one forward and backward pass (all of one bucket); <see cref="Accumulate"/> counts such batches.</summary>
     public int BatchSize { get; init; } = 1;
+
+    /// <summary>Restarts of a cosine-with-restarts schedule and the exponent of a polynomial one.</summary>
+    public int ScheduleCycles { get; init; } = 1;
+    public double SchedulePower { get; init; } = 1.0;
+
+    /// <summary>The logit-normal sampling's mean and standard deviation, and the mode sampling's scale.</summary>
+    public double LogitMean { get; init; }
+    public double LogitStd { get; init; } = 1.0;
+    public double ModeScale { get; init; } = FlowMatching.ModeScale;
+
+    public LossWeighting LossWeighting { get; init; } = LossWeighting.None;
 }
 
 /// <summary>
@@ -108,7 +119,11 @@ public sealed class FillTrainer : IDisposable
         transformer.Training = state;
         _optimizer = settings.Optimizer.Create(_training);
         _order = NewOrder();
-        _schedule = new LearningRateSchedule(settings.Schedule, settings.LearningRate, settings.WarmupSteps, settings.Steps);
+        _schedule = new LearningRateSchedule(settings.Schedule, settings.LearningRate, settings.WarmupSteps, settings.Steps)
+        {
+            Cycles = settings.ScheduleCycles,
+            Power = settings.SchedulePower,
+        };
     }
 
     private readonly LearningRateSchedule _schedule;
@@ -260,7 +275,7 @@ public sealed class FillTrainer : IDisposable
         for (int b = 0; b < count; b++)
         {
             var example = batch[b];
-            sigmas[b] = FlowMatching.SampleSigma(_random, _settings.Sampling);
+            sigmas[b] = FlowMatching.SampleSigma(_random, _settings.Sampling, _settings.LogitMean, _settings.LogitStd, _settings.ModeScale);
             var noise = new HostTensor((int[])example.X0.Shape.Clone());
             _random.FillGaussian(noise.Data);
             noisy[b] = FlowMatching.Interpolate(example.X0, noise, sigmas[b]);
@@ -278,8 +293,9 @@ public sealed class FillTrainer : IDisposable
                 for (int b = 0; b < count; b++)
                 {
                     var prediction = count == 1 ? predictions : Unstack(predictions, b);
-                    loss += FlowMatching.WeightedMse(prediction, targets[b], batch[b].TokenWeights) / count;
-                    gradients.Add(WeightedMseGradient(prediction, targets[b], batch[b].TokenWeights, count));
+                    double weight = FlowMatching.LossWeight(_settings.LossWeighting, sigmas[b]);
+                    loss += weight * FlowMatching.WeightedMse(prediction, targets[b], batch[b].TokenWeights) / count;
+                    gradients.Add(WeightedMseGradient(prediction, targets[b], batch[b].TokenWeights, weight, count));
                 }
                 return _backend.Upload(StackBatch(gradients));
             });
@@ -293,15 +309,15 @@ public sealed class FillTrainer : IDisposable
 
     /// <summary>
     /// d/dprediction of one example's token-weighted mean squared error (weights normalised as WeightedMse does),
-    /// divided by the examples whose mean the loss is.
+    /// times its σ's loss weight, divided by the examples whose mean the loss is.
     /// </summary>
-    private static HostTensor WeightedMseGradient(HostTensor prediction, HostTensor target, float[] tokenWeights, int examples)
+    private static HostTensor WeightedMseGradient(HostTensor prediction, HostTensor target, float[] tokenWeights, double lossWeight, int examples)
     {
         int tokens = tokenWeights.Length, features = prediction.Data.Length / tokens;
         double weightSum = tokenWeights.Sum(w => (double)w) * features * examples;
         var gradient = new HostTensor((int[])prediction.Shape.Clone());
         for (int i = 0; i < prediction.Data.Length; i++)
-            gradient.Data[i] = (float)(2 * tokenWeights[i / features] * ((double)prediction.Data[i] - target.Data[i]) / weightSum);
+            gradient.Data[i] = (float)(2 * lossWeight * tokenWeights[i / features] * ((double)prediction.Data[i] - target.Data[i]) / weightSum);
         return gradient;
     }
 

@@ -236,6 +236,37 @@ public class OptimizerTests
         Enumerable.Range(10, 100).Select(cosine.At).ShouldBe(Enumerable.Range(10, 100).Select(cosine.At).OrderDescending());
     }
 
+    /// <summary>diffusers' optimization.py lr_lambda of each schedule, transcribed (warm-up shared by all).</summary>
+    private static double DiffusersFactor(string name, int step, int warmup, int total, double lr, int cycles = 1, double power = 1)
+    {
+        if (step < warmup) return (double)step / Math.Max(1, warmup);
+        double progress = (double)(step - warmup) / Math.Max(1, total - warmup);
+        return name switch
+        {
+            "linear" => Math.Max(0.0, (double)(total - step) / Math.Max(1, total - warmup)),
+            "cosine_with_restarts" => progress >= 1.0 ? 0.0 : Math.Max(0.0, 0.5 * (1.0 + Math.Cos(Math.PI * ((cycles * progress) % 1.0)))),
+            "polynomial" => step > total ? 1e-7 / lr : ((lr - 1e-7) * Math.Pow(1 - (double)(step - warmup) / (total - warmup), power) + 1e-7) / lr,
+            _ => throw new ArgumentOutOfRangeException(nameof(name)),
+        };
+    }
+
+    [Theory]
+    [InlineData("linear", 1, 1.0)]
+    [InlineData("cosine_with_restarts", 1, 1.0)]
+    [InlineData("cosine_with_restarts", 3, 1.0)]
+    [InlineData("polynomial", 1, 1.0)]
+    [InlineData("polynomial", 1, 2.0)]
+    public void Schedules_follow_diffusers_get_scheduler(string name, int cycles, double power)
+    {
+        const double lr = 2e-4;
+        const int warmup = 10, total = 130;
+        var schedule = new LearningRateSchedule(LearningRateSchedule.ParseKind(name), lr, warmup, total) { Cycles = cycles, Power = power };
+        for (int step = 0; step <= total + 5; step++)
+            schedule.At(step).ShouldBe(lr * DiffusersFactor(name, step, warmup, total, lr, cycles, power), 1e-18, $"{name} at step {step}");
+        if (name == "cosine_with_restarts")
+            for (int cycle = 0; cycle < cycles; cycle++) schedule.At(warmup + cycle * (total - warmup) / cycles).ShouldBe(lr, 1e-18, "each cycle restarts at the full rate");
+    }
+
     [Fact]
     public void Clipping_scales_the_global_norm_down_to_the_limit_and_leaves_small_gradients()
     {

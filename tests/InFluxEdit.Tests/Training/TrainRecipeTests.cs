@@ -41,6 +41,7 @@ public class TrainRecipeTests
         values.Preset.ShouldBe("diffusers");              // train_influxedit.py:1709-1722 attn.to_q/k/v, to_out.0, add_*_proj, to_add_out, ff(_context).net.0.proj/.2
         values.Guidance.ShouldBe(1.0);                    // train_circles_*.sh: --guidance_scale=1
         values.TimestepSampling.ShouldBe("uniform");      // train_influxedit.py:612-616 --weighting_scheme default="none": u = torch.rand
+        values.LossWeighting.ShouldBe("none");            // and weighting = 1 (compute_loss_weighting_for_sd3, :2387)
         values.MaxGradNorm.ShouldBe(1.0);                 // train_influxedit.py:691 --max_grad_norm default=1.0
         values.T5Length.ShouldBe(512);                    // train_influxedit.py:396-400 --max_sequence_length default=512
         values.Schedule.ShouldBe("constant");             // train_circles_*.sh: --lr_scheduler="constant"
@@ -70,7 +71,8 @@ public class TrainRecipeTests
         values.Rank.ShouldBe(4);                          // --rank default=4 (lora_alpha=args.rank)
         values.Preset.ShouldBe("diffusers");              // target_modules without --lora_layers
         values.Guidance.ShouldBe(3.5);                    // --guidance_scale default=3.5
-        values.TimestepSampling.ShouldBe("uniform");      // --weighting_scheme default="none"
+        values.TimestepSampling.ShouldBe("uniform");      // --weighting_scheme default="none": uniform u
+        values.LossWeighting.ShouldBe("none");            // and no loss weight
         values.MaxGradNorm.ShouldBe(1.0);                 // --max_grad_norm default=1.0
         values.T5Length.ShouldBe(512);                    // --max_sequence_length default=512
         values.Schedule.ShouldBe("constant");             // --lr_scheduler default="constant"
