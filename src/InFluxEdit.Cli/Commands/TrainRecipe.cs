@@ -53,31 +53,18 @@ public sealed class TrainRecipe
         // Channel follows train_circles_edit.sh (--mode edit); concat train_circles_combined.sh (--use_split_mask
         // --mask_only_right); fill, which the seed runs with its own masks, the same flags as the edit script.
         string script = method == EditMethod.Concat ? "train_circles_combined.sh" : "train_circles_edit.sh";
-        var values = new TrainOptions
-        {
-            Optimizer = "prodigy",
-            LearningRate = 1.0,
-            WeightDecay = 1e-4,
-            Betas = "0.9,0.999",
-            Eps = 1e-8,
-            Decouple = true,
-            UseBiasCorrection = true,
-            SafeguardWarmup = true,
-            BatchSize = 1,
-            Accumulate = 4,
-            Rank = 16,
-            Preset = "diffusers",
-            Guidance = 1.0,
-            TimestepSampling = "uniform",
-            LossWeighting = "none",
-            MaxGradNorm = 1.0,
-            T5Length = 512,
-            Schedule = "constant",
-            WarmupSteps = 0,
-            Resolution = method == EditMethod.Concat ? 512 : 256,
-            ConcatResolution = method == EditMethod.Concat ? "diptych" : null,
-            CaptionPrefix = method == EditMethod.Concat ? SeedConcatCaptionPrefix : null,
-        };
+        // train_influxedit.py keeps diffusers' argparse defaults for everything its scripts do not set.
+        var values = DiffusersDefaults();
+        values.Optimizer = "prodigy";
+        values.LearningRate = 1.0;
+        values.BatchSize = 1;
+        values.Accumulate = 4;
+        values.Rank = 16;
+        values.Guidance = 1.0;
+        values.WarmupSteps = 0;
+        values.Resolution = method == EditMethod.Concat ? 512 : 256;
+        values.ConcatResolution = method == EditMethod.Concat ? "diptych" : null;
+        values.CaptionPrefix = method == EditMethod.Concat ? SeedConcatCaptionPrefix : null;
         var sources = new Dictionary<string, string>
         {
             ["optimizer"] = $"{script}: --optimizer=\"prodigy\"",
@@ -108,29 +95,7 @@ public sealed class TrainRecipe
 
     private static TrainRecipe DiffusersRecipe()
     {
-        var values = new TrainOptions
-        {
-            Optimizer = "adamw",
-            LearningRate = 1e-4,
-            WeightDecay = 1e-4,
-            Betas = "0.9,0.999",
-            Eps = 1e-8,
-            Decouple = true,
-            UseBiasCorrection = true,
-            SafeguardWarmup = true,
-            BatchSize = 4,
-            Accumulate = 1,
-            Rank = 4,
-            Preset = "diffusers",
-            Guidance = 3.5,
-            TimestepSampling = "uniform",
-            LossWeighting = "none",
-            MaxGradNorm = 1.0,
-            T5Length = 512,
-            Schedule = "constant",
-            WarmupSteps = 500,
-            Resolution = 512,
-        };
+        var values = DiffusersDefaults();
         const string file = "train_dreambooth_lora_flux.py";
         var sources = new Dictionary<string, string>
         {
@@ -157,6 +122,31 @@ public sealed class TrainRecipe
         };
         return new TrainRecipe(Diffusers, $"huggingface/diffusers@5700e52 examples/dreambooth/{file} defaults", values, sources);
     }
+
+    /// <summary>diffusers' train_dreambooth_lora_flux.py argparse defaults, as train options.</summary>
+    private static TrainOptions DiffusersDefaults() => new()
+    {
+        Optimizer = "adamw",
+        LearningRate = 1e-4,
+        WeightDecay = 1e-4,
+        Betas = "0.9,0.999",
+        Eps = 1e-8,
+        Decouple = true,
+        UseBiasCorrection = true,
+        SafeguardWarmup = true,
+        BatchSize = 4,
+        Accumulate = 1,
+        Rank = 4,
+        Preset = "diffusers",
+        Guidance = 3.5,
+        TimestepSampling = "uniform",
+        LossWeighting = "none",
+        MaxGradNorm = 1.0,
+        T5Length = 512,
+        Schedule = "constant",
+        WarmupSteps = 500,
+        Resolution = 512,
+    };
 
     /// <summary>One row of the printed table: the option, the value in effect, and where it came from.</summary>
     public sealed record Row(string Option, string Value, string From);
