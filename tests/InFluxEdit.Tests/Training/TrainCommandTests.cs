@@ -24,7 +24,7 @@ public class TrainCommandTests
         return data;
     }
 
-    private static TrainOptions Options(TempDir dir, string output, EditMethod method, int steps) => new()
+    internal static TrainOptions Options(TempDir dir, string output, EditMethod method, int steps) => new()
     {
         Weights = TestPaths.Golden("flux-tiny.safetensors"),
         Vae = TestPaths.Golden("vae-tiny.safetensors"),
@@ -41,7 +41,7 @@ public class TrainCommandTests
         Device = "cpu",
     };
 
-    private static (double Before, double After) Fit(string log)
+    internal static (double Before, double After) Fit(string log)
     {
         var match = Regex.Match(log, @"fixed noise: ([0-9.]+) before, ([0-9.]+) after");
         match.Success.ShouldBeTrue(log);
