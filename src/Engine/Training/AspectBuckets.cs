@@ -44,6 +44,17 @@ public sealed class AspectBuckets
         return Buckets.MinBy(b => Math.Abs(Math.Log((double)b.Width / b.Height) - aspect));
     }
 
+    /// <summary>
+    /// The size of each half of a diptych [w | w] × h whose long side is the resolution, as the seed resizes its
+    /// diptychs (resize_long_edge: 512 gives 512×256, each half 256×256); sides rounded down to multiples of 16.
+    /// </summary>
+    public Bucket DiptychHalf(int width, int height)
+    {
+        double scale = (double)Resolution / Math.Max(2L * width, height);
+        static int Side(double length) => Math.Max(Step, (int)(length / Step) * Step);
+        return new Bucket(Side(width * scale), Side(height * scale));
+    }
+
     /// <summary>Scales [1, C, H, W] (bicubic) so it covers the bucket, then crops the centre to the bucket's size.</summary>
     public static HostTensor Fit(HostTensor image, Bucket bucket)
     {

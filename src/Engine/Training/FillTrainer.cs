@@ -17,7 +17,7 @@ public sealed record TrainingSettings(
     double Alpha,
     string Preset,
     bool TrainImgIn,
-    string Optimizer,
+    OptimizerSettings Optimizer,
     double LearningRate,
     ScheduleKind Schedule,
     int WarmupSteps,
@@ -35,12 +35,28 @@ public sealed record TrainingSettings(
 
     /// <summary>Every weight of the transformer trained in full (no adapters): the weights given must be writable copies.</summary>
     public bool Full { get; init; }
+
+    /// <summary>Examples in one forward and backward pass (all of one bucket); <see cref="Accumulate"/> counts such batches.</summary>
+    public int BatchSize { get; init; } = 1;
+
+    /// <summary>Restarts of a cosine-with-restarts schedule and the exponent of a polynomial one.</summary>
+    public int ScheduleCycles { get; init; } = 1;
+    public double SchedulePower { get; init; } = 1.0;
+
+    /// <summary>The logit-normal sampling's mean and standard deviation, and the mode sampling's scale.</summary>
+    public double LogitMean { get; init; }
+    public double LogitStd { get; init; } = 1.0;
+    public double ModeScale { get; init; } = FlowMatching.ModeScale;
+
+    public LossWeighting LossWeighting { get; init; } = LossWeighting.None;
 }
 
 /// <summary>
-/// LoRA training of a FLUX Fill transformer on editing pairs, either method: per step a pair (in a seeded epoch order),
-/// σ sampled, x_σ = (1 − σ)·x0 + σ·noise, the prediction against noise − x0 through the generated ForwardBackward,
-/// then clipping and the optimizer. Every random draw comes from one <see cref="TrainingRandom"/> in a fixed order,
+/// LoRA training of a FLUX Fill transformer on editing pairs, either method: per step <see cref="TrainingSettings.Accumulate"/>
+/// batches of up to <see cref="TrainingSettings.BatchSize"/> pairs of one bucket (in a seeded epoch order), per pair σ
+/// sampled and x_σ = (1 − σ)·x0 + σ·noise, the batch's predictions against noise − x0 through one generated
+/// ForwardBackward (the loss is the mean over the batch, the step's gradient the mean over its batches, as diffusers
+/// computes them), then clipping and the optimizer. Every random draw comes from one <see cref="TrainingRandom"/> in a fixed order,
 /// and checkpoints hold its state, the data order and the optimizer, so a resumed run repeats the uninterrupted one.
 /// </summary>
 public sealed class FillTrainer : IDisposable
@@ -101,14 +117,13 @@ public sealed class FillTrainer : IDisposable
             }
         state.Recompute = settings.Recompute;
         transformer.Training = state;
-        _optimizer = settings.Optimizer switch
-        {
-            "adamw" => new AdamW(_training),
-            "prodigy" => new Prodigy(_backend),
-            _ => throw new ArgumentException($"--optimizer must be adamw or prodigy, not '{settings.Optimizer}'"),
-        };
+        _optimizer = settings.Optimizer.Create(_training);
         _order = NewOrder();
-        _schedule = new LearningRateSchedule(settings.Schedule, settings.LearningRate, settings.WarmupSteps, settings.Steps);
+        _schedule = new LearningRateSchedule(settings.Schedule, settings.LearningRate, settings.WarmupSteps, settings.Steps)
+        {
+            Cycles = settings.ScheduleCycles,
+            Power = settings.SchedulePower,
+        };
     }
 
     private readonly LearningRateSchedule _schedule;
@@ -117,34 +132,64 @@ public sealed class FillTrainer : IDisposable
     public IReadOnlyList<TrainableParameter> Parameters => _parameters;
     public IReadOnlyList<string> Targets => _targets;
 
+    /// <summary>
+    /// The epoch's order: a seeded shuffle. With batches, each bucket's examples (in shuffled order) are cut into
+    /// batches, placed where their first example fell, so batches are consecutive runs of one bucket and a dataset of
+    /// one bucket keeps the plain shuffle. No extra random draws: the stream stays the same at every batch size.
+    /// </summary>
     private int[] NewOrder()
     {
         var order = Enumerable.Range(0, _examples.Count).ToArray();
         _random.Shuffle(order);
         _position = 0;
-        return order;
+        if (_settings.BatchSize == 1) return order;
+        return order.Select((example, place) => (example, place))
+            .GroupBy(e => BucketOf(_examples[e.example]))
+            .SelectMany(bucket => bucket.Chunk(_settings.BatchSize))
+            .OrderBy(batch => batch[0].place)
+            .SelectMany(batch => batch.Select(e => e.example))
+            .ToArray();
     }
 
-    private Example NextExample()
+    /// <summary>Examples can share a pass when every input has the same shape.</summary>
+    private static string BucketOf(Example example) =>
+        $"{HostTensor.FormatShape(example.ImgCond.Shape)} {HostTensor.FormatShape(example.X0.Shape)} {HostTensor.FormatShape(example.Text.Txt.Shape)}";
+
+    /// <summary>The next batch: up to BatchSize consecutive examples of the order that share the first one's bucket.</summary>
+    private List<Example> NextBatch()
     {
         if (_position == _order.Length) _order = NewOrder();
-        return _examples[_order[_position++]];
+        var batch = new List<Example> { _examples[_order[_position++]] };
+        string bucket = BucketOf(batch[0]);
+        while (batch.Count < _settings.BatchSize && _position < _order.Length && BucketOf(_examples[_order[_position]]) == bucket)
+            batch.Add(_examples[_order[_position++]]);
+        return batch;
     }
 
-    /// <summary>One optimizer step (over <see cref="TrainingSettings.Accumulate"/> examples); returns the mean loss, or NaN when skipped.</summary>
+    /// <summary>One optimizer step (over <see cref="TrainingSettings.Accumulate"/> batches); returns the mean loss, or NaN when skipped.</summary>
     public double TrainStep(NonFiniteGuard guard)
     {
-        foreach (var p in _parameters) _training.Scale(p.Gradient, 0f);
-        double loss = 0;
-        for (int micro = 0; micro < _settings.Accumulate; micro++)
-            loss += ForwardBackward(NextExample()) / _settings.Accumulate;
-        if (_settings.Accumulate > 1)
-            foreach (var p in _parameters) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
+        double loss = ComputeGradients();
         double norm = Gradients.GlobalNorm(_training, _parameters);
         Step++;
         if (guard.Check(Step, loss, norm) == NonFiniteDecision.Skip) return double.NaN;
         if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, _parameters, _settings.MaxGradientNorm);
         _optimizer.Step(_parameters, _schedule.At(Step - 1));
+        return loss;
+    }
+
+    /// <summary>
+    /// The step's gradients, left in <see cref="Parameters"/>: the mean over <see cref="TrainingSettings.Accumulate"/>
+    /// batches of each batch's mean-loss gradient, drawing the batches and their σ and noise. Returns the mean loss.
+    /// </summary>
+    public double ComputeGradients()
+    {
+        foreach (var p in _parameters) _training.Scale(p.Gradient, 0f);
+        double loss = 0;
+        for (int micro = 0; micro < _settings.Accumulate; micro++)
+            loss += ForwardBackward(NextBatch()) / _settings.Accumulate;
+        if (_settings.Accumulate > 1)
+            foreach (var p in _parameters) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
         return loss;
     }
 
@@ -160,7 +205,7 @@ public sealed class FillTrainer : IDisposable
         {
             var noise = new HostTensor((int[])example.X0.Shape.Clone());
             random.FillGaussian(noise.Data);
-            var inputs = Inputs(example, FlowMatching.Interpolate(example.X0, noise, sigma), sigma);
+            var inputs = Inputs([example], [FlowMatching.Interpolate(example.X0, noise, sigma)], [sigma]);
             try
             {
                 var output = _transformer.Run(inputs)["out"];
@@ -176,33 +221,83 @@ public sealed class FillTrainer : IDisposable
         return total / _examples.Count;
     }
 
-    private Dictionary<string, DeviceTensor> Inputs(Example example, HostTensor noisy, double sigma) => new()
+    /// <summary>The model's inputs for a batch of examples of one bucket, each [1, ...] stacked along the first axis.</summary>
+    private Dictionary<string, DeviceTensor> Inputs(IReadOnlyList<Example> batch, IReadOnlyList<HostTensor> noisy, IReadOnlyList<double> sigmas)
     {
-        ["img"] = _backend.Upload(LatentPacking.ConcatFeatures(noisy, example.ImgCond)),
-        ["img_ids"] = _backend.Upload(example.ImgIds),
-        ["txt"] = _backend.Upload(example.Text.Txt),
-        ["txt_ids"] = _backend.Upload(new HostTensor(1, example.Text.Txt.Shape[1], 3)),
-        ["timesteps"] = _backend.Upload(new HostTensor(new[] { 1 }, new[] { (float)sigma })),
-        ["y"] = _backend.Upload(example.Text.Vec),
-        ["guidance"] = _backend.Upload(new HostTensor(new[] { 1 }, new[] { (float)_settings.Guidance })),
-    };
+        int count = batch.Count;
+        DeviceTensor Stacked(Func<int, HostTensor> part) => _backend.Upload(StackBatch(Enumerable.Range(0, count).Select(part).ToList()));
+        return new()
+        {
+            ["img"] = Stacked(b => LatentPacking.ConcatFeatures(noisy[b], batch[b].ImgCond)),
+            ["img_ids"] = Stacked(b => batch[b].ImgIds),
+            ["txt"] = Stacked(b => batch[b].Text.Txt),
+            ["txt_ids"] = _backend.Upload(new HostTensor(count, batch[0].Text.Txt.Shape[1], 3)),
+            ["timesteps"] = _backend.Upload(new HostTensor(new[] { count }, sigmas.Select(s => (float)s).ToArray())),
+            ["y"] = Stacked(b => batch[b].Text.Vec),
+            ["guidance"] = _backend.Upload(new HostTensor(new[] { count }, Enumerable.Repeat((float)_settings.Guidance, count).ToArray())),
+        };
+    }
 
-    private double ForwardBackward(Example example)
+    /// <summary>Tensors of one shape with a leading axis of 1, joined along it.</summary>
+    private static HostTensor StackBatch(IReadOnlyList<HostTensor> parts)
     {
-        double sigma = FlowMatching.SampleSigma(_random, _settings.Sampling);
-        var noise = new HostTensor((int[])example.X0.Shape.Clone());
-        _random.FillGaussian(noise.Data);
-        var noisy = FlowMatching.Interpolate(example.X0, noise, sigma);
-        var target = FlowMatching.VelocityTarget(example.X0, noise);
-        var inputs = Inputs(example, noisy, sigma);
+        if (parts.Count == 1) return parts[0];
+        if (parts.Any(p => p.Shape[0] != 1 || !p.Shape.AsSpan().SequenceEqual(parts[0].Shape)))
+            throw new InvalidOperationException(
+                $"a batch must be examples of one shape, got {string.Join(", ", parts.Select(p => HostTensor.FormatShape(p.Shape)).Distinct())}");
+        var shape = (int[])parts[0].Shape.Clone();
+        shape[0] = parts.Count;
+        var stacked = new HostTensor(shape);
+        for (int b = 0; b < parts.Count; b++) parts[b].Data.CopyTo(stacked.Data, b * parts[0].Data.Length);
+        return stacked;
+    }
+
+    /// <summary>Example <paramref name="index"/> of a batched tensor: [B, ...] → [1, ...].</summary>
+    private static HostTensor Unstack(HostTensor batched, int index)
+    {
+        var shape = (int[])batched.Shape.Clone();
+        int per = (int)(batched.Length / shape[0]);
+        shape[0] = 1;
+        return new HostTensor(shape, batched.Data.AsSpan(index * per, per).ToArray());
+    }
+
+    /// <summary>
+    /// One forward and backward pass over a batch: per example (in order) σ, then its noise, from the run's stream,
+    /// so a batch draws what the same examples one by one would. Returns the batch's mean loss; the gradients it
+    /// adds are those of that mean.
+    /// </summary>
+    private double ForwardBackward(IReadOnlyList<Example> batch)
+    {
+        int count = batch.Count;
+        var sigmas = new double[count];
+        var noisy = new HostTensor[count];
+        var targets = new HostTensor[count];
+        for (int b = 0; b < count; b++)
+        {
+            var example = batch[b];
+            sigmas[b] = FlowMatching.SampleSigma(_random, _settings.Sampling, _settings.LogitMean, _settings.LogitStd, _settings.ModeScale);
+            var noise = new HostTensor((int[])example.X0.Shape.Clone());
+            _random.FillGaussian(noise.Data);
+            noisy[b] = FlowMatching.Interpolate(example.X0, noise, sigmas[b]);
+            targets[b] = FlowMatching.VelocityTarget(example.X0, noise);
+        }
+        var inputs = Inputs(batch, noisy, sigmas);
         double loss = double.NaN;
         try
         {
             _transformer.ForwardBackward(inputs, output =>
             {
-                var prediction = _backend.Download(output, output.Shape);
-                loss = FlowMatching.WeightedMse(prediction, target, example.TokenWeights);
-                return _backend.Upload(WeightedMseGradient(prediction, target, example.TokenWeights));
+                var predictions = _backend.Download(output, output.Shape);
+                var gradients = new List<HostTensor>(count);
+                loss = 0;
+                for (int b = 0; b < count; b++)
+                {
+                    var prediction = count == 1 ? predictions : Unstack(predictions, b);
+                    double weight = FlowMatching.LossWeight(_settings.LossWeighting, sigmas[b]);
+                    loss += weight * FlowMatching.WeightedMse(prediction, targets[b], batch[b].TokenWeights) / count;
+                    gradients.Add(WeightedMseGradient(prediction, targets[b], batch[b].TokenWeights, weight, count));
+                }
+                return _backend.Upload(StackBatch(gradients));
             });
         }
         finally
@@ -212,14 +307,17 @@ public sealed class FillTrainer : IDisposable
         return loss;
     }
 
-    /// <summary>d/dprediction of the token-weighted mean squared error (weights normalised as WeightedMse does).</summary>
-    private static HostTensor WeightedMseGradient(HostTensor prediction, HostTensor target, float[] tokenWeights)
+    /// <summary>
+    /// d/dprediction of one example's token-weighted mean squared error (weights normalised as WeightedMse does),
+    /// times its σ's loss weight, divided by the examples whose mean the loss is.
+    /// </summary>
+    private static HostTensor WeightedMseGradient(HostTensor prediction, HostTensor target, float[] tokenWeights, double lossWeight, int examples)
     {
         int tokens = tokenWeights.Length, features = prediction.Data.Length / tokens;
-        double weightSum = tokenWeights.Sum(w => (double)w) * features;
+        double weightSum = tokenWeights.Sum(w => (double)w) * features * examples;
         var gradient = new HostTensor((int[])prediction.Shape.Clone());
         for (int i = 0; i < prediction.Data.Length; i++)
-            gradient.Data[i] = (float)(2 * tokenWeights[i / features] * ((double)prediction.Data[i] - target.Data[i]) / weightSum);
+            gradient.Data[i] = (float)(2 * lossWeight * tokenWeights[i / features] * ((double)prediction.Data[i] - target.Data[i]) / weightSum);
         return gradient;
     }
 
@@ -227,7 +325,12 @@ public sealed class FillTrainer : IDisposable
         new(Step, _settings.Seed, _random.SaveState(), TrainingCheckpointInfo.FormatOrder(_order), _settings.Method.ToString().ToLowerInvariant(),
             _settings.Rank, _settings.Alpha, _targets, baseModel)
         {
-            Extra = new Dictionary<string, string> { ["position"] = _position.ToString(CultureInfo.InvariantCulture) },
+            Extra = new Dictionary<string, string>
+            {
+                ["position"] = _position.ToString(CultureInfo.InvariantCulture),
+                ["batch_size"] = _settings.BatchSize.ToString(CultureInfo.InvariantCulture),
+                ["accumulate"] = _settings.Accumulate.ToString(CultureInfo.InvariantCulture),
+            },
         };
 
     public void SaveCheckpoint(string path, string baseModel) =>
@@ -242,6 +345,11 @@ public sealed class FillTrainer : IDisposable
             throw new InvalidDataException(
                 $"{path} was trained with method {info.Method}, rank {info.Rank} and {info.Targets.Count} targets; this run has " +
                 $"{_settings.Method.ToString().ToLowerInvariant()}, rank {_settings.Rank} and {_targets.Count}: resume with the same settings");
+        // The batches a position starts depend on the batch size (and the data per step on both): older checkpoints
+        // without these recorded ran batches of 1.
+        foreach (var (key, value) in new[] { ("batch_size", _settings.BatchSize), ("accumulate", _settings.Accumulate) })
+            if (info.Extra.TryGetValue(key, out string? saved) && saved != value.ToString(CultureInfo.InvariantCulture))
+                throw new InvalidDataException($"{path} was trained with --{key.Replace('_', '-')} {saved}; this run has {value}: resume with the same value");
         checkpoint.Restore(_backend, _parameters, _optimizer);
         Step = info.Step;
         _random = TrainingRandom.RestoreState(info.RandomState);

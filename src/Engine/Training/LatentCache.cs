@@ -12,9 +12,11 @@ namespace InFluxEdit.Training;
 public static class LatentCache
 {
     /// <summary>The training examples of <paramref name="dataset"/>; the VAE is loaded (by <paramref name="loadVae"/>) only when a pair is not cached.</summary>
+    /// <param name="diptychResolution">Concat: the diptych's long side is the buckets' resolution (as the seed resizes) instead of each half's area.</param>
+    /// <param name="captionPrefix">Put before each caption to look up its encoding in <paramref name="texts"/>.</param>
     /// <param name="vaePath">The autoencoder checkpoint <paramref name="loadVae"/> loads as <paramref name="vaeModel"/>: with it, the cache's key.</param>
     public static List<FillTrainer.Example> Examples(PairDataset dataset, EditMethod method, LossRegion lossRegion, AspectBuckets buckets,
-        string cacheDir, string vaePath, string vaeModel, Func<LoadedModel> loadVae, IReadOnlyDictionary<string, TextConditioning> texts,
+        bool diptychResolution, string cacheDir, string vaePath, string vaeModel, Func<LoadedModel> loadVae, IReadOnlyDictionary<string, TextConditioning> texts, string? captionPrefix,
         TextWriter log, IProgress<StageProgress>? progress = null)
     {
         Directory.CreateDirectory(cacheDir);
@@ -30,7 +32,7 @@ public static class LatentCache
         {
             foreach (var pair in dataset.Pairs)
             {
-                var bucket = buckets.Assign(pair.Width, pair.Height);
+                var bucket = diptychResolution ? buckets.DiptychHalf(pair.Width, pair.Height) : buckets.Assign(pair.Width, pair.Height);
                 string methodName = method.ToString().ToLowerInvariant();
                 string path = Path.Combine(cacheDir, $"{pair.Name}.{methodName}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
                 if (!File.Exists(path))
@@ -59,7 +61,7 @@ public static class LatentCache
                 for (int token = 0; token < imgCond.Shape[1]; token++)
                     Array.Copy(imgCond.Data, token * imgCond.Shape[2] + 64, mask.Data, token * maskFeatures, maskFeatures);
                 examples.Add(new FillTrainer.Example(pair.Name, imgCond, file.ReadFloat32("img_ids"), file.ReadFloat32("x0"),
-                    FlowMatching.TokenWeights(lossRegion, mask), texts[pair.Caption]));
+                    FlowMatching.TokenWeights(lossRegion, mask), texts[captionPrefix + pair.Caption]));
                 progress?.Report(new StageProgress("latents", "pairs", examples.Count, dataset.Pairs.Count));
             }
         }

@@ -37,29 +37,36 @@ public static class LoraTraining
         log ??= TextWriter.Null;
         catalog ??= ModelCatalog.All;
         var clock = Stopwatch.StartNew();
+        // The recipe first: it fills what the request leaves null, and everything below reads the request as filled.
+        if (request.Recipe != null) request = TrainRecipe.For(request.Recipe, request.Method).ApplyTo(request).Request;
         if (request.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {request.Steps}");
         if (request.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {request.Rank}");
         string checkpoint = request.Weights ?? request.Model ?? (request.FluxDir != null ? FluxModelFolder.Transformer(request.FluxDir) : null)
             ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, request.Weights != null ? request.Model : null);
         var settings = Settings(request, transformerInfo.Descriptor);
-        foreach (var (option, value, least) in new[] { ("--alpha", settings.Alpha, double.Epsilon), ("--lr", settings.LearningRate, double.Epsilon), ("--max-grad-norm", request.MaxGradNorm, 0) })
+        foreach (var (option, value, least) in new[] { ("--alpha", settings.Alpha, double.Epsilon), ("--lr", settings.LearningRate, double.Epsilon), ("--max-grad-norm", settings.MaxGradNorm, 0) })
             if (!double.IsFinite(value) || value < least) throw new ArgumentException($"{option} must be a {(least > 0 ? "positive" : "non-negative")} number; got {value}");
         var exportDType = LoraWriter.ParseDType(request.ExportDType); // refused before training, not after
+        bool diptychResolution = request.DiptychResolution;
+        var optimizer = settings.Optimizer;
+        log.WriteLine($"optimizer: {optimizer.Name} ({string.Join(", ", optimizer.Describe().Select(d => $"{d.Name} {d.Value}"))})");
 
+        string? instancePrompt = request.InstancePrompt;
         var dataset = request.Data != null
-            ? request.Method == EditMethod.Fill ? PairDataset.FromMasked(request.Data)
-            : request.Combined ? PairDataset.FromCombined(request.Data) : PairDataset.FromFolder(request.Data)
+            ? request.Method == EditMethod.Fill ? PairDataset.FromMasked(request.Data, instancePrompt)
+            : request.Combined ? PairDataset.FromCombined(request.Data, instancePrompt) : PairDataset.FromFolder(request.Data, instancePrompt)
             : request.InputDir != null && request.TargetDir != null && request.CaptionDir != null
-                ? PairDataset.FromSeparateFolders(request.InputDir, request.TargetDir, request.CaptionDir)
+                ? PairDataset.FromSeparateFolders(request.InputDir, request.TargetDir, request.CaptionDir, instancePrompt)
                 : throw new ArgumentException("give --data DIR, or --input-dir, --target-dir and --caption-dir");
         log.WriteLine($"data: {dataset.Pairs.Count} pairs");
 
         var validation = request.Validation == null ? null
-            : request.Method == EditMethod.Fill ? PairDataset.FromMasked(request.Validation) : PairDataset.FromFolder(request.Validation);
+            : request.Method == EditMethod.Fill ? PairDataset.FromMasked(request.Validation, instancePrompt)
+            : PairDataset.FromFolder(request.Validation, instancePrompt);
         string vaePath = request.AutoencoderPath;
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
-        var buckets = new AspectBuckets(request.Resolution);
+        var buckets = new AspectBuckets(request.Resolution ?? 512);
         long pixels = dataset.Pairs.Select(p => buckets.Assign(p.Width, p.Height)).Select(b => (long)b.Width * b.Height).DefaultIfEmpty(0).Max()
             * (request.Method == EditMethod.Concat ? 2 : 1);
         MemoryEstimate.RequireForTraining(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
@@ -69,11 +76,12 @@ public static class LoraTraining
 
         log.WriteLine($"transformer: {transformerInfo.Descriptor.Name} — {transformerReason}");
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
-        var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => p.Caption).ToList();
+        var captions = dataset.Pairs.Concat(validation?.Pairs ?? []).Select(p => request.CaptionPrefix + p.Caption).ToList();
         var texts = CaptionEncodings.Encode(captions, request.TextInEffect, transformerInfo.Descriptor, Path.Combine(request.Output, "cache", "text"),
             backend, catalog, log, stages);
         var examples = LatentCache.Examples(dataset, settings.Method, settings.LossRegion, buckets,
-            Path.Combine(request.Output, "cache"), vaePath, vaeInfo.Descriptor.Name, () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, log, stages);
+            diptychResolution, Path.Combine(request.Output, "cache"), vaePath, vaeInfo.Descriptor.Name, () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend),
+            texts, request.CaptionPrefix, log, stages);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
         using var validationVae = validation == null ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
@@ -121,7 +129,7 @@ public static class LoraTraining
                 if (validation != null && (last || (request.ValidateEvery > 0 && trainer.Step % request.ValidateEvery == 0)))
                 {
                     string folder = Path.Combine(request.Output, "validation", $"step-{trainer.Step:D6}");
-                    ValidationSheet.Write(folder, new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[caption],
+                    ValidationSheet.Write(folder, new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[request.CaptionPrefix + caption],
                         request.ValidationSteps, ValidationGuidance, settings.Seed, log);
                     validationFolders.Add(folder);
                 }
@@ -163,14 +171,22 @@ public static class LoraTraining
         double alpha = request.Alpha ?? (request.Rank == null && lora != null ? lora.Alpha : rank);
         string preset = request.Preset ?? lora?.DefaultPreset
             ?? throw new ArgumentException($"{transformer.Name} has no LoRA presets in its schema: give --preset");
+        var optimizer = request.OptimizerInEffect();
         return new TrainingSettings(request.Method, request.Steps, rank, alpha,
-            preset, request.TrainImgIn, request.Optimizer,
-            request.LearningRate ?? (request.Optimizer == "prodigy" ? Prodigy.DefaultLearningRate : AdamW.DefaultLearningRate),
-            LearningRateSchedule.ParseKind(request.Schedule), request.WarmupSteps, FlowMatching.ParseSampling(request.TimestepSampling),
-            request.GuidanceInEffect, Math.Max(1, request.Accumulate), request.MaxGradNorm, request.Seed, Math.Max(1, request.CheckpointEvery),
-            LoraWriter.ParseFormat(request.Format), request.ParsedLossRegion)
+            preset, request.TrainImgIn, optimizer, request.LearningRate ?? optimizer.DefaultLearningRate,
+            LearningRateSchedule.ParseKind(request.Schedule ?? "constant"), request.WarmupSteps ?? 0,
+            FlowMatching.ParseSampling(request.TimestepSampling ?? "uniform"), request.GuidanceInEffect,
+            TrainRequest.PositiveOrDefault(request.Accumulate, "accumulate"), request.MaxGradNorm ?? 1.0, request.Seed,
+            Math.Max(1, request.CheckpointEvery), LoraWriter.ParseFormat(request.Format), request.ParsedLossRegion)
         {
             Recompute = request.Recompute,
+            BatchSize = TrainRequest.PositiveOrDefault(request.BatchSize, "batch-size"),
+            ScheduleCycles = TrainRequest.PositiveOrDefault(request.LrCycles, "lr-cycles"),
+            SchedulePower = request.LrPower ?? 1.0,
+            LogitMean = request.LogitMean ?? 0.0,
+            LogitStd = request.LogitStd ?? 1.0,
+            ModeScale = request.ModeScale ?? FlowMatching.ModeScale,
+            LossWeighting = FlowMatching.ParseWeighting(request.LossWeighting ?? "none"),
             Full = request.Full,
         };
     }

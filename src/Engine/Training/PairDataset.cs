@@ -27,40 +27,44 @@ public sealed class PairDataset
 
     public IReadOnlyList<TrainingPair> Pairs { get; }
 
-    /// <summary>DIR/source and DIR/target; captions in DIR/captions or beside the sources.</summary>
-    public static PairDataset FromFolder(string directory)
+    /// <summary>
+    /// DIR/source and DIR/target; captions in DIR/captions or beside the sources. <paramref name="instancePrompt"/>,
+    /// when given, stands in for a missing or empty caption (the seed's and diffusers' --instance_prompt); without it
+    /// a missing caption is an error.
+    /// </summary>
+    public static PairDataset FromFolder(string directory, string? instancePrompt = null)
     {
         string source = Path.Combine(directory, "source"), target = Path.Combine(directory, "target");
         if (!Directory.Exists(source) || !Directory.Exists(target))
             throw new PairDatasetException(
                 $"{directory} needs a 'source' and a 'target' folder of images with the same names (or pass the seed's folders separately, or --combined for diptychs)");
         string captions = Path.Combine(directory, "captions");
-        return FromFolders(source, target, Directory.Exists(captions) ? [captions, source] : [source]);
+        return FromFolders(source, target, Directory.Exists(captions) ? [captions, source] : [source], instancePrompt);
     }
 
     /// <summary>
     /// For an inpainting LoRA (--method fill): DIR/images and DIR/masks (white = the region the model learns to fill),
     /// same stems; captions in DIR/captions or beside the images. A pair's source is the image, its target the mask.
     /// </summary>
-    public static PairDataset FromMasked(string directory)
+    public static PairDataset FromMasked(string directory, string? instancePrompt = null)
     {
         string images = Path.Combine(directory, "images"), masks = Path.Combine(directory, "masks");
         if (!Directory.Exists(images) || !Directory.Exists(masks))
             throw new PairDatasetException($"{directory} needs an 'images' and a 'masks' folder with the same names for --method fill");
         string captions = Path.Combine(directory, "captions");
-        return FromFolders(images, masks, Directory.Exists(captions) ? [captions, images] : [images]);
+        return FromFolders(images, masks, Directory.Exists(captions) ? [captions, images] : [images], instancePrompt);
     }
 
     /// <summary>The seed's layout: input, target and caption folders given one by one.</summary>
-    public static PairDataset FromSeparateFolders(string inputDirectory, string targetDirectory, string captionDirectory)
+    public static PairDataset FromSeparateFolders(string inputDirectory, string targetDirectory, string captionDirectory, string? instancePrompt = null)
     {
         foreach (string dir in new[] { inputDirectory, targetDirectory, captionDirectory })
             if (!Directory.Exists(dir)) throw new PairDatasetException($"the folder {dir} does not exist");
-        return FromFolders(inputDirectory, targetDirectory, [captionDirectory]);
+        return FromFolders(inputDirectory, targetDirectory, [captionDirectory], instancePrompt);
     }
 
     /// <summary>Pre-made diptychs (source on the left half, target on the right); captions in DIR/captions or beside them.</summary>
-    public static PairDataset FromCombined(string directory)
+    public static PairDataset FromCombined(string directory, string? instancePrompt = null)
     {
         if (!Directory.Exists(directory)) throw new PairDatasetException($"the folder {directory} does not exist");
         string captions = Path.Combine(directory, "captions");
@@ -71,13 +75,13 @@ public sealed class PairDataset
             var (width, height) = Probe(path);
             if (width % 2 != 0)
                 throw new PairDatasetException($"{path} is {width}×{height}; a diptych [source | target] must have an even width");
-            var (captionPath, caption) = Caption(stem, path, captionFolders);
+            var (captionPath, caption) = Caption(stem, path, captionFolders, instancePrompt);
             pairs.Add(new TrainingPair(stem, path, path, captionPath, caption, width / 2, height, Combined: true));
         }
         return Checked(pairs, directory);
     }
 
-    private static PairDataset FromFolders(string sourceDirectory, string targetDirectory, string[] captionFolders)
+    private static PairDataset FromFolders(string sourceDirectory, string targetDirectory, string[] captionFolders, string? instancePrompt)
     {
         var targets = Images(targetDirectory).ToDictionary(i => i.Stem, i => i.Path, StringComparer.Ordinal);
         var pairs = new List<TrainingPair>();
@@ -86,7 +90,7 @@ public sealed class PairDataset
             if (!targets.TryGetValue(stem, out string? targetPath))
                 throw new PairDatasetException(
                     $"{sourcePath} has no target: expected {Path.Combine(targetDirectory, stem)} with one of {string.Join(", ", ImageExtensions)}");
-            var (captionPath, caption) = Caption(stem, sourcePath, captionFolders);
+            var (captionPath, caption) = Caption(stem, sourcePath, captionFolders, instancePrompt);
             var (width, height) = Probe(sourcePath);
             var (targetWidth, targetHeight) = Probe(targetPath);
             if (width != targetWidth || height != targetHeight)
@@ -118,15 +122,18 @@ public sealed class PairDataset
         return byStem.Select(p => (p.Key, p.Value));
     }
 
-    private static (string Path, string Text) Caption(string stem, string imagePath, string[] folders)
+    /// <summary>The caption file's text; the instance prompt where there is none or it is empty (the path is then "").</summary>
+    private static (string Path, string Text) Caption(string stem, string imagePath, string[] folders, string? instancePrompt)
     {
         foreach (string folder in folders)
         {
             string path = Path.Combine(folder, stem + ".txt");
-            if (File.Exists(path)) return (path, File.ReadAllText(path).Trim());
+            if (!File.Exists(path)) continue;
+            string text = File.ReadAllText(path).Trim();
+            return text.Length == 0 && instancePrompt != null ? ("", instancePrompt) : (path, text);
         }
-        throw new PairDatasetException(
-            $"{imagePath} has no caption: expected {string.Join(" or ", folders.Select(f => Path.Combine(f, stem + ".txt")))}");
+        return instancePrompt != null ? ("", instancePrompt) : throw new PairDatasetException(
+            $"{imagePath} has no caption: expected {string.Join(" or ", folders.Select(f => Path.Combine(f, stem + ".txt")))} (or give --instance-prompt for pairs without one)");
     }
 
     /// <summary>Width and height from the file header (no full decode); an unreadable file fails here, named.</summary>

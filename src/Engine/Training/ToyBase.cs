@@ -107,6 +107,8 @@ public static class ToyBase
                 Data = scenes, Method = EditMethod.Fill, Full = true,
                 Output = run, Steps = options.Steps, LearningRate = options.LearningRate, Schedule = "cosine", WarmupSteps = Math.Min(200, options.Steps / 10),
                 Resolution = options.Size, Seed = options.Seed, CheckpointEvery = 500,
+                // The shipped toy was pretrained with AdamW's torch default decay, before train's default became 1e-4.
+                WeightDecay = 0.01,
                 // The guidance input the toy always sees: FLUX Fill's sampling default, so `edit` needs no special setting.
                 Guidance = ToyGuidance,
                 Resume = checkpoints.Count > 0 ? checkpoints[^1] : null,

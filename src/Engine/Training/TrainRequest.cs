@@ -40,22 +40,66 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>Per-block recomputation (gradient checkpointing).</summary>
     public bool Recompute { get; init; }
 
-    /// <summary>adamw or prodigy.</summary>
-    public string Optimizer { get; init; } = "adamw";
+    /// <summary>A published script's settings for every setting left null here: seed or diffusers (see <see cref="TrainRecipe"/>).</summary>
+    public string? Recipe { get; init; }
+
+    /// <summary>adamw or prodigy; default adamw.</summary>
+    public string? Optimizer { get; init; }
     public double? LearningRate { get; init; }
 
-    /// <summary>constant, warmup or cosine.</summary>
-    public string Schedule { get; init; } = "constant";
-    public int WarmupSteps { get; init; }
+    /// <summary>The optimizer's hyper-parameters; null ones take <see cref="OptimizerSettings"/>' defaults.</summary>
+    public double? WeightDecay { get; init; }
 
-    /// <summary>uniform, logit-normal or mode.</summary>
-    public string TimestepSampling { get; init; } = "uniform";
+    /// <summary>beta1,beta2.</summary>
+    public string? Betas { get; init; }
+    public double? Eps { get; init; }
+    public bool? Decouple { get; init; }
+    public bool? UseBiasCorrection { get; init; }
+    public bool? SafeguardWarmup { get; init; }
+    public double? DCoef { get; init; }
+    public double? Beta3 { get; init; }
+    public double? GrowthRate { get; init; }
+
+    /// <summary>constant (the default), warmup, cosine, linear, cosine-with-restarts or polynomial.</summary>
+    public string? Schedule { get; init; }
+    public int? WarmupSteps { get; init; }
+
+    /// <summary>Hard restarts of cosine-with-restarts; default 1.</summary>
+    public int? LrCycles { get; init; }
+
+    /// <summary>The polynomial schedule's exponent; default 1.</summary>
+    public double? LrPower { get; init; }
+
+    /// <summary>uniform (the default), logit-normal or mode.</summary>
+    public string? TimestepSampling { get; init; }
+    public double? LogitMean { get; init; }
+    public double? LogitStd { get; init; }
+    public double? ModeScale { get; init; }
+
+    /// <summary>none (the default), sigma-sqrt or cosmap.</summary>
+    public string? LossWeighting { get; init; }
+
+    /// <summary>The caption of every pair without one.</summary>
+    public string? InstancePrompt { get; init; }
     public double? Guidance { get; init; }
-    public int Accumulate { get; init; } = 1;
-    public double MaxGradNorm { get; init; } = 1.0;
 
-    /// <summary>Images are bucketed by aspect ratio at about this many pixels squared.</summary>
-    public int Resolution { get; init; } = 512;
+    /// <summary>Examples in one forward and backward pass, all of one bucket; default 1.</summary>
+    public int? BatchSize { get; init; }
+
+    /// <summary>Batches per optimizer step; default 1.</summary>
+    public int? Accumulate { get; init; }
+
+    /// <summary>The gradients' global norm is clipped to this (0: no clipping); default 1.</summary>
+    public double? MaxGradNorm { get; init; }
+
+    /// <summary>Images are bucketed by aspect ratio at about this many pixels squared; default 512.</summary>
+    public int? Resolution { get; init; }
+
+    /// <summary>concat: half (the default: each half bucketed at <see cref="Resolution"/>) or diptych (the diptych's long side is it).</summary>
+    public string? ConcatResolution { get; init; }
+
+    /// <summary>Text put before every caption while training and validating.</summary>
+    public string? CaptionPrefix { get; init; }
     public long Seed { get; init; }
     public int CheckpointEvery { get; init; } = 100;
 
@@ -85,6 +129,44 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>Where the run writes its LoRA: OUTPUT/lora-METHOD-FORMAT.safetensors.</summary>
     public string LoraPath => Path.Combine(Output,
         $"lora-{Method.ToString().ToLowerInvariant()}-{LoraWriter.ParseFormat(Format).ToString().ToLowerInvariant()}.safetensors");
+
+    /// <summary>The optimizer settings over <see cref="OptimizerSettings"/>' defaults, checked.</summary>
+    public OptimizerSettings OptimizerInEffect()
+    {
+        var defaults = new OptimizerSettings();
+        var (beta1, beta2) = Betas is { } betas ? OptimizerSettings.ParseBetas(betas) : (defaults.Beta1, defaults.Beta2);
+        return (defaults with
+        {
+            Name = Optimizer ?? defaults.Name,
+            Beta1 = beta1,
+            Beta2 = beta2,
+            Beta3 = Beta3,
+            Epsilon = Eps ?? defaults.Epsilon,
+            WeightDecay = WeightDecay ?? defaults.WeightDecay,
+            Decouple = Decouple ?? defaults.Decouple,
+            BiasCorrection = UseBiasCorrection ?? defaults.BiasCorrection,
+            SafeguardWarmup = SafeguardWarmup ?? defaults.SafeguardWarmup,
+            DCoefficient = DCoef ?? defaults.DCoefficient,
+            GrowthRate = GrowthRate ?? defaults.GrowthRate,
+        }).Validated();
+    }
+
+    /// <summary>Whether a concat diptych's long side is <see cref="Resolution"/> (rather than each half's area).</summary>
+    internal bool DiptychResolution => ConcatResolution switch
+    {
+        null or "half" => false,
+        "diptych" when Method == EditMethod.Concat => true,
+        "diptych" => throw new ArgumentException("--concat-resolution diptych applies to --method concat only"),
+        _ => throw new ArgumentException($"--concat-resolution must be half or diptych, not '{ConcatResolution}'"),
+    };
+
+    /// <summary>A count setting: at least 1, 1 when not given.</summary>
+    internal static int PositiveOrDefault(int? value, string option) => value switch
+    {
+        null => 1,
+        >= 1 => value.Value,
+        _ => throw new ArgumentException($"--{option} must be at least 1; got {value}"),
+    };
 
     internal LossRegion ParsedLossRegion => LossRegion == "masked" ? Runtime.Training.LossRegion.Masked : Runtime.Training.LossRegion.All;
 }

@@ -9,7 +9,7 @@ using InFluxEdit.Training;
 namespace InFluxEdit.Cli.Commands;
 
 [Verb("train", HelpText = "Train an editing LoRA on a FLUX.1 Fill model from pairs of images: --method channel (the source as the Fill conditioning image, all-white mask) or concat (a [source | target] diptych, the right half masked). Writes checkpoints every N steps (atomically) and the LoRA at the end; --resume continues exactly.")]
-public sealed class TrainOptions : TextEncoderOptions
+public sealed partial class TrainOptions : TextEncoderOptions
 {
     [Option("model", HelpText = "A compiled transformer's name (e.g. flux-fill-dev, flux-fill-tiny) or a checkpoint to recognise. Default: recognised from --weights.")]
     public string? Model { get; set; }
@@ -62,33 +62,6 @@ public sealed class TrainOptions : TextEncoderOptions
     [Option("recompute", HelpText = "Per-block recomputation (gradient checkpointing): keep only the activations that cross a block boundary and run each block's forward again before its backward. The same gradients for about one more forward per step; activation memory drops to about one block's. Off by default (on the CPU memory is rarely the limit; it costs about a third more time per step).")]
     public bool Recompute { get; set; }
 
-    [Option("optimizer", Default = "adamw", HelpText = "adamw or prodigy.")]
-    public string Optimizer { get; set; } = "adamw";
-
-    [Option("lr", HelpText = "Learning rate. Default: 1e-4 for AdamW, 1.0 for Prodigy.")]
-    public double? LearningRate { get; set; }
-
-    [Option("schedule", Default = "constant", HelpText = "constant, warmup or cosine.")]
-    public string Schedule { get; set; } = "constant";
-
-    [Option("warmup-steps", Default = 0, HelpText = "Warm-up steps for the warmup and cosine schedules.")]
-    public int WarmupSteps { get; set; }
-
-    [Option("timestep-sampling", Default = "uniform", HelpText = "uniform, logit-normal or mode.")]
-    public string TimestepSampling { get; set; } = "uniform";
-
-    [Option("guidance", HelpText = "The guidance input during training. Default: 1, as the seed trains FLUX Fill; the guidance a --flux-dir made by pretrain-toy was pretrained with (30).")]
-    public double? Guidance { get; set; }
-
-    [Option("accumulate", Default = 1, HelpText = "Examples per optimizer step (gradient accumulation).")]
-    public int Accumulate { get; set; } = 1;
-
-    [Option("max-grad-norm", Default = 1.0, HelpText = "Clip the gradients' global norm to this (0: no clipping).")]
-    public double MaxGradNorm { get; set; } = 1.0;
-
-    [Option("resolution", Default = 512, HelpText = "Training resolution: images are bucketed by aspect ratio at about this many pixels squared, sides multiples of 16.")]
-    public int Resolution { get; set; } = 512;
-
     [Option("seed", Default = 0L, HelpText = "Seed of the adapters' initialisation, the data order, the timesteps and the noise.")]
     public long Seed { get; set; }
 
@@ -127,13 +100,24 @@ public static class TrainCommand
     /// <param name="stop">Stops the run after a step, with a checkpoint; by default this process's SIGINT and SIGTERM.</param>
     public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null)
     {
+        // The recipe first, printed as a table; the engine reads the request as filled.
+        var request = Request(options);
+        if (request.Recipe != null)
+        {
+            var recipe = TrainRecipe.For(request.Recipe, request.Method);
+            (request, var rows) = recipe.ApplyTo(request);
+            log.WriteLine($"recipe {recipe.Name}: {recipe.Script}");
+            var table = new ConsoleTable("option", "value", "from");
+            foreach (var row in rows) table.Add(row.Option, row.Value, row.From);
+            table.Write(log);
+        }
         using var backend = options.CreateBackend(log);
         // The first Ctrl-C or SIGTERM lets the engine finish its step and save a checkpoint; a second Ctrl-C ends the process at once.
         using var processSignals = stop == null ? StopSignal.FromProcessSignals(note => log.WriteLine(note)) : null;
         stop ??= processSignals!;
         try
         {
-            LoraTraining.Train(Request(options), backend, log, new TrainProgressLines(log), new StageProgressBars(), stop.Token, catalog);
+            LoraTraining.Train(request, backend, log, new TrainProgressLines(log), new StageProgressBars(), stop.Token, catalog);
             return 0;
         }
         catch (TrainingStoppedException stopped)
@@ -149,9 +133,14 @@ public static class TrainCommand
         FluxDir = options.FluxDir, Model = options.Model, Weights = options.Weights, Vae = options.Vae, Text = options.TextSettings,
         Data = options.Data, InputDir = options.InputDir, TargetDir = options.TargetDir, CaptionDir = options.CaptionDir, Combined = options.Combined,
         Method = options.Method, Output = options.Output, Steps = options.Steps, Rank = options.Rank, Alpha = options.Alpha, Preset = options.Preset,
-        TrainImgIn = options.TrainImgIn, Full = options.Full, Recompute = options.Recompute, Optimizer = options.Optimizer,
-        LearningRate = options.LearningRate, Schedule = options.Schedule, WarmupSteps = options.WarmupSteps, TimestepSampling = options.TimestepSampling,
-        Guidance = options.Guidance, Accumulate = options.Accumulate, MaxGradNorm = options.MaxGradNorm, Resolution = options.Resolution,
+        TrainImgIn = options.TrainImgIn, Full = options.Full, Recompute = options.Recompute, Recipe = options.Recipe, Optimizer = options.Optimizer,
+        LearningRate = options.LearningRate, WeightDecay = options.WeightDecay, Betas = options.Betas, Eps = options.Eps, Decouple = options.Decouple,
+        UseBiasCorrection = options.UseBiasCorrection, SafeguardWarmup = options.SafeguardWarmup, DCoef = options.DCoef, Beta3 = options.Beta3,
+        GrowthRate = options.GrowthRate, Schedule = options.Schedule, WarmupSteps = options.WarmupSteps, LrCycles = options.LrCycles, LrPower = options.LrPower,
+        TimestepSampling = options.TimestepSampling, LogitMean = options.LogitMean, LogitStd = options.LogitStd, ModeScale = options.ModeScale,
+        LossWeighting = options.LossWeighting, InstancePrompt = options.InstancePrompt, Guidance = options.Guidance, BatchSize = options.BatchSize,
+        Accumulate = options.Accumulate, MaxGradNorm = options.MaxGradNorm, Resolution = options.Resolution, ConcatResolution = options.ConcatResolution,
+        CaptionPrefix = options.CaptionPrefix,
         Seed = options.Seed, CheckpointEvery = options.CheckpointEvery, Validation = options.Validation, ValidateEvery = options.ValidateEvery,
         ValidationSteps = options.ValidationSteps, Resume = options.Resume, Overwrite = options.Overwrite, Format = options.Format, ExportDType = options.ExportDType, LossRegion = options.LossRegion,
     };

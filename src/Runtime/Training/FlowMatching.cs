@@ -14,6 +14,19 @@ public enum TimestepSampling
     Mode,
 }
 
+/// <summary>A per-example weight of the loss by its σ (diffusers' compute_loss_weighting_for_sd3); σ is drawn uniformly then.</summary>
+public enum LossWeighting
+{
+    /// <summary>1 for every σ (diffusers' "none", the seed's choice).</summary>
+    None,
+
+    /// <summary>σ^−2.</summary>
+    SigmaSqrt,
+
+    /// <summary>2 / (π·(1 − 2σ + 2σ²)).</summary>
+    CosMap,
+}
+
 public enum LossRegion
 {
     /// <summary>Every image token (as the seed trains).</summary>
@@ -35,6 +48,23 @@ public static class FlowMatching
         "logit-normal" or "logit_normal" => TimestepSampling.LogitNormal,
         "mode" => TimestepSampling.Mode,
         _ => throw new ArgumentException($"unknown timestep sampling '{name}'; use uniform, logit-normal or mode"),
+    };
+
+    public static LossWeighting ParseWeighting(string name) => name switch
+    {
+        "none" => LossWeighting.None,
+        "sigma-sqrt" or "sigma_sqrt" => LossWeighting.SigmaSqrt,
+        "cosmap" => LossWeighting.CosMap,
+        _ => throw new ArgumentException($"unknown loss weighting '{name}'; use none, sigma-sqrt or cosmap"),
+    };
+
+    /// <summary>The loss weight of an example at σ.</summary>
+    public static double LossWeight(LossWeighting weighting, double sigma) => weighting switch
+    {
+        LossWeighting.None => 1.0,
+        LossWeighting.SigmaSqrt => 1.0 / (sigma * sigma),
+        LossWeighting.CosMap => 2.0 / (Math.PI * (1 - 2 * sigma + 2 * sigma * sigma)),
+        _ => throw new ArgumentOutOfRangeException(nameof(weighting), weighting, null),
     };
 
     /// <summary>

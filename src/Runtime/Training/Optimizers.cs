@@ -27,7 +27,10 @@ public interface IOptimizer : IDisposable
     void LoadState(OptimizerState state, IReadOnlyList<TrainableParameter> parameters);
 }
 
-/// <summary>torch.optim.AdamW over the backend's fused step; moments live on the device beside the parameters.</summary>
+/// <summary>
+/// torch.optim.AdamW over the backend's fused step; moments live on the device beside the parameters. The defaults
+/// are torch's (weight decay 0.01); training runs take theirs from <see cref="OptimizerSettings"/>.
+/// </summary>
 public sealed class AdamW(ITrainingBackend backend, double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8, double weightDecay = 0.01) : IOptimizer
 {
     public const double DefaultLearningRate = 1e-4;
@@ -57,12 +60,15 @@ public sealed class AdamW(ITrainingBackend backend, double beta1 = 0.9, double b
             tensors[parameter.Name + ".exp_avg"] = TensorTransfer.Download(backend, first);
             tensors[parameter.Name + ".exp_avg_sq"] = TensorTransfer.Download(backend, second);
         }
-        return new OptimizerState(Name, tensors, new Dictionary<string, double> { ["step"] = StepCount });
+        var scalars = new Dictionary<string, double> { ["step"] = StepCount };
+        foreach (var (name, value) in Hyperparameters()) scalars[OptimizerStates.HyperparameterPrefix + name] = value;
+        return new OptimizerState(Name, tensors, scalars);
     }
 
     public void LoadState(OptimizerState state, IReadOnlyList<TrainableParameter> parameters)
     {
         OptimizerStates.RequireKind(state, Name);
+        OptimizerStates.RequireSameHyperparameters(state, Hyperparameters());
         foreach (var parameter in parameters)
         {
             var (first, second) = Moments(parameter);
@@ -71,6 +77,9 @@ public sealed class AdamW(ITrainingBackend backend, double beta1 = 0.9, double b
         }
         StepCount = checked((int)OptimizerStates.Scalar(state, "step"));
     }
+
+    private IEnumerable<(string Name, double Value)> Hyperparameters() =>
+        [("beta1", beta1), ("beta2", beta2), ("eps", epsilon), ("weight_decay", weightDecay)];
 
     private (DeviceTensor First, DeviceTensor Second) Moments(TrainableParameter parameter)
     {
@@ -92,6 +101,22 @@ public sealed class AdamW(ITrainingBackend backend, double beta1 = 0.9, double b
 
 internal static class OptimizerStates
 {
+    /// <summary>Scalars under this prefix are the optimiser's settings, saved so a resume with other flags is refused.</summary>
+    public const string HyperparameterPrefix = "hp.";
+
+    /// <summary>
+    /// A resume must continue with the settings it was saved with, or it is not the same run. States saved before the
+    /// settings were recorded have none and are accepted.
+    /// </summary>
+    public static void RequireSameHyperparameters(OptimizerState state, IEnumerable<(string Name, double Value)> current)
+    {
+        foreach (var (name, value) in current)
+            if (state.Scalars.TryGetValue(HyperparameterPrefix + name, out double saved) && !saved.Equals(value))
+                throw new InvalidDataException(
+                    $"the checkpoint's {state.Optimizer} ran with {name} = {saved.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}, " +
+                    $"this run has {value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}: resume with the same optimizer flags");
+    }
+
     public static void RequireKind(OptimizerState state, string name)
     {
         if (state.Optimizer != name)

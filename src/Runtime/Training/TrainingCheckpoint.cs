@@ -93,7 +93,8 @@ public static class TrainingCheckpoint
         }
         foreach (var (name, value) in optimizer.Scalars)
         {
-            if (!double.IsFinite(value))
+            // A setting may be ∞ (Prodigy's unlimited growth rate); a state value that is not finite is a diverged run.
+            if (!double.IsFinite(value) && !name.StartsWith(OptimizerStates.HyperparameterPrefix, StringComparison.Ordinal))
                 throw new NonFiniteCheckpointException($"not saving the checkpoint of step {info.Step}: {optimizer.Optimizer}'s '{name}' is {value}");
             var bytes = new byte[8];
             BinaryPrimitives.WriteDoubleLittleEndian(bytes, value);

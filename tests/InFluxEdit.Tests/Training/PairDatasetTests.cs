@@ -29,6 +29,20 @@ public class PairDatasetTests
         return dir.Path;
     }
 
+    [Fact]
+    public void The_instance_prompt_stands_in_for_a_missing_or_empty_caption()
+    {
+        using var dir = new TempDir();
+        Folder(dir, captionsFolder: true);
+        File.Delete(dir.File("captions/a.txt"));
+        Should.Throw<PairDatasetException>(() => PairDataset.FromFolder(dir.Path)).Message.ShouldContain("--instance-prompt");
+        File.WriteAllText(dir.File("captions/b.txt"), "  \n");
+        var data = PairDataset.FromFolder(dir.Path, instancePrompt: "make it blue");
+        data.Pairs.Select(p => p.Caption).ShouldBe(["make it blue", "make it blue"]);
+        File.WriteAllText(dir.File("captions/b.txt"), "make b red");
+        PairDataset.FromFolder(dir.Path, instancePrompt: "make it blue").Pairs[1].Caption.ShouldBe("make b red", "a caption of its own wins");
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]

@@ -42,7 +42,7 @@ public class TrainCommandTests
         Device = "cpu",
     };
 
-    private static (double Before, double After) Fit(string log)
+    internal static (double Before, double After) Fit(string log)
     {
         var match = Regex.Match(log, @"fixed noise: ([0-9.]+) before, ([0-9.]+) after");
         match.Success.ShouldBeTrue(log);
