@@ -45,7 +45,7 @@ public static class LoraTraining
             ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, request.Weights != null ? request.Model : null);
         var settings = Settings(request, transformerInfo.Descriptor);
-        foreach (var (option, value, least) in new[] { ("--alpha", settings.Alpha, double.Epsilon), ("--lr", settings.LearningRate, double.Epsilon), ("--max-grad-norm", settings.MaxGradNorm, 0) })
+        foreach (var (option, value, least) in new[] { ("--alpha", settings.Alpha, double.Epsilon), ("--lr", settings.LearningRate, double.Epsilon), ("--max-grad-norm", settings.MaxGradientNorm, 0.0) })
             if (!double.IsFinite(value) || value < least) throw new ArgumentException($"{option} must be a {(least > 0 ? "positive" : "non-negative")} number; got {value}");
         var exportDType = LoraWriter.ParseDType(request.ExportDType); // refused before training, not after
         bool diptychResolution = request.DiptychResolution;
