@@ -3,10 +3,12 @@ using InFluxEdit.Generator;
 using InFluxEdit.Generator.Common;
 using InFluxEdit.Generator.Parsing;
 using InFluxEdit.Models;
+using InFluxEdit.Runtime.Gguf;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Text;
+using InFluxEdit.Runtime.WeightFiles;
 
 namespace InFluxEdit.Fuzz;
 
@@ -28,7 +30,7 @@ public static class FuzzTargets
         ["clip-tokenizer"] = ClipTokenizerFiles,
         ["spm-tokenizer"] = SentencePieceModel,
         ["image"] = Image,
-        // A GGUF reader joins here as ["gguf"] = Gguf once it exists: open the bytes, read every tensor's header and data.
+        ["gguf"] = Gguf,
     };
 
     /// <summary>Prompts run through each loaded tokenizer: plain, punctuation, non-Latin, special-token text.</summary>
@@ -55,11 +57,11 @@ public static class FuzzTargets
 
     /// <summary>
     /// The exceptions the readers document for bad files: each carries a one-line message naming the file.
-    /// <see cref="LoraMismatchException"/> and <see cref="SafeTensorsException"/> are IOExceptions of their own;
+    /// <see cref="LoraMismatchException"/>, <see cref="SafeTensorsException"/> and <see cref="GgufException"/> are IOExceptions of their own;
     /// a bare IOException (disk trouble) is not a refusal of the input.
     /// </summary>
     private static bool IsDocumentedRefusal(Exception e) =>
-        e is InvalidDataException or SafeTensorsException or LoraMismatchException;
+        e is InvalidDataException or SafeTensorsException or LoraMismatchException or GgufException;
 
     private static void SafeTensors(byte[] input, string workDir)
     {
@@ -67,6 +69,14 @@ public static class FuzzTargets
         foreach (var entry in file.Tensors) file.ReadFloat32(entry.Name);
         foreach (var other in file.OtherTensors.Where(o => o.DTypeName == "I64")) file.ReadInt64(other.Name, out _);
         foreach (var (key, value) in file.Metadata) _ = key.Length + value.Length;
+    }
+
+    /// <summary>Opened the way the CLI opens weights (by extension and magic), every metadata value read, every tensor decoded.</summary>
+    private static void Gguf(byte[] input, string workDir)
+    {
+        using var file = (GgufFile)WeightFile.Open(Write(workDir, "fuzz.gguf", input));
+        foreach (var (key, value) in file.Metadata) _ = key.Length + value.Length;
+        foreach (var tensor in file.StoredTensors) file.ReadFloat32(tensor);
     }
 
     private static void Lora(byte[] input, string workDir) =>

@@ -144,3 +144,60 @@ put("image", "rgb.bmp", b"BM" + struct.pack("<IHHI", 54 + len(bmp_pixels), 0, 0,
     + struct.pack("<IiiHHIIiiII", 40, 2, 2, 1, 24, 0, len(bmp_pixels), 2835, 2835, 0, 0) + bmp_pixels)
 put("image", "dot.gif", bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"))
 put("image", "tiny.pbm", b"P1\n3 2\n1 0 1\n0 1 0\n")
+
+
+# GGUF v3: metadata of every scalar type, a string and arrays; tensors in F32, F16, Q8_0, Q4_0, Q4_K, Q6_K.
+def gguf_string(text):
+    data = text.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def gguf_value(kind, value):
+    """kind: a GGUF value type id (gguf_metadata_value_type); arrays are (9, (element kind, [values]))."""
+    if kind == 8:
+        return gguf_string(value)
+    if kind == 9:
+        element, items = value
+        return struct.pack("<IQ", element, len(items)) + b"".join(gguf_value(element, item) for item in items)
+    return struct.pack("<" + {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}[kind], value)
+
+
+def gguf(metadata, tensors, alignment=32):
+    """metadata: [(key, kind, value)]; tensors: [(name, ggml type id, dimensions innermost first, raw bytes)]."""
+    out = struct.pack("<IIQQ", 0x46554747, 3, len(tensors), len(metadata))
+    for key, kind, value in metadata:
+        out += gguf_string(key) + struct.pack("<I", kind) + gguf_value(kind, value)
+    data = b""
+    for name, kind, dims, raw in tensors:
+        data += b"\0" * (-len(data) % alignment)
+        out += gguf_string(name) + struct.pack("<I", len(dims)) + struct.pack("<%dQ" % len(dims), *dims)
+        out += struct.pack("<IQ", kind, len(data))
+        data += raw
+    return out + b"\0" * (-len(out) % alignment) + data
+
+
+def f16(values):
+    return struct.pack("<%de" % len(values), *values)
+
+
+def pattern(count, seed):
+    """Deterministic bytes standing in for quantized codes (any byte is a valid code)."""
+    return bytes((seed + 37 * i) % 256 for i in range(count))
+
+
+q8_0 = f16([0.5]) + pattern(32, 1)                                              # d, 32 int8
+q4_0 = f16([0.25]) + pattern(16, 2)                                             # d, 32 nibbles
+q4_k = f16([0.125, 0.0625]) + pattern(12, 3) + pattern(128, 4)                  # d, dmin, 6-bit scales/mins, 256 nibbles
+q6_k = pattern(128, 5) + pattern(64, 6) + pattern(16, 7) + f16([0.03125])       # low nibbles, high bits, scales, d
+put("gguf", "mixed.gguf", gguf(
+    [("general.architecture", 8, "flux"), ("general.alignment", 4, 32), ("u8", 0, 7), ("i8", 1, -7), ("u16", 2, 700),
+     ("i16", 3, -700), ("i32", 5, -70000), ("f32", 6, 1.5), ("flag", 7, True), ("u64", 10, 1 << 40),
+     ("i64", 11, -(1 << 40)), ("f64", 12, 0.125), ("names", 9, (8, ["a", "bc"])), ("ids", 9, (5, [1, -2, 3])),
+     ("nested", 9, (9, [(0, [1, 2]), (6, [0.5])]))],
+    [("w.f32", 0, [2, 2], f32([1, -2, 3.5, 0])), ("w.f16", 1, [3], f16([1, -2, 0.5])),
+     ("w.q8_0", 8, [32, 1], q8_0), ("w.q4_0", 2, [32], q4_0)]))
+put("gguf", "k-quants.gguf", gguf(
+    [("general.architecture", 8, "flux"), ("general.quantization_version", 4, 2)],
+    [("blocks.0.q4_k", 12, [256, 1], q4_k), ("blocks.0.q6_k", 14, [256], q6_k), ("empty", 0, [0, 4], b""),
+     ("scalar", 0, [], f32([2]))], alignment=32))
+put("gguf", "no-tensors.gguf", gguf([("general.name", 8, "tiny"), ("general.alignment", 4, 16)], [], alignment=16))

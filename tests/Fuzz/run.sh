@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes one reader with AFL++ for a while: tests/Fuzz/run.sh TARGET SECONDS
-#   TARGET: safetensors, lora, schema, clip-tokenizer, spm-tokenizer, image (see FuzzTargets.cs)
+#   TARGET: safetensors, lora, schema, clip-tokenizer, spm-tokenizer, image, gguf (see FuzzTargets.cs)
 # Builds the harness into tests/Fuzz/out (git-ignored), instruments the assemblies under test with SharpFuzz, starts
 # from tests/fuzz-corpus/TARGET, and afterwards copies every crash and hang there (crash-*, hang-*) and prints the
 # execution count, and keeps the new coverage: the queue minimised by afl-cmin, inputs of at most 64 KiB, named corpus-SHA.

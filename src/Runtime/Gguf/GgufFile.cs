@@ -18,6 +18,12 @@ public sealed unsafe class GgufFile : IWeightFile
     /// <summary>ggml's GGML_MAX_DIMS.</summary>
     private const int MaxDimensions = 4;
 
+    /// <summary>
+    /// Arrays of arrays are read recursively, 12 file bytes a level: without a limit a ~100 KB file overflows the stack,
+    /// which ends the process with no message. Real metadata nests arrays once if at all.
+    /// </summary>
+    private const int MaxArrayNesting = 8;
+
     private readonly MappedFile _file;
     private readonly byte* _data;
     private readonly Dictionary<string, StoredTensor> _byName;
@@ -153,7 +159,9 @@ public sealed unsafe class GgufFile : IWeightFile
             long byteLength = format.ByteCount(shape) ?? throw new GgufException(path,
                 format.Fits(shape)
                     ? $"tensor '{name}' ({format}{shapeText}) has more bytes than any file can hold."
-                    : $"tensor '{name}' is {format}{shapeText}, but its innermost dimension {shape[^1]} is not a whole number of {format.BlockElements()}-element blocks.",
+                    : shape.Length == 0
+                        ? $"tensor '{name}' is a {format} scalar, but {format} packs {format.BlockElements()}-element blocks along a dimension."
+                        : $"tensor '{name}' is {format}{shapeText}, but its innermost dimension {shape[^1]} is not a whole number of {format.BlockElements()}-element blocks.",
                 "The file is corrupt.");
             if (offset % (ulong)alignment != 0)
                 throw new GgufException(path, $"tensor '{name}' starts at data offset {offset}, not a multiple of the file's alignment {alignment}.", "The file is corrupt.");
@@ -244,7 +252,7 @@ public sealed unsafe class GgufFile : IWeightFile
             }
         }
 
-        public object Value(GgufValueType type, string key) => type switch
+        public object Value(GgufValueType type, string key, int arrayDepth = 0) => type switch
         {
             GgufValueType.UInt8 => Take(1, key)[0],
             GgufValueType.Int8 => (sbyte)Take(1, key)[0],
@@ -263,12 +271,14 @@ public sealed unsafe class GgufFile : IWeightFile
             GgufValueType.UInt64 => UInt64(key),
             GgufValueType.Int64 => BinaryPrimitives.ReadInt64LittleEndian(Take(8, key)),
             GgufValueType.Float64 => BinaryPrimitives.ReadDoubleLittleEndian(Take(8, key)),
-            GgufValueType.Array => ArrayValue(key),
+            GgufValueType.Array => ArrayValue(key, arrayDepth + 1),
             _ => throw new GgufException(path, $"metadata '{key}' has value type {(uint)type}, which GGUF does not define.", "The file is corrupt or from a newer GGUF version."),
         };
 
-        private Array ArrayValue(string key)
+        private Array ArrayValue(string key, int depth)
         {
+            if (depth > MaxArrayNesting)
+                throw new GgufException(path, $"metadata '{key}' nests arrays more than {MaxArrayNesting} deep.", "The file is corrupt.");
             var elementType = (GgufValueType)UInt32($"the element type of metadata '{key}'");
             ulong count = UInt64($"the length of metadata array '{key}'");
             int smallest = elementType switch
@@ -284,7 +294,7 @@ public sealed unsafe class GgufFile : IWeightFile
                 throw new GgufException(path, $"metadata array '{key}' claims {count} elements, more than the {Remaining} bytes left in the file can hold.",
                     "The file is truncated or corrupt; fetch it again.");
             var items = new object[count];
-            for (ulong i = 0; i < count; i++) items[i] = Value(elementType, key);
+            for (ulong i = 0; i < count; i++) items[i] = Value(elementType, key, depth);
             if (elementType == GgufValueType.Array) return items;
             Type clrType = items.Length > 0 ? items[0].GetType() : ElementClrType(elementType);
             var typed = System.Array.CreateInstance(clrType, items.Length);

@@ -72,6 +72,8 @@ public class BadFileTests
     {
         var builder = new IndependentGgml.GgufBuilder().Tensor("x.weight", [48, 2], 8, new byte[128]);
         OpenFails(builder.Build()).ShouldContain("innermost dimension 48 is not a whole number of 32-element blocks");
+        // Found by the gguf fuzz target: a block format with no dimensions at all once indexed the missing innermost one.
+        OpenFails(new IndependentGgml.GgufBuilder().Tensor("s", [], 8, new byte[34]).Build()).ShouldContain("tensor 's' is a Q8_0 scalar");
     }
 
     [Fact]
@@ -116,9 +118,25 @@ public class BadFileTests
         OpenFails(new IndependentGgml.GgufBuilder().Kv("k", 8, [.. BitConverter.GetBytes(2UL), 0xC3, 0x28]).Build()).ShouldContain("not valid UTF-8");
         OpenFails(new IndependentGgml.GgufBuilder().KvString("k", "a").KvString("k", "b").Build()).ShouldContain("'k' appears twice");
         OpenFails(new IndependentGgml.GgufBuilder().Kv("general.alignment", 4, BitConverter.GetBytes(48u)).Build()).ShouldContain("power of two");
+        OpenFails(new IndependentGgml.GgufBuilder().Kv("k", 9, NestedArrays(10_000)).Build()).ShouldContain("nests arrays more than 8 deep");
+        using (var dir = new TempDir())
+        {
+            File.WriteAllBytes(dir.File("nested.gguf"), new IndependentGgml.GgufBuilder().Kv("k", 9, NestedArrays(8)).Build());
+            using var nested = GgufFile.Open(dir.File("nested.gguf"));
+            nested.Values["k"].ShouldBeOfType<object[]>().ShouldHaveSingleItem().ShouldBeOfType<object[]>();
+        }
         OpenFails(new IndependentGgml.GgufBuilder().Tensor("t", [1, 1, 1, 1, 1], 0, new byte[4]).Build()).ShouldContain("5 dimensions");
         OpenFails(new IndependentGgml.GgufBuilder().Tensor("t", [4], 0, new byte[16]).Tensor("t", [4], 0, new byte[16]).Build())
             .ShouldContain("two tensors are named 't'");
+    }
+
+    /// <summary>An array of one array of one array … <paramref name="depth"/> levels deep, the innermost an empty uint8 array.</summary>
+    private static byte[] NestedArrays(int depth)
+    {
+        var payload = new List<byte>();
+        for (int level = 1; level < depth; level++) payload.AddRange([.. BitConverter.GetBytes(9u), .. BitConverter.GetBytes(1UL)]);
+        payload.AddRange([.. BitConverter.GetBytes(0u), .. BitConverter.GetBytes(0UL)]);
+        return [.. payload];
     }
 
     private static byte[] SafeTensors(string header, int dataBytes)
