@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using InFluxEdit.Runtime.IO;
 using InFluxEdit.Runtime.WeightFiles;
 
 namespace InFluxEdit.Runtime.Gguf;

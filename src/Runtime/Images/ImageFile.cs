@@ -99,17 +99,7 @@ public static class ImageFile
         string directory = Path.GetDirectoryName(fullPath)!;
         if (!Directory.Exists(directory))
             throw new DirectoryNotFoundException($"cannot write {path}: the folder {directory} does not exist");
-        string temporary = Path.Combine(directory, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write))
-                output.Save(stream, encoder);
-            File.Move(temporary, fullPath, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temporary)) File.Delete(temporary);
-        }
+        IO.AtomicFile.Write(fullPath, stream => output.Save(stream, encoder));
     }
 
     private static byte ToByte(float value, string path)

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using InFluxEdit.Runtime.IO;
 using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.WeightFiles;

@@ -27,8 +27,8 @@ public sealed class RunFolder : IDisposable
     public const string LockFileName = ".influx-run.lock";
 
     /// <summary>
-    /// The temporaries of the runtime's atomic writes: SafeTensorsWriter's "NAME.tmp-HEX" and ImageFile's
-    /// ".NAME.GUID.tmp", both renamed over NAME once complete.
+    /// The temporaries of the runtime's atomic writes (AtomicFile's "NAME.tmp-HEX", renamed over NAME once complete),
+    /// and the ".NAME.GUID.tmp" images of earlier builds, which wrote images atomically on their own.
     /// </summary>
     private static readonly Regex InterruptedWrite = new(@"(\.tmp-[0-9a-f]{12}$)|(^\..+\.[0-9a-f]{32}\.tmp$)", RegexOptions.CultureInvariant);
 

@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 
-namespace InFluxEdit.Runtime.WeightFiles;
+namespace InFluxEdit.Runtime.IO;
 
 /// <summary>
 /// Writes a file atomically: into a temporary file beside it, flushed to disk, then renamed over the target. A crash
