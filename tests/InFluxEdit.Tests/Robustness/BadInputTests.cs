@@ -52,7 +52,7 @@ public class BadInputTests
         using var dir = new TempDir();
         var (code, error) = RunCli("inspect", dir.Path);
         code.ShouldBe(2);
-        OneLine(error).ShouldContain("is a folder");
+        OneLine(error).ShouldContain($"weights file '{dir.Path}' is a folder; give a file");
         Should.Throw<SafeTensorsException>(() => SafeTensorsFile.Open(dir.Path)).Message.ShouldContain(dir.Path);
     }
 
@@ -62,7 +62,7 @@ public class BadInputTests
         using var dir = new TempDir();
         var (code, error) = RunCli("inspect", dir.Path, "--verbose");
         code.ShouldBe(2);
-        error.ShouldContain("is a folder");
+        error.ShouldContain($"weights file '{dir.Path}' is a folder; give a file");
         error.ShouldContain("   at ");
     }
 
