@@ -2,6 +2,7 @@ using CommandLine;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Fill;
 using InFluxEdit.Models;
+using InFluxEdit.Runtime.Distributed;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Training;
 using InFluxEdit.Training;
@@ -91,15 +92,26 @@ public sealed partial class TrainOptions : TextEncoderOptions
 
     [Option("loss-region", Default = "all", HelpText = "all tokens (as the seed trains) or masked: only the tokens the mask covers.")]
     public string LossRegion { get; set; } = "all";
+
+    [Option("rank-timeout", Default = 1800, HelpText = "Under mpirun (data-parallel training; --batch-size is then the global batch, split over the ranks): seconds rank 0 waits for the last rank at an exchange before it names the ranks missing and ends the job. A rank that dies ends the job at once.")]
+    public int RankTimeout { get; set; } = 1800;
 }
 
 public static class TrainCommand
 {
-    public static int Run(TrainOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
+    public static int Run(TrainOptions options)
+    {
+        if (options.RankTimeout < 1) throw new ArgumentException($"--rank-timeout must be at least 1 second; got {options.RankTimeout}");
+        // Under mpirun every rank runs this command; rank 0 alone prints.
+        using var group = ProcessGroups.FromEnvironment(TimeSpan.FromSeconds(options.RankTimeout));
+        return RankedRun.Run(group, () => Run(options, group.IsRoot ? System.Console.Out : TextWriter.Null, ModelCatalog.All, group: group));
+    }
 
     /// <param name="stop">Stops the run after a step, with a checkpoint; by default this process's SIGINT and SIGTERM.</param>
-    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null)
+    /// <param name="group">The ranks of a data-parallel run (default: this process alone).</param>
+    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null, IProcessGroup? group = null)
     {
+        group ??= SingleProcess.Instance;
         // The recipe first, printed as a table; the engine reads the request as filled.
         var request = Request(options);
         if (request.Recipe != null)
@@ -111,19 +123,19 @@ public static class TrainCommand
             foreach (var row in rows) table.Add(row.Option, row.Value, row.From);
             table.Write(log);
         }
-        using var backend = options.CreateBackend(log);
+        using var backend = options.CreateBackend(log, group.LocalRank);
         // The first Ctrl-C or SIGTERM lets the engine finish its step and save a checkpoint; a second Ctrl-C ends the process at once.
         using var processSignals = stop == null ? StopSignal.FromProcessSignals(note => log.WriteLine(note)) : null;
         stop ??= processSignals!;
         try
         {
-            LoraTraining.Train(request, backend, log, new TrainProgressLines(log), new StageProgressBars(), stop.Token, catalog);
+            LoraTraining.Train(request, backend, log, new TrainProgressLines(log), new StageProgressBars(), stop.Token, catalog, group);
             return 0;
         }
         catch (TrainingStoppedException stopped)
         {
-            log.WriteLine($"stopped by {stop.SignalName} at step {stopped.Step} of {stopped.Steps}; to continue, run the same command with --resume {stopped.Checkpoint}");
-            return stop.ExitCode;
+            log.WriteLine($"stopped by {stop.SignalName ?? "a signal to another rank"} at step {stopped.Step} of {stopped.Steps}; to continue, run the same command with --resume {stopped.Checkpoint}");
+            return stop.IsRequested ? stop.ExitCode : 128 + 15;
         }
     }
 
