@@ -42,7 +42,7 @@ public static class ProcessGroups
         Span<double> scalars, string what, int bucketValues = 1 << 24)
     {
         if (group.Size == 1) return;
-        group.AllReduceSum(scalars, what);
+        if (!scalars.IsEmpty) group.AllReduceSum(scalars, what);
         var bucket = new List<(TrainableParameter Parameter, HostTensor Gradient)>();
         long filled = 0;
         void Flush()

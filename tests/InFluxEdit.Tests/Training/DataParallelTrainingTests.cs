@@ -55,7 +55,7 @@ public class DataParallelTrainingTests
     private static double MaxDifference(Dictionary<string, float[]> a, Dictionary<string, float[]> b) =>
         a.Max(p => p.Value.Zip(b[p.Key], (x, y) => Math.Abs((double)x - y)).Max());
 
-    [Fact]
+    [MpiFact]
     public void TwoRanksTrainTheLoraOfOneProcessOnTheSameGlobalBatches()
     {
         using var dir = new TempDir();
@@ -76,7 +76,7 @@ public class DataParallelTrainingTests
         MaxDifference(twoRanks, TrainInProcess(Options(dir, "half", 20), batchSize: 1, accumulate: 1)).ShouldBeGreaterThan(1e-4);
     }
 
-    [Fact]
+    [MpiFact]
     public void ARankThatDiesEndsTheJobAndItsLastCheckpointResumesInOneProcess()
     {
         using var dir = new TempDir();
@@ -104,7 +104,7 @@ public class DataParallelTrainingTests
         File.Exists(TrainCommand.LoraPath(options)).ShouldBeTrue();
     }
 
-    [Fact]
+    [MpiFact]
     public void ARankThatHangsIsNamedAndEndsTheJob()
     {
         using var dir = new TempDir();
@@ -117,7 +117,7 @@ public class DataParallelTrainingTests
         job.Output.ShouldContain("error: rank 1 did not reach the ");
     }
 
-    [Fact]
+    [MpiFact]
     public void RanksStartedWithOtherOptionsAreRefused()
     {
         using var dir = new TempDir();
@@ -128,7 +128,7 @@ public class DataParallelTrainingTests
         Directory.EnumerateFiles(options.Output, "*.safetensors").ShouldBeEmpty();
     }
 
-    [Fact]
+    [MpiFact]
     public void ABatchSmallerThanTheRanksIsRefusedBeforeAnythingRuns()
     {
         using var dir = new TempDir();

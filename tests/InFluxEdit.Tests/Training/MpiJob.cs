@@ -17,7 +17,7 @@ public sealed class MpiJob : IDisposable
     /// <param name="ranks">One argument list per group of ranks (mpirun's MPMD form, "A : B"); each entry gives its rank count.</param>
     public MpiJob(params (int Ranks, string[] Arguments)[] ranks)
     {
-        string mpirun = FindMpirun();
+        string mpirun = FindMpirun() ?? throw new FileNotFoundException("mpirun is not on PATH: install Open MPI (apt-get install openmpi-bin)");
         var start = new ProcessStartInfo(mpirun) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         // Tests run as root in CI containers; Open MPI refuses root unless told twice.
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
@@ -57,12 +57,9 @@ public sealed class MpiJob : IDisposable
         }
     }
 
-    private static string FindMpirun()
-    {
-        foreach (string folder in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':'))
-            if (File.Exists(Path.Combine(folder, "mpirun"))) return Path.Combine(folder, "mpirun");
-        throw new FileNotFoundException("mpirun is not on PATH: install Open MPI (apt-get install openmpi-bin), as .ci/run and the README do");
-    }
+    /// <summary>mpirun's path, or null where Open MPI is not installed.</summary>
+    public static string? FindMpirun() =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(folder => Path.Combine(folder, "mpirun")).FirstOrDefault(File.Exists);
 
     /// <summary>Waits until the output holds a line matching <paramref name="line"/>; false after <paramref name="timeout"/>.</summary>
     public bool WaitForLine(Func<string, bool> line, TimeSpan timeout)

@@ -1,0 +1,38 @@
+using System.Globalization;
+using InFluxEdit.Benchmarks;
+using InFluxEdit.Cli.Console;
+using InFluxEdit.Runtime.Distributed;
+using InFluxEdit.Runtime.Training;
+
+namespace InFluxEdit.Cli.Commands;
+
+/// <summary><c>bench train --ranks N</c> under mpirun: every rank runs it, rank 0 prints the table.</summary>
+public static class BenchDataParallel
+{
+    public static int Run(BenchOptions options, BenchSettings settings)
+    {
+        using var group = ProcessGroups.FromEnvironment(ProcessGroups.DefaultTimeout);
+        if (group.Size != options.Ranks)
+            throw new ArgumentException(group.Size == 1
+                ? $"--ranks {options.Ranks}: start the benchmark under MPI, e.g. mpirun -np {options.Ranks} influx-cli bench train --ranks {options.Ranks}"
+                : $"--ranks {options.Ranks}, but mpirun started {group.Size} ranks: give the same number to both");
+        return RankedRun.Run(group, () =>
+        {
+            var output = group.IsRoot ? System.Console.Out : TextWriter.Null;
+            using var backend = options.CreateBackend(output, group.LocalRank);
+            var result = DataParallelBench.Run(settings, backend, group, group.IsRoot ? new StageProgressBars() : null);
+            static string F(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
+            var table = new ConsoleTable("model", "device", "tokens", "ranks", "examples per rank", "ms per step (1 rank)", "ms per step (all)",
+                "exchange ms per step", "examples/s per rank", "examples/s in all", "scaling efficiency");
+            table.Add(result.Model, result.Device, $"{options.ImageTokens}+{options.TextTokens}", result.Ranks.ToString(CultureInfo.InvariantCulture),
+                result.ExamplesPerRank.ToString(CultureInfo.InvariantCulture), F(result.SingleRankStepMs, "F1"), F(result.SharedStepMs, "F1"),
+                F(result.ExchangeMs, "F2"), F(result.ExamplesPerSecondPerRank, "F2"), F(result.ExamplesPerSecondPerRank * result.Ranks, "F2"),
+                F(result.ScalingEfficiency * 100, "F0") + " %");
+            output.WriteLine($"data-parallel LoRA steps ({settings.Preset}, rank {settings.Rank}; {result.GradientValues:N0} gradient values " +
+                             $"= {TrainingProgress.FormatBytes(result.GradientValues * 4)} summed over the ranks each step), median of {settings.Runs} after {settings.Warmup} warm-up; " +
+                             "the one-rank column is rank 0 training alone in the same run");
+            table.Write(output);
+            return 0;
+        });
+    }
+}
