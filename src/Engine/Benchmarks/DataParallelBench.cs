@@ -12,7 +12,7 @@ namespace InFluxEdit.Benchmarks;
 /// </summary>
 /// <param name="ExamplesPerRank">Examples each rank runs per step (the bench's batch).</param>
 public sealed record DataParallelBenchResult(string Model, string Device, int Ranks, int ExamplesPerRank, double SingleRankStepMs,
-    double SharedStepMs, double ExchangeMs, long GradientValues)
+    double SharedStepMs, double ExchangeMs, long GradientValues, string Exchange)
 {
     /// <summary>Examples per second of one rank training alone, and of each rank in the shared steps.</summary>
     public double SingleRankExamplesPerSecond => ExamplesPerRank / (SingleRankStepMs / 1000);
@@ -44,6 +44,7 @@ public static class DataParallelBench
         var model = info.Create(backend, weights);
         model.Training = LoraInit.Attach(targets, parameters, scale: 1f);
         using var optimizer = new AdamW(training);
+        using var exchanger = GradientExchange.Create(group, backend);
         try
         {
             var exchange = new List<double>();
@@ -56,7 +57,8 @@ public static class DataParallelBench
                 if (shared)
                 {
                     var exchangeClock = Stopwatch.StartNew();
-                    group.AllReduceGradients(backend, parameters, Span<double>.Empty, "the benchmark's gradient exchange");
+                    exchanger.Sum(parameters, Span<double>.Empty, "the benchmark's gradient exchange");
+                    backend.Synchronize();
                     exchange.Add(exchangeClock.Elapsed.TotalMilliseconds);
                 }
                 optimizer.Step(parameters, AdamW.DefaultLearningRate);
@@ -74,7 +76,7 @@ public static class DataParallelBench
             double sharedStep = Median(shared: true);
             var exchanges = exchange.Skip(settings.Warmup).Order().ToList();
             return new DataParallelBenchResult(info.Descriptor.Name, backend.Name, group.Size, settings.Batch, single, sharedStep,
-                exchanges[exchanges.Count / 2], parameters.Sum(p => p.Length));
+                exchanges[exchanges.Count / 2], parameters.Sum(p => p.Length), exchanger.Description);
         }
         finally
         {

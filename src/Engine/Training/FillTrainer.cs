@@ -81,6 +81,7 @@ public sealed class FillTrainer : IDisposable
     private readonly IReadOnlyList<string> _targets;
     private readonly FullWeightTraining? _full;
     private readonly IProcessGroup _group;
+    private readonly IGradientExchange? _exchange;
     private TrainingRandom _random;
     private int[] _order;
     private int _position;
@@ -90,6 +91,7 @@ public sealed class FillTrainer : IDisposable
         IReadOnlyList<Example> examples, IProcessGroup? group = null)
     {
         _group = group ?? SingleProcess.Instance;
+        _exchange = _group.Size > 1 ? GradientExchange.Create(_group, transformer.Backend, note => Notes.Add(note)) : null;
         _transformer = transformer;
         _backend = transformer.Backend;
         _training = _backend as ITrainingBackend
@@ -141,6 +143,10 @@ public sealed class FillTrainer : IDisposable
     public int Step { get; private set; }
     public IReadOnlyList<TrainableParameter> Parameters => _parameters;
     public IReadOnlyList<string> Targets => _targets;
+
+    /// <summary>What sums the gradients over the ranks (null in one process), and anything worth saying about the choice.</summary>
+    public string? Exchange => _exchange?.Description;
+    public List<string> Notes { get; } = new();
 
     /// <summary>Seconds this rank spent summing gradients over the ranks (the all-reduce and its staging), in all.</summary>
     public double ExchangeSeconds { get; private set; }
@@ -203,11 +209,11 @@ public sealed class FillTrainer : IDisposable
             loss += ForwardBackward(NextBatch()) / _settings.Accumulate;
         if (_settings.Accumulate > 1)
             foreach (var p in _parameters) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
-        if (_group.Size > 1)
+        if (_exchange != null)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             Span<double> shared = [loss];
-            _group.AllReduceGradients(_backend, _parameters, shared, $"the gradients of step {Step + 1}");
+            _exchange.Sum(_parameters, shared, $"the gradients of step {Step + 1}");
             loss = shared[0];
             ExchangeSeconds += clock.Elapsed.TotalSeconds;
         }
@@ -421,6 +427,7 @@ public sealed class FillTrainer : IDisposable
 
     public void Dispose()
     {
+        _exchange?.Dispose();
         _optimizer.Dispose();
         _transformer.Training = null;
         if (_full != null)

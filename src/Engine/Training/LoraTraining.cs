@@ -118,6 +118,8 @@ public static class LoraTraining
                 ("base weights (--weights)", new StateDigest().AddFileSample(checkpoint).Finish()),
                 .. trainer.StateDigests(),
             ], "start every rank with the same command, build and files (and --resume from the same checkpoint)");
+            foreach (string note in trainer.Notes) log.WriteLine("note: " + note);
+            if (trainer.Exchange != null) log.WriteLine($"gradients: {trainer.Exchange}");
             log.WriteLine($"training {trainer.Parameters.Count} tensors ({trainer.Parameters.Sum(p => p.Length):N0} values): " +
                           (settings.Full ? "every weight in full"
                               : $"{trainer.Targets.Count} adapters of rank {settings.Rank}, alpha {settings.Alpha}{(settings.TrainImgIn ? ", img_in in full" : "")}") +

@@ -29,7 +29,7 @@ public static class BenchDataParallel
                 F(result.ExchangeMs, "F2"), F(result.ExamplesPerSecondPerRank, "F2"), F(result.ExamplesPerSecondPerRank * result.Ranks, "F2"),
                 F(result.ScalingEfficiency * 100, "F0") + " %");
             output.WriteLine($"data-parallel LoRA steps ({settings.Preset}, rank {settings.Rank}; {result.GradientValues:N0} gradient values " +
-                             $"= {TrainingProgress.FormatBytes(result.GradientValues * 4)} summed over the ranks each step), median of {settings.Runs} after {settings.Warmup} warm-up; " +
+                             $"summed over the ranks each step by {result.Exchange}), median of {settings.Runs} after {settings.Warmup} warm-up; " +
                              "the one-rank column is rank 0 training alone in the same run");
             table.Write(output);
             return 0;
