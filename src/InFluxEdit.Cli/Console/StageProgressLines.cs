@@ -29,6 +29,6 @@ public sealed class StageProgressLines(TextWriter writer) : IProgress<StageProgr
         double rate = seconds > 0 ? value.Done / seconds : 0;
         double eta = rate > 0 ? (value.Total - value.Done) / rate : 0;
         writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{value.Stage}: {value.Done}/{value.Total} {value.Unit} ({fraction:P0}), {rate:F1} {value.Unit}/s, {seconds:F1} s elapsed, ETA {eta:F0} s"));
+            $"{value.Stage}: {value.Done}/{value.Total} {value.Unit} ({fraction * 100:F0}%), {rate:F1} {value.Unit}/s, {seconds:F1} s elapsed, ETA {eta:F0} s"));
     }
 }
