@@ -41,7 +41,7 @@ public sealed class CommandOutput
     }
 
     /// <summary>Plain output into <paramref name="log"/> (progress lines on stderr): a caller that reads the log itself.</summary>
-    public static CommandOutput Plain(TextWriter log, string command = "") => new(command, log, System.Console.Error, false, null);
+    public static CommandOutput Plain(TextWriter log) => new("", log, System.Console.Error, false, null);
 
     public string Command { get; }
 
