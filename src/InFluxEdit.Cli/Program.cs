@@ -60,7 +60,7 @@ public static class Program
         var help = HelpText.AutoBuild(result, h =>
         {
             h.Heading = "influx-cli — train and apply FLUX.1 Fill editing LoRAs (compiled models from schemas/*.json)";
-            h.Copyright = $"Global option: {VerboseOption} (with any command) prints an error's stack trace and its whole message.";
+            h.Copyright = $"Global option: {VerboseOption} (with any command) prints an error's stack trace and its whole message. For scripts every command takes --quiet (errors only) and --json (one result object on stdout).";
             h.AddDashesToOption = true;
             return HelpText.DefaultParsingErrorsHandler(result, h);
         }, e => e, verbsIndex: listCommands);
