@@ -2,7 +2,6 @@ using System.Globalization;
 using InFluxEdit.Benchmarks;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Runtime.Distributed;
-using InFluxEdit.Runtime.Training;
 
 namespace InFluxEdit.Cli.Commands;
 
@@ -18,20 +17,21 @@ public static class BenchDataParallel
                 : $"--ranks {options.Ranks}, but mpirun started {group.Size} ranks: give the same number to both");
         return RankedRun.Run(group, () =>
         {
-            var output = group.IsRoot ? System.Console.Out : TextWriter.Null;
-            using var backend = options.CreateBackend(output, group.LocalRank);
-            var result = DataParallelBench.Run(settings, backend, group, group.IsRoot ? new StageProgressBars() : null);
+            var output = options.CommandOutput;
+            using var backend = options.CreateBackend(output.Log, group.LocalRank);
+            var result = DataParallelBench.Run(settings, backend, group, output.Stages);
+            output.Result = result;
             static string F(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
-            var table = new ConsoleTable("model", "device", "tokens", "ranks", "examples per rank", "ms per step (1 rank)", "ms per step (all)",
+            var table = output.Table("model", "device", "tokens", "ranks", "examples per rank", "ms per step (1 rank)", "ms per step (all)",
                 "exchange ms per step", "examples/s per rank", "examples/s in all", "scaling efficiency");
-            table.Add(result.Model, result.Device, $"{options.ImageTokens}+{options.TextTokens}", result.Ranks.ToString(CultureInfo.InvariantCulture),
+            table.AddCells(result.Model, result.Device, $"{options.ImageTokens}+{options.TextTokens}", result.Ranks.ToString(CultureInfo.InvariantCulture),
                 result.ExamplesPerRank.ToString(CultureInfo.InvariantCulture), F(result.SingleRankStepMs, "F1"), F(result.SharedStepMs, "F1"),
                 F(result.ExchangeMs, "F2"), F(result.ExamplesPerSecondPerRank, "F2"), F(result.ExamplesPerSecondPerRank * result.Ranks, "F2"),
                 F(result.ScalingEfficiency * 100, "F0") + " %");
-            output.WriteLine($"data-parallel LoRA steps ({settings.Preset}, rank {settings.Rank}; {result.GradientValues:N0} gradient values " +
-                             $"summed over the ranks each step by {result.Exchange}), median of {settings.Runs} after {settings.Warmup} warm-up; " +
-                             "the one-rank column is rank 0 training alone in the same run");
-            table.Write(output);
+            output.Log.WriteLine($"data-parallel LoRA steps ({settings.Preset}, rank {settings.Rank}; {result.GradientValues:N0} gradient values " +
+                                 $"summed over the ranks each step by {result.Exchange}), median of {settings.Runs} after {settings.Warmup} warm-up; " +
+                                 "the one-rank column is rank 0 training alone in the same run");
+            output.Write(table);
             return 0;
         });
     }

@@ -54,10 +54,14 @@ public sealed class CompareOptions : TextEncoderOptions
 
 public static class CompareCommand
 {
-    public static int Run(CompareOptions options) => Run(options, System.Console.Out, ModelCatalog.All, out _);
+    public static int Run(CompareOptions options) => Run(options, options.CommandOutput, ModelCatalog.All, out _);
 
-    public static int Run(CompareOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, out IReadOnlyList<MethodComparison.VariantScore> scores)
+    public static int Run(CompareOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, out IReadOnlyList<MethodComparison.VariantScore> scores) =>
+        Run(options, CommandOutput.Plain(log), catalog, out scores);
+
+    private static int Run(CompareOptions options, CommandOutput output, IReadOnlyList<CompiledModelInfo> catalog, out IReadOnlyList<MethodComparison.VariantScore> scores)
     {
+        var log = output.Log;
         var request = new CompareRequest
         {
             FluxDir = options.FluxDir, Weights = options.Base, Vae = options.Vae, Text = options.TextSettings, Data = options.Data,
@@ -66,7 +70,9 @@ public static class CompareCommand
             EditSteps = options.EditSteps, Guidance = options.Guidance, SheetRows = options.SheetRows,
         };
         using var backend = options.CreateBackend(log);
-        scores = MethodComparison.Run(request, backend, log, new TrainProgressLines(log), new StageProgressBars(), catalog: catalog);
+        scores = MethodComparison.Run(request, backend, log, output.Training, output.Stages, catalog: catalog);
+        output.Wrote(options.Output);
+        output.Result = new { Variants = scores };
         return 0;
     }
 }

@@ -102,16 +102,20 @@ public static class TrainCommand
     public static int Run(TrainOptions options)
     {
         if (options.RankTimeout < 1) throw new ArgumentException($"--rank-timeout must be at least 1 second; got {options.RankTimeout}");
-        // Under mpirun every rank runs this command; rank 0 alone prints.
+        // Under mpirun every rank runs this command; rank 0 alone prints (the others' output is quiet).
         using var group = ProcessGroups.FromEnvironment(TimeSpan.FromSeconds(options.RankTimeout));
-        return RankedRun.Run(group, () => Run(options, group.IsRoot ? System.Console.Out : TextWriter.Null, ModelCatalog.All, group: group));
+        return RankedRun.Run(group, () => Run(options, options.CommandOutput, ModelCatalog.All, group: group));
     }
+
+    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null) =>
+        Run(options, CommandOutput.Plain(log), catalog, stop);
 
     /// <param name="stop">Stops the run after a step, with a checkpoint; by default this process's SIGINT and SIGTERM.</param>
     /// <param name="group">The ranks of a data-parallel run (default: this process alone).</param>
-    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null, IProcessGroup? group = null)
+    private static int Run(TrainOptions options, CommandOutput output, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null, IProcessGroup? group = null)
     {
         group ??= SingleProcess.Instance;
+        var log = output.Log;
         // The recipe first, printed as a table; the engine reads the request as filled.
         var request = Request(options);
         if (request.Recipe != null)
@@ -119,9 +123,9 @@ public static class TrainCommand
             var recipe = TrainRecipe.For(request.Recipe, request.Method);
             (request, var rows) = recipe.ApplyTo(request);
             log.WriteLine($"recipe {recipe.Name}: {recipe.Script}");
-            var table = new ConsoleTable("option", "value", "from");
-            foreach (var row in rows) table.Add(row.Option, row.Value, row.From);
-            table.Write(log);
+            var table = output.Table("option", "value", "from");
+            foreach (var row in rows) table.AddCells(row.Option, row.Value, row.From);
+            output.Write(table);
         }
         using var backend = options.CreateBackend(log, group.LocalRank);
         // The first Ctrl-C or SIGTERM lets the engine finish its step and save a checkpoint; a second Ctrl-C ends the process at once.
@@ -129,12 +133,15 @@ public static class TrainCommand
         stop ??= processSignals!;
         try
         {
-            LoraTraining.Train(request, backend, log, new TrainProgressLines(log), new StageProgressBars(), stop.Token, catalog, group);
+            var result = LoraTraining.Train(request, backend, log, output.Training, output.Stages, stop.Token, catalog, group);
+            TrainReport.Record(output, result);
             return 0;
         }
         catch (TrainingStoppedException stopped)
         {
-            log.WriteLine($"stopped by {stop.SignalName ?? "a signal to another rank"} at step {stopped.Step} of {stopped.Steps}; to continue, run the same command with --resume {stopped.Checkpoint}");
+            output.Failure = $"stopped by {stop.SignalName ?? "a signal to another rank"} at step {stopped.Step} of {stopped.Steps}; to continue, run the same command with --resume {stopped.Checkpoint}";
+            log.WriteLine(output.Failure);
+            output.Wrote(stopped.Checkpoint);
             return stop.IsRequested ? stop.ExitCode : 128 + 15;
         }
     }

@@ -17,6 +17,12 @@ public static class ProcessGroups
     /// <summary>Whether an MPI launcher started this process.</summary>
     public static bool LaunchedByMpi => LauncherVariables.Any(name => Environment.GetEnvironmentVariable(name) != null);
 
+    /// <summary>This process's rank as the launcher announced it (before MPI starts), or null outside a launcher.</summary>
+    public static int? LauncherRank =>
+        new[] { "OMPI_COMM_WORLD_RANK", "PMIX_RANK" }.Select(Environment.GetEnvironmentVariable)
+            .Select(value => int.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, out int rank) ? rank : (int?)null)
+            .FirstOrDefault(rank => rank != null);
+
     /// <summary>The job this process belongs to: the MPI job that launched it, else a group of one.</summary>
     public static IProcessGroup FromEnvironment(TimeSpan timeout) =>
         LaunchedByMpi ? MpiProcessGroup.Join(timeout) : SingleProcess.Instance;
