@@ -80,8 +80,9 @@ public static class LoraTraining
         string vaePath = request.AutoencoderPath;
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         var buckets = new AspectBuckets(request.Resolution ?? 512);
-        long pixels = dataset.Pairs.Select(p => buckets.Assign(p.Width, p.Height)).Select(b => (long)b.Width * b.Height).DefaultIfEmpty(0).Max()
-            * (request.Method == EditMethod.Concat ? 2 : 1);
+        // The largest image a pass sees: a concat diptych is two halves of its bucket (as LatentCache sizes them).
+        long pixels = dataset.Pairs.Select(p => diptychResolution ? buckets.DiptychHalf(p.Width, p.Height) : buckets.Assign(p.Width, p.Height))
+            .Select(b => (long)b.Width * b.Height).DefaultIfEmpty(0).Max() * (request.Method == EditMethod.Concat ? 2 : 1);
         MemoryEstimate.RequireForTraining(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
             settings.Recompute, settings.Full, MemoryEstimate.AvailableBytes(backend), "lower --resolution", "use --recompute");
         using var runFolder = !root ? null : RunFolder.Claim(request.Output, new RunFolderPolicy("--output", "checkpoint-*.safetensors",
