@@ -139,10 +139,7 @@ public static class TrainCommand
         }
         catch (TrainingStoppedException stopped)
         {
-            output.Failure = $"stopped by {stop.SignalName ?? "a signal to another rank"} at step {stopped.Step} of {stopped.Steps}; to continue, run the same command with --resume {stopped.Checkpoint}";
-            log.WriteLine(output.Failure);
-            output.Wrote(stopped.Checkpoint);
-            return stop.IsRequested ? stop.ExitCode : 128 + 15;
+            return TrainReport.Stopped(output, stop, stopped);
         }
     }
 
