@@ -105,6 +105,21 @@ public class DataParallelTrainingTests
     }
 
     [MpiFact]
+    public void CtrlCToTheLauncherStopsEveryRankAfterOneStepWithACheckpoint()
+    {
+        using var dir = new TempDir();
+        var options = Options(dir, "out", steps: 1_000_000);
+        options.CheckpointEvery = 1_000_000;
+        using var job = new MpiJob((2, Arguments(options, "--batch-size", "2")));
+        job.WaitForLine(l => l.StartsWith("step ", StringComparison.Ordinal), TimeSpan.FromMinutes(3)).ShouldBeTrue(job.Output);
+        job.SignalLauncher("INT");
+        job.WaitForExit(TimeSpan.FromSeconds(60)).ShouldNotBeNull(job.Output);
+        var checkpoint = Directory.EnumerateFiles(options.Output, "checkpoint-*.safetensors").ShouldHaveSingleItem();
+        job.Output.ShouldContain($"to continue, run the same command with --resume {checkpoint}");
+        TrainingCheckpoint.Load(checkpoint).Info.Step.ShouldBeGreaterThan(0);
+    }
+
+    [MpiFact]
     public void ARankThatHangsIsNamedAndEndsTheJob()
     {
         using var dir = new TempDir();

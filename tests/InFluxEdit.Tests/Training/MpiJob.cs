@@ -105,6 +105,9 @@ public sealed class MpiJob : IDisposable
         throw new InvalidOperationException($"no process of rank {rank} found:\n{Output}");
     }
 
+    /// <summary>Sends <paramref name="signal"/> to mpirun itself, as Ctrl-C or a batch system would.</summary>
+    public void SignalLauncher(string signal) => Signal(_process.Id, signal);
+
     public static void Signal(int pid, string signal) => Process.Start("kill", ["-" + signal, pid.ToString(CultureInfo.InvariantCulture)])!.WaitForExit();
 
     public void Dispose()
