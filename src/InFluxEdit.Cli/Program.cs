@@ -10,9 +10,12 @@ public static class Program
     /// <summary>The global option: with it an error also prints its stack trace, and long messages are not cut.</summary>
     public const string VerboseOption = "--verbose";
 
+    /// <summary>Whether <see cref="VerboseOption"/> was given.</summary>
+    public static bool Verbose { get; private set; }
+
     public static int Main(string[] args)
     {
-        bool verbose = args.Contains(VerboseOption);
+        bool verbose = Verbose = args.Contains(VerboseOption);
         args = args.Where(a => a != VerboseOption).ToArray();
         var parser = new Parser(settings =>
         {

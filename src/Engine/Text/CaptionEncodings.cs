@@ -4,6 +4,7 @@ using InFluxEdit.Fill;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Training;
 
 namespace InFluxEdit.Text;
 
@@ -15,9 +16,10 @@ namespace InFluxEdit.Text;
 /// </summary>
 public static class CaptionEncodings
 {
+    /// <param name="cacheOnly">Every text must be in the cache already (ranks after rank 0 built it): a missing one is an error, never encoded.</param>
     public static IReadOnlyDictionary<string, TextConditioning> Encode(IReadOnlyCollection<string> texts, TextEncoderSettings options,
         ModelDescriptor transformer, string cacheDirectory, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog, TextWriter log,
-        IProgress<StageProgress>? progress = null)
+        IProgress<StageProgress>? progress = null, bool cacheOnly = false)
     {
         var distinct = texts.Distinct(StringComparer.Ordinal).ToList();
         if (options.TextEmbeddings != null)
@@ -42,6 +44,7 @@ public static class CaptionEncodings
             if (cached != null) result[text] = cached;
             else missing.Add(text);
         }
+        if (missing.Count > 0 && cacheOnly) throw SharedCache.Missing($"the encoding of \"{missing[0]}\"", cacheDirectory);
         if (missing.Count > 0)
         {
             using var encoder = PromptEncoder.Load(files, t5Length, backend, catalog, log, progress);

@@ -15,9 +15,10 @@ public static class LatentCache
     /// <param name="diptychResolution">Concat: the diptych's long side is the buckets' resolution (as the seed resizes) instead of each half's area.</param>
     /// <param name="captionPrefix">Put before each caption to look up its encoding in <paramref name="texts"/>.</param>
     /// <param name="vaePath">The autoencoder checkpoint <paramref name="loadVae"/> loads as <paramref name="vaeModel"/>: with it, the cache's key.</param>
+    /// <param name="cacheOnly">Every pair must be in the cache already (ranks after rank 0 built it): a missing one is an error, never encoded.</param>
     public static List<FillTrainer.Example> Examples(PairDataset dataset, EditMethod method, LossRegion lossRegion, AspectBuckets buckets,
         bool diptychResolution, string cacheDir, string vaePath, string vaeModel, Func<LoadedModel> loadVae, IReadOnlyDictionary<string, TextConditioning> texts, string? captionPrefix,
-        TextWriter log, IProgress<StageProgress>? progress = null)
+        TextWriter log, IProgress<StageProgress>? progress = null, bool cacheOnly = false)
     {
         Directory.CreateDirectory(cacheDir);
         // The VAE file's full path, size and last write time and the compiled autoencoder: a retrained, replaced or
@@ -35,6 +36,7 @@ public static class LatentCache
                 var bucket = diptychResolution ? buckets.DiptychHalf(pair.Width, pair.Height) : buckets.Assign(pair.Width, pair.Height);
                 string methodName = method.ToString().ToLowerInvariant();
                 string path = Path.Combine(cacheDir, $"{pair.Name}.{methodName}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
+                if (!File.Exists(path) && cacheOnly) throw SharedCache.Missing($"the latents of pair '{pair.Name}' ({Path.GetFileName(path)})", cacheDir);
                 if (!File.Exists(path))
                 {
                     vae ??= loadVae();

@@ -181,4 +181,8 @@ public readonly record struct TrainProgress(int Step, int TotalSteps, double Los
 /// <param name="WeightsPath">The whole trained transformer, when <see cref="TrainRequest.Full"/>.</param>
 /// <param name="LossBefore">The loss on the training pairs at σ = <paramref name="EvaluationSigma"/> with fixed noise, before this run.</param>
 public sealed record TrainResult(int Steps, string? LoraPath, string? WeightsPath, IReadOnlyList<string> Checkpoints, IReadOnlyList<string> ValidationFolders,
-    double EvaluationSigma, double LossBefore, double LossAfter, TimeSpan Elapsed);
+    double EvaluationSigma, double LossBefore, double LossAfter, TimeSpan Elapsed)
+{
+    /// <summary>Seconds spent summing gradients over the ranks of a data-parallel run (0 in one process).</summary>
+    public double ExchangeSeconds { get; init; }
+}

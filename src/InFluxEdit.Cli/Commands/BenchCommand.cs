@@ -3,6 +3,7 @@ using CommandLine;
 using InFluxEdit.Benchmarks;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Fill;
+using InFluxEdit.Runtime.Distributed;
 using InFluxEdit.Runtime.Training;
 
 namespace InFluxEdit.Cli.Commands;
@@ -58,6 +59,9 @@ public sealed class BenchOptions : DeviceOptions
     [Option("preset", Default = "diffusers", HelpText = "bench train: a LoRA preset of the model's schema (FLUX: diffusers or kohya).")]
     public string Preset { get; set; } = "diffusers";
 
+    [Option("ranks", Default = 1, HelpText = "bench train under mpirun -np N: data-parallel steps on N ranks (each with --batch examples) against rank 0 training alone, in the same run: examples per second per rank, scaling efficiency and the gradient exchange's time per step.")]
+    public int Ranks { get; set; } = 1;
+
     [Option("profile", HelpText = "Also print the time per op of a forward (bench forward) or of a forward and backward pass without recomputation (bench train); it waits for every op, so the total is slower than an unprofiled run.")]
     public bool Profile { get; set; }
 
@@ -78,6 +82,7 @@ public static class BenchCommand
         };
         if (options.What is not ("forward" or "edit" or "train"))
             throw new ArgumentException($"unknown benchmark '{options.What}': this build has 'forward', 'edit' and 'train'");
+        if (options.What == "train" && (options.Ranks > 1 || ProcessGroups.LaunchedByMpi)) return BenchDataParallel.Run(options, settings);
         var output = options.CommandOutput;
         using var backend = options.CreateBackend(output.Log);
         if (options.What == "edit")

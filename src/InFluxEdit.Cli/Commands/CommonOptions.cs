@@ -29,9 +29,10 @@ public abstract class DeviceOptions : OutputOptions
     public string Precision { get; set; } = "fp32";
 
     /// <summary>Creates the backend and says which one runs.</summary>
-    public IBackend CreateBackend(TextWriter log)
+    /// <param name="localRank">A data-parallel rank's index on its machine: the GPU it takes.</param>
+    public IBackend CreateBackend(TextWriter log, int localRank = 0)
     {
-        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision));
+        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank);
         log.WriteLine($"device: {backend.Description}");
         return backend;
     }

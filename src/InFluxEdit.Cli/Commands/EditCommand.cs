@@ -3,6 +3,7 @@ using InFluxEdit.Cli.Console;
 using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
+using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 
 namespace InFluxEdit.Cli.Commands;
@@ -65,12 +66,8 @@ public sealed class EditOptions : TextEncoderOptions
 public static class EditCommand
 {
     /// <summary>Every --lora with its --lora-scale (1 where none is given).</summary>
-    public static IReadOnlyList<LoraFile> Loras(IReadOnlyList<string> paths, IReadOnlyList<float> scales)
-    {
-        if (scales.Count > paths.Count)
-            throw new ArgumentException($"{scales.Count} --lora-scale values for {paths.Count} --lora files");
-        return paths.Select((path, i) => new LoraFile(path, i < scales.Count ? scales[i] : 1f)).ToList();
-    }
+    public static IReadOnlyList<LoraFile> Loras(IReadOnlyList<string> paths, IReadOnlyList<float> scales) =>
+        paths.Zip(LoraSet.ScalesFor(paths.Count, scales), (path, scale) => new LoraFile(path, scale)).ToList();
 
     /// <summary>What 'edit --json' reports beside the image written.</summary>
     public sealed record EditSummary(string Model, int Width, int Height, long Seed, int Steps);

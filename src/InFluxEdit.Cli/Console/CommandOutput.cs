@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using InFluxEdit.Runtime.Distributed;
 using InFluxEdit.Training;
 using Spectre.Console;
 
@@ -34,6 +35,8 @@ public sealed class CommandOutput
     /// <summary>The output of a command run from the command line, as its --quiet and --json say.</summary>
     public static CommandOutput ForProcess(string command, bool quiet, bool json)
     {
+        // Under mpirun every rank runs the command and rank 0 speaks for the job: the others print nothing but errors.
+        if (ProcessGroups.LauncherRank > 0) return new CommandOutput(command, TextWriter.Null, TextWriter.Null, json: false, null);
         if (quiet) return new CommandOutput(command, TextWriter.Null, TextWriter.Null, json, null);
         if (json) return new CommandOutput(command, System.Console.Error, System.Console.Error, json, null);
         bool terminal = !System.Console.IsOutputRedirected && !System.Console.IsErrorRedirected;
