@@ -78,6 +78,18 @@ public static class FillConditioning
     }
 
     /// <summary>
+    /// Method (a) the other way round, as the seed trains without --mask_only_right half of the time: the diptych
+    /// [source | target] with the left half masked, so the model learns to restore the source beside its edit.
+    /// </summary>
+    public static FillCondition ForConcatReversed(HostTensor source, HostTensor target, Func<HostTensor, HostTensor> encode)
+    {
+        var diptych = Diptych(source, target);
+        var mask = RightHalfMask(source.Shape[2], source.Shape[3]);
+        for (int i = 0; i < mask.Data.Length; i++) mask.Data[i] = 1f - mask.Data[i];
+        return Condition(MaskOut(diptych, mask), mask, encode);
+    }
+
+    /// <summary>
     /// The clean latent x0 a training step denoises towards, packed: encode(target) for fill and channel,
     /// encode([source | target]) for concat.
     /// </summary>

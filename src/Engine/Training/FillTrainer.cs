@@ -53,6 +53,9 @@ public sealed record TrainingSettings(
     public double ModeScale { get; init; } = FlowMatching.ModeScale;
 
     public LossWeighting LossWeighting { get; init; } = LossWeighting.None;
+
+    /// <summary>Concat: each example masks its diptych's left or right half at random (the seed's default), not always the right.</summary>
+    public bool BothSides { get; init; }
 }
 
 /// <summary>
@@ -69,7 +72,11 @@ public sealed record TrainingSettings(
 public sealed class FillTrainer : IDisposable
 {
     /// <summary>A pair's cached training inputs: conditioning, target latent and its caption's text conditioning.</summary>
-    public sealed record Example(string Name, HostTensor ImgCond, HostTensor ImgIds, HostTensor X0, float[] TokenWeights, TextConditioning Text);
+    public sealed record Example(string Name, HostTensor ImgCond, HostTensor ImgIds, HostTensor X0, float[] TokenWeights, TextConditioning Text)
+    {
+        /// <summary>Concat with <see cref="TrainingSettings.BothSides"/>: the conditioning with the diptych's other half masked, and its token weights.</summary>
+        public (HostTensor ImgCond, float[] TokenWeights)? Reversed { get; init; }
+    }
 
     private readonly CompiledModel _transformer;
     private readonly IBackend _backend;
@@ -98,6 +105,8 @@ public sealed class FillTrainer : IDisposable
             ?? throw new NotSupportedException($"the {_backend.Name} backend has no training ops: train with --device cpu or --device cuda");
         _settings = settings;
         _examples = examples;
+        if (settings.BothSides && examples.FirstOrDefault(e => e.Reversed == null) is { } oneSided)
+            throw new ArgumentException($"--mask-side both needs each pair's reversed diptych; '{oneSided.Name}' has none (concat only)");
         _random = new TrainingRandom(settings.Seed);
 
         var model = transformer.Info;
@@ -310,12 +319,16 @@ public sealed class FillTrainer : IDisposable
         for (int g = 0; g < examples; g++)
         {
             var example = globalBatch[g];
+            // The side first, then σ and the noise: with one side the stream is what it always was.
+            if (_settings.BothSides && _random.NextDouble() < 0.5)
+                example = example with { ImgCond = example.Reversed!.Value.ImgCond, TokenWeights = example.Reversed.Value.TokenWeights };
             double sigma = FlowMatching.SampleSigma(_random, _settings.Sampling, _settings.LogitMean, _settings.LogitStd, _settings.ModeScale);
             var noise = new HostTensor((int[])example.X0.Shape.Clone());
             _random.FillGaussian(noise.Data);
             int b = g - share.Start.Value;
             if (b < 0 || b >= count) continue;
             sigmas[b] = sigma;
+            batch[b] = example;
             noisy[b] = FlowMatching.Interpolate(example.X0, noise, sigma);
             targets[b] = FlowMatching.VelocityTarget(example.X0, noise);
         }
@@ -407,8 +420,11 @@ public sealed class FillTrainer : IDisposable
     {
         var data = new StateDigest();
         foreach (var example in _examples)
+        {
             data.Add(example.Name).Add(example.ImgCond.Data).Add(example.ImgIds.Data).Add(example.X0.Data).Add(example.TokenWeights)
                 .Add(example.Text.Txt.Data).Add(example.Text.Vec.Data);
+            if (example.Reversed is { } reversed) data.Add(reversed.ImgCond.Data).Add(reversed.TokenWeights);
+        }
         var start = new StateDigest();
         foreach (var (name, value) in Trained()) start.Add(name).Add(value.Data);
         return

@@ -97,7 +97,7 @@ public static class LoraTraining
             backend, catalog, log, stages, cacheOnly: !root);
         var examples = LatentCache.Examples(dataset, settings.Method, settings.LossRegion, buckets,
             diptychResolution, Path.Combine(request.Output, "cache"), vaePath, vaeInfo.Descriptor.Name, () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend),
-            texts, request.CaptionPrefix, log, stages, cacheOnly: !root);
+            texts, request.CaptionPrefix, log, stages, cacheOnly: !root, bothSides: settings.BothSides);
         if (root) group.Barrier("the caches rank 0 builds", unbounded: true);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
@@ -215,6 +215,7 @@ public static class LoraTraining
             LogitStd = request.LogitStd ?? 1.0,
             ModeScale = request.ModeScale ?? FlowMatching.ModeScale,
             LossWeighting = FlowMatching.ParseWeighting(request.LossWeighting ?? "none"),
+            BothSides = request.BothSides,
             Full = request.Full,
         };
     }

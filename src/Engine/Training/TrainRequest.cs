@@ -98,6 +98,9 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>concat: half (the default: each half bucketed at <see cref="Resolution"/>) or diptych (the diptych's long side is it).</summary>
     public string? ConcatResolution { get; init; }
 
+    /// <summary>concat: right (the default: the right half is always the one generated, as the seed's scripts train with --mask_only_right) or both (left or right at random per example, the seed's code without that flag).</summary>
+    public string? MaskSide { get; init; }
+
     /// <summary>Text put before every caption while training and validating.</summary>
     public string? CaptionPrefix { get; init; }
     public long Seed { get; init; }
@@ -158,6 +161,15 @@ public sealed record TrainRequest : ModelSelection
         "diptych" when Method == EditMethod.Concat => true,
         "diptych" => throw new ArgumentException("--concat-resolution diptych applies to --method concat only"),
         _ => throw new ArgumentException($"--concat-resolution must be half or diptych, not '{ConcatResolution}'"),
+    };
+
+    /// <summary>Whether a concat example masks either half of its diptych at random.</summary>
+    internal bool BothSides => MaskSide switch
+    {
+        null or "right" => false,
+        "both" when Method == EditMethod.Concat => true,
+        "both" => throw new ArgumentException("--mask-side both applies to --method concat only"),
+        _ => throw new ArgumentException($"--mask-side must be right or both, not '{MaskSide}'"),
     };
 
     /// <summary>A count setting: at least 1, 1 when not given.</summary>

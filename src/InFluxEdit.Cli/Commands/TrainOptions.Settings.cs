@@ -89,6 +89,9 @@ public sealed partial class TrainOptions
     [Option("concat-resolution", HelpText = "concat: half (each half of the diptych is bucketed at --resolution, so the diptych has twice its pixels) or diptych (the diptych's long side is --resolution, as the seed resizes: 512 gives a 512×256 diptych). Default: half.")]
     public string? ConcatResolution { get; set; }
 
+    [Option("mask-side", HelpText = "concat: right (the right half is the one generated, as the seed's scripts train) or both (each example masks its diptych's left or right half at random, so the model also learns to restore the source beside its edit: the seed's code without --mask_only_right). Default: right.")]
+    public string? MaskSide { get; set; }
+
     [Option("caption-prefix", HelpText = "Text put before every caption while training (and validating), such as the seed's diptych prompt convention. Default: none.")]
     public string? CaptionPrefix { get; set; }
 
