@@ -194,14 +194,15 @@ public sealed class FillTrainer : IDisposable
     }
 
     /// <summary>
-    /// The loss over every example at a fixed σ and noise from its own seed: a measure of progress that the training
-    /// draws do not move, so it falls only if the adapters learned.
+    /// The loss over every example (or every one of <paramref name="heldOut"/>) at a fixed σ and noise from its own seed:
+    /// a measure of progress that the training draws do not move, so it falls only if the adapters learned.
     /// </summary>
-    public double Evaluate(double sigma, long noiseSeed)
+    public double Evaluate(double sigma, long noiseSeed, IReadOnlyList<Example>? heldOut = null)
     {
         var random = new TrainingRandom(noiseSeed);
         double total = 0;
-        foreach (var example in _examples)
+        var examples = heldOut ?? _examples;
+        foreach (var example in examples)
         {
             var noise = new HostTensor((int[])example.X0.Shape.Clone());
             random.FillGaussian(noise.Data);
@@ -218,7 +219,7 @@ public sealed class FillTrainer : IDisposable
                 foreach (var t in inputs.Values) t.Dispose();
             }
         }
-        return total / _examples.Count;
+        return total / examples.Count;
     }
 
     /// <summary>The model's inputs for a batch of examples of one bucket, each [1, ...] stacked along the first axis.</summary>

@@ -81,7 +81,11 @@ public static class LoraTraining
             backend, catalog, log, stages);
         var examples = LatentCache.Examples(dataset, settings.Method, settings.LossRegion, buckets,
             diptychResolution, Path.Combine(request.Output, "cache"), vaePath, vaeInfo.Descriptor.Name, () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend),
-            texts, request.CaptionPrefix, log, stages);
+            texts, request.CaptionPrefix, log, stages, request.SeedZeroMask);
+        // The held-out loss is measured as an edit poses the task: only the generated tokens, channel's mask all white.
+        var validationLoss = validation == null || request.ValidationLossEvery <= 0 ? null : new ValidationLossCurve(LatentCache.Examples(validation, settings.Method,
+            Runtime.Training.LossRegion.Masked, buckets, diptychResolution, Path.Combine(request.Output, "cache", "validation"), vaePath, vaeInfo.Descriptor.Name,
+            () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, request.CaptionPrefix, log, stages), request.ValidationLossEvery, settings.Steps, log);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
         using var validationVae = validation == null ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
@@ -107,6 +111,7 @@ public static class LoraTraining
             string baseModel = transformerInfo.Descriptor.Name;
             var checkpoints = new List<string>();
             var validationFolders = new List<string>();
+            validationLoss?.MeasureIfDue(trainer);
             string SaveCheckpoint()
             {
                 guard.RequireAnyApplied();
@@ -126,7 +131,8 @@ public static class LoraTraining
                     tracker.FormatLine() + (backend is IMemoryStatistics memory ? $", {backend.Name} peak {TrainingProgress.FormatBytes(memory.PeakAllocatedBytes)}" : ""),
                     (backend as IMemoryStatistics)?.PeakAllocatedBytes));
                 bool last = trainer.Step == settings.Steps;
-                if (validation != null && (last || (request.ValidateEvery > 0 && trainer.Step % request.ValidateEvery == 0)))
+                validationLoss?.MeasureIfDue(trainer);
+                if (validation != null && request.ValidationEdits && (last || (request.ValidateEvery > 0 && trainer.Step % request.ValidateEvery == 0)))
                 {
                     string folder = Path.Combine(request.Output, "validation", $"step-{trainer.Step:D6}");
                     ValidationSheet.Write(folder, new FillPipeline(model, validationVae!.Model), validation.Pairs, settings.Method, caption => texts[request.CaptionPrefix + caption],
@@ -146,7 +152,8 @@ public static class LoraTraining
                 FullWeightTraining.SaveWeights(weightsPath, backend, transformerInfo.Descriptor, fullWeights,
                     new Dictionary<string, string> { ["trained"] = $"{method}, {trainer.Step} steps, every weight" });
                 log.WriteLine($"weights: {weightsPath}");
-                return new TrainResult(trainer.Step, null, weightsPath, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed);
+                return new TrainResult(trainer.Step, null, weightsPath, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed)
+                    { ValidationLosses = validationLoss?.Points ?? [] };
             }
 
             string loraPath = request.LoraPath;
@@ -154,7 +161,8 @@ public static class LoraTraining
                 new LoraExportInfo(method, settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step),
                 LoraSet.BaseWeightsOf(checkpoint), exportDType);
             log.WriteLine($"lora: {loraPath}");
-            return new TrainResult(trainer.Step, loraPath, null, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed);
+            return new TrainResult(trainer.Step, loraPath, null, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed)
+                { ValidationLosses = validationLoss?.Points ?? [] };
         }
         finally
         {

@@ -108,6 +108,18 @@ public sealed record TrainRequest : ModelSelection
     public int ValidateEvery { get; init; }
     public int ValidationSteps { get; init; } = 20;
 
+    /// <summary>Whether <see cref="Validation"/>'s pairs are edited (a sheet per validation); off, only their loss is measured.</summary>
+    public bool ValidationEdits { get; init; } = true;
+
+    /// <summary>
+    /// The <see cref="Validation"/> pairs' loss (<see cref="ValidationLoss"/>) before the first step, every this many
+    /// steps and at the end; 0: never. Cheap (one forward per pair), unlike the edits.
+    /// </summary>
+    public int ValidationLossEvery { get; init; }
+
+    /// <summary>Channel: train under the all-zero mask the seed's code uses (edits still use all white), to measure that defect.</summary>
+    public bool SeedZeroMask { get; init; }
+
     /// <summary>A checkpoint of this run to continue from.</summary>
     public string? Resume { get; init; }
 
@@ -181,4 +193,15 @@ public readonly record struct TrainProgress(int Step, int TotalSteps, double Los
 /// <param name="WeightsPath">The whole trained transformer, when <see cref="TrainRequest.Full"/>.</param>
 /// <param name="LossBefore">The loss on the training pairs at σ = <paramref name="EvaluationSigma"/> with fixed noise, before this run.</param>
 public sealed record TrainResult(int Steps, string? LoraPath, string? WeightsPath, IReadOnlyList<string> Checkpoints, IReadOnlyList<string> ValidationFolders,
-    double EvaluationSigma, double LossBefore, double LossAfter, TimeSpan Elapsed);
+    double EvaluationSigma, double LossBefore, double LossAfter, TimeSpan Elapsed)
+{
+    /// <summary>The validation pairs' loss at the steps <see cref="TrainRequest.ValidationLossEvery"/> chose, step 0 first.</summary>
+    public IReadOnlyList<ValidationLoss> ValidationLosses { get; init; } = [];
+}
+
+/// <summary>
+/// The held-out pairs' flow-matching loss after <paramref name="Step"/> steps, at σ = <see cref="LoraTraining.EvaluationSigma"/>
+/// with fixed noise, over the tokens the edit generates (concat: the right half; channel: all), under the conditioning
+/// an edit uses (channel's all-white mask even for <see cref="TrainRequest.SeedZeroMask"/>).
+/// </summary>
+public readonly record struct ValidationLoss(int Step, double Loss);
