@@ -141,7 +141,7 @@ public sealed record CompareResult(IReadOnlyList<VariantResult> Variants, int St
                 r.Seeds.SelectMany(s => s.ValidationLosses).GroupBy(p => p.Step).OrderBy(g => g.Key)
                     .Select(g => ((double)g.Key, g.Average(p => p.Loss))).ToList()))
             .ToList();
-        var (image, axes) = LinePlot.Draw(series, width, height);
+        var (image, axes) = LinePlot.Draw(series, width, height, logY: true);
         ImageFile.SaveRgb(image, path);
         return axes;
     }

@@ -51,7 +51,7 @@ public sealed record CompareRequest : ModelSelection
 public static class MethodComparison
 {
     /// <summary>Loss-curve points per run: the held-out loss is measured about this many times.</summary>
-    private const int LossPoints = 50;
+    private const int LossPoints = 20;
 
     /// <summary>
     /// Trains each variant with each seed on DATA/train, edits DATA/held-out with each LoRA and with the base alone
@@ -180,7 +180,7 @@ public static class MethodComparison
         string plot = Path.Combine(options.Output, "compare-loss.png");
         var axes = result.WriteLossPlot(plot);
         log.WriteLine(FormattableString.Invariant(
-            $"loss plot: {plot} (held-out loss, mean over seeds; x: steps {axes.XMin:F0} to {axes.XMax:F0}, y: {axes.YMin:F4} to {axes.YMax:F4}, linear; ") +
+            $"loss plot: {plot} (held-out loss, mean over seeds; x: steps {axes.XMin:F0} to {axes.XMax:F0}, y: {axes.YMin:F4} to {axes.YMax:F4}, {(axes.LogY ? "log" : "linear")} scale; ") +
             "legend swatches top-right in this order: " + string.Join(", ", result.Variants.Where(r => r.Variant != null).Select(r => $"{r.Name} {r.Variant!.Colour}")) + ")");
         log.WriteLine($"per-seed scores: {Path.Combine(options.Output, "compare.json")}");
     }
