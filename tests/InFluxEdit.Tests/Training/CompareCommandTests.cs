@@ -151,6 +151,14 @@ public class CompareCommandTests
     }
 
     [Fact]
+    public void Fewer_than_one_seed_is_refused_before_any_training()
+    {
+        var error = Should.Throw<ArgumentException>(() => CompareCommand.Run(
+            new CompareOptions { Data = "unused", Base = "unused", Vae = "unused", Output = "unused", Seeds = 0 }, TextWriter.Null, ModelCatalog.All, out _));
+        error.Message.ShouldBe("--seeds must be at least 1; got 0");
+    }
+
+    [Fact]
     public void Summaries_skip_missing_values_and_give_no_deviation_for_one_seed()
     {
         CompareResult.Summarize([2.0, null, 4.0, double.NaN]).ShouldBe((3.0, Math.Sqrt(2.0), 2));
