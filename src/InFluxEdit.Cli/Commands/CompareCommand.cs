@@ -57,10 +57,14 @@ public sealed class CompareOptions : TextEncoderOptions
 
 public static class CompareCommand
 {
-    public static int Run(CompareOptions options) => Run(options, System.Console.Out, ModelCatalog.All, out _);
+    public static int Run(CompareOptions options) => Run(options, options.CommandOutput, ModelCatalog.All, out _);
 
-    public static int Run(CompareOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, out CompareResult result)
+    public static int Run(CompareOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, out CompareResult result) =>
+        Run(options, CommandOutput.Plain(log), catalog, out result);
+
+    private static int Run(CompareOptions options, CommandOutput output, IReadOnlyList<CompiledModelInfo> catalog, out CompareResult result)
     {
+        var log = output.Log;
         var request = new CompareRequest
         {
             FluxDir = options.FluxDir, Weights = options.Base, Vae = options.Vae, Text = options.TextSettings, Data = options.Data,
@@ -69,7 +73,9 @@ public static class CompareCommand
             EditSteps = options.EditSteps, Guidance = options.Guidance, SheetRows = options.SheetRows,
         };
         using var backend = options.CreateBackend(log);
-        result = MethodComparison.Run(request, backend, log, new TrainProgressLines(log), new StageProgressBars(), catalog: catalog);
+        result = MethodComparison.Run(request, backend, log, output.Training, output.Stages, catalog: catalog);
+        output.Wrote(options.Output);
+        output.Result = result.ToJson(); // as compare.json: per-seed numbers, means and deviations
         return 0;
     }
 }

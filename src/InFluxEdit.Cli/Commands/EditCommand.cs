@@ -72,10 +72,15 @@ public static class EditCommand
         return paths.Select((path, i) => new LoraFile(path, i < scales.Count ? scales[i] : 1f)).ToList();
     }
 
-    public static int Run(EditOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
+    /// <summary>What 'edit --json' reports beside the image written.</summary>
+    public sealed record EditSummary(string Model, int Width, int Height, long Seed, int Steps);
+
+    public static int Run(EditOptions options) => Run(options, options.CommandOutput, ModelCatalog.All);
 
     /// <summary>Runs an edit, logging to <paramref name="log"/>; the catalog is a parameter so tests can say which models exist.</summary>
-    public static int Run(EditOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
+    public static int Run(EditOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog) => Run(options, CommandOutput.Plain(log), catalog);
+
+    private static int Run(EditOptions options, CommandOutput output, IReadOnlyList<CompiledModelInfo> catalog)
     {
         var request = new EditRequest
         {
@@ -84,9 +89,13 @@ public static class EditCommand
             TextCache = options.TextCache, Loras = Loras(options.Loras.ToList(), options.LoraScales.ToList()), StrictLora = options.StrictLora, Steps = options.Steps,
             Guidance = options.Guidance, Seed = options.Seed, Noise = options.Noise, Fit = options.Fit,
         };
-        using var backend = options.CreateBackend(log);
-        var result = ImageEditor.Edit(request, backend, log, new StageProgressBars(), catalog: catalog);
-        log.WriteLine($"wrote {options.Output} ({result.Image.Shape[3]}×{result.Image.Shape[2]}) in {result.SamplingTime.TotalSeconds:F1} s");
+        using var backend = options.CreateBackend(output.Log);
+        var result = ImageEditor.Edit(request, backend, output.Log, output.Stages, catalog: catalog);
+        var (width, height) = (result.Image.Shape[3], result.Image.Shape[2]);
+        output.Log.WriteLine($"wrote {options.Output} ({width}×{height}) in {result.SamplingTime.TotalSeconds:F1} s");
+        output.Wrote(options.Output);
+        output.Took("sampling", result.SamplingTime);
+        output.Result = new EditSummary(result.TransformerModel, width, height, result.Seed, options.Steps);
         return 0;
     }
 }

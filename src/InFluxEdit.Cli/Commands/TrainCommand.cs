@@ -95,11 +95,15 @@ public sealed partial class TrainOptions : TextEncoderOptions
 
 public static class TrainCommand
 {
-    public static int Run(TrainOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
+    public static int Run(TrainOptions options) => Run(options, options.CommandOutput, ModelCatalog.All);
+
+    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null) =>
+        Run(options, CommandOutput.Plain(log), catalog, stop);
 
     /// <param name="stop">Stops the run after a step, with a checkpoint; by default this process's SIGINT and SIGTERM.</param>
-    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null)
+    private static int Run(TrainOptions options, CommandOutput output, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null)
     {
+        var log = output.Log;
         // The recipe first, printed as a table; the engine reads the request as filled.
         var request = Request(options);
         if (request.Recipe != null)
@@ -107,9 +111,9 @@ public static class TrainCommand
             var recipe = TrainRecipe.For(request.Recipe, request.Method);
             (request, var rows) = recipe.ApplyTo(request);
             log.WriteLine($"recipe {recipe.Name}: {recipe.Script}");
-            var table = new ConsoleTable("option", "value", "from");
-            foreach (var row in rows) table.Add(row.Option, row.Value, row.From);
-            table.Write(log);
+            var table = output.Table("option", "value", "from");
+            foreach (var row in rows) table.AddCells(row.Option, row.Value, row.From);
+            output.Write(table);
         }
         using var backend = options.CreateBackend(log);
         // The first Ctrl-C or SIGTERM lets the engine finish its step and save a checkpoint; a second Ctrl-C ends the process at once.
@@ -117,12 +121,15 @@ public static class TrainCommand
         stop ??= processSignals!;
         try
         {
-            LoraTraining.Train(request, backend, log, new TrainProgressLines(log), new StageProgressBars(), stop.Token, catalog);
+            var result = LoraTraining.Train(request, backend, log, output.Training, output.Stages, stop.Token, catalog);
+            TrainReport.Record(output, result);
             return 0;
         }
         catch (TrainingStoppedException stopped)
         {
-            log.WriteLine($"stopped by {stop.SignalName} at step {stopped.Step} of {stopped.Steps}; to continue, run the same command with --resume {stopped.Checkpoint}");
+            output.Failure = $"stopped by {stop.SignalName} at step {stopped.Step} of {stopped.Steps}; to continue, run the same command with --resume {stopped.Checkpoint}";
+            log.WriteLine(output.Failure);
+            output.Wrote(stopped.Checkpoint);
             return stop.ExitCode;
         }
     }

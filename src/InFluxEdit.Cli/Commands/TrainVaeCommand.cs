@@ -50,8 +50,10 @@ public static class TrainVaeCommand
 {
     public static int Run(TrainVaeOptions options)
     {
-        using var backend = options.CreateBackend(System.Console.Out);
-        AutoencoderTraining.Train(Request(options), backend, System.Console.Out);
+        var output = options.CommandOutput;
+        using var backend = options.CreateBackend(output.Log);
+        output.Wrote(AutoencoderTraining.Train(Request(options), backend, output.Log));
+        output.Wrote(Path.Combine(options.Output, "checkpoint.safetensors"));
         return 0;
     }
 
