@@ -56,13 +56,17 @@ public static class FillConditioning
         return Condition(MaskOut(image, mask), mask, encode);
     }
 
-    /// <summary>Method (b): the source is NOT zeroed and the mask is all white (everything may change).</summary>
-    public static FillCondition ForChannel(HostTensor source, Func<HostTensor, HostTensor> encode)
+    /// <summary>
+    /// Method (b): the source is NOT zeroed and the mask is all white (everything may change). <paramref name="maskValue"/>
+    /// 0 gives the all-zero mask the seed's code trains under (its <c>Image.new("L", size, 1)</c> thresholded at 0.5),
+    /// for measuring that defect; edits always use all white.
+    /// </summary>
+    public static FillCondition ForChannel(HostTensor source, Func<HostTensor, HostTensor> encode, float maskValue = 1f)
     {
         RequireImage(source, "the source");
-        var allWhite = new HostTensor(1, 1, source.Shape[2], source.Shape[3]);
-        Array.Fill(allWhite.Data, 1f);
-        return Condition(source, allWhite, encode);
+        var uniform = new HostTensor(1, 1, source.Shape[2], source.Shape[3]);
+        Array.Fill(uniform.Data, maskValue);
+        return Condition(source, uniform, encode);
     }
 
     /// <summary>

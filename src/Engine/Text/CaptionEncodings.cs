@@ -48,6 +48,12 @@ public static class CaptionEncodings
         if (missing.Count > 0)
         {
             using var encoder = PromptEncoder.Load(files, t5Length, backend, catalog, log, progress);
+            var overflows = missing.Select(encoder.Overflows).ToList();
+            // Cut silently, a caption's deciding words (after a long prefix, say) would never reach the model.
+            int clipCut = overflows.Count(o => o.Clip), t5Cut = overflows.Count(o => o.T5);
+            if (clipCut + t5Cut > 0)
+                log.WriteLine($"note: of {missing.Count} prompt(s), {clipCut} overflow CLIP's tokens and {t5Cut} T5's {t5Length}: the encoders see only their start " +
+                              "(shorten them, or give a longer --t5-length)");
             foreach (string text in missing)
             {
                 var encoded = encoder.Encode(text);

@@ -230,18 +230,19 @@ public sealed class FillTrainer : IDisposable
     }
 
     /// <summary>
-    /// The loss over every example at a fixed σ and noise from its own seed: a measure of progress that the training
-    /// draws do not move, so it falls only if the adapters learned.
+    /// The loss over every example (or every one of <paramref name="heldOut"/>) at a fixed σ and noise from its own seed:
+    /// a measure of progress that the training draws do not move, so it falls only if the adapters learned.
     /// </summary>
-    public double Evaluate(double sigma, long noiseSeed)
+    public double Evaluate(double sigma, long noiseSeed, IReadOnlyList<Example>? heldOut = null)
     {
         var random = new TrainingRandom(noiseSeed);
-        var share = _group.Share(_examples.Count);
+        var examples = heldOut ?? _examples;
+        var share = _group.Share(examples.Count);
         double total = 0;
-        for (int index = 0; index < _examples.Count; index++)
+        for (int index = 0; index < examples.Count; index++)
         {
             // Every rank draws every example's noise, so each share sees the noise one process would.
-            var example = _examples[index];
+            var example = examples[index];
             var noise = new HostTensor((int[])example.X0.Shape.Clone());
             random.FillGaussian(noise.Data);
             if (index < share.Start.Value || index >= share.End.Value) continue;
@@ -260,7 +261,7 @@ public sealed class FillTrainer : IDisposable
         }
         Span<double> sum = [total];
         _group.AllReduceSum(sum, "the evaluation loss");
-        return sum[0] / _examples.Count;
+        return sum[0] / examples.Count;
     }
 
     /// <summary>The model's inputs for a batch of examples of one bucket, each [1, ...] stacked along the first axis.</summary>

@@ -17,11 +17,14 @@ public static class LatentCache
     /// <param name="vaePath">The autoencoder checkpoint <paramref name="loadVae"/> loads as <paramref name="vaeModel"/>: with it, the cache's key.</param>
     /// <param name="cacheOnly">Every pair must be in the cache already (ranks after rank 0 built it): a missing one is an error, never encoded.</param>
     /// <param name="bothSides">Concat: also the diptych with its left half masked (<see cref="FillConditioning.ForConcatReversed"/>).</param>
+    /// <param name="zeroChannelMask">Channel: the all-zero mask the seed's code trains under instead of all white.</param>
     public static List<FillTrainer.Example> Examples(PairDataset dataset, EditMethod method, LossRegion lossRegion, AspectBuckets buckets,
         bool diptychResolution, string cacheDir, string vaePath, string vaeModel, Func<LoadedModel> loadVae, IReadOnlyDictionary<string, TextConditioning> texts, string? captionPrefix,
-        TextWriter log, IProgress<StageProgress>? progress = null, bool cacheOnly = false, bool bothSides = false)
+        TextWriter log, IProgress<StageProgress>? progress = null, bool cacheOnly = false, bool bothSides = false, bool zeroChannelMask = false)
     {
         bothSides &= method == EditMethod.Concat;
+        if (zeroChannelMask && method != EditMethod.Channel)
+            throw new ArgumentException($"the seed's all-zero training mask applies to the channel method only, not {method.ToString().ToLowerInvariant()}");
         Directory.CreateDirectory(cacheDir);
         // The VAE file's full path, size and last write time and the compiled autoencoder: a retrained, replaced or
         // copied file misses the cache (equal sizes are the rule for one architecture) and is encoded again, never a wrong hit.
@@ -36,8 +39,8 @@ public static class LatentCache
             foreach (var pair in dataset.Pairs)
             {
                 var bucket = diptychResolution ? buckets.DiptychHalf(pair.Width, pair.Height) : buckets.Assign(pair.Width, pair.Height);
-                string methodName = method.ToString().ToLowerInvariant();
-                string path = Path.Combine(cacheDir, $"{pair.Name}.{methodName}{(bothSides ? "-both-sides" : "")}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
+                string methodName = method.ToString().ToLowerInvariant() + (zeroChannelMask ? "-zeromask" : "") + (bothSides ? "-both-sides" : "");
+                string path = Path.Combine(cacheDir, $"{pair.Name}.{methodName}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
                 if (!File.Exists(path) && cacheOnly) throw SharedCache.Missing($"the latents of pair '{pair.Name}' ({Path.GetFileName(path)})", cacheDir);
                 if (!File.Exists(path))
                 {
@@ -47,7 +50,8 @@ public static class LatentCache
                     HostTensor Encode(HostTensor image) => VaeCodec.Encode(model, image);
                     // Inpainting: the pair's "target" is the mask; the model learns to restore the masked image.
                     var fillMask = method == EditMethod.Fill ? MaskFromRgb(target) : null;
-                    var condition = FillConditioning.Build(method, source, fillMask, Encode);
+                    var condition = zeroChannelMask ? FillConditioning.ForChannel(source, Encode, maskValue: 0f)
+                        : FillConditioning.Build(method, source, fillMask, Encode);
                     var x0 = FillConditioning.TrainingTarget(method, source, method == EditMethod.Fill ? source : target, Encode);
                     var tensors = new Dictionary<string, HostTensor>
                     {

@@ -97,11 +97,15 @@ public static class LoraTraining
             backend, catalog, log, stages, cacheOnly: !root);
         var examples = LatentCache.Examples(dataset, settings.Method, settings.LossRegion, buckets,
             diptychResolution, Path.Combine(request.Output, "cache"), vaePath, vaeInfo.Descriptor.Name, () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend),
-            texts, request.CaptionPrefix, log, stages, cacheOnly: !root, bothSides: settings.BothSides);
+            texts, request.CaptionPrefix, log, stages, cacheOnly: !root, bothSides: settings.BothSides, zeroChannelMask: request.SeedZeroMask);
+        // The held-out loss is measured as an edit poses the task: only the generated tokens, channel's mask all white.
+        var validationLoss = validation == null || request.ValidationLossEvery <= 0 ? null : new ValidationLossCurve(LatentCache.Examples(validation, settings.Method,
+            Runtime.Training.LossRegion.Masked, buckets, diptychResolution, Path.Combine(request.Output, "cache", "validation"), vaePath, vaeInfo.Descriptor.Name,
+            () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, request.CaptionPrefix, log, stages, cacheOnly: !root), request.ValidationLossEvery, settings.Steps, log);
         if (root) group.Barrier("the caches rank 0 builds", unbounded: true);
 
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
-        using var validationVae = validation == null || !root ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
+        using var validationVae = validation == null || !root || !request.ValidationEdits ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
         // Full training updates the weights in place: writable copies (loaded weights are read-only), and a model on them.
         var fullWeights = request.Full ? FullWeightTraining.WritableCopies(backend, transformer.Weights) : null;
         try
@@ -132,6 +136,7 @@ public static class LoraTraining
             string baseModel = transformerInfo.Descriptor.Name;
             var checkpoints = new List<string>();
             var validationFolders = new List<string>();
+            validationLoss?.MeasureIfDue(trainer);
             string SaveCheckpoint()
             {
                 guard.RequireAnyApplied();
@@ -152,7 +157,8 @@ public static class LoraTraining
                     tracker.FormatLine() + (backend is IMemoryStatistics memory ? $", {backend.Name} peak {TrainingProgress.FormatBytes(memory.PeakAllocatedBytes)}" : ""),
                     (backend as IMemoryStatistics)?.PeakAllocatedBytes));
                 bool last = trainer.Step == settings.Steps;
-                if (validationVae != null && (last || (request.ValidateEvery > 0 && trainer.Step % request.ValidateEvery == 0)))
+                validationLoss?.MeasureIfDue(trainer);
+                if (validationVae != null && request.ValidationEdits && (last || (request.ValidateEvery > 0 && trainer.Step % request.ValidateEvery == 0)))
                 {
                     string folder = Path.Combine(request.Output, "validation", $"step-{trainer.Step:D6}");
                     ValidationSheet.Write(folder, new FillPipeline(model, validationVae.Model), validation!.Pairs, settings.Method, caption => texts[request.CaptionPrefix + caption],
@@ -173,7 +179,8 @@ public static class LoraTraining
                     FullWeightTraining.SaveWeights(weightsPath, backend, transformerInfo.Descriptor, fullWeights,
                         new Dictionary<string, string> { ["trained"] = $"{method}, {trainer.Step} steps, every weight" });
                 log.WriteLine($"weights: {weightsPath}");
-                return new TrainResult(trainer.Step, null, weightsPath, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed) { ExchangeSeconds = trainer.ExchangeSeconds };
+                return new TrainResult(trainer.Step, null, weightsPath, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed)
+                    { ExchangeSeconds = trainer.ExchangeSeconds, ValidationLosses = validationLoss?.Points ?? [] };
             }
 
             string loraPath = request.LoraPath;
@@ -182,7 +189,8 @@ public static class LoraTraining
                     new LoraExportInfo(method, settings.Rank, settings.Alpha, trainer.Targets, baseModel, trainer.Step),
                     LoraSet.BaseWeightsOf(checkpoint), exportDType);
             log.WriteLine($"lora: {loraPath}");
-            return new TrainResult(trainer.Step, loraPath, null, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed) { ExchangeSeconds = trainer.ExchangeSeconds };
+            return new TrainResult(trainer.Step, loraPath, null, checkpoints, validationFolders, EvaluationSigma, before, after, clock.Elapsed)
+                { ExchangeSeconds = trainer.ExchangeSeconds, ValidationLosses = validationLoss?.Points ?? [] };
         }
         finally
         {

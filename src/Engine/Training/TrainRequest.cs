@@ -111,6 +111,18 @@ public sealed record TrainRequest : ModelSelection
     public int ValidateEvery { get; init; }
     public int ValidationSteps { get; init; } = 20;
 
+    /// <summary>Whether <see cref="Validation"/>'s pairs are edited (a sheet per validation); off, only their loss is measured.</summary>
+    public bool ValidationEdits { get; init; } = true;
+
+    /// <summary>
+    /// The <see cref="Validation"/> pairs' loss (<see cref="ValidationLoss"/>) before the first step, every this many
+    /// steps and at the end; 0: never. Cheap (one forward per pair), unlike the edits.
+    /// </summary>
+    public int ValidationLossEvery { get; init; }
+
+    /// <summary>Channel: train under the all-zero mask the seed's code uses (edits still use all white), to measure that defect.</summary>
+    public bool SeedZeroMask { get; init; }
+
     /// <summary>A checkpoint of this run to continue from.</summary>
     public string? Resume { get; init; }
 
@@ -197,4 +209,14 @@ public sealed record TrainResult(int Steps, string? LoraPath, string? WeightsPat
 {
     /// <summary>Seconds spent summing gradients over the ranks of a data-parallel run (0 in one process).</summary>
     public double ExchangeSeconds { get; init; }
+
+    /// <summary>The validation pairs' loss at the steps <see cref="TrainRequest.ValidationLossEvery"/> chose, step 0 first.</summary>
+    public IReadOnlyList<ValidationLoss> ValidationLosses { get; init; } = [];
 }
+
+/// <summary>
+/// The held-out pairs' flow-matching loss after <paramref name="Step"/> steps, at σ = <see cref="LoraTraining.EvaluationSigma"/>
+/// with fixed noise, over the tokens the edit generates (concat: the right half; channel: all), under the conditioning
+/// an edit uses (channel's all-white mask even for <see cref="TrainRequest.SeedZeroMask"/>).
+/// </summary>
+public readonly record struct ValidationLoss(int Step, double Loss);
