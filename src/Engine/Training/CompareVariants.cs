@@ -13,6 +13,9 @@ public sealed record CompareVariant(string Name, EditMethod Method, string Descr
     /// <summary>Channel trained under the all-zero mask the seed's code uses (edits still use all white).</summary>
     public bool SeedZeroMask { get; init; }
 
+    /// <summary>Channel with img_in's gradient building up in the clipping but never applied, as the seed's code leaves it.</summary>
+    public bool SeedFrozenImgIn { get; init; }
+
     /// <summary>Concat with the diptych's long side at the resolution (the seed's), not each half.</summary>
     public bool DiptychResolution { get; init; }
 
@@ -24,8 +27,8 @@ public sealed record CompareVariant(string Name, EditMethod Method, string Descr
 public static class CompareVariants
 {
     /// <summary>
-    /// Every variant, in the table's order. There is no separate frozen-img_in variant: plain channel never updates
-    /// img_in, which is what the seed's late requires_grad left it (see the README for what else that changes).
+    /// Every variant, in the table's order. Plain channel never updates img_in either; channel-frozen-img-in adds what
+    /// the seed's late requires_grad also did: img_in's gradient, never zeroed, in the clipping's norm.
     /// </summary>
     public static readonly IReadOnlyList<CompareVariant> All =
     [
@@ -39,6 +42,8 @@ public static class CompareVariants
         new("channel", EditMethod.Channel, "method (b): the source unzeroed under an all-white mask; img_in frozen", "purple", 148, 103, 189),
         new("channel-seed-mask", EditMethod.Channel, "channel trained under an all-ZERO mask and edited under all-white, as the seed's code does", "brown", 140, 86, 75)
             { SeedZeroMask = true },
+        new("channel-frozen-img-in", EditMethod.Channel, "channel with img_in's gradient piling up in the clipping but never applied, as the seed's code leaves it", "grey", 127, 127, 127)
+            { SeedFrozenImgIn = true },
         new("channel+img-in", EditMethod.Channel, "channel with img_in trained in full (what the seed meant to train)", "pink", 227, 119, 194)
             { TrainImgIn = true },
     ];

@@ -54,6 +54,9 @@ public sealed record TrainingSettings(
 
     public LossWeighting LossWeighting { get; init; } = LossWeighting.None;
 
+    /// <summary>See <see cref="TrainRequest.SeedFrozenImgIn"/>.</summary>
+    public bool SeedFrozenImgIn { get; init; }
+
     /// <summary>Concat: each example masks its diptych's left or right half at random (the seed's default), not always the right.</summary>
     public bool BothSides { get; init; }
 }
@@ -89,6 +92,8 @@ public sealed class FillTrainer : IDisposable
     private readonly FullWeightTraining? _full;
     private readonly IProcessGroup _group;
     private readonly IGradientExchange? _exchange;
+    // The seed's img_in gradients: summed over every step since the start (scaled by each clipping), never applied.
+    private readonly List<TrainableParameter> _seedFrozen = new();
     private TrainingRandom _random;
     private int[] _order;
     private int _position;
@@ -125,7 +130,9 @@ public sealed class FillTrainer : IDisposable
             _parameters = LoraInit.Create(_backend, targets, settings.Rank, LoraInit.KindOf(settings.Preset, model), _random);
             state = LoraInit.Attach(targets, _parameters, (float)(settings.Alpha / settings.Rank));
         }
-        if (settings.TrainImgIn && !settings.Full)
+        if (settings.TrainImgIn && settings.SeedFrozenImgIn)
+            throw new ArgumentException("--train-img-in trains img_in; the seed's frozen img_in leaves it untrained: give one of them");
+        if ((settings.TrainImgIn || settings.SeedFrozenImgIn) && !settings.Full)
             foreach (string key in new[] { "img_in.weight", "img_in.bias" })
             {
                 if (!weights.TryGetValue(key, out var weight))
@@ -134,7 +141,7 @@ public sealed class FillTrainer : IDisposable
                     throw new NotSupportedException($"--train-img-in needs float32 weights on the device; '{key}' is {weight.DType}");
                 var gradient = TensorTransfer.Zeros(_backend, weight.Shape);
                 state.WeightGradients[key] = gradient;
-                _parameters.Add(new TrainableParameter(key, weight, gradient));
+                (settings.SeedFrozenImgIn ? _seedFrozen : _parameters).Add(new TrainableParameter(key, weight, gradient));
             }
         state.Recompute = settings.Recompute;
         transformer.Training = state;
@@ -198,10 +205,12 @@ public sealed class FillTrainer : IDisposable
     public double TrainStep(NonFiniteGuard guard)
     {
         double loss = ComputeGradients();
-        double norm = Gradients.GlobalNorm(_training, _parameters);
+        // The seed's clip_grad_norm_ runs over every transformer parameter with a gradient: its frozen img_in's too.
+        var clipped = _seedFrozen.Count == 0 ? _parameters : _parameters.Concat(_seedFrozen).ToList();
+        double norm = Gradients.GlobalNorm(_training, clipped);
         Step++;
         if (guard.Check(Step, loss, norm) == NonFiniteDecision.Skip) return double.NaN;
-        if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, _parameters, _settings.MaxGradientNorm);
+        if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, clipped, _settings.MaxGradientNorm);
         _optimizer.Step(_parameters, _schedule.At(Step - 1));
         return loss;
     }
@@ -213,16 +222,19 @@ public sealed class FillTrainer : IDisposable
     public double ComputeGradients()
     {
         foreach (var p in _parameters) _training.Scale(p.Gradient, 0f);
+        // The seed's frozen img_in keeps its gradient from step to step, once over the ranks, in the scale the mean
+        // over the batches below undoes.
+        foreach (var p in _seedFrozen) _training.Scale(p.Gradient, _group.IsRoot ? _settings.Accumulate : 0f);
         double loss = 0;
         for (int micro = 0; micro < _settings.Accumulate; micro++)
             loss += ForwardBackward(NextBatch()) / _settings.Accumulate;
         if (_settings.Accumulate > 1)
-            foreach (var p in _parameters) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
+            foreach (var p in _parameters.Concat(_seedFrozen)) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
         if (_exchange != null)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             Span<double> shared = [loss];
-            _exchange.Sum(_parameters, shared, $"the gradients of step {Step + 1}");
+            _exchange.Sum(_seedFrozen.Count == 0 ? _parameters : _parameters.Concat(_seedFrozen).ToList(), shared, $"the gradients of step {Step + 1}");
             loss = shared[0];
             ExchangeSeconds += clock.Elapsed.TotalSeconds;
         }
@@ -392,6 +404,8 @@ public sealed class FillTrainer : IDisposable
     /// <summary>Continues from a checkpoint: parameters, optimizer, step, random state and the place in the data order.</summary>
     public void Resume(string path)
     {
+        if (_seedFrozen.Count > 0)
+            throw new ArgumentException("the seed's frozen img_in keeps a gradient history that checkpoints do not hold: run it without --resume");
         var checkpoint = TrainingCheckpoint.Load(path);
         var info = checkpoint.Info;
         if (info.Rank != _settings.Rank || info.Method != _settings.Method.ToString().ToLowerInvariant() || !info.Targets.SequenceEqual(_targets))
@@ -453,6 +467,7 @@ public sealed class FillTrainer : IDisposable
             _full.Dispose();
             return;
         }
+        foreach (var p in _seedFrozen) p.Gradient.Dispose();
         foreach (var p in _parameters)
         {
             p.Gradient.Dispose();

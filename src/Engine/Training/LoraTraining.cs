@@ -224,6 +224,7 @@ public static class LoraTraining
             ModeScale = request.ModeScale ?? FlowMatching.ModeScale,
             LossWeighting = FlowMatching.ParseWeighting(request.LossWeighting ?? "none"),
             BothSides = request.BothSides,
+            SeedFrozenImgIn = request.SeedFrozenImgIn,
             Full = request.Full,
         };
     }

@@ -195,6 +195,7 @@ public static class MethodComparison
         Method = variant.Method,
         TrainImgIn = variant.TrainImgIn,
         SeedZeroMask = variant.SeedZeroMask,
+        SeedFrozenImgIn = variant.SeedFrozenImgIn,
         ConcatResolution = variant.DiptychResolution ? "diptych" : null,
         CaptionPrefix = variant.CaptionPrefix,
         Output = Path.Combine(options.Output, variant.Name, $"seed-{seed}"),

@@ -123,6 +123,13 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>Channel: train under the all-zero mask the seed's code uses (edits still use all white), to measure that defect.</summary>
     public bool SeedZeroMask { get; init; }
 
+    /// <summary>
+    /// img_in left as the seed's code leaves it: its gradient computed every step, never zeroed (it is not in the
+    /// optimizer), counted in the gradient norm and scaled by the clipping, but never applied: the build-up shrinks the
+    /// adapters' clipped gradients as training goes on. To measure that defect.
+    /// </summary>
+    public bool SeedFrozenImgIn { get; init; }
+
     /// <summary>A checkpoint of this run to continue from.</summary>
     public string? Resume { get; init; }
 
