@@ -20,6 +20,9 @@ public abstract class DeviceTensor : IDisposable
     public DType DType { get; }
     public long Length { get; }
 
+    /// <summary>Bytes the backend holds for the tensor's elements: fewer than Length·DType's size for a weight kept quantized.</summary>
+    public virtual long StoredBytes => Length * DType.SizeInBytes();
+
     /// <summary>The whole tensor as a view, folded as [leading dims..., rows, cols].</summary>
     public View AsView() => View.Of(this);
 

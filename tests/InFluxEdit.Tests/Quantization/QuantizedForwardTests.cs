@@ -20,10 +20,13 @@ public class QuantizedForwardTests(ITestOutputHelper output)
 {
     private static readonly CompiledModelInfo Tiny = ModelCatalog.All.Single(m => m.Descriptor.Name == "flux-fill-tiny");
 
-    private static float[] Forward(IReadOnlyList<IWeightFile> files, TensorFormat? quantizeTo = null)
+    private static float[] Forward(IReadOnlyList<IWeightFile> files, TensorFormat? quantizeTo = null, bool kept = false) =>
+        Forward(files, quantizeTo is { } format ? new BasePrecision(format, DecodeAtLoad: !kept) : null);
+
+    private static float[] Forward(IReadOnlyList<IWeightFile> files, BasePrecision? precision)
     {
         using var backend = new CpuBackend();
-        var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, files, backend, ignored: Tiny.Descriptor.Ignores, quantizeTo: quantizeTo);
+        var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, files, backend, ignored: Tiny.Descriptor.Ignores, precision: precision);
         try
         {
             return Run(backend, Tiny.Create(backend, weights));
@@ -76,6 +79,50 @@ public class QuantizedForwardTests(ITestOutputHelper output)
         output.WriteLine($"{format}: relative L2 of the golden forward's output vs float = {error:E3}");
         error.ShouldBeLessThan(bound);
         error.ShouldBeGreaterThan(0, "quantizing must change the weights, or this test measures nothing");
+    }
+
+    /// <summary>
+    /// The same precision kept quantized in memory (the CPU products dequantizing panel by panel) computes what decoding
+    /// at load computes: the products sum in the same order over the same decoded values, so the outputs are equal.
+    /// </summary>
+    [Theory]
+    [InlineData(TensorFormat.Q8_0)]
+    [InlineData(TensorFormat.F8_E4M3)]
+    [InlineData(TensorFormat.Q4_K)]
+    public void WeightsKeptQuantizedComputeWhatWeightsDecodedAtLoadCompute(TensorFormat format)
+    {
+        using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
+        float[] kept = Forward([file], format, kept: true);
+        float[] decoded = Forward([file], format);
+        output.WriteLine($"{format} kept quantized: relative L2 vs float = {TensorComparison.RelativeL2(kept, FloatForward()):E3}");
+        kept.ShouldBe(decoded);
+    }
+
+    /// <summary>"keep" holds a GGUF's blocks as they are: the same outputs as decoding the file at load, with fewer bytes held.</summary>
+    [Fact]
+    public void KeepHoldsAFilesQuantizationAsStored()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("flux-tiny-q4_k.gguf");
+        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, TensorFormat.Q4_K);
+        using var file = WeightFile.Open(path);
+        using var backend = new CpuBackend();
+        var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [file], backend, ignored: Tiny.Descriptor.Ignores, precision: BasePrecision.Keep);
+        try
+        {
+            var held = weights.Values.OfType<CpuQuantizedTensor>().ToList();
+            held.ShouldNotBeEmpty();
+            held.Select(w => w.Format).Distinct().ShouldBe(
+                file.StoredTensors.Where(t => t.Shape.Length == 2 && t.Format is { } f && f.IsBlockQuantized()).Select(t => t.Format!.Value).Distinct(),
+                ignoreOrder: true);
+            foreach (var w in held)
+                w.StoredBytes.ShouldBe(w.Format.ByteCount(w.Shape)!.Value);
+            Run(backend, Tiny.Create(backend, weights)).ShouldBe(Forward([file]));
+        }
+        finally
+        {
+            foreach (var w in weights.Values) w.Dispose();
+        }
     }
 
     [Theory]
