@@ -1,6 +1,7 @@
 using System.Text.Json;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 
@@ -45,16 +46,30 @@ public static class RandomWeights
         return hash;
     }
 
+    /// <summary>
+    /// Generates and uploads the weights one tensor at a time; with a <paramref name="precision"/> each matrix is quantized
+    /// as it is made and held so (as a checkpoint loaded with that --base-precision would be), so the float32 model
+    /// never exists whole: the 12B transformer fits a machine with a fraction of its 48 GB.
+    /// </summary>
     public static IReadOnlyDictionary<string, DeviceTensor> Upload(ModelDescriptor model, IBackend backend, int seed,
-        IProgress<(int Done, int Total)>? progress = null)
+        IProgress<(int Done, int Total)>? progress = null, BasePrecision? precision = null)
     {
         var weights = new Dictionary<string, DeviceTensor>();
-        foreach (var parameter in model.Parameters)
+        try
         {
-            var host = Generate(parameter, seed);
-            byte[] raw = DTypeEncoding.Encode(host.Data, parameter.DType);
-            weights[parameter.Name] = backend.UploadWeight(parameter.Shape, parameter.DType, raw);
-            progress?.Report((weights.Count, model.Parameters.Count));
+            foreach (var parameter in model.Parameters)
+            {
+                var host = Generate(parameter, seed);
+                weights[parameter.Name] = precision?.FormatFor(parameter.DType.ToFormat(), parameter.Shape) is { } format
+                    ? WeightLoader.Hold(backend, parameter.Shape, host.Data, format, precision.DecodeAtLoad)
+                    : backend.UploadWeight(parameter.Shape, parameter.DType, DTypeEncoding.Encode(host.Data, parameter.DType));
+                progress?.Report((weights.Count, model.Parameters.Count));
+            }
+        }
+        catch
+        {
+            foreach (var uploaded in weights.Values) uploaded.Dispose();
+            throw;
         }
         return weights;
     }

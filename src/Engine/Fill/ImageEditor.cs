@@ -111,7 +111,8 @@ public static class ImageEditor
         long seed = request.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
         long pixels = (long)plan.Width * plan.Height * (request.Method == EditMethod.Concat ? 2 : 1);
         Runtime.Training.MemoryEstimate.RequireForEditing(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
-            Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)");
+            Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)",
+            LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, request.BasePrecision));
 
         var text = CaptionEncodings.Encode([request.Prompt], request.TextInEffect, transformerInfo.Descriptor,
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
@@ -119,7 +120,7 @@ public static class ImageEditor
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
         var loraDeltas = LoraMerge.Read(request.Loras, transformerInfo.Descriptor, log, request.StrictLora, LoraSet.BaseWeightsOf(checkpoint));
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
-            StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas);
+            StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas, request.BasePrecision);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, StageProgress.Of(progress, "loading vae", "tensors"));
         cancellation.ThrowIfCancellationRequested();

@@ -60,6 +60,26 @@ public static class WeightLoader
         return loaded;
     }
 
+    /// <summary>
+    /// Bytes a CPU backend holds for the table's weights when loaded from <paramref name="files"/> under
+    /// <paramref name="precision"/>: the quantized bytes of matrices held quantized, float32 for every other tensor (and for
+    /// parameters no file has, which loading will report).
+    /// </summary>
+    public static long HeldBytes(IReadOnlyList<ParameterInfo> table, IReadOnlyList<IWeightFile> files, BasePrecision precision)
+    {
+        var stored = new Dictionary<string, TensorFormat>(StringComparer.Ordinal);
+        foreach (IWeightFile file in files)
+            foreach (CheckpointTensor tensor in CheckpointKeys.Of(file))
+                if (tensor.Stored.Format is { } format) stored.TryAdd(tensor.Key, format);
+        return table.Sum(p =>
+        {
+            TensorFormat? held = precision.FormatFor(stored.GetValueOrDefault(p.Name, TensorFormat.F32), p.Shape);
+            return held is { } quantized && quantized.AsDType() == null && !precision.DecodeAtLoad
+                ? quantized.ByteCount(p.Shape) ?? 0
+                : HostTensor.ElementCount(p.Shape) * sizeof(float);
+        });
+    }
+
     /// <summary>Every delta or replacement names a weight of the table and has its shape.</summary>
     private static void RequireFits(IReadOnlyList<ParameterInfo> table, IReadOnlyDictionary<string, HostTensor>? tensors, string what, string argument)
     {
@@ -100,18 +120,24 @@ public static class WeightLoader
         float[] values = replacement?.Data ?? tensor.File.ReadFloat32(stored).Data;
         if (delta != null)
             for (int i = 0; i < values.Length; i++) values[i] += delta.Data[i];
-        if (held is { } format && format.AsDType() is DType heldType)
-            return backend.UploadWeight(shape, heldType, DTypeEncoding.Encode(values, heldType));
-        if (held is { } quantized && (changed || quantized != storedFormat))
-        {
-            // A merged LoRA goes back into the file's quantization; the formats without a quantizer here go to Q8_0.
-            TensorFormat target = TensorEncoder.CanEncode(quantized) ? quantized : QuantizationPlan.FormatFor(TensorFormat.Q8_0, shape) ?? quantized;
-            QuantizedBlocks blocks = QuantizationPlan.Quantize(target, values);
-            if (!precision!.DecodeAtLoad && shape.Length == 2) return backend.UploadQuantizedWeight(shape, blocks);
-            values = blocks.Decode();
-        }
-        DType target32 = native ?? DType.F32;
-        return backend.UploadWeight(shape, target32, DTypeEncoding.Encode(values, target32));
+        if (held is { } format && (changed || format != storedFormat))
+            return Hold(backend, shape, values, format, precision!.DecodeAtLoad);
+        DType floatType = native ?? DType.F32;
+        return backend.UploadWeight(shape, floatType, DTypeEncoding.Encode(values, floatType));
+    }
+
+    /// <summary>
+    /// Uploads float32 <paramref name="values"/> held in <paramref name="format"/>: a float dtype as that dtype; a quantized
+    /// format quantized by our quantizers (those without one here — Q2_K, Q3_K, Q5_K — go to Q8_0) and kept in its blocks
+    /// when the tensor is a matrix, else, or with <paramref name="decodeAtLoad"/>, decoded back to float32.
+    /// </summary>
+    public static DeviceTensor Hold(IBackend backend, int[] shape, float[] values, TensorFormat format, bool decodeAtLoad)
+    {
+        if (format.AsDType() is DType dtype) return backend.UploadWeight(shape, dtype, DTypeEncoding.Encode(values, dtype));
+        TensorFormat target = TensorEncoder.CanEncode(format) ? format : QuantizationPlan.FormatFor(TensorFormat.Q8_0, shape) ?? format;
+        QuantizedBlocks blocks = QuantizationPlan.Quantize(target, values);
+        if (!decodeAtLoad && shape.Length == 2) return backend.UploadQuantizedWeight(shape, blocks);
+        return backend.UploadWeight(shape, DType.F32, DTypeEncoding.Encode(blocks.Decode(), DType.F32));
     }
 
     private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<IWeightFile> files,
