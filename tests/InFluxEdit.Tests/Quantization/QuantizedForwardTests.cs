@@ -98,6 +98,40 @@ public class QuantizedForwardTests(ITestOutputHelper output)
         kept.ShouldBe(decoded);
     }
 
+    /// <summary>
+    /// A LoRA merged at load into a base held quantized is summed in float32 and quantized again: the same weights as
+    /// quantizing the merged float weight (what decoding at load computes), and not the unmerged base.
+    /// </summary>
+    [Fact]
+    public void ALoraMergedIntoAQuantizedBaseIsQuantizedWithTheWeight()
+    {
+        using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
+        var random = new Random(8);
+        var deltas = new[] { "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight" }.ToDictionary(n => n, n =>
+        {
+            var delta = new Runtime.Tensors.HostTensor(Tiny.Descriptor.Parameters.Single(p => p.Name == n).Shape);
+            for (int i = 0; i < delta.Data.Length; i++) delta.Data[i] = (float)(random.NextDouble() - 0.5) * 0.05f;
+            return delta;
+        });
+        float[] ForwardWith(BasePrecision precision)
+        {
+            using var backend = new CpuBackend();
+            var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [file], backend, ignored: Tiny.Descriptor.Ignores, deltas: deltas, precision: precision);
+            try
+            {
+                if (!precision.DecodeAtLoad) weights[deltas.Keys.First()].ShouldBeOfType<CpuQuantizedTensor>().Format.ShouldBe(TensorFormat.Q8_0);
+                return Run(backend, Tiny.Create(backend, weights));
+            }
+            finally
+            {
+                foreach (var w in weights.Values) w.Dispose();
+            }
+        }
+        float[] kept = ForwardWith(new BasePrecision(TensorFormat.Q8_0));
+        ForwardWith(new BasePrecision(TensorFormat.Q8_0, DecodeAtLoad: true)).ShouldBe(kept);
+        TensorComparison.RelativeL2(kept, Forward([file], TensorFormat.Q8_0, kept: true)).ShouldBeGreaterThan(1e-3, "the LoRA must change the output");
+    }
+
     /// <summary>"keep" holds a GGUF's blocks as they are: the same outputs as decoding the file at load, with fewer bytes held.</summary>
     [Fact]
     public void KeepHoldsAFilesQuantizationAsStored()
