@@ -118,6 +118,7 @@ public static class ImageEditor
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
         cancellation.ThrowIfCancellationRequested();
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
+        if (request.BasePrecision != null) log.WriteLine($"transformer weight matrices held as {request.BasePrecision} (--base-precision)");
         var loraDeltas = LoraMerge.Read(request.Loras, transformerInfo.Descriptor, log, request.StrictLora, LoraSet.BaseWeightsOf(checkpoint));
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
             StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas, request.BasePrecision);
