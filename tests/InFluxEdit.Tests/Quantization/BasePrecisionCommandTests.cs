@@ -2,6 +2,8 @@ using InFluxEdit.Cli.Commands;
 using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Quantization;
+using InFluxEdit.Runtime.WeightFiles;
+using InFluxEdit.Tests.Fill;
 using InFluxEdit.Tests.Training;
 using Shouldly;
 
@@ -20,6 +22,30 @@ public class BasePrecisionCommandTests
         TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());
         var (before, after) = TrainCommandTests.Fit(log.ToString());
         after.ShouldBeLessThan(before * 0.95, log.ToString());
+    }
+
+    /// <summary>edit on a Q4_K GGUF held as the file stores it gives the image that decoding the file at load gives, byte for byte.</summary>
+    [Fact]
+    public void EditingFromAGgufHeldAsStoredGivesTheDecodedFilesImage()
+    {
+        FillGolden.RequireCompiledVae();
+        using var dir = new TempDir();
+        string gguf = dir.File("flux-tiny-q4_k.gguf");
+        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), gguf, TensorFormat.Q4_K);
+        byte[] Edit(string? precision, string name)
+        {
+            var options = new EditOptions
+            {
+                Weights = gguf, Vae = TestPaths.Golden("vae-tiny.safetensors"), Input = TestPaths.Golden("fill-tiny-image.png"),
+                Method = EditMethod.Channel, TextEmbeddings = FillGolden.WriteTextEmbeddings(dir), Steps = 2, Seed = 1,
+                Output = dir.File(name), Device = "cpu", BasePrecision = precision,
+            };
+            var log = new StringWriter();
+            EditCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());
+            if (precision != null) log.ToString().ShouldContain($"held as {precision}");
+            return File.ReadAllBytes(options.Output);
+        }
+        Edit("keep", "kept.png").ShouldBe(Edit(null, "decoded.png"));
     }
 
     [Fact]
