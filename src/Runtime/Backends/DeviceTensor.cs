@@ -4,7 +4,8 @@ namespace InFluxEdit.Runtime.Backends;
 
 /// <summary>
 /// A tensor in a backend's memory. Activations are float32; weights keep the dtype the backend stores them in
-/// (the CUDA backend keeps bf16/f16 weights as 16-bit words, the CPU backend widens them to float32).
+/// (the CUDA backend keeps bf16/f16 weights as 16-bit words, the CPU backend widens them to float32, and holds a weight
+/// uploaded quantized in its blocks: DType F32, fewer <see cref="StoredBytes"/>).
 /// Disposing returns the memory to the backend.
 /// </summary>
 public abstract class DeviceTensor : IDisposable
