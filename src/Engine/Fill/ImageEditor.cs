@@ -4,6 +4,7 @@ using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Text;
@@ -118,7 +119,10 @@ public static class ImageEditor
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
         cancellation.ThrowIfCancellationRequested();
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
-        if (request.BasePrecision != null) log.WriteLine($"transformer weight matrices held as {request.BasePrecision} (--base-precision)");
+        if (request.BasePrecision != null)
+            log.WriteLine(backend.HoldsQuantizedWeights || request.BasePrecision.Format?.AsDType() != null
+                ? $"transformer weight matrices held as {request.BasePrecision} (--base-precision)"
+                : $"transformer weight matrices in {request.BasePrecision}, decoded to float32 at upload: the {backend.Name} backend has no quantized kernels yet");
         var loraDeltas = LoraMerge.Read(request.Loras, transformerInfo.Descriptor, log, request.StrictLora, LoraSet.BaseWeightsOf(checkpoint));
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
             StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas, request.BasePrecision);

@@ -43,6 +43,9 @@ public interface IBackend : IDisposable
         return UploadWeight(shape, DType.F32, MemoryMarshal.AsBytes(weight.Decode().AsSpan()));
     }
 
+    /// <summary>Whether <see cref="UploadQuantizedWeight"/> keeps the blocks (false: it decodes them to float32).</summary>
+    bool HoldsQuantizedWeights => false;
+
     /// <summary>Copies a view back as a dense host tensor of the given logical shape.</summary>
     HostTensor Download(View view, int[] shape);
 

@@ -132,13 +132,15 @@ public class QuantizedForwardTests(ITestOutputHelper output)
         TensorComparison.RelativeL2(kept, Forward([file], TensorFormat.Q8_0, kept: true)).ShouldBeGreaterThan(1e-3, "the LoRA must change the output");
     }
 
-    /// <summary>"keep" holds a GGUF's blocks as they are: the same outputs as decoding the file at load, with fewer bytes held.</summary>
-    [Fact]
-    public void KeepHoldsAFilesQuantizationAsStored()
+    /// <summary>"keep" holds a GGUF's blocks or an fp8 checkpoint's bytes as they are: the same outputs as decoding the file at load, with fewer bytes held.</summary>
+    [Theory]
+    [InlineData("flux-tiny-q4_k.gguf", TensorFormat.Q4_K)]
+    [InlineData("flux-tiny-fp8.safetensors", TensorFormat.F8_E4M3)]
+    public void KeepHoldsAFilesQuantizationAsStored(string name, TensorFormat stored)
     {
         using var dir = new TempDir();
-        string path = dir.File("flux-tiny-q4_k.gguf");
-        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, TensorFormat.Q4_K);
+        string path = dir.File(name);
+        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, stored);
         using var file = WeightFile.Open(path);
         using var backend = new CpuBackend();
         var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [file], backend, ignored: Tiny.Descriptor.Ignores, precision: BasePrecision.Keep);
@@ -147,8 +149,9 @@ public class QuantizedForwardTests(ITestOutputHelper output)
             var held = weights.Values.OfType<CpuQuantizedTensor>().ToList();
             held.ShouldNotBeEmpty();
             held.Select(w => w.Format).Distinct().ShouldBe(
-                file.StoredTensors.Where(t => t.Shape.Length == 2 && t.Format is { } f && f.IsBlockQuantized()).Select(t => t.Format!.Value).Distinct(),
+                file.StoredTensors.Where(t => t.Shape.Length == 2 && t.Format is { } f && f.AsDType() == null).Select(t => t.Format!.Value).Distinct(),
                 ignoreOrder: true);
+            held.ShouldContain(w => w.Format == stored);
             foreach (var w in held)
                 w.StoredBytes.ShouldBe(w.Format.ByteCount(w.Shape)!.Value);
             Run(backend, Tiny.Create(backend, weights)).ShouldBe(Forward([file]));

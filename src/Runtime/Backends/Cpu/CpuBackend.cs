@@ -47,6 +47,8 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <summary>Keeps the blocks (the array is taken, not copied): Linear and the training products decode a panel at a time.</summary>
     public DeviceTensor UploadQuantizedWeight(int[] shape, QuantizedBlocks weight) => new CpuQuantizedTensor((int[])shape.Clone(), weight);
 
+    public bool HoldsQuantizedWeights => true;
+
     public HostTensor Download(View view, int[] shape)
     {
         if (HostTensor.ElementCount(shape) != view.ElementCount)
