@@ -55,6 +55,14 @@ public class QuantizedForwardTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>The golden tiny checkpoint converted into DIR/NAME (GGUF or safetensors by the extension) in <paramref name="format"/>.</summary>
+    private static string Converted(TempDir dir, string name, TensorFormat format)
+    {
+        string path = dir.File(name);
+        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, format);
+        return path;
+    }
+
     private static float[] FloatForward()
     {
         using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
@@ -139,8 +147,7 @@ public class QuantizedForwardTests(ITestOutputHelper output)
     public void KeepHoldsAFilesQuantizationAsStored(string name, TensorFormat stored)
     {
         using var dir = new TempDir();
-        string path = dir.File(name);
-        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, stored);
+        string path = Converted(dir, name, stored);
         using var file = WeightFile.Open(path);
         using var backend = new CpuBackend();
         var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [file], backend, ignored: Tiny.Descriptor.Ignores, precision: BasePrecision.Keep);
@@ -168,8 +175,7 @@ public class QuantizedForwardTests(ITestOutputHelper output)
     public void ConvertedFilesComputeExactlyWhatQuantizingAtLoadComputes(string name, TensorFormat format)
     {
         using var dir = new TempDir();
-        string path = dir.File(name);
-        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, format);
+        string path = Converted(dir, name, format);
         float[] fromFile;
         using (var file = WeightFile.Open(path))
         {
@@ -188,8 +194,7 @@ public class QuantizedForwardTests(ITestOutputHelper output)
     public void Fp8CheckpointsComputeWithTheirCastWeights()
     {
         using var dir = new TempDir();
-        string path = dir.File("flux-tiny-fp8.safetensors");
-        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, TensorFormat.F8_E4M3);
+        string path = Converted(dir, "flux-tiny-fp8.safetensors", TensorFormat.F8_E4M3);
         float[] fromFile;
         using (var file = WeightFile.Open(path))
             fromFile = Forward([file]);
@@ -215,8 +220,7 @@ public class QuantizedForwardTests(ITestOutputHelper output)
     public void LoadedModelRecognisesAndLoadsAGgufCheckpoint()
     {
         using var dir = new TempDir();
-        string path = dir.File("flux-tiny-Q8_0.gguf");
-        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, TensorFormat.Q8_0);
+        string path = Converted(dir, "flux-tiny-Q8_0.gguf", TensorFormat.Q8_0);
         using var backend = new CpuBackend();
         var catalog = ModelCatalog.All.Where(m => m.Descriptor.Family == Tiny.Descriptor.Family).ToList();
         using var loaded = LoadedModel.Load(path, Tiny.Descriptor.Family, backend, catalog, modelName: null);
