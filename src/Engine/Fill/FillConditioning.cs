@@ -56,13 +56,17 @@ public static class FillConditioning
         return Condition(MaskOut(image, mask), mask, encode);
     }
 
-    /// <summary>Method (b): the source is NOT zeroed and the mask is all white (everything may change).</summary>
-    public static FillCondition ForChannel(HostTensor source, Func<HostTensor, HostTensor> encode)
+    /// <summary>
+    /// Method (b): the source is NOT zeroed and the mask is all white (everything may change). <paramref name="maskValue"/>
+    /// 0 gives the all-zero mask the seed's code trains under (its <c>Image.new("L", size, 1)</c> thresholded at 0.5),
+    /// for measuring that defect; edits always use all white.
+    /// </summary>
+    public static FillCondition ForChannel(HostTensor source, Func<HostTensor, HostTensor> encode, float maskValue = 1f)
     {
         RequireImage(source, "the source");
-        var allWhite = new HostTensor(1, 1, source.Shape[2], source.Shape[3]);
-        Array.Fill(allWhite.Data, 1f);
-        return Condition(source, allWhite, encode);
+        var uniform = new HostTensor(1, 1, source.Shape[2], source.Shape[3]);
+        Array.Fill(uniform.Data, maskValue);
+        return Condition(source, uniform, encode);
     }
 
     /// <summary>
@@ -74,6 +78,18 @@ public static class FillConditioning
         RequireImage(source, "the source");
         var diptych = Diptych(source, null);
         var mask = RightHalfMask(source.Shape[2], source.Shape[3]);
+        return Condition(MaskOut(diptych, mask), mask, encode);
+    }
+
+    /// <summary>
+    /// Method (a) the other way round, as the seed trains without --mask_only_right half of the time: the diptych
+    /// [source | target] with the left half masked, so the model learns to restore the source beside its edit.
+    /// </summary>
+    public static FillCondition ForConcatReversed(HostTensor source, HostTensor target, Func<HostTensor, HostTensor> encode)
+    {
+        var diptych = Diptych(source, target);
+        var mask = RightHalfMask(source.Shape[2], source.Shape[3]);
+        for (int i = 0; i < mask.Data.Length; i++) mask.Data[i] = 1f - mask.Data[i];
         return Condition(MaskOut(diptych, mask), mask, encode);
     }
 

@@ -4,6 +4,7 @@ using InFluxEdit.Fill;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Training;
 
 namespace InFluxEdit.Text;
 
@@ -15,9 +16,10 @@ namespace InFluxEdit.Text;
 /// </summary>
 public static class CaptionEncodings
 {
+    /// <param name="cacheOnly">Every text must be in the cache already (ranks after rank 0 built it): a missing one is an error, never encoded.</param>
     public static IReadOnlyDictionary<string, TextConditioning> Encode(IReadOnlyCollection<string> texts, TextEncoderSettings options,
         ModelDescriptor transformer, string cacheDirectory, IBackend backend, IReadOnlyList<CompiledModelInfo> catalog, TextWriter log,
-        IProgress<StageProgress>? progress = null)
+        IProgress<StageProgress>? progress = null, bool cacheOnly = false)
     {
         var distinct = texts.Distinct(StringComparer.Ordinal).ToList();
         if (options.TextEmbeddings != null)
@@ -42,9 +44,16 @@ public static class CaptionEncodings
             if (cached != null) result[text] = cached;
             else missing.Add(text);
         }
+        if (missing.Count > 0 && cacheOnly) throw SharedCache.Missing($"the encoding of \"{missing[0]}\"", cacheDirectory);
         if (missing.Count > 0)
         {
             using var encoder = PromptEncoder.Load(files, t5Length, backend, catalog, log, progress);
+            var overflows = missing.Select(encoder.Overflows).ToList();
+            // Cut silently, a caption's deciding words (after a long prefix, say) would never reach the model.
+            int clipCut = overflows.Count(o => o.Clip), t5Cut = overflows.Count(o => o.T5);
+            if (clipCut + t5Cut > 0)
+                log.WriteLine($"note: of {missing.Count} prompt(s), {clipCut} overflow CLIP's tokens and {t5Cut} T5's {t5Length}: the encoders see only their start " +
+                              "(shorten them, or give a longer --t5-length)");
             foreach (string text in missing)
             {
                 var encoded = encoder.Encode(text);

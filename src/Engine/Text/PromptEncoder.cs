@@ -62,6 +62,10 @@ public sealed class PromptEncoder : IDisposable
         }
     }
 
+    /// <summary>Whether the prompt's tokens overflow CLIP's length and T5's (the encoders then see only its start).</summary>
+    public (bool Clip, bool T5) Overflows(string prompt) =>
+        (_clipTokenizer.Tokenize(prompt).Count > _clipLength - 2, _t5Tokenizer.Tokenize(prompt).Count > T5Length - 1);
+
     /// <summary>Tokenizes and encodes one prompt.</summary>
     public TextConditioning Encode(string prompt)
     {

@@ -35,7 +35,7 @@ public static class AutoencoderTraining
 
     /// <summary>Runs <paramref name="request"/> on <paramref name="backend"/> (a training backend); returns the trained weights' path.</summary>
     /// <param name="log">The run's settings, the loss every <see cref="AutoencoderTrainRequest.LogEvery"/> steps and what is written.</param>
-    /// <param name="cancellation">Checked before every step; a cancelled run has its last checkpoint to resume from.</param>
+    /// <param name="cancellation">Checked before every step: a cancelled run saves a checkpoint of the step reached and throws <see cref="TrainingStoppedException"/>.</param>
     public static string Train(AutoencoderTrainRequest request, IBackend backend, TextWriter? log = null, CancellationToken cancellation = default)
     {
         log ??= TextWriter.Null;
@@ -81,9 +81,20 @@ public static class AutoencoderTraining
         var clock = Stopwatch.StartNew();
         double recent = 0;
         int recentCount = 0;
+        void SaveCheckpoint() =>
+            TrainingCheckpoint.Save(checkpointPath, backend, training.Parameters, optimizer,
+                new TrainingCheckpointInfo(step, request.Seed, random.SaveState(), TrainingCheckpointInfo.FormatOrder(order), Method, 0, 0,
+                    Array.Empty<string>(), info.Descriptor.Name)
+                {
+                    Extra = new Dictionary<string, string> { ["position"] = position.ToString(CultureInfo.InvariantCulture) },
+                });
         while (step < request.Steps)
         {
-            cancellation.ThrowIfCancellationRequested();
+            if (cancellation.IsCancellationRequested)
+            {
+                SaveCheckpoint();
+                throw new TrainingStoppedException(step, request.Steps, checkpointPath, cancellation);
+            }
             var batch = new HostTensor(request.Batch, 3, request.Size, request.Size);
             int plane = 3 * request.Size * request.Size;
             for (int b = 0; b < request.Batch; b++)
@@ -108,13 +119,7 @@ public static class AutoencoderTraining
                 recent = 0;
                 recentCount = 0;
             }
-            if ((request.CheckpointEvery > 0 && step % request.CheckpointEvery == 0) || step == request.Steps)
-                TrainingCheckpoint.Save(checkpointPath, backend, training.Parameters, optimizer,
-                    new TrainingCheckpointInfo(step, request.Seed, random.SaveState(), TrainingCheckpointInfo.FormatOrder(order), Method, 0, 0,
-                        Array.Empty<string>(), info.Descriptor.Name)
-                    {
-                        Extra = new Dictionary<string, string> { ["position"] = position.ToString(CultureInfo.InvariantCulture) },
-                    });
+            if ((request.CheckpointEvery > 0 && step % request.CheckpointEvery == 0) || step == request.Steps) SaveCheckpoint();
         }
         string output = Path.Combine(request.Output, info.Descriptor.Name + ".safetensors");
         FullWeightTraining.SaveWeights(output, backend, info.Descriptor, weights,

@@ -1,6 +1,7 @@
 using System.Globalization;
 using InFluxEdit.Fill;
 using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Distributed;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
@@ -36,7 +37,10 @@ public sealed record TrainingSettings(
     /// <summary>Every weight of the transformer trained in full (no adapters): the weights given must be writable copies.</summary>
     public bool Full { get; init; }
 
-    /// <summary>Examples in one forward and backward pass (all of one bucket); <see cref="Accumulate"/> counts such batches.</summary>
+    /// <summary>
+    /// Examples in one batch (all of one bucket); <see cref="Accumulate"/> counts such batches. Across ranks it is the
+    /// global batch, split among them, so the run's result does not depend on how many ranks share it.
+    /// </summary>
     public int BatchSize { get; init; } = 1;
 
     /// <summary>Restarts of a cosine-with-restarts schedule and the exponent of a polynomial one.</summary>
@@ -49,6 +53,12 @@ public sealed record TrainingSettings(
     public double ModeScale { get; init; } = FlowMatching.ModeScale;
 
     public LossWeighting LossWeighting { get; init; } = LossWeighting.None;
+
+    /// <summary>See <see cref="TrainRequest.SeedFrozenImgIn"/>.</summary>
+    public bool SeedFrozenImgIn { get; init; }
+
+    /// <summary>Concat: each example masks its diptych's left or right half at random (the seed's default), not always the right.</summary>
+    public bool BothSides { get; init; }
 }
 
 /// <summary>
@@ -58,11 +68,18 @@ public sealed record TrainingSettings(
 /// ForwardBackward (the loss is the mean over the batch, the step's gradient the mean over its batches, as diffusers
 /// computes them), then clipping and the optimizer. Every random draw comes from one <see cref="TrainingRandom"/> in a fixed order,
 /// and checkpoints hold its state, the data order and the optimizer, so a resumed run repeats the uninterrupted one.
+/// Data parallel over a <see cref="IProcessGroup"/>: every rank draws the whole batch's σ and noise from the one stream
+/// and runs only its share of the examples; the shares' gradients and losses are summed over the ranks before the norm,
+/// clipping and the optimizer, which then step alike everywhere.
 /// </summary>
 public sealed class FillTrainer : IDisposable
 {
     /// <summary>A pair's cached training inputs: conditioning, target latent and its caption's text conditioning.</summary>
-    public sealed record Example(string Name, HostTensor ImgCond, HostTensor ImgIds, HostTensor X0, float[] TokenWeights, TextConditioning Text);
+    public sealed record Example(string Name, HostTensor ImgCond, HostTensor ImgIds, HostTensor X0, float[] TokenWeights, TextConditioning Text)
+    {
+        /// <summary>Concat with <see cref="TrainingSettings.BothSides"/>: the conditioning with the diptych's other half masked, and its token weights.</summary>
+        public (HostTensor ImgCond, float[] TokenWeights)? Reversed { get; init; }
+    }
 
     private readonly CompiledModel _transformer;
     private readonly IBackend _backend;
@@ -73,19 +90,28 @@ public sealed class FillTrainer : IDisposable
     private readonly IOptimizer _optimizer;
     private readonly IReadOnlyList<string> _targets;
     private readonly FullWeightTraining? _full;
+    private readonly IProcessGroup _group;
+    private readonly IGradientExchange? _exchange;
+    // The seed's img_in gradients: summed over every step since the start (scaled by each clipping), never applied.
+    private readonly List<TrainableParameter> _seedFrozen = new();
     private TrainingRandom _random;
     private int[] _order;
     private int _position;
 
+    /// <param name="group">The ranks sharing each batch (default: this process alone).</param>
     public FillTrainer(CompiledModel transformer, IReadOnlyDictionary<string, DeviceTensor> weights, TrainingSettings settings,
-        IReadOnlyList<Example> examples)
+        IReadOnlyList<Example> examples, IProcessGroup? group = null)
     {
+        _group = group ?? SingleProcess.Instance;
+        _exchange = _group.Size > 1 ? GradientExchange.Create(_group, transformer.Backend, note => Notes.Add(note)) : null;
         _transformer = transformer;
         _backend = transformer.Backend;
         _training = _backend as ITrainingBackend
             ?? throw new NotSupportedException($"the {_backend.Name} backend has no training ops: train with --device cpu or --device cuda");
         _settings = settings;
         _examples = examples;
+        if (settings.BothSides && examples.FirstOrDefault(e => e.Reversed == null) is { } oneSided)
+            throw new ArgumentException($"--mask-side both needs each pair's reversed diptych; '{oneSided.Name}' has none (concat only)");
         _random = new TrainingRandom(settings.Seed);
 
         var model = transformer.Info;
@@ -104,7 +130,9 @@ public sealed class FillTrainer : IDisposable
             _parameters = LoraInit.Create(_backend, targets, settings.Rank, LoraInit.KindOf(settings.Preset, model), _random);
             state = LoraInit.Attach(targets, _parameters, (float)(settings.Alpha / settings.Rank));
         }
-        if (settings.TrainImgIn && !settings.Full)
+        if (settings.TrainImgIn && settings.SeedFrozenImgIn)
+            throw new ArgumentException("--train-img-in trains img_in; the seed's frozen img_in leaves it untrained: give one of them");
+        if ((settings.TrainImgIn || settings.SeedFrozenImgIn) && !settings.Full)
             foreach (string key in new[] { "img_in.weight", "img_in.bias" })
             {
                 if (!weights.TryGetValue(key, out var weight))
@@ -113,7 +141,7 @@ public sealed class FillTrainer : IDisposable
                     throw new NotSupportedException($"--train-img-in needs float32 weights on the device; '{key}' is {weight.DType}");
                 var gradient = TensorTransfer.Zeros(_backend, weight.Shape);
                 state.WeightGradients[key] = gradient;
-                _parameters.Add(new TrainableParameter(key, weight, gradient));
+                (settings.SeedFrozenImgIn ? _seedFrozen : _parameters).Add(new TrainableParameter(key, weight, gradient));
             }
         state.Recompute = settings.Recompute;
         transformer.Training = state;
@@ -131,6 +159,13 @@ public sealed class FillTrainer : IDisposable
     public int Step { get; private set; }
     public IReadOnlyList<TrainableParameter> Parameters => _parameters;
     public IReadOnlyList<string> Targets => _targets;
+
+    /// <summary>What sums the gradients over the ranks (null in one process), and anything worth saying about the choice.</summary>
+    public string? Exchange => _exchange?.Description;
+    public List<string> Notes { get; } = new();
+
+    /// <summary>Seconds this rank spent summing gradients over the ranks (the all-reduce and its staging), in all.</summary>
+    public double ExchangeSeconds { get; private set; }
 
     /// <summary>
     /// The epoch's order: a seeded shuffle. With batches, each bucket's examples (in shuffled order) are cut into
@@ -170,10 +205,12 @@ public sealed class FillTrainer : IDisposable
     public double TrainStep(NonFiniteGuard guard)
     {
         double loss = ComputeGradients();
-        double norm = Gradients.GlobalNorm(_training, _parameters);
+        // The seed's clip_grad_norm_ runs over every transformer parameter with a gradient: its frozen img_in's too.
+        var clipped = _seedFrozen.Count == 0 ? _parameters : _parameters.Concat(_seedFrozen).ToList();
+        double norm = Gradients.GlobalNorm(_training, clipped);
         Step++;
         if (guard.Check(Step, loss, norm) == NonFiniteDecision.Skip) return double.NaN;
-        if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, _parameters, _settings.MaxGradientNorm);
+        if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, clipped, _settings.MaxGradientNorm);
         _optimizer.Step(_parameters, _schedule.At(Step - 1));
         return loss;
     }
@@ -185,26 +222,42 @@ public sealed class FillTrainer : IDisposable
     public double ComputeGradients()
     {
         foreach (var p in _parameters) _training.Scale(p.Gradient, 0f);
+        // The seed's frozen img_in keeps its gradient from step to step, once over the ranks, in the scale the mean
+        // over the batches below undoes.
+        foreach (var p in _seedFrozen) _training.Scale(p.Gradient, _group.IsRoot ? _settings.Accumulate : 0f);
         double loss = 0;
         for (int micro = 0; micro < _settings.Accumulate; micro++)
             loss += ForwardBackward(NextBatch()) / _settings.Accumulate;
         if (_settings.Accumulate > 1)
-            foreach (var p in _parameters) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
+            foreach (var p in _parameters.Concat(_seedFrozen)) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
+        if (_exchange != null)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            Span<double> shared = [loss];
+            _exchange.Sum(_seedFrozen.Count == 0 ? _parameters : _parameters.Concat(_seedFrozen).ToList(), shared, $"the gradients of step {Step + 1}");
+            loss = shared[0];
+            ExchangeSeconds += clock.Elapsed.TotalSeconds;
+        }
         return loss;
     }
 
     /// <summary>
-    /// The loss over every example at a fixed σ and noise from its own seed: a measure of progress that the training
-    /// draws do not move, so it falls only if the adapters learned.
+    /// The loss over every example (or every one of <paramref name="heldOut"/>) at a fixed σ and noise from its own seed:
+    /// a measure of progress that the training draws do not move, so it falls only if the adapters learned.
     /// </summary>
-    public double Evaluate(double sigma, long noiseSeed)
+    public double Evaluate(double sigma, long noiseSeed, IReadOnlyList<Example>? heldOut = null)
     {
         var random = new TrainingRandom(noiseSeed);
+        var examples = heldOut ?? _examples;
+        var share = _group.Share(examples.Count);
         double total = 0;
-        foreach (var example in _examples)
+        for (int index = 0; index < examples.Count; index++)
         {
+            // Every rank draws every example's noise, so each share sees the noise one process would.
+            var example = examples[index];
             var noise = new HostTensor((int[])example.X0.Shape.Clone());
             random.FillGaussian(noise.Data);
+            if (index < share.Start.Value || index >= share.End.Value) continue;
             var inputs = Inputs([example], [FlowMatching.Interpolate(example.X0, noise, sigma)], [sigma]);
             try
             {
@@ -218,7 +271,9 @@ public sealed class FillTrainer : IDisposable
                 foreach (var t in inputs.Values) t.Dispose();
             }
         }
-        return total / _examples.Count;
+        Span<double> sum = [total];
+        _group.AllReduceSum(sum, "the evaluation loss");
+        return sum[0] / examples.Count;
     }
 
     /// <summary>The model's inputs for a batch of examples of one bucket, each [1, ...] stacked along the first axis.</summary>
@@ -262,25 +317,35 @@ public sealed class FillTrainer : IDisposable
     }
 
     /// <summary>
-    /// One forward and backward pass over a batch: per example (in order) σ, then its noise, from the run's stream,
-    /// so a batch draws what the same examples one by one would. Returns the batch's mean loss; the gradients it
-    /// adds are those of that mean.
+    /// One forward and backward pass over this rank's share of a batch: per example (in order) σ, then its noise, from
+    /// the run's stream, so a batch draws what the same examples one by one would, on every rank. Returns the share's
+    /// part of the batch's mean loss; the gradients it adds are those of that part (the ranks' parts sum to the mean).
     /// </summary>
-    private double ForwardBackward(IReadOnlyList<Example> batch)
+    private double ForwardBackward(IReadOnlyList<Example> globalBatch)
     {
-        int count = batch.Count;
+        var share = _group.Share(globalBatch.Count);
+        var batch = globalBatch.Take(share).ToList();
+        int count = batch.Count, examples = globalBatch.Count;
         var sigmas = new double[count];
         var noisy = new HostTensor[count];
         var targets = new HostTensor[count];
-        for (int b = 0; b < count; b++)
+        for (int g = 0; g < examples; g++)
         {
-            var example = batch[b];
-            sigmas[b] = FlowMatching.SampleSigma(_random, _settings.Sampling, _settings.LogitMean, _settings.LogitStd, _settings.ModeScale);
+            var example = globalBatch[g];
+            // The side first, then σ and the noise: with one side the stream is what it always was.
+            if (_settings.BothSides && _random.NextDouble() < 0.5)
+                example = example with { ImgCond = example.Reversed!.Value.ImgCond, TokenWeights = example.Reversed.Value.TokenWeights };
+            double sigma = FlowMatching.SampleSigma(_random, _settings.Sampling, _settings.LogitMean, _settings.LogitStd, _settings.ModeScale);
             var noise = new HostTensor((int[])example.X0.Shape.Clone());
             _random.FillGaussian(noise.Data);
-            noisy[b] = FlowMatching.Interpolate(example.X0, noise, sigmas[b]);
+            int b = g - share.Start.Value;
+            if (b < 0 || b >= count) continue;
+            sigmas[b] = sigma;
+            batch[b] = example;
+            noisy[b] = FlowMatching.Interpolate(example.X0, noise, sigma);
             targets[b] = FlowMatching.VelocityTarget(example.X0, noise);
         }
+        if (count == 0) return 0;
         var inputs = Inputs(batch, noisy, sigmas);
         double loss = double.NaN;
         try
@@ -294,8 +359,8 @@ public sealed class FillTrainer : IDisposable
                 {
                     var prediction = count == 1 ? predictions : Unstack(predictions, b);
                     double weight = FlowMatching.LossWeight(_settings.LossWeighting, sigmas[b]);
-                    loss += weight * FlowMatching.WeightedMse(prediction, targets[b], batch[b].TokenWeights) / count;
-                    gradients.Add(WeightedMseGradient(prediction, targets[b], batch[b].TokenWeights, weight, count));
+                    loss += weight * FlowMatching.WeightedMse(prediction, targets[b], batch[b].TokenWeights) / examples;
+                    gradients.Add(WeightedMseGradient(prediction, targets[b], batch[b].TokenWeights, weight, examples));
                 }
                 return _backend.Upload(StackBatch(gradients));
             });
@@ -339,6 +404,8 @@ public sealed class FillTrainer : IDisposable
     /// <summary>Continues from a checkpoint: parameters, optimizer, step, random state and the place in the data order.</summary>
     public void Resume(string path)
     {
+        if (_seedFrozen.Count > 0)
+            throw new ArgumentException("the seed's frozen img_in keeps a gradient history that checkpoints do not hold: run it without --resume");
         var checkpoint = TrainingCheckpoint.Load(path);
         var info = checkpoint.Info;
         if (info.Rank != _settings.Rank || info.Method != _settings.Method.ToString().ToLowerInvariant() || !info.Targets.SequenceEqual(_targets))
@@ -360,12 +427,38 @@ public sealed class FillTrainer : IDisposable
             throw new InvalidDataException($"{path} holds a data order over {_order.Length} pairs (or a damaged one); this run has {_examples.Count}: resume with the same --data");
     }
 
+    /// <summary>
+    /// Digests of what every rank of a data-parallel run must hold alike before the first step: the settings, the
+    /// examples, the trained tensors' starting values and the place in the data order and the random stream.
+    /// </summary>
+    public IReadOnlyList<(string What, byte[] Digest)> StateDigests()
+    {
+        var data = new StateDigest();
+        foreach (var example in _examples)
+        {
+            data.Add(example.Name).Add(example.ImgCond.Data).Add(example.ImgIds.Data).Add(example.X0.Data).Add(example.TokenWeights)
+                .Add(example.Text.Txt.Data).Add(example.Text.Vec.Data);
+            if (example.Reversed is { } reversed) data.Add(reversed.ImgCond.Data).Add(reversed.TokenWeights);
+        }
+        var start = new StateDigest();
+        foreach (var (name, value) in Trained()) start.Add(name).Add(value.Data);
+        return
+        [
+            ("training options", new StateDigest().Add(_settings.ToString()).Finish()),
+            ("training data (cached latents and captions)", data.Finish()),
+            ("starting values of the trained tensors", start.Finish()),
+            ("place in the data order and random stream", new StateDigest().Add(
+                $"{Step} {_random.SaveState()} {TrainingCheckpointInfo.FormatOrder(_order)} {_position}").Finish()),
+        ];
+    }
+
     /// <summary>The trained tensors under their training names, for LoraWriter.</summary>
     public IReadOnlyDictionary<string, HostTensor> Trained() =>
         _parameters.ToDictionary(p => p.Name, p => TensorTransfer.Download(_backend, p.Value));
 
     public void Dispose()
     {
+        _exchange?.Dispose();
         _optimizer.Dispose();
         _transformer.Training = null;
         if (_full != null)
@@ -374,6 +467,7 @@ public sealed class FillTrainer : IDisposable
             _full.Dispose();
             return;
         }
+        foreach (var p in _seedFrozen) p.Gradient.Dispose();
         foreach (var p in _parameters)
         {
             p.Gradient.Dispose();

@@ -98,6 +98,9 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>concat: half (the default: each half bucketed at <see cref="Resolution"/>) or diptych (the diptych's long side is it).</summary>
     public string? ConcatResolution { get; init; }
 
+    /// <summary>concat: right (the default: the right half is always the one generated, as the seed's scripts train with --mask_only_right) or both (left or right at random per example, the seed's code without that flag).</summary>
+    public string? MaskSide { get; init; }
+
     /// <summary>Text put before every caption while training and validating.</summary>
     public string? CaptionPrefix { get; init; }
     public long Seed { get; init; }
@@ -107,6 +110,25 @@ public sealed record TrainRequest : ModelSelection
     public string? Validation { get; init; }
     public int ValidateEvery { get; init; }
     public int ValidationSteps { get; init; } = 20;
+
+    /// <summary>Whether <see cref="Validation"/>'s pairs are edited (a sheet per validation); off, only their loss is measured.</summary>
+    public bool ValidationEdits { get; init; } = true;
+
+    /// <summary>
+    /// The <see cref="Validation"/> pairs' loss (<see cref="ValidationLoss"/>) before the first step, every this many
+    /// steps and at the end; 0: never. Cheap (one forward per pair), unlike the edits.
+    /// </summary>
+    public int ValidationLossEvery { get; init; }
+
+    /// <summary>Channel: train under the all-zero mask the seed's code uses (edits still use all white), to measure that defect.</summary>
+    public bool SeedZeroMask { get; init; }
+
+    /// <summary>
+    /// img_in left as the seed's code leaves it: its gradient computed every step, never zeroed (it is not in the
+    /// optimizer), counted in the gradient norm and scaled by the clipping, but never applied: the build-up shrinks the
+    /// adapters' clipped gradients as training goes on. To measure that defect.
+    /// </summary>
+    public bool SeedFrozenImgIn { get; init; }
 
     /// <summary>A checkpoint of this run to continue from.</summary>
     public string? Resume { get; init; }
@@ -160,6 +182,15 @@ public sealed record TrainRequest : ModelSelection
         _ => throw new ArgumentException($"--concat-resolution must be half or diptych, not '{ConcatResolution}'"),
     };
 
+    /// <summary>Whether a concat example masks either half of its diptych at random.</summary>
+    internal bool BothSides => MaskSide switch
+    {
+        null or "right" => false,
+        "both" when Method == EditMethod.Concat => true,
+        "both" => throw new ArgumentException("--mask-side both applies to --method concat only"),
+        _ => throw new ArgumentException($"--mask-side must be right or both, not '{MaskSide}'"),
+    };
+
     /// <summary>A count setting: at least 1, 1 when not given.</summary>
     internal static int PositiveOrDefault(int? value, string option) => value switch
     {
@@ -181,4 +212,18 @@ public readonly record struct TrainProgress(int Step, int TotalSteps, double Los
 /// <param name="WeightsPath">The whole trained transformer, when <see cref="TrainRequest.Full"/>.</param>
 /// <param name="LossBefore">The loss on the training pairs at σ = <paramref name="EvaluationSigma"/> with fixed noise, before this run.</param>
 public sealed record TrainResult(int Steps, string? LoraPath, string? WeightsPath, IReadOnlyList<string> Checkpoints, IReadOnlyList<string> ValidationFolders,
-    double EvaluationSigma, double LossBefore, double LossAfter, TimeSpan Elapsed);
+    double EvaluationSigma, double LossBefore, double LossAfter, TimeSpan Elapsed)
+{
+    /// <summary>Seconds spent summing gradients over the ranks of a data-parallel run (0 in one process).</summary>
+    public double ExchangeSeconds { get; init; }
+
+    /// <summary>The validation pairs' loss at the steps <see cref="TrainRequest.ValidationLossEvery"/> chose, step 0 first.</summary>
+    public IReadOnlyList<ValidationLoss> ValidationLosses { get; init; } = [];
+}
+
+/// <summary>
+/// The held-out pairs' flow-matching loss after <paramref name="Step"/> steps, at σ = <see cref="LoraTraining.EvaluationSigma"/>
+/// with fixed noise, over the tokens the edit generates (concat: the right half; channel: all), under the conditioning
+/// an edit uses (channel's all-white mask even for <see cref="TrainRequest.SeedZeroMask"/>).
+/// </summary>
+public readonly record struct ValidationLoss(int Step, double Loss);

@@ -3,6 +3,7 @@ using CommandLine;
 using InFluxEdit.Benchmarks;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Fill;
+using InFluxEdit.Runtime.Distributed;
 using InFluxEdit.Runtime.Training;
 
 namespace InFluxEdit.Cli.Commands;
@@ -61,6 +62,9 @@ public sealed class BenchOptions : DeviceOptions
     [Option("preset", Default = "diffusers", HelpText = "bench train: a LoRA preset of the model's schema (FLUX: diffusers or kohya).")]
     public string Preset { get; set; } = "diffusers";
 
+    [Option("ranks", Default = 1, HelpText = "bench train under mpirun -np N: data-parallel steps on N ranks (each with --batch examples) against rank 0 training alone, in the same run: examples per second per rank, scaling efficiency and the gradient exchange's time per step.")]
+    public int Ranks { get; set; } = 1;
+
     [Option("profile", HelpText = "Also print the time per op of a forward (bench forward) or of a forward and backward pass without recomputation (bench train); it waits for every op, so the total is slower than an unprofiled run.")]
     public bool Profile { get; set; }
 
@@ -81,72 +85,94 @@ public static class BenchCommand
         };
         if (options.What is not ("forward" or "edit" or "train"))
             throw new ArgumentException($"unknown benchmark '{options.What}': this build has 'forward', 'edit' and 'train'");
-        using var backend = options.CreateBackend(System.Console.Out);
-        if (options.What == "edit") WriteEdit(Benchmarks.Benchmarks.Edit(settings, backend, new StageProgressBars()));
-        else if (options.What == "train") WriteTraining(Benchmarks.Benchmarks.Train(settings, backend, new StageProgressBars()), options);
-        else WriteForward(Benchmarks.Benchmarks.Forward(settings, backend, System.Console.Error, new StageProgressBars()), options);
+        if (options.What == "train" && (options.Ranks > 1 || ProcessGroups.LaunchedByMpi)) return BenchDataParallel.Run(options, settings);
+        var output = options.CommandOutput;
+        using var backend = options.CreateBackend(output.Log);
+        if (options.What == "edit")
+        {
+            var result = Benchmarks.Benchmarks.Edit(settings, backend, output.Stages);
+            output.Result = result;
+            WriteEdit(result, output);
+        }
+        else if (options.What == "train")
+        {
+            var result = Benchmarks.Benchmarks.Train(settings, backend, output.Stages);
+            output.Result = new { Benchmark = result with { Profile = null }, Profile = Ops(result.Profile) };
+            WriteTraining(result, options, output);
+        }
+        else
+        {
+            var result = Benchmarks.Benchmarks.Forward(settings, backend, output.Notes, output.Stages);
+            output.Result = new { Benchmark = result with { Profile = null }, Profile = Ops(result.Profile) };
+            WriteForward(result, options, output);
+        }
         return 0;
     }
 
+    /// <summary>A profile for --json: seconds and calls per op (a tuple would be written as an empty object).</summary>
+    private static Dictionary<string, OpTiming>? Ops(OpProfile? profile) => profile?.Ops.ToDictionary(p => p.Key, p => new OpTiming(p.Value.Seconds, p.Value.Calls));
+
+    private sealed record OpTiming(double Seconds, int Calls);
+
     private static string F(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
 
-    private static void WriteForward(ForwardBenchResult result, BenchOptions options)
+    private static void WriteForward(ForwardBenchResult result, BenchOptions options, CommandOutput output)
     {
         var baseline = result.Baseline;
         if (baseline?.Error != null && options.Baseline == "pytorch") throw new InvalidOperationException(baseline.Error);
-        if (baseline?.GemmGflops is double blas) System.Console.WriteLine($"BLAS float32 1024³ GEMM (PyTorch, same run): {blas:F1} GFLOP/s");
+        if (baseline?.GemmGflops is double blas) output.Log.WriteLine($"BLAS float32 1024³ GEMM (PyTorch, same run): {blas:F1} GFLOP/s");
         if (baseline?.BlasKernel != null)
-            System.Console.WriteLine($"PyTorch's BLAS: {baseline.BlasKernel}; run without {string.Join(" and ", PyTorchBaseline.RemovedVariables)}");
-        System.Console.WriteLine($"our float32 1024³ GEMM on {result.Device}: {result.GemmGflops:F1} GFLOP/s");
-        var table = new ConsoleTable("implementation", "device", "median ms", "tokens/s", "GFLOP/s", "vs PyTorch");
-        table.Add("influx-cli (" + result.Model + ")", result.Device, F(result.MedianMs, "F1"), F(result.Tokens / (result.MedianMs / 1000), "F0"),
+            output.Log.WriteLine($"PyTorch's BLAS: {baseline.BlasKernel}; run without {string.Join(" and ", PyTorchBaseline.RemovedVariables)}");
+        output.Log.WriteLine($"our float32 1024³ GEMM on {result.Device}: {result.GemmGflops:F1} GFLOP/s");
+        var table = output.Table("implementation", "device", "median ms", "tokens/s", "GFLOP/s", "vs PyTorch");
+        table.AddCells("influx-cli (" + result.Model + ")", result.Device, F(result.MedianMs, "F1"), F(result.Tokens / (result.MedianMs / 1000), "F0"),
             F(result.Flops / (result.MedianMs / 1000) / 1e9, "F1"), result.Ratio is double ratio ? F(ratio, "F2") + "x time" : "-");
         if (baseline?.MedianMs is double ms)
-            table.Add("PyTorch (CPU, float32)", "cpu", F(ms, "F1"), F(result.Tokens / (ms / 1000), "F0"), F(result.Flops / (ms / 1000) / 1e9, "F1"), "1.00x");
-        System.Console.WriteLine($"forward of {result.Model}: batch {options.Batch}, {options.ImageTokens} image + {options.TextTokens} text tokens, " +
+            table.AddCells("PyTorch (CPU, float32)", "cpu", F(ms, "F1"), F(result.Tokens / (ms / 1000), "F0"), F(result.Flops / (ms / 1000) / 1e9, "F1"), "1.00x");
+        output.Log.WriteLine($"forward of {result.Model}: batch {options.Batch}, {options.ImageTokens} image + {options.TextTokens} text tokens, " +
                                  $"{result.Flops / 1e9:F1} GFLOP per pass, median of {options.Runs} after {options.Warmup} warm-up");
-        System.Console.WriteLine($"weights held: {TrainingProgress.FormatBytes(result.WeightBytes)} ({options.BasePrecision ?? "as the model's dtype"}); " +
-                                 $"peak process memory: {TrainingProgress.FormatBytes(result.PeakProcessBytes)}");
-        table.Write(System.Console.Out);
-        if (result.Profile != null) WriteProfile(result.Profile);
-        if (baseline?.Error != null) System.Console.WriteLine($"PyTorch baseline not run: {baseline.Error}");
+        output.Log.WriteLine($"weights held: {TrainingProgress.FormatBytes(result.WeightBytes)} ({options.BasePrecision ?? "as the model's dtype"}); " +
+                             $"peak process memory: {TrainingProgress.FormatBytes(result.PeakProcessBytes)}");
+        output.Write(table);
+        if (result.Profile != null) WriteProfile(result.Profile, output);
+        if (baseline?.Error != null) output.Log.WriteLine($"PyTorch baseline not run: {baseline.Error}");
     }
 
-    private static void WriteEdit(EditBenchResult result)
+    private static void WriteEdit(EditBenchResult result, CommandOutput output)
     {
-        var table = new ConsoleTable("model", "vae", "device", "size", "method", "s per step (median)", "s per image", "steps");
-        table.Add(result.Model, result.Vae, result.Device, $"{result.Width}×{result.Height}", result.Method.ToString().ToLowerInvariant(),
+        var table = output.Table("model", "vae", "device", "size", "method", "s per step (median)", "s per image", "steps");
+        table.AddCells(result.Model, result.Vae, result.Device, $"{result.Width}×{result.Height}", result.Method.ToString().ToLowerInvariant(),
             F(result.SecondsPerStep, "F3"), F(result.SecondsPerImage, "F2"), result.Steps.ToString(CultureInfo.InvariantCulture));
-        table.Write(System.Console.Out);
+        output.Write(table);
     }
 
-    private static void WriteTraining(TrainBenchResult result, BenchOptions options)
+    private static void WriteTraining(TrainBenchResult result, BenchOptions options, CommandOutput output)
     {
-        var table = new ConsoleTable("model", "device", "tokens", "adapters", "recompute", "forward ms", "s per train step", "step / forward",
+        var table = output.Table("model", "device", "tokens", "adapters", "recompute", "forward ms", "s per train step", "step / forward",
             result.PeakCountedByBackend ? "peak memory" : "peak process memory");
         foreach (var step in result.Steps)
-            table.Add(result.Model, result.Device, $"{options.ImageTokens}+{options.TextTokens}", result.Adapters, step.Recompute ? "per block" : "no",
+            table.AddCells(result.Model, result.Device, $"{options.ImageTokens}+{options.TextTokens}", result.Adapters, step.Recompute ? "per block" : "no",
                 F(result.ForwardMs, "F1"), F(step.StepMs / 1000, "F3"), F(step.StepMs / result.ForwardMs, "F2") + "×", TrainingProgress.FormatBytes(step.PeakBytes));
-        table.Write(System.Console.Out);
+        output.Write(table);
         var (kept, recomputed) = (result.Steps[0], result.Steps[1]);
-        System.Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        output.Log.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"recomputing: {recomputed.StepMs / kept.StepMs:F2}× the step time, {(double)recomputed.PeakBytes / kept.PeakBytes:F2}× the peak memory " +
             $"({(result.PeakCountedByBackend ? $"{TrainingProgress.FormatBytes(result.WeightBytes)} of weights plus the backend's peak count" : "the process's peak working set, which never goes down: read the first row's")}; " +
             $"the process held {TrainingProgress.FormatBytes(result.ProcessBytesAfterForward)} after the forward runs)"));
         if (result.Profile == null) return;
-        WriteProfile(result.Profile);
+        WriteProfile(result.Profile, output);
         // The products' work sets a floor under the time ratio: attention's backward alone has 5 products to the forward's 2.
-        System.Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        output.Log.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"work: {result.StepGflop:F1} GFLOP per step, {result.ForwardGflop:F1} per forward: {result.StepGflop / result.ForwardGflop:F2}× in products alone"));
     }
 
-    private static void WriteProfile(OpProfile profile)
+    private static void WriteProfile(OpProfile profile, CommandOutput output)
     {
         double total = profile.Ops.Values.Sum(p => p.Seconds);
-        var table = new ConsoleTable("op", "calls", "ms per pass", "share");
+        var table = output.Table("op", "calls", "ms per pass", "share");
         foreach (var (op, (seconds, calls)) in profile.Ops.OrderByDescending(p => p.Value.Seconds))
-            table.Add(op, calls.ToString(CultureInfo.InvariantCulture), F(seconds * 1000, "F1"), (seconds / total).ToString("P0", CultureInfo.InvariantCulture));
-        System.Console.WriteLine("profile of the last pass (each op waited for):");
-        table.Write(System.Console.Out);
+            table.AddCells(op, calls.ToString(CultureInfo.InvariantCulture), F(seconds * 1000, "F1"), (seconds / total).ToString("P0", CultureInfo.InvariantCulture));
+        output.Log.WriteLine("profile of the last pass (each op waited for):");
+        output.Write(table);
     }
 }

@@ -1,9 +1,26 @@
+using System.Reflection;
 using CommandLine;
+using InFluxEdit.Cli.Console;
 using InFluxEdit.Runtime.Backends;
 
 namespace InFluxEdit.Cli.Commands;
 
-public abstract class DeviceOptions
+/// <summary>The options of every command that say how much it prints: --quiet and --json, for scripts.</summary>
+public abstract class OutputOptions
+{
+    private CommandOutput? _output;
+
+    [Option("quiet", HelpText = "Print nothing but errors (on stderr); the exit code says how it went (0: done).")]
+    public bool Quiet { get; set; }
+
+    [Option("json", HelpText = "For scripts: print one JSON object on stdout at the end (command, exitCode, written: the full paths written, result, seconds, error: message and exitCode or null); the usual lines go to stderr (none with --quiet).")]
+    public bool Json { get; set; }
+
+    /// <summary>Where this command prints, made once from --quiet, --json and whether stdout is a terminal.</summary>
+    public CommandOutput CommandOutput => _output ??= CommandOutput.ForProcess(GetType().GetCustomAttribute<VerbAttribute>()?.Name ?? "", Quiet, Json);
+}
+
+public abstract class DeviceOptions : OutputOptions
 {
     [Option("device", Default = "auto", HelpText = "Where to run: auto (CUDA when a GPU is present, else CPU), cpu or cuda.")]
     public string Device { get; set; } = "auto";
@@ -12,9 +29,10 @@ public abstract class DeviceOptions
     public string Precision { get; set; } = "fp32";
 
     /// <summary>Creates the backend and says which one runs.</summary>
-    public IBackend CreateBackend(TextWriter log)
+    /// <param name="localRank">A data-parallel rank's index on its machine: the GPU it takes.</param>
+    public IBackend CreateBackend(TextWriter log, int localRank = 0)
     {
-        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision));
+        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank);
         log.WriteLine($"device: {backend.Description}");
         return backend;
     }

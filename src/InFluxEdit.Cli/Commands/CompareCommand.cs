@@ -6,7 +6,7 @@ using InFluxEdit.Training;
 
 namespace InFluxEdit.Cli.Commands;
 
-[Verb("compare", HelpText = "Measure the editing methods on one dataset: trains (a) concat, (b) channel and (b) channel with --train-img-in on DATA/train with the same steps and seed, edits DATA/held-out with each LoRA and with the base model alone, and scores the edits against their targets: PSNR, SSIM and, for a circles dataset, colour accuracy. Prints a markdown table (also OUTPUT/compare.md) and writes OUTPUT/compare.png (source | target | base | each variant).")]
+[Verb("compare", HelpText = "Measure the editing methods on one dataset: trains each variant (--variants) on DATA/train with the same steps, once per seed (--seeds), edits DATA/held-out with each LoRA and with the base model alone, and scores the edits against their targets: PSNR and SSIM of the generated image (concat: the diptych's right half; channel: the whole image), the edit-region PSNR (only the pixels where the target differs from the source by more than 8 of 255 levels), for a circles dataset colour accuracy, and the held-out loss over training. Prints a markdown table of mean ± sample standard deviation (n − 1) over the seeds (also OUTPUT/compare.md), writes the per-seed numbers and loss curves to OUTPUT/compare.json, the held-out loss per variant over the steps (mean over seeds) to OUTPUT/compare-loss.png, and OUTPUT/compare.png (source | target | base | each variant, first seed).")]
 public sealed class CompareOptions : TextEncoderOptions
 {
     [Option("data", Required = true, HelpText = "A folder with train/ and held-out/ in the layout 'train --data' reads (as 'dataset circles' writes it).")]
@@ -18,17 +18,20 @@ public sealed class CompareOptions : TextEncoderOptions
     [Option("vae", HelpText = "The autoencoder checkpoint. Default: --flux-dir's ae.safetensors.")]
     public string? Vae { get; set; }
 
-    [Option("output", Required = true, HelpText = "The output folder: one training folder per variant, compare.md and compare.png.")]
+    [Option("output", Required = true, HelpText = "The output folder: VARIANT/seed-S training folders, compare.md, compare.json, compare.png and compare-loss.png.")]
     public string Output { get; set; } = "";
 
-    [Option("variants", Default = "concat,channel,channel+img-in", HelpText = "Comma-separated: concat, channel, channel+img-in.")]
-    public string Variants { get; set; } = "concat,channel,channel+img-in";
+    [Option("variants", Default = "concat,concat+prefix,concat-diptych,concat-diptych+prefix,channel,channel-seed-mask,channel+img-in", HelpText = "Comma-separated, any of: concat (method a, each half at --resolution), concat+prefix (with the seed's diptych caption prefix), concat-diptych (the diptych's long side at --resolution, as the seed sizes it; edited at that size), concat-diptych+prefix (the seed's own concat), channel (method b; img_in frozen, as the seed's code leaves it), channel-seed-mask (trained under an all-zero mask, edited under all-white: the seed's code), channel+img-in (img_in trained in full).")]
+    public string Variants { get; set; } = CompareVariants.Names;
 
     [Option("steps", Default = 300, HelpText = "Training steps of every variant.")]
     public int Steps { get; set; } = 300;
 
-    [Option("seed", Default = 0L, HelpText = "One seed for every variant's training and every edit's noise.")]
+    [Option("seed", Default = 0L, HelpText = "The first seed: run k of every variant trains and edits with seed + k.")]
     public long Seed { get; set; }
+
+    [Option("seeds", Default = 1, HelpText = "Runs of every variant, one per seed; the table gives each metric's mean ± sample standard deviation over them.")]
+    public int Seeds { get; set; } = 1;
 
     [Option("rank", Default = 16, HelpText = "LoRA rank.")]
     public int Rank { get; set; } = 16;
@@ -54,19 +57,25 @@ public sealed class CompareOptions : TextEncoderOptions
 
 public static class CompareCommand
 {
-    public static int Run(CompareOptions options) => Run(options, System.Console.Out, ModelCatalog.All, out _);
+    public static int Run(CompareOptions options) => Run(options, options.CommandOutput, ModelCatalog.All, out _);
 
-    public static int Run(CompareOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, out IReadOnlyList<MethodComparison.VariantScore> scores)
+    public static int Run(CompareOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, out CompareResult result) =>
+        Run(options, CommandOutput.Plain(log), catalog, out result);
+
+    private static int Run(CompareOptions options, CommandOutput output, IReadOnlyList<CompiledModelInfo> catalog, out CompareResult result)
     {
+        var log = output.Log;
         var request = new CompareRequest
         {
             FluxDir = options.FluxDir, Weights = options.Base, Vae = options.Vae, Text = options.TextSettings, Data = options.Data,
-            Output = options.Output, Variants = options.Variants, Steps = options.Steps, Seed = options.Seed, Rank = options.Rank,
+            Output = options.Output, Variants = options.Variants, Steps = options.Steps, Seed = options.Seed, Seeds = options.Seeds, Rank = options.Rank,
             LearningRate = options.LearningRate, Resolution = options.Resolution, TrainGuidance = options.TrainGuidance,
             EditSteps = options.EditSteps, Guidance = options.Guidance, SheetRows = options.SheetRows,
         };
         using var backend = options.CreateBackend(log);
-        scores = MethodComparison.Run(request, backend, log, new TrainProgressLines(log), new StageProgressBars(), catalog: catalog);
+        result = MethodComparison.Run(request, backend, log, output.Training, output.Stages, catalog: catalog);
+        output.Wrote(options.Output);
+        output.Result = result.ToJson(); // as compare.json: per-seed numbers, means and deviations
         return 0;
     }
 }

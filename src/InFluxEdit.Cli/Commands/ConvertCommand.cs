@@ -5,7 +5,7 @@ using InFluxEdit.Runtime.WeightFiles;
 namespace InFluxEdit.Cli.Commands;
 
 [Verb("convert", HelpText = "Convert a weights file between safetensors and GGUF and between formats: the output's container follows OUT's extension (.gguf or .safetensors). Reads safetensors (F32, F16, BF16, F64, F8_E4M3, F8_E5M2) and GGUF v3 (F32, F16, BF16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q2_K…Q6_K). '--to f32' to a .safetensors writes every tensor decoded, for inspection.")]
-public sealed class ConvertOptions
+public sealed class ConvertOptions : OutputOptions
 {
     [Value(0, MetaName = "IN", Required = true, HelpText = "The weights file to read (.safetensors or .gguf; GGUF is recognised by its magic).")]
     public string Input { get; set; } = "";
@@ -19,20 +19,24 @@ public sealed class ConvertOptions
 
 public static class ConvertCommand
 {
-    public static int Run(ConvertOptions options) => Run(options, System.Console.Out);
+    /// <summary>What 'convert --json' reports beside the file written: tensors per format, the bytes of tensor data, what was left out.</summary>
+    public sealed record ConversionReport(IReadOnlyDictionary<string, int> TensorsByFormat, long DataBytes, IReadOnlyList<string> Skipped);
 
-    public static int Run(ConvertOptions options, TextWriter output)
+    public static int Run(ConvertOptions options)
     {
+        var output = options.CommandOutput;
         TensorFormat? to = null;
         if (options.To != null)
             to = TensorFormats.TryParseOption(options.To, out TensorFormat parsed) ? parsed
                 : throw new ArgumentException($"--to '{options.To}' is not a format; use one of: {TensorFormats.OptionNames}.");
         var summary = WeightConverter.Convert(options.Input, options.Output, to);
-        output.WriteLine($"wrote {options.Output}: {summary.TensorsByFormat.Values.Sum()} tensors, {summary.DataBytes / 1e6:F1} MB of tensor data");
+        output.Log.WriteLine($"wrote {options.Output}: {summary.TensorsByFormat.Values.Sum()} tensors, {summary.DataBytes / 1e6:F1} MB of tensor data");
         foreach (var (format, count) in summary.TensorsByFormat.OrderBy(p => p.Key))
-            output.WriteLine($"  {format,-8} {count} tensors");
+            output.Log.WriteLine($"  {format,-8} {count} tensors");
         foreach (string skipped in summary.Skipped)
-            output.WriteLine($"  skipped {skipped}");
+            output.Log.WriteLine($"  skipped {skipped}");
+        output.Wrote(options.Output);
+        output.Result = new ConversionReport(summary.TensorsByFormat.ToDictionary(p => p.Key.ToString(), p => p.Value), summary.DataBytes, summary.Skipped);
         return 0;
     }
 }

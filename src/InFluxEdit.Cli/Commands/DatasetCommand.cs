@@ -4,7 +4,7 @@ using InFluxEdit.Datasets;
 namespace InFluxEdit.Cli.Commands;
 
 [Verb("dataset", HelpText = "Generate a training dataset. 'dataset circles' draws the seed's experiment: the source is a circle's outline on a plain background, the target the same circle filled with the colour the caption names on a named background colour (\"violet circle with orange background\"). Writes OUT/train and OUT/held-out in the layout 'train --data' reads, each with circles.json for scoring.")]
-public sealed class DatasetOptions
+public sealed class DatasetOptions : OutputOptions
 {
     [Value(0, MetaName = "KIND", Required = true, HelpText = "What to generate: circles (editing pairs) or scenes (inpainting images, masks and captions for pretraining).")]
     public string Kind { get; set; } = "";
@@ -27,12 +27,18 @@ public sealed class DatasetOptions
 
 public static class DatasetCommand
 {
+    /// <summary>What 'dataset --json' reports beside the folder written.</summary>
+    public sealed record DatasetSummary(string Kind, int Count, int HeldOut, int Size, long Seed);
+
     public static int Run(DatasetOptions options)
     {
-        if (options.Kind == "scenes") DatasetWriter.WriteScenes(options.Output, options.Count, options.Size, options.Seed, System.Console.Out);
+        var output = options.CommandOutput;
+        if (options.Kind == "scenes") DatasetWriter.WriteScenes(options.Output, options.Count, options.Size, options.Seed, output.Log);
         else if (options.Kind == "circles")
-            DatasetWriter.WriteCircles(options.Output, options.Count, options.HeldOut, options.Size, options.Seed, System.Console.Out);
+            DatasetWriter.WriteCircles(options.Output, options.Count, options.HeldOut, options.Size, options.Seed, output.Log);
         else throw new ArgumentException($"unknown dataset '{options.Kind}': this build draws 'circles' and 'scenes'");
+        output.Wrote(options.Output);
+        output.Result = new DatasetSummary(options.Kind, options.Count, options.Kind == "circles" ? options.HeldOut : 0, options.Size, options.Seed);
         return 0;
     }
 }

@@ -33,25 +33,35 @@ public sealed class DemoOptions : DeviceOptions
 
 public static class DemoCommand
 {
-    public static int Run(DemoOptions options) => Run(options, System.Console.Out);
+    /// <summary>What 'demo --json' reports: how many held-out edits have each colour right, of how many.</summary>
+    public sealed record DemoScore(int Count, int BothRight, int FillRight, int BackgroundRight);
 
-    public static int Run(DemoOptions options, TextWriter log) => Run(options, log, out _);
+    public static int Run(DemoOptions options) => Run(options, options.CommandOutput, out _);
+
+    public static int Run(DemoOptions options, TextWriter log) => Run(options, CommandOutput.Plain(log), out _);
+
+    public static int Run(DemoOptions options, TextWriter log, out (CirclesDataset.ColourTally Colours, int Count) score) =>
+        Run(options, CommandOutput.Plain(log), out score);
 
     /// <param name="score">How many held-out edits have each colour right, and of how many.</param>
-    public static int Run(DemoOptions options, TextWriter log, out (CirclesDataset.ColourTally Colours, int Count) score)
+    private static int Run(DemoOptions options, CommandOutput output, out (CirclesDataset.ColourTally Colours, int Count) score)
     {
+        var log = output.Log;
         using var backend = options.CreateBackend(log);
         var result = CirclesDemo.Run(new DemoRequest
         {
             Output = options.Output, FluxDir = options.FluxDir, Steps = options.Steps, Count = options.Count, HeldOut = options.HeldOut,
             Size = options.Size, Seed = options.Seed,
-        }, backend, log, new TrainProgressLines(log), new StageProgressBars());
+        }, backend, log, output.Training, output.Stages);
         var (colours, count) = (result.Colours, result.Count);
         score = (colours, count);
         log.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"held-out edits with the colours their captions name: {colours.Both}/{count} ({100.0 * colours.Both / count:F0}%; fill {100.0 * colours.Fill / count:F0}%, background {100.0 * colours.Background / count:F0}%)"));
         log.WriteLine($"contact sheet (source | target | result): {result.ContactSheet}");
         log.WriteLine($"LoRA: {result.LoraPath}  ({result.Elapsed.TotalMinutes:F1} min in all)");
+        output.Wrote(result.ContactSheet);
+        output.Wrote(result.LoraPath);
+        output.Result = new DemoScore(count, colours.Both, colours.Fill, colours.Background);
         return 0;
     }
 }

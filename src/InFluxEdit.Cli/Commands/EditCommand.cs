@@ -3,6 +3,7 @@ using InFluxEdit.Cli.Console;
 using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
+using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 
 namespace InFluxEdit.Cli.Commands;
@@ -68,17 +69,18 @@ public sealed class EditOptions : TextEncoderOptions
 public static class EditCommand
 {
     /// <summary>Every --lora with its --lora-scale (1 where none is given).</summary>
-    public static IReadOnlyList<LoraFile> Loras(IReadOnlyList<string> paths, IReadOnlyList<float> scales)
-    {
-        if (scales.Count > paths.Count)
-            throw new ArgumentException($"{scales.Count} --lora-scale values for {paths.Count} --lora files");
-        return paths.Select((path, i) => new LoraFile(path, i < scales.Count ? scales[i] : 1f)).ToList();
-    }
+    public static IReadOnlyList<LoraFile> Loras(IReadOnlyList<string> paths, IReadOnlyList<float> scales) =>
+        paths.Zip(LoraSet.ScalesFor(paths.Count, scales), (path, scale) => new LoraFile(path, scale)).ToList();
 
-    public static int Run(EditOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
+    /// <summary>What 'edit --json' reports beside the image written.</summary>
+    public sealed record EditSummary(string Model, int Width, int Height, long Seed, int Steps);
+
+    public static int Run(EditOptions options) => Run(options, options.CommandOutput, ModelCatalog.All);
 
     /// <summary>Runs an edit, logging to <paramref name="log"/>; the catalog is a parameter so tests can say which models exist.</summary>
-    public static int Run(EditOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog)
+    public static int Run(EditOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog) => Run(options, CommandOutput.Plain(log), catalog);
+
+    private static int Run(EditOptions options, CommandOutput output, IReadOnlyList<CompiledModelInfo> catalog)
     {
         var request = new EditRequest
         {
@@ -88,9 +90,13 @@ public static class EditCommand
             Guidance = options.Guidance, Seed = options.Seed, Noise = options.Noise, Fit = options.Fit,
             BasePrecision = Runtime.Quantization.BasePrecision.Parse(options.BasePrecision),
         };
-        using var backend = options.CreateBackend(log);
-        var result = ImageEditor.Edit(request, backend, log, new StageProgressBars(), catalog: catalog);
-        log.WriteLine($"wrote {options.Output} ({result.Image.Shape[3]}×{result.Image.Shape[2]}) in {result.SamplingTime.TotalSeconds:F1} s");
+        using var backend = options.CreateBackend(output.Log);
+        var result = ImageEditor.Edit(request, backend, output.Log, output.Stages, catalog: catalog);
+        var (width, height) = (result.Image.Shape[3], result.Image.Shape[2]);
+        output.Log.WriteLine($"wrote {options.Output} ({width}×{height}) in {result.SamplingTime.TotalSeconds:F1} s");
+        output.Wrote(options.Output);
+        output.Took("sampling", result.SamplingTime);
+        output.Result = new EditSummary(result.TransformerModel, width, height, result.Seed, options.Steps);
         return 0;
     }
 }

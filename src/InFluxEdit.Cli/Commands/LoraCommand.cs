@@ -1,4 +1,5 @@
 using CommandLine;
+using InFluxEdit.Cli.Console;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
@@ -7,7 +8,7 @@ using InFluxEdit.Runtime.Tensors;
 namespace InFluxEdit.Cli.Commands;
 
 [Verb("lora", HelpText = "Look into or convert LoRA files: 'lora inspect FILE' (format, ranks, alphas, layers, what is skipped, whether a trained img_in is in it); 'lora convert IN OUT --format kohya|diffusers' (merge more with --lora).")]
-public sealed class LoraOptions
+public sealed class LoraOptions : OutputOptions
 {
     [Value(0, MetaName = "ACTION", Required = true, HelpText = "inspect or convert.")]
     public string Action { get; set; } = "";
@@ -39,10 +40,20 @@ public sealed class LoraOptions
 
 public static class LoraCommand
 {
-    public static int Run(LoraOptions options) => Run(options, System.Console.Out, ModelCatalog.All.Select(m => m.Descriptor).ToList());
+    /// <summary>What 'lora inspect --json' reports: the model the file fits, its formats, adapters, full-weight changes and skipped keys.</summary>
+    public sealed record LoraSummary(string File, string Model, IReadOnlyList<string> Formats, IReadOnlyList<AdapterSummary> Adapters,
+        IReadOnlyList<string> FullWeightChanges, IReadOnlyList<SkippedKeys> Skipped);
 
-    public static int Run(LoraOptions options, TextWriter log, IReadOnlyList<ModelDescriptor> catalog)
+    /// <summary>What 'lora convert --json' reports beside the file written.</summary>
+    public sealed record LoraConversion(string Model, string Format, string DType, IReadOnlyList<string> Inputs);
+
+    public static int Run(LoraOptions options) => Run(options, options.CommandOutput, ModelCatalog.All.Select(m => m.Descriptor).ToList());
+
+    public static int Run(LoraOptions options, TextWriter log, IReadOnlyList<ModelDescriptor> catalog) => Run(options, CommandOutput.Plain(log), catalog);
+
+    private static int Run(LoraOptions options, CommandOutput output, IReadOnlyList<ModelDescriptor> catalog)
     {
+        var log = output.Log;
         var files = options.Files.ToList();
         var candidates = options.Model is { } name
             ? [catalog.FirstOrDefault(m => m.Name == name) ?? throw new ArgumentException($"--model {name} is not compiled in; 'influx-cli models' lists them")]
@@ -54,6 +65,8 @@ public static class LoraCommand
                 if (files.Count != 1) throw new ArgumentException($"lora inspect takes one FILE; got {files.Count}");
                 var (model, content) = LoraInspection.Recognise(files[0], candidates, new LoraReadOptions(1f, options.StrictLora, baseWeights, DescribeOnly: true));
                 foreach (string line in LoraInspection.Describe(files[0], model, content)) log.WriteLine(line);
+                output.Result = new LoraSummary(Path.GetFullPath(files[0]), model.Name, content.Formats, content.Adapters,
+                    content.Dense.Select(d => d.Parameter).Distinct().Order(StringComparer.Ordinal).ToList(), content.Skipped);
                 return 0;
             case "convert":
                 if (files.Count != 2) throw new ArgumentException($"lora convert takes IN and OUT; got {files.Count} file(s)");
@@ -67,6 +80,8 @@ public static class LoraCommand
                     ["software"] = "InFluxEdit", ["converted_from"] = string.Join(", ", inputs.Select(Path.GetFileName)), ["base_model"] = target.Name,
                 }, dtype);
                 log.WriteLine($"wrote {files[1]} ({format.ToString().ToLowerInvariant()}, {dtype}) for {target.Name}");
+                output.Wrote(files[1]);
+                output.Result = new LoraConversion(target.Name, format.ToString().ToLowerInvariant(), dtype.ToString(), inputs.Select(Path.GetFullPath).ToList());
                 return 0;
             default:
                 throw new ArgumentException($"unknown lora action '{options.Action}'; use inspect or convert");

@@ -20,16 +20,21 @@ public sealed class ParityOptions : DeviceOptions
 
 public static class ParityCommand
 {
+    /// <summary>What 'parity --json' reports: the counts and every tensor compared.</summary>
+    public sealed record ParitySummary(int Passed, int Failed, int Skipped, IReadOnlyList<ParityRow> Rows);
+
     public static int Run(ParityOptions options)
     {
+        var output = options.CommandOutput;
         var manifest = GoldenManifest.Load(options.Directory);
-        using var backend = options.CreateBackend(System.Console.Out);
+        using var backend = options.CreateBackend(output.Log);
         var runner = new ParityRunner(manifest, backend);
-        var table = new ConsoleTable("case", "tensor", "rel L2", "tolerance", "ok");
+        var table = output.Table("case", "tensor", "rel L2", "tolerance", "ok");
+        var rows = new List<ParityRow>();
         int failed = 0, passed = 0, skipped = 0;
         foreach (var goldenCase in manifest.Cases.Where(c => options.CaseFilter == null || c.Name.Contains(options.CaseFilter)))
         {
-            System.Console.Error.WriteLine($"running {goldenCase.Name} ({goldenCase.Kind})");
+            output.Notes.WriteLine($"running {goldenCase.Name} ({goldenCase.Kind})");
             foreach (var row in runner.Run(goldenCase, options.OutDir))
             {
                 string ok = row.Status switch
@@ -38,7 +43,8 @@ public static class ParityCommand
                     ParityStatus.Failed => "FAIL",
                     _ => "skipped",
                 };
-                table.Add(row.Case, row.Tensor, Format(row.Error), Format(row.Tolerance), row.Note == null ? ok : $"{ok}: {row.Note}");
+                rows.Add(row);
+                table.AddCells(row.Case, row.Tensor, Format(row.Error), Format(row.Tolerance), row.Note == null ? ok : $"{ok}: {row.Note}");
                 switch (row.Status)
                 {
                     case ParityStatus.Passed: passed++; break;
@@ -47,9 +53,12 @@ public static class ParityCommand
                 }
             }
         }
-        table.Write(System.Console.Out);
-        System.Console.WriteLine($"parity: {passed} passed, {failed} failed, {skipped} skipped");
-        if (options.OutDir != null) System.Console.WriteLine($"computed tensors written to {Path.GetFullPath(options.OutDir)}");
+        output.Write(table);
+        output.Log.WriteLine($"parity: {passed} passed, {failed} failed, {skipped} skipped");
+        if (options.OutDir != null) output.Log.WriteLine($"computed tensors written to {Path.GetFullPath(options.OutDir)}");
+        output.Wrote(options.OutDir);
+        output.Result = new ParitySummary(passed, failed, skipped, rows);
+        if (failed > 0) output.Failure = $"{failed} tensors differ from the reference beyond their tolerance";
         return failed == 0 ? 0 : 1;
     }
 

@@ -37,16 +37,20 @@ public sealed class PretrainToyOptions : DeviceOptions
 
 public static class PretrainToyCommand
 {
-    public static int Run(PretrainToyOptions options) => Run(options, System.Console.Out);
+    public static int Run(PretrainToyOptions options) => Run(options, options.CommandOutput);
 
-    public static int Run(PretrainToyOptions options, TextWriter log)
+    public static int Run(PretrainToyOptions options, TextWriter log) => Run(options, CommandOutput.Plain(log));
+
+    private static int Run(PretrainToyOptions options, CommandOutput output)
     {
+        var log = output.Log;
         using var backend = options.CreateBackend(log);
         ToyBase.Pretrain(new ToyPretrainRequest
         {
             Output = options.Output, Work = options.Work, Scenes = options.Scenes, Size = options.Size, VaeSteps = options.VaeSteps,
             VaeFullSizeSteps = options.VaeFullSizeSteps, Steps = options.Steps, LearningRate = options.LearningRate, Seed = options.Seed,
-        }, backend, log, new TrainProgressLines(log));
+        }, backend, log, output.Training);
+        output.Wrote(options.Output);
         return 0;
     }
 }

@@ -2,6 +2,7 @@ using CommandLine;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Fill;
 using InFluxEdit.Models;
+using InFluxEdit.Runtime.Distributed;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Training;
 using InFluxEdit.Training;
@@ -91,15 +92,30 @@ public sealed partial class TrainOptions : TextEncoderOptions
 
     [Option("loss-region", Default = "all", HelpText = "all tokens (as the seed trains) or masked: only the tokens the mask covers.")]
     public string LossRegion { get; set; } = "all";
+
+    [Option("rank-timeout", Default = 1800, HelpText = "Under mpirun (data-parallel training; --batch-size is then the global batch, split over the ranks): seconds rank 0 waits for the last rank at an exchange before it names the ranks missing and ends the job. A rank that dies ends the job at once.")]
+    public int RankTimeout { get; set; } = 1800;
 }
 
 public static class TrainCommand
 {
-    public static int Run(TrainOptions options) => Run(options, System.Console.Out, ModelCatalog.All);
+    public static int Run(TrainOptions options)
+    {
+        if (options.RankTimeout < 1) throw new ArgumentException($"--rank-timeout must be at least 1 second; got {options.RankTimeout}");
+        // Under mpirun every rank runs this command; rank 0 alone prints (the others' output is quiet).
+        using var group = ProcessGroups.FromEnvironment(TimeSpan.FromSeconds(options.RankTimeout));
+        return RankedRun.Run(group, () => Run(options, options.CommandOutput, ModelCatalog.All, group: group));
+    }
+
+    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null) =>
+        Run(options, CommandOutput.Plain(log), catalog, stop);
 
     /// <param name="stop">Stops the run after a step, with a checkpoint; by default this process's SIGINT and SIGTERM.</param>
-    public static int Run(TrainOptions options, TextWriter log, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null)
+    /// <param name="group">The ranks of a data-parallel run (default: this process alone).</param>
+    private static int Run(TrainOptions options, CommandOutput output, IReadOnlyList<CompiledModelInfo> catalog, StopSignal? stop = null, IProcessGroup? group = null)
     {
+        group ??= SingleProcess.Instance;
+        var log = output.Log;
         // The recipe first, printed as a table; the engine reads the request as filled.
         var request = Request(options);
         if (request.Recipe != null)
@@ -107,23 +123,23 @@ public static class TrainCommand
             var recipe = TrainRecipe.For(request.Recipe, request.Method);
             (request, var rows) = recipe.ApplyTo(request);
             log.WriteLine($"recipe {recipe.Name}: {recipe.Script}");
-            var table = new ConsoleTable("option", "value", "from");
-            foreach (var row in rows) table.Add(row.Option, row.Value, row.From);
-            table.Write(log);
+            var table = output.Table("option", "value", "from");
+            foreach (var row in rows) table.AddCells(row.Option, row.Value, row.From);
+            output.Write(table);
         }
-        using var backend = options.CreateBackend(log);
+        using var backend = options.CreateBackend(log, group.LocalRank);
         // The first Ctrl-C or SIGTERM lets the engine finish its step and save a checkpoint; a second Ctrl-C ends the process at once.
         using var processSignals = stop == null ? StopSignal.FromProcessSignals(note => log.WriteLine(note)) : null;
         stop ??= processSignals!;
         try
         {
-            LoraTraining.Train(request, backend, log, new TrainProgressLines(log), new StageProgressBars(), stop.Token, catalog);
+            var result = LoraTraining.Train(request, backend, log, output.Training, output.Stages, stop.Token, catalog, group);
+            TrainReport.Record(output, result);
             return 0;
         }
         catch (TrainingStoppedException stopped)
         {
-            log.WriteLine($"stopped by {stop.SignalName} at step {stopped.Step} of {stopped.Steps}; to continue, run the same command with --resume {stopped.Checkpoint}");
-            return stop.ExitCode;
+            return TrainReport.Stopped(output, stop, stopped);
         }
     }
 
@@ -141,7 +157,7 @@ public static class TrainCommand
         TimestepSampling = options.TimestepSampling, LogitMean = options.LogitMean, LogitStd = options.LogitStd, ModeScale = options.ModeScale,
         LossWeighting = options.LossWeighting, InstancePrompt = options.InstancePrompt, Guidance = options.Guidance, BatchSize = options.BatchSize,
         Accumulate = options.Accumulate, MaxGradNorm = options.MaxGradNorm, Resolution = options.Resolution, ConcatResolution = options.ConcatResolution,
-        CaptionPrefix = options.CaptionPrefix,
+        CaptionPrefix = options.CaptionPrefix, MaskSide = options.MaskSide, SeedFrozenImgIn = options.SeedFrozenImgIn,
         Seed = options.Seed, CheckpointEvery = options.CheckpointEvery, Validation = options.Validation, ValidateEvery = options.ValidateEvery,
         ValidationSteps = options.ValidationSteps, Resume = options.Resume, Overwrite = options.Overwrite, Format = options.Format, ExportDType = options.ExportDType, LossRegion = options.LossRegion,
     };

@@ -92,6 +92,12 @@ public sealed partial class TrainOptions
     [Option("concat-resolution", HelpText = "concat: half (each half of the diptych is bucketed at --resolution, so the diptych has twice its pixels) or diptych (the diptych's long side is --resolution, as the seed resizes: 512 gives a 512×256 diptych). Default: half.")]
     public string? ConcatResolution { get; set; }
 
+    [Option("seed-frozen-img-in", HelpText = "Reproduce a defect of the seed's code, to measure it: img_in's gradient is computed every step and never zeroed, counts in the clipping's norm (and is scaled by it), but is never applied, so the pile-up shrinks the adapters' clipped gradients as training goes on. Not with --train-img-in or --resume.")]
+    public bool SeedFrozenImgIn { get; set; }
+
+    [Option("mask-side", HelpText = "concat: right (the right half is the one generated, as the seed's scripts train) or both (each example masks its diptych's left or right half at random, so the model also learns to restore the source beside its edit: the seed's code without --mask_only_right). Default: right.")]
+    public string? MaskSide { get; set; }
+
     [Option("caption-prefix", HelpText = "Text put before every caption while training (and validating), such as the seed's diptych prompt convention. Default: none.")]
     public string? CaptionPrefix { get; set; }
 

@@ -1,4 +1,5 @@
 using CommandLine;
+using InFluxEdit.Runtime.Training;
 using InFluxEdit.Training;
 
 namespace InFluxEdit.Cli.Commands;
@@ -50,9 +51,20 @@ public static class TrainVaeCommand
 {
     public static int Run(TrainVaeOptions options)
     {
-        using var backend = options.CreateBackend(System.Console.Out);
-        AutoencoderTraining.Train(Request(options), backend, System.Console.Out);
-        return 0;
+        var output = options.CommandOutput;
+        using var backend = options.CreateBackend(output.Log);
+        // As train: the first Ctrl-C or SIGTERM finishes the step and saves a checkpoint to resume from.
+        using var stop = StopSignal.FromProcessSignals(note => output.Log.WriteLine(note));
+        try
+        {
+            output.Wrote(AutoencoderTraining.Train(Request(options), backend, output.Log, stop.Token));
+            output.Wrote(Path.Combine(options.Output, "checkpoint.safetensors"));
+            return 0;
+        }
+        catch (TrainingStoppedException stopped)
+        {
+            return TrainReport.Stopped(output, stop, stopped);
+        }
     }
 
     /// <summary>The options as the engine's request.</summary>

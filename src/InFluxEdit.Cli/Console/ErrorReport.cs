@@ -21,6 +21,7 @@ public static class ErrorReport
         typeof(IOException), typeof(InvalidDataException), typeof(ArgumentException), typeof(InvalidOperationException),
         typeof(NotSupportedException), typeof(UnauthorizedAccessException), typeof(FormatException), typeof(JsonException),
         typeof(InsufficientMemoryException), typeof(OverflowException), typeof(Runtime.Training.TrainingDivergedException),
+        typeof(Runtime.Distributed.ProcessGroupException), typeof(DllNotFoundException),
     ];
 
     public static int Write(Exception exception, TextWriter error, bool verbose)

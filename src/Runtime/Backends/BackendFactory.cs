@@ -24,10 +24,11 @@ public static class BackendFactory
     };
 
     /// <summary>The CPU computes in float32 whatever the precision; it only changes CUDA's matrix products.</summary>
-    public static IBackend Create(DeviceChoice choice, GpuPrecision precision = GpuPrecision.Float32) => choice switch
+    /// <param name="localRank">A data-parallel rank's index on its machine: it takes the GPU of that index (modulo those visible).</param>
+    public static IBackend Create(DeviceChoice choice, GpuPrecision precision = GpuPrecision.Float32, int localRank = 0) => choice switch
     {
         DeviceChoice.Cpu => new CpuBackend(),
-        DeviceChoice.Cuda => IlgpuBackend.CreateCuda(precision: precision),
-        _ => IlgpuBackend.IsCudaAvailable() ? IlgpuBackend.CreateCuda(precision: precision) : new CpuBackend(),
+        DeviceChoice.Cuda => IlgpuBackend.CreateCuda(IlgpuBackend.DeviceForRank(localRank), precision),
+        _ => IlgpuBackend.IsCudaAvailable() ? IlgpuBackend.CreateCuda(IlgpuBackend.DeviceForRank(localRank), precision) : new CpuBackend(),
     };
 }

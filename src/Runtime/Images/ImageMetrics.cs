@@ -9,17 +9,45 @@ namespace InFluxEdit.Runtime.Images;
 public static class ImageMetrics
 {
     /// <summary>Peak signal-to-noise ratio in dB over all channels: 10·log10(1 / MSE); +∞ for identical images.</summary>
-    public static double Psnr(HostTensor result, HostTensor target)
+    public static double Psnr(HostTensor result, HostTensor target) => Psnr(result, target, null)!.Value;
+
+    /// <summary>
+    /// The PSNR over the pixels <paramref name="region"/> (one flag per pixel, row-major; null: all) marks, every
+    /// channel of each; null when it marks none.
+    /// </summary>
+    public static double? Psnr(HostTensor result, HostTensor target, bool[]? region)
     {
         RequireSameRgb(result, target);
+        int plane = result.Shape[2] * result.Shape[3];
+        if (region != null && region.Length != plane)
+            throw new ArgumentException($"the region has {region.Length} pixels but the images {plane}; give one flag per pixel");
         double sum = 0;
+        long count = 0;
         for (int i = 0; i < result.Data.Length; i++)
         {
+            if (region != null && !region[i % plane]) continue;
             double d = (result.Data[i] - (double)target.Data[i]) / 2;
             sum += d * d;
+            count++;
         }
-        double mse = sum / result.Data.Length;
+        if (count == 0) return null;
+        double mse = sum / count;
         return mse == 0 ? double.PositiveInfinity : 10 * Math.Log10(1 / mse);
+    }
+
+    /// <summary>
+    /// The pixels an edit changes: where <paramref name="before"/> and <paramref name="after"/> differ by more than
+    /// <paramref name="threshold"/> (on the [0, 1] scale) in any channel. The default, 1/32 (8 levels of 255), ignores
+    /// resampling and compression noise.
+    /// </summary>
+    public static bool[] ChangedPixels(HostTensor before, HostTensor after, double threshold = 1.0 / 32)
+    {
+        RequireSameRgb(before, after);
+        int plane = before.Shape[2] * before.Shape[3];
+        var changed = new bool[plane];
+        for (int i = 0; i < before.Data.Length; i++)
+            if (Math.Abs(before.Data[i] - (double)after.Data[i]) / 2 > threshold) changed[i % plane] = true;
+        return changed;
     }
 
     /// <summary>

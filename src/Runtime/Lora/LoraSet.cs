@@ -9,19 +9,26 @@ namespace InFluxEdit.Runtime.Lora;
 /// <summary>Several LoRA files applied at once (edit's --lora, convert's inputs), each at its own strength.</summary>
 public static class LoraSet
 {
+    /// <summary>The scale of each of <paramref name="files"/> LoRA files: the --lora-scale values in order, 1 for the rest.</summary>
+    public static float[] ScalesFor(int files, IReadOnlyList<float> scales)
+    {
+        if (scales.Count > files)
+            throw new ArgumentException($"{scales.Count} --lora-scale values for {files} LoRA files");
+        return Enumerable.Range(0, files).Select(i => i < scales.Count ? scales[i] : 1f).ToArray();
+    }
+
     /// <summary>
     /// Every file read at its scale (1 where none is given) and merged; each file's load and what it skipped is logged.
     /// </summary>
     public static LoraContent Read(IReadOnlyList<string> paths, IReadOnlyList<float> scales, ModelDescriptor model, bool strict,
         Func<string, HostTensor>? baseWeights, TextWriter log)
     {
-        if (scales.Count > paths.Count)
-            throw new ArgumentException($"{scales.Count} --lora-scale values for {paths.Count} LoRA files");
+        var fileScales = ScalesFor(paths.Count, scales);
         var names = new LoraNames(model);
         var total = new LoraContent();
         for (int i = 0; i < paths.Count; i++)
         {
-            float scale = i < scales.Count ? scales[i] : 1f;
+            float scale = fileScales[i];
             var content = LoraReader.Read(paths[i], names, new LoraReadOptions(scale, strict, baseWeights));
             var layers = content.LowRank.Select(l => l.Module + ".weight").Concat(content.Dense.Select(d => d.Parameter)).Distinct().Count();
             var whole = content.Dense.Select(d => d.Parameter).Distinct().Order(StringComparer.Ordinal).ToList();

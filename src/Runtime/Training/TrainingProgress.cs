@@ -19,8 +19,12 @@ public sealed class TrainingProgress
     /// <param name="totalSteps">The step the run ends at.</param>
     /// <param name="firstStep">Steps already done when this run started (after --resume), so it/s counts this run only.</param>
     /// <param name="smoothing">EMA factor; the smoothed loss is debiased like Adam's moments so early values are not pulled to 0.</param>
-    public TrainingProgress(int totalSteps, int firstStep = 0, double smoothing = 0.98, Func<TimeSpan>? clock = null)
+    /// <param name="examplesPerStep">Examples one step trains on, over every rank: with more than one, the line shows examples per second too.</param>
+    /// <param name="ranks">Processes sharing each step (data-parallel training): the line says over how many.</param>
+    public TrainingProgress(int totalSteps, int firstStep = 0, double smoothing = 0.98, Func<TimeSpan>? clock = null, int examplesPerStep = 1, int ranks = 1)
     {
+        ExamplesPerStep = examplesPerStep;
+        Ranks = ranks;
         if (smoothing is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(smoothing), smoothing, "the EMA factor lies in [0, 1)");
         TotalSteps = totalSteps;
         _firstStep = firstStep;
@@ -31,6 +35,8 @@ public sealed class TrainingProgress
     }
 
     public int TotalSteps { get; }
+    public int ExamplesPerStep { get; }
+    public int Ranks { get; }
     public int Step { get; private set; }
     public double LastLoss { get; private set; } = double.NaN;
 
@@ -64,8 +70,10 @@ public sealed class TrainingProgress
     {
         var c = CultureInfo.InvariantCulture;
         string eta = Remaining is { } left ? FormatDuration(left) : "?";
-        return string.Format(c, "step {0}/{1}  loss {2:0.0000} (avg {3:0.0000})  {4:0.00} it/s  ETA {5}  mem {6} managed, {7} process",
-            Step, TotalSteps, LastLoss, SmoothedLoss, StepsPerSecond, eta, FormatBytes(managedBytes), FormatBytes(processBytes));
+        string throughput = ExamplesPerStep == 1 && Ranks == 1 ? ""
+            : string.Format(c, " ({0:0.00} examples/s{1})", StepsPerSecond * ExamplesPerStep, Ranks > 1 ? $" over {Ranks} ranks" : "");
+        return string.Format(c, "step {0}/{1}  loss {2:0.0000} (avg {3:0.0000})  {4:0.00} it/s{5}  ETA {6}  mem {7} managed, {8} process",
+            Step, TotalSteps, LastLoss, SmoothedLoss, StepsPerSecond, throughput, eta, FormatBytes(managedBytes), FormatBytes(processBytes));
     }
 
     public static string FormatDuration(TimeSpan span) =>

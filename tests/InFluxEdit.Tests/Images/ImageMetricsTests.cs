@@ -1,3 +1,4 @@
+using Shouldly;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Tensors;
 
@@ -68,5 +69,31 @@ public sealed class ImageMetricsTests
         Assert.Equal(127.5, mean.R, 6);
         Assert.Equal(0, mean.G, 6);
         Assert.Null(ImageMetrics.MeanColour(image, (_, _) => false));
+    }
+
+    [Fact]
+    public void The_edit_region_psnr_counts_only_the_pixels_the_target_changes()
+    {
+        // A 4×4 source; the target changes the left column by 0.5 (0.25 on [0, 1]) and one more pixel by 0.04 (0.02:
+        // under the 1/32 threshold, so not part of the edit). The result is off by 0.2 (0.1) inside the left column and
+        // by 0.6 elsewhere: the region's PSNR must see only the 0.1 error, 20 dB.
+        var source = Constant(4, 4, 0f);
+        var target = Constant(4, 4, 0f);
+        var result = Constant(4, 4, 0f);
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < 4; y++)
+                for (int x = 0; x < 4; x++)
+                {
+                    int i = c * 16 + y * 4 + x;
+                    target.Data[i] = x == 0 ? 0.5f : (x == 3 && y == 3 ? 0.04f : 0f);
+                    result.Data[i] = target.Data[i] + (x == 0 ? 0.2f : 0.6f);
+                }
+
+        var region = ImageMetrics.ChangedPixels(source, target);
+
+        region.ShouldBe(Enumerable.Range(0, 16).Select(p => p % 4 == 0).ToArray());
+        ImageMetrics.Psnr(result, target, region)!.Value.ShouldBe(20.0, 1e-4);
+        ImageMetrics.Psnr(result, target, new bool[16]).ShouldBeNull();
+        ImageMetrics.Psnr(result, target, null)!.Value.ShouldBe(ImageMetrics.Psnr(result, target));
     }
 }

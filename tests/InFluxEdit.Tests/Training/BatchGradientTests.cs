@@ -26,7 +26,7 @@ public class BatchGradientTests
     /// Pairs made from the golden pair: three landscape ones (the pair, reversed, the target twice) and two portrait
     /// crops, which fall in another aspect bucket.
     /// </summary>
-    private static string Pairs(TempDir dir)
+    internal static string Pairs(TempDir dir)
     {
         string data = dir.File("pairs");
         Directory.CreateDirectory(Path.Combine(data, "source"));

@@ -4,11 +4,12 @@ using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Training;
 using Shouldly;
 
 namespace InFluxEdit.Tests.Training;
 
-/// <summary>`influx-cli train-vae`: a reconstruction run writes weights the VAE loads, and resuming its checkpoint continues bit for bit.</summary>
+/// <summary>`influx-cli train-vae`: a reconstruction run writes weights the VAE loads, and resuming its checkpoint (periodic or a stop's) continues bit for bit.</summary>
 public class TrainVaeCommandTests
 {
     private static TrainVaeOptions Options(string images, string output, int steps) => new()
@@ -26,6 +27,16 @@ public class TrainVaeCommandTests
         LogEvery = 1,
         Seed = 4,
     };
+
+    /// <summary>A log that requests the stop when a line starting with <paramref name="prefix"/> is written.</summary>
+    private sealed class CancelAtLine(string prefix, CancellationTokenSource cancel) : StringWriter
+    {
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (value?.StartsWith(prefix, StringComparison.Ordinal) == true) cancel.Cancel();
+        }
+    }
 
     [Fact]
     public void ResumingContinuesExactlyAndTheWeightsLoad()
@@ -52,6 +63,21 @@ public class TrainVaeCommandTests
             byte[] a = File.ReadAllBytes(Path.Combine(straight, "flux-vae-tiny.safetensors"));
             byte[] b = File.ReadAllBytes(Path.Combine(resumed, "flux-vae-tiny.safetensors"));
             b.ShouldBe(a);
+
+            // Stopped after step 3, between checkpoints: the stop saves that step, and resuming it gives the same weights.
+            string stoppedFolder = Path.Combine(root, "stopped");
+            using (var cancel = new CancellationTokenSource())
+            using (var cpu = new InFluxEdit.Runtime.Backends.Cpu.CpuBackend())
+            {
+                var log = new CancelAtLine("step 3/", cancel);
+                var stopped = Should.Throw<TrainingStoppedException>(() =>
+                    AutoencoderTraining.Train(TrainVaeCommand.Request(Options(images, stoppedFolder, 4)), cpu, log, cancel.Token));
+                stopped.Step.ShouldBe(3);
+                var rest = Options(images, stoppedFolder, 4);
+                rest.Resume = stopped.Checkpoint;
+                TrainVaeCommand.Run(rest).ShouldBe(0);
+            }
+            File.ReadAllBytes(Path.Combine(stoppedFolder, "flux-vae-tiny.safetensors")).ShouldBe(a);
 
             // The trained weights differ from the start and load as the model's checkpoint.
             using var trained = SafeTensorsFile.Open(Path.Combine(straight, "flux-vae-tiny.safetensors"));

@@ -115,6 +115,13 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
 
     // ---------------------------------------------------------------- construction
 
+    /// <summary>The CUDA device a rank takes: its local rank, wrapping round when the machine has fewer GPUs than ranks.</summary>
+    public static int DeviceForRank(int localRank)
+    {
+        int count = CudaProbe.Value.Available ? CudaDevice.GetDevices(_ => true).Length : 0;
+        return count == 0 ? 0 : localRank % count;
+    }
+
     /// <summary>
     /// The backend on CUDA device <paramref name="deviceIndex"/>. Logs (to <paramref name="log"/>, default stderr)
     /// which cuBLAS library was loaded, or why Linear falls back to the ILGPU GEMM kernel.
