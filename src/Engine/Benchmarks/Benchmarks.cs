@@ -4,7 +4,7 @@ using InFluxEdit.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
-using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Training;
 
@@ -21,6 +21,9 @@ public sealed record BenchSettings
     public int ImageTokens { get; init; } = 1024;
     public int TextTokens { get; init; } = 128;
     public int Batch { get; init; } = 1;
+
+    /// <summary>How the transformer's weight matrices are held (--base-precision); null: the model's checkpoint dtype.</summary>
+    public BasePrecision? BasePrecision { get; init; }
 
     /// <summary>Timed runs (the median is reported), after <see cref="Warmup"/> untimed ones.</summary>
     public int Runs { get; init; } = 5;
@@ -48,8 +51,10 @@ public sealed record BenchSettings
 public sealed record OpProfile(IReadOnlyDictionary<string, (double Seconds, int Calls)> Ops);
 
 /// <summary>One forward's median time, its work, our GEMM rate and, when it ran, PyTorch's on the same weights.</summary>
+/// <param name="WeightBytes">What the backend holds for the weights (quantized ones at their stored size).</param>
+/// <param name="PeakProcessBytes">The process's peak working set over loading and the runs (everything, not only the backend's count).</param>
 public sealed record ForwardBenchResult(string Model, string Device, int Tokens, double MedianMs, double Flops, double GemmGflops,
-    PyTorchBaseline.Result? Baseline, OpProfile? Profile)
+    PyTorchBaseline.Result? Baseline, OpProfile? Profile, long WeightBytes = 0, long PeakProcessBytes = 0)
 {
     /// <summary>Our time over PyTorch's (below 1: faster), when the baseline ran.</summary>
     public double? Ratio => Baseline?.MedianMs is double ms ? MedianMs / ms : null;
@@ -84,8 +89,9 @@ public static class Benchmarks
         var info = Compiled(settings.Model);
         var backend = new CountingBackend(device, settings.Profile);
         var weights = settings.Weights == null
-            ? RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"))
-            : LoadWeights(info, settings.Weights, backend, progress);
+            ? RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"), settings.BasePrecision)
+            : LoadWeights(info, settings.Weights, backend, progress, settings.BasePrecision);
+        long weightBytes = weights.Values.Sum(w => w.StoredBytes);
         double medianMs, flops;
         Dictionary<string, (double Seconds, int Calls)> profile;
         try
@@ -116,12 +122,13 @@ public static class Benchmarks
         {
             foreach (var w in weights.Values) w.Dispose();
         }
+        long peakProcessBytes = Process.GetCurrentProcess().PeakWorkingSet64;
         double gemm = MeasureGemm(backend, 1024);
         var baseline = settings.Python == null ? null
             : PyTorchBaseline.Run(settings.Python, settings.Weights ?? BaselineWeightsFile(info.Descriptor, log), settings.ImageTokens,
                 settings.TextTokens, settings.Batch, settings.Runs, settings.Warmup, log);
         return new ForwardBenchResult(info.Descriptor.Name, backend.Name, settings.Batch * (settings.ImageTokens + settings.TextTokens),
-            medianMs, flops, gemm, baseline, settings.Profile ? new OpProfile(profile) : null);
+            medianMs, flops, gemm, baseline, settings.Profile ? new OpProfile(profile) : null, weightBytes, peakProcessBytes);
     }
 
     /// <summary>A whole edit with seeded random weights: seconds per sampling step and per image.</summary>
@@ -129,7 +136,8 @@ public static class Benchmarks
     {
         var transformerInfo = Compiled(settings.Model);
         var vaeInfo = Compiled(settings.VaeModel);
-        var transformerWeights = RandomWeights.Upload(transformerInfo.Descriptor, backend, Seed, StageProgress.Of(progress, "random transformer weights", "tensors"));
+        var transformerWeights = RandomWeights.Upload(transformerInfo.Descriptor, backend, Seed, StageProgress.Of(progress, "random transformer weights", "tensors"),
+            settings.BasePrecision);
         var vaeWeights = RandomWeights.Upload(vaeInfo.Descriptor, backend, Seed, StageProgress.Of(progress, "random vae weights", "tensors"));
         try
         {
@@ -172,7 +180,7 @@ public static class Benchmarks
         var info = Compiled(settings.Model);
         var training = backend as ITrainingBackend
             ?? throw new NotSupportedException($"the {backend.Name} backend has no training ops: bench train runs with --device cpu or --device cuda");
-        var weights = RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"));
+        var weights = RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"), settings.BasePrecision);
         try
         {
             var model = info.Create(backend, weights);
@@ -192,7 +200,7 @@ public static class Benchmarks
                 long forwardMemory = Environment.WorkingSet;
                 model.Training = state;
                 var statistics = backend as IMemoryStatistics;
-                long weightBytes = weights.Values.Sum(w => w.Length * w.DType.SizeInBytes());
+                long weightBytes = weights.Values.Sum(w => w.StoredBytes);
                 var steps = new List<TrainStepTiming>();
                 foreach (bool recompute in new[] { false, true })
                 {
@@ -273,10 +281,12 @@ public static class Benchmarks
         }
     }
 
-    private static IReadOnlyDictionary<string, DeviceTensor> LoadWeights(CompiledModelInfo info, string path, IBackend backend, IProgress<StageProgress>? progress)
+    private static IReadOnlyDictionary<string, DeviceTensor> LoadWeights(CompiledModelInfo info, string path, IBackend backend, IProgress<StageProgress>? progress,
+        BasePrecision? precision)
     {
-        using var file = SafeTensorsFile.Open(path);
-        return WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, StageProgress.Of(progress, "loading weights", "tensors"));
+        using var file = Runtime.WeightFiles.WeightFile.Open(path);
+        return WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, StageProgress.Of(progress, "loading weights", "tensors"),
+            ignored: info.Descriptor.Ignores, precision: precision);
     }
 
     /// <summary>The same seeded weights as a file the PyTorch baseline can read, written once per model.</summary>

@@ -4,6 +4,7 @@ using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Text;
@@ -111,15 +112,20 @@ public static class ImageEditor
         long seed = request.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
         long pixels = (long)plan.Width * plan.Height * (request.Method == EditMethod.Concat ? 2 : 1);
         Runtime.Training.MemoryEstimate.RequireForEditing(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
-            Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)");
+            Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)",
+            LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, request.BasePrecision));
 
         var text = CaptionEncodings.Encode([request.Prompt], request.TextInEffect, transformerInfo.Descriptor,
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
         cancellation.ThrowIfCancellationRequested();
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
+        if (request.BasePrecision != null)
+            log.WriteLine(backend.HoldsQuantizedWeights || request.BasePrecision.Format?.AsDType() != null
+                ? $"transformer weight matrices held as {request.BasePrecision} (--base-precision)"
+                : $"transformer weight matrices in {request.BasePrecision}, decoded to float32 at upload: the {backend.Name} backend has no quantized kernels yet");
         var loraDeltas = LoraMerge.Read(request.Loras, transformerInfo.Descriptor, log, request.StrictLora, LoraSet.BaseWeightsOf(checkpoint));
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
-            StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas);
+            StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas, request.BasePrecision);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, StageProgress.Of(progress, "loading vae", "tensors"));
         cancellation.ThrowIfCancellationRequested();

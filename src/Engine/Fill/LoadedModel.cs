@@ -1,5 +1,6 @@
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.WeightFiles;
 using InFluxEdit.Runtime.Tensors;
 
@@ -62,12 +63,18 @@ public sealed class LoadedModel : IDisposable
         return Load(checkpoint, info, reason, backend, progress);
     }
 
-    /// <summary>Loads a resolved model; <paramref name="deltas"/> (LoRAs) are merged into their weights on the way.</summary>
+    /// <summary>
+    /// Loads a resolved model; <paramref name="deltas"/> (LoRAs) are merged into their weights on the way (into a weight
+    /// held quantized by summing in float32 and quantizing the sum again). <paramref name="precision"/> holds the weight
+    /// matrices quantized (see <see cref="BasePrecision"/>) except those <paramref name="keepFloat"/> names.
+    /// </summary>
     public static LoadedModel Load(string checkpoint, CompiledModelInfo info, string reason, IBackend backend,
-        IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null)
+        IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null,
+        BasePrecision? precision = null, Func<string, bool>? keepFloat = null)
     {
         using var file = WeightFile.Open(checkpoint);
-        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, ignored: info.Descriptor.Ignores);
+        var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, ignored: info.Descriptor.Ignores,
+            precision: precision, keepFloat: keepFloat);
         try
         {
             return new LoadedModel(info.Create(backend, weights), weights, reason);
@@ -77,6 +84,17 @@ public sealed class LoadedModel : IDisposable
             foreach (var w in weights.Values) w.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Bytes the CPU backend will hold for the checkpoint's weights under <paramref name="precision"/> (float32 for every
+    /// tensor not held quantized), from the file's header alone, for the memory check before loading.
+    /// </summary>
+    public static long HeldWeightBytes(string checkpoint, CompiledModelInfo info, BasePrecision? precision)
+    {
+        if (precision == null) return Runtime.Training.MemoryEstimate.Weights(info.Descriptor);
+        using var file = WeightFile.Open(checkpoint);
+        return WeightLoader.HeldBytes(info.Descriptor.Parameters, [file], precision);
     }
 
     /// <summary>

@@ -34,6 +34,9 @@ public abstract record ModelSelection
     /// <summary>The text settings in effect: <see cref="Text"/>, its model folder defaulting to <see cref="FluxDir"/>.</summary>
     public TextEncoderSettings TextInEffect => Text with { FluxDir = Text.FluxDir ?? FluxDir };
 
+    /// <summary>How the transformer's weight matrices are held (--base-precision); null: as stored, quantized ones decoded at load.</summary>
+    public Runtime.Quantization.BasePrecision? BasePrecision { get; init; }
+
     /// <summary>The autoencoder: <see cref="Vae"/>, else <see cref="FluxDir"/>'s.</summary>
     public string AutoencoderPath => ModelFiles.Autoencoder(Vae, FluxDir);
 }

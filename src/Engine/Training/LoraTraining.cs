@@ -6,6 +6,7 @@ using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Distributed;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Training;
 using InFluxEdit.Text;
 
@@ -50,6 +51,8 @@ public static class LoraTraining
         if (request.Recipe != null) request = TrainRecipe.For(request.Recipe, request.Method).ApplyTo(request).Request;
         if (request.Steps < 1) throw new ArgumentException($"--steps must be at least 1; got {request.Steps}");
         if (request.Rank < 1) throw new ArgumentException($"--rank must be at least 1; got {request.Rank}");
+        if (request.Full && request.BasePrecision is { Format: not TensorFormat.F32 })
+            throw new ArgumentException($"--full trains every weight in place in float32: drop --base-precision {request.BasePrecision} (or train a LoRA over it)");
         string checkpoint = request.Weights ?? request.Model ?? (request.FluxDir != null ? FluxModelFolder.Transformer(request.FluxDir) : null)
             ?? throw new ArgumentException("--weights is required: the transformer checkpoint (or give the checkpoint as --model)");
         var (transformerInfo, transformerReason) = LoadedModel.Resolve(checkpoint, FillPipeline.TransformerFamily, catalog, request.Weights != null ? request.Model : null);
@@ -84,7 +87,8 @@ public static class LoraTraining
         long pixels = dataset.Pairs.Select(p => diptychResolution ? buckets.DiptychHalf(p.Width, p.Height) : buckets.Assign(p.Width, p.Height))
             .Select(b => (long)b.Width * b.Height).DefaultIfEmpty(0).Max() * (request.Method == EditMethod.Concat ? 2 : 1);
         MemoryEstimate.RequireForTraining(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
-            settings.Recompute, settings.Full, MemoryEstimate.AvailableBytes(backend), "lower --resolution", "use --recompute");
+            settings.Recompute, settings.Full, MemoryEstimate.AvailableBytes(backend), "lower --resolution", "use --recompute",
+            LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, request.BasePrecision));
         using var runFolder = !root ? null : RunFolder.Claim(request.Output, new RunFolderPolicy("--output", "checkpoint-*.safetensors",
             ["lora-*.safetensors", transformerInfo.Descriptor.Name + ".safetensors"], request.Resume != null, request.Overwrite), note => log.WriteLine("note: " + note));
 
@@ -104,7 +108,9 @@ public static class LoraTraining
             () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, request.CaptionPrefix, log, stages, cacheOnly: !root), request.ValidationLossEvery, settings.Steps, log);
         if (root) group.Barrier("the caches rank 0 builds", unbounded: true);
 
-        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend);
+        // The base may be held quantized (--base-precision); adapters, and img_in when it is trained, stay float beside it.
+        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend, precision: request.BasePrecision,
+            keepFloat: name => settings.TrainImgIn && name.StartsWith("img_in.", StringComparison.Ordinal));
         using var validationVae = validation == null || !root || !request.ValidationEdits ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
         // Full training updates the weights in place: writable copies (loaded weights are read-only), and a model on them.
         var fullWeights = request.Full ? FullWeightTraining.WritableCopies(backend, transformer.Weights) : null;

@@ -20,6 +20,9 @@ public sealed class BenchOptions : DeviceOptions
     [Option("weights", HelpText = "A checkpoint to time with; by default seeded random weights.")]
     public string? Weights { get; set; }
 
+    [Option(BasePrecisionOption.Name, HelpText = BasePrecisionOption.Help)]
+    public string? BasePrecision { get; set; }
+
     [Option("tokens", Default = 1024, HelpText = "Image tokens (a 512x512 image packs to 1024, 1024x1024 to 4096).")]
     public int ImageTokens { get; set; } = 1024;
 
@@ -78,7 +81,7 @@ public static class BenchCommand
             Model = options.Model, Weights = options.Weights, ImageTokens = options.ImageTokens, TextTokens = options.TextTokens, Batch = options.Batch,
             Runs = options.Runs, Warmup = options.Warmup, Profile = options.Profile, Python = options.Baseline == "none" ? null : options.Python,
             VaeModel = options.VaeModel, Width = options.Width, Height = options.Height, Steps = options.Steps, Method = options.Method,
-            Rank = options.Rank, Preset = options.Preset,
+            Rank = options.Rank, Preset = options.Preset, BasePrecision = Runtime.Quantization.BasePrecision.Parse(options.BasePrecision),
         };
         if (options.What is not ("forward" or "edit" or "train"))
             throw new ArgumentException($"unknown benchmark '{options.What}': this build has 'forward', 'edit' and 'train'");
@@ -128,6 +131,8 @@ public static class BenchCommand
             table.AddCells("PyTorch (CPU, float32)", "cpu", F(ms, "F1"), F(result.Tokens / (ms / 1000), "F0"), F(result.Flops / (ms / 1000) / 1e9, "F1"), "1.00x");
         output.Log.WriteLine($"forward of {result.Model}: batch {options.Batch}, {options.ImageTokens} image + {options.TextTokens} text tokens, " +
                                  $"{result.Flops / 1e9:F1} GFLOP per pass, median of {options.Runs} after {options.Warmup} warm-up");
+        output.Log.WriteLine($"weights held: {TrainingProgress.FormatBytes(result.WeightBytes)} ({options.BasePrecision ?? "as the model's dtype"}); " +
+                             $"peak process memory: {TrainingProgress.FormatBytes(result.PeakProcessBytes)}");
         output.Write(table);
         if (result.Profile != null) WriteProfile(result.Profile, output);
         if (baseline?.Error != null) output.Log.WriteLine($"PyTorch baseline not run: {baseline.Error}");

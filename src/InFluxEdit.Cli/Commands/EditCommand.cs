@@ -17,6 +17,9 @@ public sealed class EditOptions : TextEncoderOptions
     [Option("weights", HelpText = "The transformer checkpoint (.safetensors, BFL keys, e.g. flux1-fill-dev.safetensors). May be left out when --model is a checkpoint path.")]
     public string? Weights { get; set; }
 
+    [Option(BasePrecisionOption.Name, HelpText = BasePrecisionOption.Help)]
+    public string? BasePrecision { get; set; }
+
     [Option("vae", HelpText = "The autoencoder checkpoint (BFL's ae.safetensors keys). Default: --flux-dir's ae.safetensors.")]
     public string? Vae { get; set; }
 
@@ -85,6 +88,7 @@ public static class EditCommand
             FluxDir = options.FluxDir, Model = options.Model, Weights = options.Weights, Vae = options.Vae, Text = options.TextSettings,
             TextCache = options.TextCache, Loras = Loras(options.Loras.ToList(), options.LoraScales.ToList()), StrictLora = options.StrictLora, Steps = options.Steps,
             Guidance = options.Guidance, Seed = options.Seed, Noise = options.Noise, Fit = options.Fit,
+            BasePrecision = Runtime.Quantization.BasePrecision.Parse(options.BasePrecision),
         };
         using var backend = options.CreateBackend(output.Log);
         var result = ImageEditor.Edit(request, backend, output.Log, output.Stages, catalog: catalog);

@@ -147,6 +147,7 @@ public static class TrainCommand
     public static TrainRequest Request(TrainOptions options) => new()
     {
         FluxDir = options.FluxDir, Model = options.Model, Weights = options.Weights, Vae = options.Vae, Text = options.TextSettings,
+        BasePrecision = Runtime.Quantization.BasePrecision.Parse(options.BasePrecision),
         Data = options.Data, InputDir = options.InputDir, TargetDir = options.TargetDir, CaptionDir = options.CaptionDir, Combined = options.Combined,
         Method = options.Method, Output = options.Output, Steps = options.Steps, Rank = options.Rank, Alpha = options.Alpha, Preset = options.Preset,
         TrainImgIn = options.TrainImgIn, Full = options.Full, Recompute = options.Recompute, Recipe = options.Recipe, Optimizer = options.Optimizer,

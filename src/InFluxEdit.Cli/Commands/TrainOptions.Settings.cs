@@ -8,6 +8,9 @@ public sealed partial class TrainOptions
     [Option("recipe", HelpText = "Apply a published script's training settings, printed as a table at the start; any flag you give still wins. seed: the method's original train_influxedit.py and its shell scripts (Prodigy lr 1 with decay 1e-4 decoupled, bias correction and safeguard warm-up; batch 1 × accumulation 4; rank = alpha = 16, diffusers targets; guidance 1; uniform timesteps; clip 1.0; 512 T5 tokens; resolution 256 for channel, and for concat 512 as the diptych's long side with the seed's caption prefix). diffusers: train_dreambooth_lora_flux.py's defaults (AdamW 1e-4, batch 4, rank 4, guidance 3.5, 512 T5 tokens, resolution 512).")]
     public string? Recipe { get; set; }
 
+    [Option(BasePrecisionOption.Name, HelpText = BasePrecisionOption.Help)]
+    public string? BasePrecision { get; set; }
+
     [Option("optimizer", HelpText = "adamw or prodigy. Default: adamw.")]
     public string? Optimizer { get; set; }
 

@@ -61,6 +61,8 @@ public sealed partial class CountingBackend : IBackend
     public DeviceTensor Allocate(int[] shape) => _inner.Allocate(shape);
     public DeviceTensor Upload(HostTensor host) => _inner.Upload(host);
     public DeviceTensor UploadWeight(int[] shape, DType dtype, ReadOnlySpan<byte> raw) => _inner.UploadWeight(shape, dtype, raw);
+    public DeviceTensor UploadQuantizedWeight(int[] shape, Quantization.QuantizedBlocks weight) => _inner.UploadQuantizedWeight(shape, weight);
+    public bool HoldsQuantizedWeights => _inner.HoldsQuantizedWeights;
     public HostTensor Download(View view, int[] shape) => _inner.Download(view, shape);
     public void Synchronize() => _inner.Synchronize();
 

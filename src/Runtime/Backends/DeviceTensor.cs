@@ -4,7 +4,8 @@ namespace InFluxEdit.Runtime.Backends;
 
 /// <summary>
 /// A tensor in a backend's memory. Activations are float32; weights keep the dtype the backend stores them in
-/// (the CUDA backend keeps bf16/f16 weights as 16-bit words, the CPU backend widens them to float32).
+/// (the CUDA backend keeps bf16/f16 weights as 16-bit words, the CPU backend widens them to float32, and holds a weight
+/// uploaded quantized in its blocks: DType F32, fewer <see cref="StoredBytes"/>).
 /// Disposing returns the memory to the backend.
 /// </summary>
 public abstract class DeviceTensor : IDisposable
@@ -19,6 +20,9 @@ public abstract class DeviceTensor : IDisposable
     public int[] Shape { get; }
     public DType DType { get; }
     public long Length { get; }
+
+    /// <summary>Bytes the backend holds for the tensor's elements: fewer than Length·DType's size for a weight kept quantized.</summary>
+    public virtual long StoredBytes => Length * DType.SizeInBytes();
 
     /// <summary>The whole tensor as a view, folded as [leading dims..., rows, cols].</summary>
     public View AsView() => View.Of(this);

@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Runtime.Backends;
@@ -27,6 +29,22 @@ public interface IBackend : IDisposable
     /// The backend chooses its storage dtype (the returned tensor's DType): bf16/f16 may stay 16-bit.
     /// </summary>
     DeviceTensor UploadWeight(int[] shape, DType dtype, ReadOnlySpan<byte> raw);
+
+    /// <summary>
+    /// Stores a linear layer's weight [out, in] kept in a quantized format (fp8 or a ggml block format, blocks along each
+    /// row, so in must be a whole number of blocks): its values are <paramref name="weight"/>'s decoded values. Only
+    /// <see cref="Linear"/> and the training products of its backward may read the returned tensor. A backend whose products
+    /// read the blocks keeps them (the CPU backend dequantizes a panel of rows at a time); this default decodes them once
+    /// here and stores float32, which holds every decoded value exactly — the CUDA backend has no quantized kernels yet.
+    /// </summary>
+    DeviceTensor UploadQuantizedWeight(int[] shape, QuantizedBlocks weight)
+    {
+        QuantizedWeights.RequireLinearShape(shape, weight);
+        return UploadWeight(shape, DType.F32, MemoryMarshal.AsBytes(weight.Decode().AsSpan()));
+    }
+
+    /// <summary>Whether <see cref="UploadQuantizedWeight"/> keeps the blocks (false: it decodes them to float32).</summary>
+    bool HoldsQuantizedWeights => false;
 
     /// <summary>Copies a view back as a dense host tensor of the given logical shape.</summary>
     HostTensor Download(View view, int[] shape);

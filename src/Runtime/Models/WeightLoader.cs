@@ -10,16 +10,16 @@ namespace InFluxEdit.Runtime.Models;
 /// Puts a checkpoint's tensors on a backend under a model's parameter names. Everything is checked before the
 /// first upload: a wrong file costs a second and one complete error message, not minutes of copying and a crash.
 /// Float tensors go to the backend as stored; fp8 and GGUF-quantized tensors are decoded (exactly) and go up as
-/// float32.
+/// float32, unless a <see cref="BasePrecision"/> asks for the matrices to be held quantized.
 /// </summary>
 public static class WeightLoader
 {
     private const int ListedPerProblem = 20;
 
-    /// <param name="quantizeTo">
-    /// When set, every weight matrix (see <see cref="QuantizationPlan"/>) is quantized to this format and decoded back
-    /// on the way (<see cref="QuantizationPlan.RoundTrip"/>): the model computes with the weights a file in that format holds.
+    /// <param name="precision">
+    /// How weight matrices are held (see <see cref="BasePrecision"/>); null: as stored, quantized ones decoded.
     /// </param>
+    /// <param name="keepFloat">Parameters that stay as they would without a precision (weights that are trained in place).</param>
     public static IReadOnlyDictionary<string, DeviceTensor> Load(
         IReadOnlyList<ParameterInfo> table,
         IReadOnlyList<IWeightFile> files,
@@ -28,7 +28,8 @@ public static class WeightLoader
         IReadOnlyDictionary<string, HostTensor>? deltas = null,
         IReadOnlyDictionary<string, HostTensor>? replacements = null,
         Func<string, bool>? ignored = null,
-        TensorFormat? quantizeTo = null)
+        BasePrecision? precision = null,
+        Func<string, bool>? keepFloat = null)
     {
         if (files.Count == 0)
             throw new ArgumentException("no weight files were given", nameof(files));
@@ -43,8 +44,9 @@ public static class WeightLoader
             {
                 HostTensor? replacement = replacements?.GetValueOrDefault(parameter.Name);
                 HostTensor? delta = replacement == null ? deltas?.GetValueOrDefault(parameter.Name) : null;
-                TensorFormat? quantized = quantizeTo is { } format ? QuantizationPlan.FormatFor(format, parameter.Shape) : null;
-                loaded.Add(parameter.Name, Upload(backend, found[parameter.Name], replacement, delta, quantized));
+                CheckpointTensor tensor = found[parameter.Name];
+                BasePrecision? held = keepFloat?.Invoke(parameter.Name) == true ? null : precision;
+                loaded.Add(parameter.Name, Upload(backend, tensor, replacement, delta, held));
                 progress?.Report((loaded.Count, table.Count));
             }
         }
@@ -56,6 +58,26 @@ public static class WeightLoader
             throw;
         }
         return loaded;
+    }
+
+    /// <summary>
+    /// Bytes a CPU backend holds for the table's weights when loaded from <paramref name="files"/> under
+    /// <paramref name="precision"/>: the quantized bytes of matrices held quantized, float32 for every other tensor (and for
+    /// parameters no file has, which loading will report).
+    /// </summary>
+    public static long HeldBytes(IReadOnlyList<ParameterInfo> table, IReadOnlyList<IWeightFile> files, BasePrecision precision)
+    {
+        var stored = new Dictionary<string, TensorFormat>(StringComparer.Ordinal);
+        foreach (IWeightFile file in files)
+            foreach (CheckpointTensor tensor in CheckpointKeys.Of(file))
+                if (tensor.Stored.Format is { } format) stored.TryAdd(tensor.Key, format);
+        return table.Sum(p =>
+        {
+            TensorFormat? held = precision.FormatFor(stored.GetValueOrDefault(p.Name, TensorFormat.F32), p.Shape);
+            return held is { } quantized && quantized.AsDType() == null && !precision.DecodeAtLoad
+                ? quantized.ByteCount(p.Shape) ?? 0
+                : HostTensor.ElementCount(p.Shape) * sizeof(float);
+        });
     }
 
     /// <summary>Every delta or replacement names a weight of the table and has its shape.</summary>
@@ -73,25 +95,49 @@ public static class WeightLoader
 
     /// <summary>
     /// The stored bytes as they are when nothing changes them; otherwise the replacement, or W + ΔW (a LoRA merged at
-    /// load time), in float32, then quantized and decoded when asked, stored back in the checkpoint's dtype so a bf16
-    /// model stays bf16 on the device (rounded to nearest even like PyTorch). Decoded fp8 and block-quantized weights
-    /// go up as float32, which holds every value they define exactly.
+    /// load time), in float32, stored back in the checkpoint's dtype so a bf16 model stays bf16 on the device (rounded to
+    /// nearest even like PyTorch). Decoded fp8 and block-quantized weights go up as float32, which holds every value they
+    /// define exactly. A precision holds a matrix in its format: a quantized one kept in its blocks (the stored bytes when
+    /// the file already holds it so and nothing changes it; a merged LoRA is quantized again with the sum), or quantized
+    /// and decoded at load when asked.
     /// </summary>
-    private static DeviceTensor Upload(IBackend backend, CheckpointTensor tensor, HostTensor? replacement, HostTensor? delta, TensorFormat? quantizeTo)
+    private static DeviceTensor Upload(IBackend backend, CheckpointTensor tensor, HostTensor? replacement, HostTensor? delta, BasePrecision? precision)
     {
         StoredTensor stored = tensor.Stored;
         int[] shape = (int[])stored.Shape.Clone();
-        DType? native = stored.Format!.Value.AsDType();
-        if (replacement == null && delta == null && quantizeTo == null && native is DType dtype)
-            return backend.UploadWeight(shape, dtype, tensor.File.GetStoredBytes(stored));
+        TensorFormat storedFormat = stored.Format!.Value;
+        DType? native = storedFormat.AsDType();
+        bool changed = replacement != null || delta != null;
+        TensorFormat? held = precision?.FormatFor(storedFormat, shape);
+        if (held is { } same && same == storedFormat && !changed && (same.AsDType() != null || !precision!.DecodeAtLoad && shape.Length == 2))
+        {
+            if (same.AsDType() is DType dtype) return backend.UploadWeight(shape, dtype, tensor.File.GetStoredBytes(stored));
+            return backend.UploadQuantizedWeight(shape, new QuantizedBlocks(same, tensor.File.GetStoredBytes(stored).ToArray(), 1f, stored.ElementCount));
+        }
+        if (!changed && held == null && native is DType nativeType)
+            return backend.UploadWeight(shape, nativeType, tensor.File.GetStoredBytes(stored));
 
         float[] values = replacement?.Data ?? tensor.File.ReadFloat32(stored).Data;
         if (delta != null)
             for (int i = 0; i < values.Length; i++) values[i] += delta.Data[i];
-        if (quantizeTo is TensorFormat format)
-            values = QuantizationPlan.RoundTrip(format, values);
-        DType target = native ?? DType.F32;
-        return backend.UploadWeight(shape, target, DTypeEncoding.Encode(values, target));
+        if (held is { } format && (changed || format != storedFormat))
+            return Hold(backend, shape, values, format, precision!.DecodeAtLoad);
+        DType floatType = native ?? DType.F32;
+        return backend.UploadWeight(shape, floatType, DTypeEncoding.Encode(values, floatType));
+    }
+
+    /// <summary>
+    /// Uploads float32 <paramref name="values"/> held in <paramref name="format"/>: a float dtype as that dtype; a quantized
+    /// format quantized by our quantizers (those without one here — Q2_K, Q3_K, Q5_K — go to Q8_0) and kept in its blocks
+    /// when the tensor is a matrix, else, or with <paramref name="decodeAtLoad"/>, decoded back to float32.
+    /// </summary>
+    public static DeviceTensor Hold(IBackend backend, int[] shape, float[] values, TensorFormat format, bool decodeAtLoad)
+    {
+        if (format.AsDType() is DType dtype) return backend.UploadWeight(shape, dtype, DTypeEncoding.Encode(values, dtype));
+        TensorFormat target = TensorEncoder.CanEncode(format) ? format : QuantizationPlan.FormatFor(TensorFormat.Q8_0, shape) ?? format;
+        QuantizedBlocks blocks = QuantizationPlan.Quantize(target, values);
+        if (!decodeAtLoad && shape.Length == 2) return backend.UploadQuantizedWeight(shape, blocks);
+        return backend.UploadWeight(shape, DType.F32, DTypeEncoding.Encode(blocks.Decode(), DType.F32));
     }
 
     private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<IWeightFile> files,

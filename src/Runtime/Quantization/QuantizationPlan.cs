@@ -25,12 +25,18 @@ public static class QuantizationPlan
     }
 
     /// <summary>
-    /// The weight a model computes with when it is stored in <paramref name="format"/>: quantized, then decoded. Block
-    /// formats carry their own scales. fp8 gets one per-tensor power-of-two scale that puts the largest magnitude at the
-    /// top of the format's range, as scaled fp8 checkpoints do: weights (typically |w| &lt; 0.1) would otherwise fall
-    /// among E4M3's subnormals (below 2^-6) and lose most of their bits. A power of two is exact to apply and undo.
+    /// The weight a model computes with when it is stored in <paramref name="format"/>: quantized (<see cref="Quantize"/>),
+    /// then decoded.
     /// </summary>
-    public static float[] RoundTrip(TensorFormat format, float[] values)
+    public static float[] RoundTrip(TensorFormat format, float[] values) => Quantize(format, values).Decode();
+
+    /// <summary>
+    /// Stores <paramref name="values"/> in <paramref name="format"/>. Block formats carry their own scales. fp8 gets one
+    /// per-tensor power-of-two scale that puts the largest magnitude at the top of the format's range, as scaled fp8
+    /// checkpoints do: weights (typically |w| &lt; 0.1) would otherwise fall among E4M3's subnormals (below 2^-6) and lose
+    /// most of their bits. A power of two is exact to apply and undo.
+    /// </summary>
+    public static QuantizedBlocks Quantize(TensorFormat format, ReadOnlySpan<float> values)
     {
         float maxFinite = format switch
         {
@@ -41,13 +47,11 @@ public static class QuantizationPlan
         float amax = 0;
         foreach (float v in values) amax = Math.Max(amax, Math.Abs(v));
         if (maxFinite == 0 || amax == 0 || !float.IsFinite(amax))
-            return TensorDecoder.Decode(format, TensorEncoder.Encode(format, values), values.Length);
+            return new QuantizedBlocks(format, TensorEncoder.Encode(format, values), 1f, values.Length);
 
         int exponent = (int)Math.Ceiling(Math.Log2(amax / maxFinite));
         var scaled = new float[values.Length];
         for (int i = 0; i < values.Length; i++) scaled[i] = MathF.ScaleB(values[i], -exponent);
-        float[] decoded = TensorDecoder.Decode(format, TensorEncoder.Encode(format, scaled), values.Length);
-        for (int i = 0; i < decoded.Length; i++) decoded[i] = MathF.ScaleB(decoded[i], exponent);
-        return decoded;
+        return new QuantizedBlocks(format, TensorEncoder.Encode(format, scaled), MathF.ScaleB(1f, exponent), values.Length);
     }
 }

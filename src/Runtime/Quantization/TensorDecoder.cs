@@ -50,6 +50,19 @@ public static class TensorDecoder
             decode(source.Slice(b * blockBytes, blockBytes), destination.Slice(b * blockElements, blockElements));
     }
 
+    /// <summary>
+    /// <see cref="Decode(TensorFormat, ReadOnlySpan{byte}, Span{float})"/>, each value then times <paramref name="scale"/>
+    /// (a power of two such as scaled fp8's, so the product is the exactly rounded scaled value).
+    /// </summary>
+    public static void Decode(TensorFormat format, ReadOnlySpan<byte> source, Span<float> destination, float scale)
+    {
+        Decode(format, source, destination);
+        if (scale == 1f) return;
+        var vectors = MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(destination);
+        for (int i = 0; i < vectors.Length; i++) vectors[i] *= scale;
+        for (int i = vectors.Length * System.Numerics.Vector<float>.Count; i < destination.Length; i++) destination[i] *= scale;
+    }
+
     /// <summary>A whole tensor as float32.</summary>
     public static float[] Decode(TensorFormat format, ReadOnlySpan<byte> source, long elementCount)
     {

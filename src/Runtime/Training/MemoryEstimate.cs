@@ -88,8 +88,9 @@ public static class MemoryEstimate
     }
 
     /// <summary>The two stages of a training run: encoding the pairs' latents with the autoencoder, then the steps.</summary>
+    /// <param name="transformerWeightBytes">What the transformer's weights take as loaded (quantized ones fewer); default float32.</param>
     public static void RequireForTraining(ModelDescriptor transformer, ModelDescriptor autoencoder, long pixels, long tokens,
-        bool recompute, bool fullWeights, long? available, string advice, string recomputeAdvice)
+        bool recompute, bool fullWeights, long? available, string advice, string recomputeAdvice, long? transformerWeightBytes = null)
     {
         long autoencoderWeights = Weights(autoencoder);
         Require("encoding the training images", [
@@ -97,7 +98,7 @@ public static class MemoryEstimate
             new MemoryNeed($"its activations at {pixels:N0} pixels", pixels * AutoencoderPerPixel(autoencoder)),
         ], available, advice);
         // Training in full keeps a gradient and AdamW's two moments beside every weight.
-        long weights = Weights(transformer) * (fullWeights ? 4 : 1);
+        long weights = (transformerWeightBytes ?? Weights(transformer)) * (fullWeights ? 4 : 1);
         Require("training", [
             new MemoryNeed(fullWeights ? "the transformer's weights, gradients and optimizer state" : "the transformer's weights", weights),
             new MemoryNeed($"its activations at {tokens:N0} tokens", tokens * TrainingActivationsPerToken(transformer, recompute)),
@@ -105,9 +106,10 @@ public static class MemoryEstimate
     }
 
     /// <summary>An edit: both models' weights, the autoencoder at the image's pixels and the transformer's forward at its tokens.</summary>
-    public static void RequireForEditing(ModelDescriptor transformer, ModelDescriptor autoencoder, long pixels, long tokens, long? available, string advice) =>
+    public static void RequireForEditing(ModelDescriptor transformer, ModelDescriptor autoencoder, long pixels, long tokens, long? available, string advice,
+        long? transformerWeightBytes = null) =>
         Require("editing", [
-            new MemoryNeed("the models' weights", Weights(transformer) + Weights(autoencoder)),
+            new MemoryNeed("the models' weights", (transformerWeightBytes ?? Weights(transformer)) + Weights(autoencoder)),
             new MemoryNeed($"the autoencoder at {pixels:N0} pixels", pixels * AutoencoderPerPixel(autoencoder)),
             // A forward keeps no activations for a backward: at most about a block's, as recomputation does.
             new MemoryNeed($"the transformer at {tokens:N0} tokens", tokens * TrainingActivationsPerToken(transformer, recompute: true)),

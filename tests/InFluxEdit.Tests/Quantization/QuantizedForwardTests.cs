@@ -20,10 +20,13 @@ public class QuantizedForwardTests(ITestOutputHelper output)
 {
     private static readonly CompiledModelInfo Tiny = ModelCatalog.All.Single(m => m.Descriptor.Name == "flux-fill-tiny");
 
-    private static float[] Forward(IReadOnlyList<IWeightFile> files, TensorFormat? quantizeTo = null)
+    private static float[] Forward(IReadOnlyList<IWeightFile> files, TensorFormat? quantizeTo = null, bool kept = false) =>
+        Forward(files, quantizeTo is { } format ? new BasePrecision(format, DecodeAtLoad: !kept) : null);
+
+    private static float[] Forward(IReadOnlyList<IWeightFile> files, BasePrecision? precision)
     {
         using var backend = new CpuBackend();
-        var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, files, backend, ignored: Tiny.Descriptor.Ignores, quantizeTo: quantizeTo);
+        var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, files, backend, ignored: Tiny.Descriptor.Ignores, precision: precision);
         try
         {
             return Run(backend, Tiny.Create(backend, weights));
@@ -52,6 +55,14 @@ public class QuantizedForwardTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>The golden tiny checkpoint converted into DIR/NAME (GGUF or safetensors by the extension) in <paramref name="format"/>.</summary>
+    private static string Converted(TempDir dir, string name, TensorFormat format)
+    {
+        string path = dir.File(name);
+        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, format);
+        return path;
+    }
+
     private static float[] FloatForward()
     {
         using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
@@ -78,14 +89,93 @@ public class QuantizedForwardTests(ITestOutputHelper output)
         error.ShouldBeGreaterThan(0, "quantizing must change the weights, or this test measures nothing");
     }
 
+    /// <summary>
+    /// The same precision kept quantized in memory (the CPU products dequantizing panel by panel) computes what decoding
+    /// at load computes: the products sum in the same order over the same decoded values, so the outputs are equal.
+    /// </summary>
+    [Theory]
+    [InlineData(TensorFormat.Q8_0)]
+    [InlineData(TensorFormat.F8_E4M3)]
+    [InlineData(TensorFormat.Q4_K)]
+    public void WeightsKeptQuantizedComputeWhatWeightsDecodedAtLoadCompute(TensorFormat format)
+    {
+        using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
+        float[] kept = Forward([file], format, kept: true);
+        float[] decoded = Forward([file], format);
+        output.WriteLine($"{format} kept quantized: relative L2 vs float = {TensorComparison.RelativeL2(kept, FloatForward()):E3}");
+        kept.ShouldBe(decoded);
+    }
+
+    /// <summary>
+    /// A LoRA merged at load into a base held quantized is summed in float32 and quantized again: the same weights as
+    /// quantizing the merged float weight (what decoding at load computes), and not the unmerged base.
+    /// </summary>
+    [Fact]
+    public void ALoraMergedIntoAQuantizedBaseIsQuantizedWithTheWeight()
+    {
+        using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
+        var random = new Random(8);
+        var deltas = new[] { "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight" }.ToDictionary(n => n, n =>
+        {
+            var delta = new Runtime.Tensors.HostTensor(Tiny.Descriptor.Parameters.Single(p => p.Name == n).Shape);
+            for (int i = 0; i < delta.Data.Length; i++) delta.Data[i] = (float)(random.NextDouble() - 0.5) * 0.05f;
+            return delta;
+        });
+        float[] ForwardWith(BasePrecision precision)
+        {
+            using var backend = new CpuBackend();
+            var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [file], backend, ignored: Tiny.Descriptor.Ignores, deltas: deltas, precision: precision);
+            try
+            {
+                if (!precision.DecodeAtLoad) weights[deltas.Keys.First()].ShouldBeOfType<CpuQuantizedTensor>().Format.ShouldBe(TensorFormat.Q8_0);
+                return Run(backend, Tiny.Create(backend, weights));
+            }
+            finally
+            {
+                foreach (var w in weights.Values) w.Dispose();
+            }
+        }
+        float[] kept = ForwardWith(new BasePrecision(TensorFormat.Q8_0));
+        ForwardWith(new BasePrecision(TensorFormat.Q8_0, DecodeAtLoad: true)).ShouldBe(kept);
+        TensorComparison.RelativeL2(kept, Forward([file], TensorFormat.Q8_0, kept: true)).ShouldBeGreaterThan(1e-3, "the LoRA must change the output");
+    }
+
+    /// <summary>"keep" holds a GGUF's blocks or an fp8 checkpoint's bytes as they are: the same outputs as decoding the file at load, with fewer bytes held.</summary>
+    [Theory]
+    [InlineData("flux-tiny-q4_k.gguf", TensorFormat.Q4_K)]
+    [InlineData("flux-tiny-fp8.safetensors", TensorFormat.F8_E4M3)]
+    public void KeepHoldsAFilesQuantizationAsStored(string name, TensorFormat stored)
+    {
+        using var dir = new TempDir();
+        string path = Converted(dir, name, stored);
+        using var file = WeightFile.Open(path);
+        using var backend = new CpuBackend();
+        var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [file], backend, ignored: Tiny.Descriptor.Ignores, precision: BasePrecision.Keep);
+        try
+        {
+            var held = weights.Values.OfType<CpuQuantizedTensor>().ToList();
+            held.ShouldNotBeEmpty();
+            held.Select(w => w.Format).Distinct().ShouldBe(
+                file.StoredTensors.Where(t => t.Shape.Length == 2 && t.Format is { } f && f.AsDType() == null).Select(t => t.Format!.Value).Distinct(),
+                ignoreOrder: true);
+            held.ShouldContain(w => w.Format == stored);
+            foreach (var w in held)
+                w.StoredBytes.ShouldBe(w.Format.ByteCount(w.Shape)!.Value);
+            Run(backend, Tiny.Create(backend, weights)).ShouldBe(Forward([file]));
+        }
+        finally
+        {
+            foreach (var w in weights.Values) w.Dispose();
+        }
+    }
+
     [Theory]
     [InlineData("q8_0.gguf", TensorFormat.Q8_0)]
     [InlineData("q4_k.gguf", TensorFormat.Q4_K)]
     public void ConvertedFilesComputeExactlyWhatQuantizingAtLoadComputes(string name, TensorFormat format)
     {
         using var dir = new TempDir();
-        string path = dir.File(name);
-        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, format);
+        string path = Converted(dir, name, format);
         float[] fromFile;
         using (var file = WeightFile.Open(path))
         {
@@ -104,8 +194,7 @@ public class QuantizedForwardTests(ITestOutputHelper output)
     public void Fp8CheckpointsComputeWithTheirCastWeights()
     {
         using var dir = new TempDir();
-        string path = dir.File("flux-tiny-fp8.safetensors");
-        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, TensorFormat.F8_E4M3);
+        string path = Converted(dir, "flux-tiny-fp8.safetensors", TensorFormat.F8_E4M3);
         float[] fromFile;
         using (var file = WeightFile.Open(path))
             fromFile = Forward([file]);
@@ -131,8 +220,7 @@ public class QuantizedForwardTests(ITestOutputHelper output)
     public void LoadedModelRecognisesAndLoadsAGgufCheckpoint()
     {
         using var dir = new TempDir();
-        string path = dir.File("flux-tiny-Q8_0.gguf");
-        WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, TensorFormat.Q8_0);
+        string path = Converted(dir, "flux-tiny-Q8_0.gguf", TensorFormat.Q8_0);
         using var backend = new CpuBackend();
         var catalog = ModelCatalog.All.Where(m => m.Descriptor.Family == Tiny.Descriptor.Family).ToList();
         using var loaded = LoadedModel.Load(path, Tiny.Descriptor.Family, backend, catalog, modelName: null);

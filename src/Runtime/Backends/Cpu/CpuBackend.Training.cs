@@ -11,6 +11,11 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     public void Gemm(View c, View a, bool transposeA, View b, bool transposeB, float alpha, float beta)
     {
         var (m, n, k, products, sumOverBatches) = ViewRules.GemmSizes(c, a, transposeA, b, transposeB);
+        if (b.Tensor is CpuQuantizedTensor quantized)
+        {
+            GemmWithQuantizedWeight(c, a, transposeA, b, quantized, transposeB, alpha, beta, m, products, sumOverBatches);
+            return;
+        }
         ViewRules.RequireDistinctOutputElements(c, nameof(c));
         RequireInside(a, nameof(a));
         RequireInside(b, nameof(b));
@@ -45,6 +50,38 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             CpuGemm.MultiplyGeneral(new GeneralGemmProblem(m, n, k, aBase + i * aStride, a.RowStride, transposeA,
                 bBase + i * bStride, b.RowStride, transposeB, cBatch, c.RowStride, alpha, batchBeta), kernel, parallel: true);
         }
+    }
+
+    /// <summary>
+    /// The products a linear layer's backward runs on a weight held quantized: dx = dy·W (and y = x·Wᵀ), with the weight
+    /// as a whole (View.Of(weight)) and one product per batch of a.
+    /// </summary>
+    private void GemmWithQuantizedWeight(View c, View a, bool transposeA, View b, CpuQuantizedTensor w, bool transposeB, float alpha, float beta,
+        int m, int products, bool sumOverBatches)
+    {
+        if (w.IsDisposed) throw new ObjectDisposedException(nameof(b), $"{w} was disposed");
+        if (transposeA || sumOverBatches || b != View.Of(w))
+            throw new ArgumentException($"a weight held quantized ({w}) enters only dx = dy·W or y = x·Wᵀ as a whole, one product per batch of a; " +
+                "a weight that is trained or sliced must be loaded float (--base-precision f32)", nameof(b));
+        ViewRules.RequireDistinctOutputElements(c, nameof(c));
+        RequireInside(a, nameof(a));
+        RequireInside(c, nameof(c));
+        ViewRules.RequireDisjoint(c, a, nameof(a));
+        if (c.ElementCount == 0) return;
+
+        void Product(int rows, float* aRows, float* cRows)
+        {
+            if (transposeB) CpuQuantizedGemm.MultiplyTransposed(rows, aRows, a.RowStride, w, cRows, c.RowStride, null, alpha, beta);
+            else CpuQuantizedGemm.Multiply(rows, aRows, a.RowStride, w, cRows, c.RowStride, alpha, beta);
+        }
+
+        float* aBase = Base(a), cBase = Base(c);
+        if (a.BatchesStackAsRows && c.BatchesStackAsRows)
+        {
+            Product(products * m, aBase, cBase);
+            return;
+        }
+        for (int i = 0; i < products; i++) Product(m, aBase + i * a.BatchStride, cBase + i * c.BatchStride);
     }
 
     public void SumRows(View y, View x, float beta)

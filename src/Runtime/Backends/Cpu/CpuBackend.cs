@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using InFluxEdit.Runtime.Numerics;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
 
 [assembly: InternalsVisibleTo("InFluxEdit.Tests")]
@@ -43,6 +44,11 @@ public sealed unsafe partial class CpuBackend : IBackend
         return new CpuTensor((int[])shape.Clone(), data, pool: null);
     }
 
+    /// <summary>Keeps the blocks (the array is taken, not copied): Linear and the training products decode a panel at a time.</summary>
+    public DeviceTensor UploadQuantizedWeight(int[] shape, QuantizedBlocks weight) => new CpuQuantizedTensor((int[])shape.Clone(), weight);
+
+    public bool HoldsQuantizedWeights => true;
+
     public HostTensor Download(View view, int[] shape)
     {
         if (HostTensor.ElementCount(shape) != view.ElementCount)
@@ -62,11 +68,13 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Linear(View y, View x, DeviceTensor weight, DeviceTensor? bias)
     {
-        CpuTensor w = AsCpu(weight, nameof(weight));
-        if (w.Shape.Length != 2) throw new ArgumentException($"weight must be [out, in], got {w}", nameof(weight));
-        int outFeatures = w.Shape[0], inFeatures = w.Shape[1];
-        if (x.Cols != inFeatures) throw new ArgumentException($"{x} has {x.Cols} columns, weight {w} takes {inFeatures}", nameof(x));
-        if (y.Cols != outFeatures) throw new ArgumentException($"{y} has {y.Cols} columns, weight {w} gives {outFeatures}", nameof(y));
+        var quantized = weight as CpuQuantizedTensor;
+        if (quantized is { IsDisposed: true }) throw new ObjectDisposedException(nameof(weight), $"{weight} was disposed");
+        CpuTensor? w = quantized == null ? AsCpu(weight, nameof(weight)) : null;
+        if (weight.Shape.Length != 2) throw new ArgumentException($"weight must be [out, in], got {weight}", nameof(weight));
+        int outFeatures = weight.Shape[0], inFeatures = weight.Shape[1];
+        if (x.Cols != inFeatures) throw new ArgumentException($"{x} has {x.Cols} columns, weight {weight} takes {inFeatures}", nameof(x));
+        if (y.Cols != outFeatures) throw new ArgumentException($"{y} has {y.Cols} columns, weight {weight} gives {outFeatures}", nameof(y));
         if (y.Batch != x.Batch || y.Rows != x.Rows) throw new ArgumentException($"Linear maps {x} to {y}: batch and rows differ");
         float* biasPointer = null;
         if (bias is not null)
@@ -79,19 +87,25 @@ public sealed unsafe partial class CpuBackend : IBackend
         RequireInside(y, nameof(y));
         float* xBase = Base(x), yBase = Base(y);
 
+        void Product(int rows, float* xs, float* ys)
+        {
+            if (quantized != null)
+            {
+                CpuQuantizedGemm.MultiplyTransposed(rows, xs, x.RowStride, quantized, ys, y.RowStride, biasPointer, 1f, 0f);
+                return;
+            }
+            var problem = new GemmProblem(rows, outFeatures, inFeatures, xs, x.RowStride, w!.Pointer, inFeatures,
+                bIsKByN: false, ys, y.RowStride, biasPointer);
+            CpuGemm.Multiply(problem, CpuGemm.BestKernel, parallel: true);
+        }
+
         if (x.BatchesStackAsRows && y.BatchesStackAsRows)
         {
-            var problem = new GemmProblem(x.Batch * x.Rows, outFeatures, inFeatures, xBase, x.RowStride, w.Pointer, inFeatures,
-                bIsKByN: false, yBase, y.RowStride, biasPointer);
-            CpuGemm.Multiply(problem, CpuGemm.BestKernel, parallel: true);
+            Product(x.Batch * x.Rows, xBase, yBase);
             return;
         }
         for (int b = 0; b < x.Batch; b++)
-        {
-            var problem = new GemmProblem(x.Rows, outFeatures, inFeatures, xBase + b * x.BatchStride, x.RowStride, w.Pointer, inFeatures,
-                bIsKByN: false, yBase + b * y.BatchStride, y.RowStride, biasPointer);
-            CpuGemm.Multiply(problem, CpuGemm.BestKernel, parallel: true);
-        }
+            Product(x.Rows, xBase + b * x.BatchStride, yBase + b * y.BatchStride);
     }
 
     public void LayerNorm(View y, View x, float eps)
@@ -353,6 +367,9 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     private static CpuTensor AsCpu(DeviceTensor tensor, string name)
     {
+        if (tensor is CpuQuantizedTensor)
+            throw new ArgumentException($"{tensor} is a weight held quantized: only linear layers (and their backward products) read one; " +
+                "load the model with its weights decoded (--base-precision f32) to run this op on it", name);
         if (tensor is not CpuTensor cpu) throw new ArgumentException($"{tensor} is not a CPU tensor", name);
         if (cpu.IsDisposed) throw new ObjectDisposedException(name, $"{tensor} was disposed");
         return cpu;
