@@ -47,9 +47,7 @@ public class DataParallelTrainingTests
     {
         options.BatchSize = batchSize;
         options.Accumulate = accumulate;
-        var log = new StringWriter();
-        TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());
-        return Lora(TrainCommand.LoraPath(options));
+        return TrainCommandTests.TrainAndReadLora(options);
     }
 
     private static double MaxDifference(Dictionary<string, float[]> a, Dictionary<string, float[]> b) =>

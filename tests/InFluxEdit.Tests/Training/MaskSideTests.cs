@@ -1,7 +1,6 @@
 using InFluxEdit.Cli.Commands;
 using InFluxEdit.Fill;
 using InFluxEdit.Models;
-using InFluxEdit.Runtime.SafeTensors;
 using Shouldly;
 
 namespace InFluxEdit.Tests.Training;
@@ -9,16 +8,12 @@ namespace InFluxEdit.Tests.Training;
 /// <summary>--mask-side both: concat examples mask either half of the diptych, drawn from the run's seed.</summary>
 public class MaskSideTests
 {
-    private static Dictionary<string, float[]> Train(TempDir dir, string output, string? maskSide, string log = "")
+    private static Dictionary<string, float[]> Train(TempDir dir, string output, string? maskSide)
     {
         var options = TrainCommandTests.Options(dir, output, EditMethod.Concat, 6);
         options.TrainImgIn = false;
         options.MaskSide = maskSide;
-        options.ExportDType = "f32";
-        var writer = new StringWriter();
-        TrainCommand.Run(options, writer, ModelCatalog.All).ShouldBe(0, writer.ToString());
-        using var file = SafeTensorsFile.Open(TrainCommand.LoraPath(options));
-        return file.Tensors.ToDictionary(t => t.Name, t => file.ReadFloat32(t.Name).Data);
+        return TrainCommandTests.TrainAndReadLora(options);
     }
 
     [Fact]

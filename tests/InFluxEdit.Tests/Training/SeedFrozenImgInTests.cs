@@ -1,7 +1,6 @@
 using InFluxEdit.Cli.Commands;
 using InFluxEdit.Fill;
 using InFluxEdit.Models;
-using InFluxEdit.Runtime.SafeTensors;
 using Shouldly;
 
 namespace InFluxEdit.Tests.Training;
@@ -19,11 +18,7 @@ public class SeedFrozenImgInTests
         options.TrainImgIn = false;
         options.SeedFrozenImgIn = seedFrozen;
         options.MaxGradNorm = maxGradNorm;
-        options.ExportDType = "f32";
-        var log = new StringWriter();
-        TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());
-        using var file = SafeTensorsFile.Open(TrainCommand.LoraPath(options));
-        return file.Tensors.ToDictionary(t => t.Name, t => file.ReadFloat32(t.Name).Data);
+        return TrainCommandTests.TrainAndReadLora(options);
     }
 
     [Fact]

@@ -42,6 +42,16 @@ public class TrainCommandTests
         Device = "cpu",
     };
 
+    /// <summary>Trains with <paramref name="options"/> (the LoRA exported as float32) and reads the LoRA back.</summary>
+    internal static Dictionary<string, float[]> TrainAndReadLora(TrainOptions options)
+    {
+        options.ExportDType = "f32";
+        var log = new StringWriter();
+        TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());
+        using var file = SafeTensorsFile.Open(TrainCommand.LoraPath(options));
+        return file.Tensors.ToDictionary(t => t.Name, t => file.ReadFloat32(t.Name).Data);
+    }
+
     internal static (double Before, double After) Fit(string log)
     {
         var match = Regex.Match(log, @"fixed noise: ([0-9.]+) before, ([0-9.]+) after");
