@@ -64,6 +64,28 @@ public class CpuRowOpTests
         => CheckUnary(rows, cols, (be, y, x) => be.Silu(y, x), (_, _, x) => x.Select(v => v / (1 + Math.Exp(-v))).ToArray(),
             relativeL2: 1e-6, low: -30, high: 30);
 
+    /// <summary>The vectorised exp past float's range and on NaN: sigmoid saturates cleanly and NaN is not hidden.</summary>
+    [Fact]
+    public void Silu_saturates_at_extreme_inputs_and_keeps_nan()
+    {
+        float[] values = [-1e4f, -200, -104, -88.5f, -87.4f, -87.3f, -20, -1e-3f, 0, 1e-3f, 20, 87.3f, 88.1f, 89, 200, 1e4f, float.NaN, 3, -3, 0.5f];
+        using var backend = new CpuBackend();
+        using var x = backend.Upload(new HostTensor([1, values.Length], values));
+        using var y = backend.Upload(new HostTensor(1, values.Length));
+        backend.Silu(y.AsView(), x.AsView());
+        var result = backend.Download(y.AsView(), [1, values.Length]).Data;
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (float.IsNaN(values[i]))
+            {
+                float.IsNaN(result[i]).ShouldBeTrue($"silu(NaN) gave {result[i]}");
+                continue;
+            }
+            double expected = values[i] / (1 + Math.Exp(-(double)values[i]));
+            ((double)result[i]).ShouldBe(expected, 1e-6 * Math.Max(1, Math.Abs(expected)), $"silu({values[i]})");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Shapes))]
     public void GeluTanh_matches_float64(int rows, int cols)

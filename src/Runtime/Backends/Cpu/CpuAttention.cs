@@ -80,13 +80,20 @@ internal static unsafe class CpuAttention
         for (int r = 0; r < rows; r++)
         {
             float* s = scores + (long)r * keyRows;
-            // Max-subtracted in the scaled domain, so exp never overflows and the largest term is exactly 1.
-            CpuVector.Scale(s, scale, keyRows);
-            if (mask.Bias != null) CpuRowKernels.Add(s, s, mask.Bias + r * mask.BiasRowStride, keyRows);
             // A causal row keeps its first keys; the rest get probability 0 (never −∞ through exp).
             int visible = mask.Causal ? Math.Min(keyRows, mask.FirstQuery + r + 1) : keyRows;
+            // Max-subtracted in the scaled domain, so exp never overflows and the largest term is exactly 1. Without a
+            // bias, and with a positive scale (which keeps the maximum where it is), the scaling rides in exp's FMA:
+            // one pass over the row fewer.
+            float rowScale = scale;
+            if (mask.Bias != null || !(scale > 0))
+            {
+                CpuVector.Scale(s, scale, keyRows);
+                if (mask.Bias != null) CpuRowKernels.Add(s, s, mask.Bias + r * mask.BiasRowStride, keyRows);
+                rowScale = 1f;
+            }
             float max = CpuVector.Max(s, visible);
-            inverseSums[r] = 1f / CpuVector.ExpScaledInPlace(s, 1f, max, visible);
+            inverseSums[r] = 1f / CpuVector.ExpScaledInPlace(s, rowScale, rowScale * max, visible);
             for (int j = visible; j < keyRows; j++) s[j] = 0f;
         }
 

@@ -90,7 +90,7 @@ internal static unsafe class CpuBackwardKernels
         for (; i + W <= n; i += W)
         {
             Vector512<float> v = Vector512.Load(x + i);
-            Vector512<float> sigmoid = Vector512<float>.One / (Vector512<float>.One + Vector512.Exp(-v));
+            Vector512<float> sigmoid = Vector512<float>.One / (Vector512<float>.One + CpuVector.Exp(-v));
             Vector512<float> slope = sigmoid * Vector512.FusedMultiplyAdd(v, Vector512<float>.One - sigmoid, Vector512<float>.One);
             Vector512.Store(Vector512.Load(dy + i) * slope, dx + i);
         }
@@ -120,7 +120,7 @@ internal static unsafe class CpuBackwardKernels
             Vector512<float> v = Vector512.Load(x + i);
             Vector512<float> square = v * v;
             Vector512<float> z = k * Vector512.FusedMultiplyAdd(c * square, v, v);
-            Vector512<float> sigmoid = one / (one + Vector512.Exp(-z));
+            Vector512<float> sigmoid = one / (one + CpuVector.Exp(-z));
             Vector512<float> dz = k * Vector512.FusedMultiplyAdd(threeC, square, one);
             Vector512<float> slope = Vector512.FusedMultiplyAdd(v * sigmoid * (one - sigmoid), dz, sigmoid);
             Vector512.Store(Vector512.Load(dy + i) * slope, dx + i);

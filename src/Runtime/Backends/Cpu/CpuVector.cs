@@ -11,6 +11,29 @@ internal static unsafe class CpuVector
 {
     private const int W = 16;
 
+    /// <summary>
+    /// e^x per lane, Cephes' expf: x = n·ln 2 + r with n the nearest integer (ln 2 split in two for an exact r),
+    /// e^r by its degree-7 polynomial on |r| ≤ ½ln 2 (within 2 ulp), times 2^n built in the exponent bits. The
+    /// runtime's Vector512.Exp runs at ~0.6 ns a value here, a tenth of this, and the softmax and GELU rows are
+    /// made of it. Arguments are clamped to where 2^n is a normal float (e^x then underflows to ~1e-38, or stays
+    /// finite near 1.7e38); NaN stays NaN.
+    /// </summary>
+    public static Vector512<float> Exp(Vector512<float> x)
+    {
+        var clamped = Vector512.Min(Vector512.Max(x, Vector512.Create(-87.33f)), Vector512.Create(88.0f));
+        var n = Vector512.Round(clamped * Vector512.Create(1.44269504088896341f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), clamped);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+        var p = Vector512.FusedMultiplyAdd(Vector512.Create(1.9875691500e-4f), r, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512<float>.One;
+        var twoToN = Vector512.ShiftLeft(Vector512.ConvertToInt32(n) + Vector512.Create(127), 23).AsSingle();
+        return Vector512.ConditionalSelect(Vector512.Equals(x, x), p * twoToN, x);
+    }
+
     /// <summary>dst[i] += scale·src[i].</summary>
     public static void MultiplyAdd(float* dst, float* src, float scale, int n)
     {
@@ -136,7 +159,7 @@ internal static unsafe class CpuVector
         int i = 0;
         for (; i + W <= n; i += W)
         {
-            Vector512<float> e = Vector512.Exp(Vector512.FusedMultiplyAdd(Vector512.Load(x + i), s, -o));
+            Vector512<float> e = Exp(Vector512.FusedMultiplyAdd(Vector512.Load(x + i), s, -o));
             Vector512.Store(e, x + i);
             acc += e;
         }
@@ -161,7 +184,7 @@ internal static unsafe class CpuVector
     /// <summary>x·sigmoid(k·x) as x / (1 + exp(−k·x)): SiLU at k = 1, and tanh-GELU with k·x = 2u since ½(1 + tanh u) = sigmoid(2u).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> TimesSigmoid(Vector512<float> x, Vector512<float> z)
-        => x / (Vector512<float>.One + Vector512.Exp(-z));
+        => x / (Vector512<float>.One + Exp(-z));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float TimesSigmoid(float x, float z) => x / (1f + MathF.Exp(-z));
