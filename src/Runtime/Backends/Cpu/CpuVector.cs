@@ -14,8 +14,8 @@ internal static unsafe class CpuVector
     /// <summary>
     /// e^x per lane, Cephes' expf: x = n·ln 2 + r with n the nearest integer (ln 2 split in two for an exact r),
     /// e^r by its degree-7 polynomial on |r| ≤ ½ln 2 (within 2 ulp), times 2^n built in the exponent bits. The
-    /// runtime's Vector512.Exp runs at ~0.6 ns a value here, a tenth of this, and the softmax and GELU rows are
-    /// made of it. Arguments are clamped to where 2^n is a normal float (e^x then underflows to ~1e-38, or stays
+    /// runtime's Vector512.Exp took 0.6–3 ns a value on this machine against 0.21 ns for this, and the softmax
+    /// and GELU rows are made of it. Arguments are clamped to where 2^n is a normal float (e^x then underflows to ~1e-38, or stays
     /// finite near 1.7e38); NaN stays NaN.
     /// </summary>
     public static Vector512<float> Exp(Vector512<float> x)
