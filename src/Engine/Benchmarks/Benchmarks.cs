@@ -76,7 +76,7 @@ public sealed record TrainBenchResult(string Model, string Device, string Adapte
 /// <summary>Timings of the compiled models with seeded random weights (or a checkpoint): forward, whole edit, training step.</summary>
 public static class Benchmarks
 {
-    private const int Seed = 1234;
+    internal const int Seed = 1234;
 
     public static CompiledModelInfo Compiled(string name) =>
         ModelCatalog.All.FirstOrDefault(m => m.Descriptor.Name == name)
@@ -177,86 +177,55 @@ public static class Benchmarks
     /// </summary>
     public static TrainBenchResult Train(BenchSettings settings, IBackend backend, IProgress<StageProgress>? progress = null)
     {
-        var info = Compiled(settings.Model);
-        var training = backend as ITrainingBackend
-            ?? throw new NotSupportedException($"the {backend.Name} backend has no training ops: bench train runs with --device cpu or --device cuda");
-        var weights = RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"), settings.BasePrecision);
-        try
+        using var rig = new LoraBenchRig(settings, backend, Seed, progress);
+        var (info, model, inputs, state) = (rig.Info, rig.Model, rig.Inputs, rig.State);
+        double forward = Median(settings, () =>
         {
-            var model = info.Create(backend, weights);
-            var inputs = BenchInputs.Create(info.Descriptor, settings.Batch, settings.ImageTokens, settings.TextTokens)
-                .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
-            var targets = LoraTargets.Preset(settings.Preset, info.Descriptor);
-            var parameters = LoraInit.Create(backend, targets, settings.Rank, LoraInit.KindOf(settings.Preset, info.Descriptor), new TrainingRandom(Seed));
-            var state = LoraInit.Attach(targets, parameters, scale: 1f);
-            using var optimizer = new AdamW(training);
-            try
-            {
-                double forward = Median(settings, () =>
-                {
-                    foreach (var output in model.Run(inputs).Values) output.Dispose();
-                    backend.Synchronize();
-                });
-                long forwardMemory = Environment.WorkingSet;
-                model.Training = state;
-                var statistics = backend as IMemoryStatistics;
-                long weightBytes = weights.Values.Sum(w => w.StoredBytes);
-                var steps = new List<TrainStepTiming>();
-                foreach (bool recompute in new[] { false, true })
-                {
-                    state.Recompute = recompute;
-                    statistics?.ResetPeak();
-                    double step = Median(settings, () =>
-                    {
-                        foreach (var p in parameters) training.Scale(p.Gradient, 0f);
-                        model.ForwardBackward(inputs, output => backend.Upload(new HostTensor(output.Shape)));
-                        optimizer.Step(parameters, AdamW.DefaultLearningRate);
-                        // Each step waits for the device, so the median times whole steps, not their queueing.
-                        backend.Synchronize();
-                    });
-                    // The weights plus the most the backend held during the steps (activations, gradients, adapters, scratch).
-                    long peak = statistics != null
-                        ? weightBytes + statistics.PeakAllocatedBytes
-                        : Process.GetCurrentProcess().PeakWorkingSet64;
-                    steps.Add(new TrainStepTiming(recompute, step, peak));
-                }
-                OpProfile? profile = null;
-                double? stepGflop = null, forwardGflop = null;
-                if (settings.Profile)
-                {
-                    // A second instance of the model on a counting wrapper: the timed rows above stay unprofiled.
-                    var counting = new CountingBackend(backend, profile: true);
-                    var profiled = info.Create(counting, weights);
-                    profiled.Training = state;
-                    state.Recompute = false;
-                    counting.ResetCount();
-                    foreach (var output in profiled.Run(inputs).Values) output.Dispose();
-                    forwardGflop = counting.FloatingPointOperations / 1e9;
-                    for (int pass = 0; pass < 2; pass++)
-                    {
-                        counting.ResetCount();
-                        profiled.ForwardBackward(inputs, output => counting.Upload(new HostTensor(output.Shape)));
-                    }
-                    profile = new OpProfile(new Dictionary<string, (double Seconds, int Calls)>(counting.Profile));
-                    stepGflop = counting.FloatingPointOperations / 1e9;
-                }
-                return new TrainBenchResult(info.Descriptor.Name, backend.Name, $"{targets.Count} × rank {settings.Rank} ({settings.Preset})", forward, steps,
-                    statistics != null, weightBytes, forwardMemory, profile, stepGflop, forwardGflop);
-            }
-            finally
-            {
-                model.Training = null;
-                foreach (var p in parameters) { p.Value.Dispose(); p.Gradient.Dispose(); }
-                foreach (var t in inputs.Values) t.Dispose();
-            }
-        }
-        finally
+            foreach (var output in model.Run(inputs).Values) output.Dispose();
+            backend.Synchronize();
+        });
+        long forwardMemory = Environment.WorkingSet;
+        model.Training = state;
+        var statistics = backend as IMemoryStatistics;
+        long weightBytes = rig.Weights.Values.Sum(w => w.StoredBytes);
+        var steps = new List<TrainStepTiming>();
+        foreach (bool recompute in new[] { false, true })
         {
-            foreach (var w in weights.Values) w.Dispose();
+            state.Recompute = recompute;
+            statistics?.ResetPeak();
+            double step = Median(settings, () => rig.Step());
+            // The weights plus the most the backend held during the steps (activations, gradients, adapters, scratch).
+            long peak = statistics != null
+                ? weightBytes + statistics.PeakAllocatedBytes
+                : Process.GetCurrentProcess().PeakWorkingSet64;
+            steps.Add(new TrainStepTiming(recompute, step, peak));
         }
+        OpProfile? profile = null;
+        double? stepGflop = null, forwardGflop = null;
+        if (settings.Profile)
+        {
+            // A second instance of the model on a counting wrapper: the timed rows above stay unprofiled.
+            var counting = new CountingBackend(backend, profile: true);
+            var profiled = info.Create(counting, rig.Weights);
+            profiled.Training = state;
+            state.Recompute = false;
+            counting.ResetCount();
+            foreach (var output in profiled.Run(inputs).Values) output.Dispose();
+            forwardGflop = counting.FloatingPointOperations / 1e9;
+            for (int pass = 0; pass < 2; pass++)
+            {
+                counting.ResetCount();
+                profiled.ForwardBackward(inputs, output => counting.Upload(new HostTensor(output.Shape)));
+            }
+            profile = new OpProfile(new Dictionary<string, (double Seconds, int Calls)>(counting.Profile));
+            stepGflop = counting.FloatingPointOperations / 1e9;
+        }
+        return new TrainBenchResult(info.Descriptor.Name, backend.Name, $"{rig.Targets.Count} × rank {settings.Rank} ({settings.Preset})", forward, steps,
+            statistics != null, weightBytes, forwardMemory, profile, stepGflop, forwardGflop);
     }
 
-    private static double Median(BenchSettings settings, Action run)
+    /// <summary>The median milliseconds of <see cref="BenchSettings.Runs"/> runs after <see cref="BenchSettings.Warmup"/> untimed ones.</summary>
+    internal static double Median(BenchSettings settings, Action run)
     {
         var times = new List<double>();
         for (int i = 0; i < settings.Warmup + settings.Runs; i++)

@@ -1,8 +1,6 @@
 using System.Diagnostics;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Distributed;
-using InFluxEdit.Runtime.Tensors;
-using InFluxEdit.Runtime.Training;
 
 namespace InFluxEdit.Benchmarks;
 
@@ -24,8 +22,6 @@ public sealed record DataParallelBenchResult(string Model, string Device, int Ra
 
 public static class DataParallelBench
 {
-    private const int Seed = 1234;
-
     /// <summary>
     /// LoRA training steps (forward, backward, AdamW) of <paramref name="settings"/>'s model on seeded random weights:
     /// first on rank 0 alone, then on every rank of <paramref name="group"/> with the gradients summed over the ranks
@@ -33,57 +29,23 @@ public static class DataParallelBench
     /// </summary>
     public static DataParallelBenchResult Run(BenchSettings settings, IBackend backend, IProcessGroup group, IProgress<StageProgress>? progress = null)
     {
-        var info = Benchmarks.Compiled(settings.Model);
-        var training = backend as ITrainingBackend
-            ?? throw new NotSupportedException($"the {backend.Name} backend has no training ops: bench train runs with --device cpu or --device cuda");
-        var weights = RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"));
-        var inputs = BenchInputs.Create(info.Descriptor, settings.Batch, settings.ImageTokens, settings.TextTokens)
-            .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
-        var targets = LoraTargets.Preset(settings.Preset, info.Descriptor);
-        var parameters = LoraInit.Create(backend, targets, settings.Rank, LoraInit.KindOf(settings.Preset, info.Descriptor), new TrainingRandom(Seed));
-        var model = info.Create(backend, weights);
-        model.Training = LoraInit.Attach(targets, parameters, scale: 1f);
-        using var optimizer = new AdamW(training);
+        using var rig = new LoraBenchRig(settings, backend, Benchmarks.Seed, progress);
+        rig.Model.Training = rig.State;
         using var exchanger = GradientExchange.Create(group, backend);
-        try
+        var exchange = new List<double>();
+        // Rank 0 alone while the others wait: the one-rank baseline on the same machine, in the same run.
+        double single = group.IsRoot ? Benchmarks.Median(settings, () => rig.Step()) : 0;
+        group.Barrier("the end of the one-rank steps", unbounded: true);
+        double shared = Benchmarks.Median(settings, () => rig.Step(() =>
         {
-            var exchange = new List<double>();
-            double Step(bool shared)
-            {
-                var clock = Stopwatch.StartNew();
-                foreach (var p in parameters) training.Scale(p.Gradient, 0f);
-                model.ForwardBackward(inputs, output => backend.Upload(new HostTensor(output.Shape)));
-                backend.Synchronize();
-                if (shared)
-                {
-                    var exchangeClock = Stopwatch.StartNew();
-                    exchanger.Sum(parameters, Span<double>.Empty, "the benchmark's gradient exchange");
-                    backend.Synchronize();
-                    exchange.Add(exchangeClock.Elapsed.TotalMilliseconds);
-                }
-                optimizer.Step(parameters, AdamW.DefaultLearningRate);
-                backend.Synchronize();
-                return clock.Elapsed.TotalMilliseconds;
-            }
-            double Median(bool shared)
-            {
-                var times = Enumerable.Range(0, settings.Warmup + settings.Runs).Select(_ => Step(shared)).Skip(settings.Warmup).Order().ToList();
-                return times[times.Count / 2];
-            }
-            // Rank 0 alone while the others wait: the one-rank baseline on the same machine, in the same run.
-            double single = group.IsRoot ? Median(shared: false) : 0;
-            group.Barrier("the end of the one-rank steps", unbounded: true);
-            double sharedStep = Median(shared: true);
-            var exchanges = exchange.Skip(settings.Warmup).Order().ToList();
-            return new DataParallelBenchResult(info.Descriptor.Name, backend.Name, group.Size, settings.Batch, single, sharedStep,
-                exchanges[exchanges.Count / 2], parameters.Sum(p => p.Length), exchanger.Description);
-        }
-        finally
-        {
-            model.Training = null;
-            foreach (var p in parameters) { p.Value.Dispose(); p.Gradient.Dispose(); }
-            foreach (var t in inputs.Values) t.Dispose();
-            foreach (var w in weights.Values) w.Dispose();
-        }
+            backend.Synchronize();
+            var clock = Stopwatch.StartNew();
+            exchanger.Sum(rig.Parameters, Span<double>.Empty, "the benchmark's gradient exchange");
+            backend.Synchronize();
+            exchange.Add(clock.Elapsed.TotalMilliseconds);
+        }));
+        var exchanges = exchange.Skip(settings.Warmup).Order().ToList();
+        return new DataParallelBenchResult(rig.Info.Descriptor.Name, backend.Name, group.Size, settings.Batch, single, shared,
+            exchanges[exchanges.Count / 2], rig.Parameters.Sum(p => p.Length), exchanger.Description);
     }
 }
