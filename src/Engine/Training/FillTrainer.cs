@@ -94,6 +94,9 @@ public sealed class FillTrainer : IDisposable
     private readonly IGradientExchange? _exchange;
     // The seed's img_in gradients: summed over every step since the start (scaled by each clipping), never applied.
     private readonly List<TrainableParameter> _seedFrozen = new();
+    // Whose gradients enter the norm, the clipping and the exchange: the trained tensors and the seed's frozen img_in
+    // (the seed's clip_grad_norm_ runs over every transformer parameter with a gradient).
+    private readonly IReadOnlyList<TrainableParameter> _withGradients;
     private TrainingRandom _random;
     private int[] _order;
     private int _position;
@@ -143,6 +146,7 @@ public sealed class FillTrainer : IDisposable
                 state.WeightGradients[key] = gradient;
                 (settings.SeedFrozenImgIn ? _seedFrozen : _parameters).Add(new TrainableParameter(key, weight, gradient));
             }
+        _withGradients = _seedFrozen.Count == 0 ? _parameters : [.. _parameters, .. _seedFrozen];
         state.Recompute = settings.Recompute;
         transformer.Training = state;
         _optimizer = settings.Optimizer.Create(_training);
@@ -205,12 +209,10 @@ public sealed class FillTrainer : IDisposable
     public double TrainStep(NonFiniteGuard guard)
     {
         double loss = ComputeGradients();
-        // The seed's clip_grad_norm_ runs over every transformer parameter with a gradient: its frozen img_in's too.
-        var clipped = _seedFrozen.Count == 0 ? _parameters : _parameters.Concat(_seedFrozen).ToList();
-        double norm = Gradients.GlobalNorm(_training, clipped);
+        double norm = Gradients.GlobalNorm(_training, _withGradients);
         Step++;
         if (guard.Check(Step, loss, norm) == NonFiniteDecision.Skip) return double.NaN;
-        if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, clipped, _settings.MaxGradientNorm);
+        if (_settings.MaxGradientNorm > 0) Gradients.ClipGlobalNorm(_training, _withGradients, _settings.MaxGradientNorm);
         _optimizer.Step(_parameters, _schedule.At(Step - 1));
         return loss;
     }
@@ -229,12 +231,12 @@ public sealed class FillTrainer : IDisposable
         for (int micro = 0; micro < _settings.Accumulate; micro++)
             loss += ForwardBackward(NextBatch()) / _settings.Accumulate;
         if (_settings.Accumulate > 1)
-            foreach (var p in _parameters.Concat(_seedFrozen)) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
+            foreach (var p in _withGradients) _training.Scale(p.Gradient, 1f / _settings.Accumulate);
         if (_exchange != null)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             Span<double> shared = [loss];
-            _exchange.Sum(_seedFrozen.Count == 0 ? _parameters : _parameters.Concat(_seedFrozen).ToList(), shared, $"the gradients of step {Step + 1}");
+            _exchange.Sum(_withGradients, shared, $"the gradients of step {Step + 1}");
             loss = shared[0];
             ExchangeSeconds += clock.Elapsed.TotalSeconds;
         }

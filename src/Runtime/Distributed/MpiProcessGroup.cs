@@ -43,23 +43,17 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup
     /// <summary>How long rank 0 waits for the last rank to arrive at a collective before it ends the job.</summary>
     public TimeSpan Timeout { get; }
 
-    public void AllReduceSum(Span<float> values, string what)
-    {
-        fixed (float* start = values)
-            for (int offset = 0; offset < values.Length; offset += MaxCount)
-            {
-                int count = Math.Min(MaxCount, values.Length - offset);
-                Await(_mpi.AllReduce(start + offset, count, _mpi.Float), what, unbounded: false);
-            }
-    }
+    public void AllReduceSum(Span<float> values, string what) => AllReduceSum(values, _mpi.Float, what);
 
-    public void AllReduceSum(Span<double> values, string what)
+    public void AllReduceSum(Span<double> values, string what) => AllReduceSum(values, _mpi.Double, what);
+
+    private void AllReduceSum<T>(Span<T> values, nint datatype, string what) where T : unmanaged
     {
-        fixed (double* start = values)
+        fixed (T* start = values)
             for (int offset = 0; offset < values.Length; offset += MaxCount)
             {
                 int count = Math.Min(MaxCount, values.Length - offset);
-                Await(_mpi.AllReduce(start + offset, count, _mpi.Double), what, unbounded: false);
+                Await(_mpi.AllReduce(start + offset, count, datatype), what, unbounded: false);
             }
     }
 
