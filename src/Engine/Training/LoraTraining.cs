@@ -110,7 +110,7 @@ public static class LoraTraining
 
         // The base may be held quantized (--base-precision); adapters, and img_in when it is trained, stay float beside it.
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend, precision: request.BasePrecision,
-            keepFloat: name => settings.TrainImgIn && name.StartsWith("img_in.", StringComparison.Ordinal));
+            keepFloat: name => (settings.TrainImgIn || settings.SeedFrozenImgIn) && name.StartsWith("img_in.", StringComparison.Ordinal));
         using var validationVae = validation == null || !root || !request.ValidationEdits ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
         // Full training updates the weights in place: writable copies (loaded weights are read-only), and a model on them.
         var fullWeights = request.Full ? FullWeightTraining.WritableCopies(backend, transformer.Weights) : null;
