@@ -59,11 +59,18 @@ public sealed record TrainingSettings(
 
     /// <summary>Concat: each example masks its diptych's left or right half at random (the seed's default), not always the right.</summary>
     public bool BothSides { get; init; }
+
+    /// <summary>
+    /// The resolutions the trainer's example lists were cached at, one list each, recorded in checkpoints so that a
+    /// resume at other sizes is refused; null where the caller built the examples itself.
+    /// </summary>
+    public TrainingResolutions? Resolution { get; init; }
 }
 
 /// <summary>
 /// LoRA training of a FLUX Fill transformer on editing pairs, either method: per step <see cref="TrainingSettings.Accumulate"/>
-/// batches of up to <see cref="TrainingSettings.BatchSize"/> pairs of one bucket (in a seeded epoch order), per pair σ
+/// batches of up to <see cref="TrainingSettings.BatchSize"/> pairs of one bucket (in a seeded epoch order; with several
+/// resolutions each batch at one drawn uniformly, as the seed's collate_fn draws one per batch), per pair σ
 /// sampled and x_σ = (1 − σ)·x0 + σ·noise, the batch's predictions against noise − x0 through one generated
 /// ForwardBackward (the loss is the mean over the batch, the step's gradient the mean over its batches, as diffusers
 /// computes them), then clipping and the optimizer. Every random draw comes from one <see cref="TrainingRandom"/> in a fixed order,
@@ -85,6 +92,8 @@ public sealed class FillTrainer : IDisposable
     private readonly IBackend _backend;
     private readonly ITrainingBackend _training;
     private readonly TrainingSettings _settings;
+    // The pairs at each training resolution (the same pairs in the same order in every list), and all of them in one list.
+    private readonly IReadOnlyList<IReadOnlyList<Example>> _atResolution;
     private readonly IReadOnlyList<Example> _examples;
     private readonly List<TrainableParameter> _parameters;
     private readonly IOptimizer _optimizer;
@@ -101,10 +110,15 @@ public sealed class FillTrainer : IDisposable
     private int[] _order;
     private int _position;
 
+    /// <param name="examples">The pairs at each training resolution: one list per resolution, each of the same pairs in the same order.</param>
     /// <param name="group">The ranks sharing each batch (default: this process alone).</param>
     public FillTrainer(CompiledModel transformer, IReadOnlyDictionary<string, DeviceTensor> weights, TrainingSettings settings,
-        IReadOnlyList<Example> examples, IProcessGroup? group = null)
+        IReadOnlyList<IReadOnlyList<Example>> examples, IProcessGroup? group = null)
     {
+        if (examples.Count == 0 || examples.Any(list => !list.Select(e => e.Name).SequenceEqual(examples[0].Select(e => e.Name))))
+            throw new ArgumentException("the trainer needs one list of examples per resolution, each of the same pairs in the same order");
+        if (settings.Resolution != null && settings.Resolution.Sizes.Count != examples.Count)
+            throw new ArgumentException($"{examples.Count} lists of examples for the {settings.Resolution.Sizes.Count} resolutions {settings.Resolution}");
         _group = group ?? SingleProcess.Instance;
         _exchange = _group.Size > 1 ? GradientExchange.Create(_group, transformer.Backend, note => Notes.Add(note)) : null;
         _transformer = transformer;
@@ -112,8 +126,9 @@ public sealed class FillTrainer : IDisposable
         _training = _backend as ITrainingBackend
             ?? throw new NotSupportedException($"the {_backend.Name} backend has no training ops: train with --device cpu or --device cuda");
         _settings = settings;
-        _examples = examples;
-        if (settings.BothSides && examples.FirstOrDefault(e => e.Reversed == null) is { } oneSided)
+        _atResolution = examples;
+        _examples = examples.SelectMany(list => list).ToList();
+        if (settings.BothSides && _examples.FirstOrDefault(e => e.Reversed == null) is { } oneSided)
             throw new ArgumentException($"--mask-side both needs each pair's reversed diptych; '{oneSided.Name}' has none (concat only)");
         _random = new TrainingRandom(settings.Seed);
 
@@ -172,18 +187,20 @@ public sealed class FillTrainer : IDisposable
     public double ExchangeSeconds { get; private set; }
 
     /// <summary>
-    /// The epoch's order: a seeded shuffle. With batches, each bucket's examples (in shuffled order) are cut into
-    /// batches, placed where their first example fell, so batches are consecutive runs of one bucket and a dataset of
-    /// one bucket keeps the plain shuffle. No extra random draws: the stream stays the same at every batch size.
+    /// The epoch's order of the pairs: a seeded shuffle. With batches, each bucket's pairs (in shuffled order) are cut
+    /// into batches, placed where their first pair fell, so batches are consecutive runs of one bucket and a dataset of
+    /// one bucket keeps the plain shuffle. With several resolutions a pair's bucket is its buckets at all of them, so a
+    /// run is one bucket whichever resolution its batch draws. No extra random draws: the stream stays the same at
+    /// every batch size.
     /// </summary>
     private int[] NewOrder()
     {
-        var order = Enumerable.Range(0, _examples.Count).ToArray();
+        var order = Enumerable.Range(0, _atResolution[0].Count).ToArray();
         _random.Shuffle(order);
         _position = 0;
         if (_settings.BatchSize == 1) return order;
         return order.Select((example, place) => (example, place))
-            .GroupBy(e => BucketOf(_examples[e.example]))
+            .GroupBy(e => string.Join(" | ", _atResolution.Select(list => BucketOf(list[e.example]))))
             .SelectMany(bucket => bucket.Chunk(_settings.BatchSize))
             .OrderBy(batch => batch[0].place)
             .SelectMany(batch => batch.Select(e => e.example))
@@ -194,14 +211,18 @@ public sealed class FillTrainer : IDisposable
     private static string BucketOf(Example example) =>
         $"{HostTensor.FormatShape(example.ImgCond.Shape)} {HostTensor.FormatShape(example.X0.Shape)} {HostTensor.FormatShape(example.Text.Txt.Shape)}";
 
-    /// <summary>The next batch: up to BatchSize consecutive examples of the order that share the first one's bucket.</summary>
+    /// <summary>
+    /// The next batch: its resolution (drawn only when there are several, so one resolution keeps the stream it always
+    /// had), then up to BatchSize consecutive pairs of the order that share the first one's bucket at it.
+    /// </summary>
     private List<Example> NextBatch()
     {
         if (_position == _order.Length) _order = NewOrder();
-        var batch = new List<Example> { _examples[_order[_position++]] };
+        var examples = _atResolution.Count == 1 ? _atResolution[0] : _atResolution[_random.NextInt(_atResolution.Count)];
+        var batch = new List<Example> { examples[_order[_position++]] };
         string bucket = BucketOf(batch[0]);
-        while (batch.Count < _settings.BatchSize && _position < _order.Length && BucketOf(_examples[_order[_position]]) == bucket)
-            batch.Add(_examples[_order[_position++]]);
+        while (batch.Count < _settings.BatchSize && _position < _order.Length && BucketOf(examples[_order[_position]]) == bucket)
+            batch.Add(examples[_order[_position++]]);
         return batch;
     }
 
@@ -244,7 +265,7 @@ public sealed class FillTrainer : IDisposable
     }
 
     /// <summary>
-    /// The loss over every example (or every one of <paramref name="heldOut"/>) at a fixed σ and noise from its own seed:
+    /// The loss over every example, each pair at each resolution (or every one of <paramref name="heldOut"/>) at a fixed σ and noise from its own seed:
     /// a measure of progress that the training draws do not move, so it falls only if the adapters learned.
     /// </summary>
     public double Evaluate(double sigma, long noiseSeed, IReadOnlyList<Example>? heldOut = null)
@@ -388,17 +409,21 @@ public sealed class FillTrainer : IDisposable
         return gradient;
     }
 
-    public TrainingCheckpointInfo CheckpointInfo(string baseModel) =>
-        new(Step, _settings.Seed, _random.SaveState(), TrainingCheckpointInfo.FormatOrder(_order), _settings.Method.ToString().ToLowerInvariant(),
-            _settings.Rank, _settings.Alpha, _targets, baseModel)
+    public TrainingCheckpointInfo CheckpointInfo(string baseModel)
+    {
+        var extra = new Dictionary<string, string>
         {
-            Extra = new Dictionary<string, string>
-            {
-                ["position"] = _position.ToString(CultureInfo.InvariantCulture),
-                ["batch_size"] = _settings.BatchSize.ToString(CultureInfo.InvariantCulture),
-                ["accumulate"] = _settings.Accumulate.ToString(CultureInfo.InvariantCulture),
-            },
+            ["position"] = _position.ToString(CultureInfo.InvariantCulture),
+            ["batch_size"] = _settings.BatchSize.ToString(CultureInfo.InvariantCulture),
+            ["accumulate"] = _settings.Accumulate.ToString(CultureInfo.InvariantCulture),
         };
+        if (_settings.Resolution != null) extra[ResolutionKey] = _settings.Resolution.ToString();
+        return new(Step, _settings.Seed, _random.SaveState(), TrainingCheckpointInfo.FormatOrder(_order), _settings.Method.ToString().ToLowerInvariant(),
+            _settings.Rank, _settings.Alpha, _targets, baseModel) { Extra = extra };
+    }
+
+    /// <summary>The checkpoint's record of the resolutions; older checkpoints lack it (they trained at one).</summary>
+    private const string ResolutionKey = "resolution";
 
     public void SaveCheckpoint(string path, string baseModel) =>
         TrainingCheckpoint.Save(path, _backend, _parameters, _optimizer, CheckpointInfo(baseModel));
@@ -419,14 +444,20 @@ public sealed class FillTrainer : IDisposable
         foreach (var (key, value) in new[] { ("batch_size", _settings.BatchSize), ("accumulate", _settings.Accumulate) })
             if (info.Extra.TryGetValue(key, out string? saved) && saved != value.ToString(CultureInfo.InvariantCulture))
                 throw new InvalidDataException($"{path} was trained with --{key.Replace('_', '-')} {saved}; this run has {value}: resume with the same value");
+        // Other sizes are other latents (and several draw a resolution per batch): the run would not continue as it was.
+        string? savedResolution = info.Extra.GetValueOrDefault(ResolutionKey);
+        if (savedResolution != null ? _settings.Resolution != null && savedResolution != _settings.Resolution.ToString() : _atResolution.Count > 1)
+            throw new InvalidDataException(
+                $"{path} was trained {(savedResolution != null ? $"with --resolution {savedResolution}" : "at one resolution")}; this run has --resolution {_settings.Resolution}: resume with the same value");
         checkpoint.Restore(_backend, _parameters, _optimizer);
         Step = info.Step;
         _random = TrainingRandom.RestoreState(info.RandomState);
         _order = TrainingCheckpointInfo.ParseOrder(info.DataOrder);
-        if (_order.Length != _examples.Count || _order.Any(i => i < 0 || i >= _examples.Count)
+        int pairs = _atResolution[0].Count;
+        if (_order.Length != pairs || _order.Any(i => i < 0 || i >= pairs)
             || !info.Extra.TryGetValue("position", out var position) || !int.TryParse(position, CultureInfo.InvariantCulture, out _position)
             || _position < 0 || _position > _order.Length)
-            throw new InvalidDataException($"{path} holds a data order over {_order.Length} pairs (or a damaged one); this run has {_examples.Count}: resume with the same --data");
+            throw new InvalidDataException($"{path} holds a data order over {_order.Length} pairs (or a damaged one); this run has {pairs}: resume with the same --data");
     }
 
     /// <summary>

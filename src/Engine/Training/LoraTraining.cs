@@ -82,9 +82,12 @@ public static class LoraTraining
             : PairDataset.FromFolder(request.Validation, instancePrompt);
         string vaePath = request.AutoencoderPath;
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
-        var buckets = new AspectBuckets(request.Resolution ?? 512);
-        // The largest image a pass sees: a concat diptych is two halves of its bucket (as LatentCache sizes them).
-        long pixels = dataset.Pairs.Select(p => diptychResolution ? buckets.DiptychHalf(p.Width, p.Height) : buckets.Assign(p.Width, p.Height))
+        // One set of buckets per resolution: every pair is cached at each, and each batch trains at one of them.
+        var bucketSets = settings.Resolution!.Sizes.Select(size => new AspectBuckets(size)).ToList();
+        if (bucketSets.Count > 1)
+            log.WriteLine($"resolutions {settings.Resolution}: every pair cached at each; each batch trains at one, drawn uniformly from --seed's stream");
+        // The largest image a pass sees, at any resolution: a concat diptych is two halves of its bucket (as LatentCache sizes them).
+        long pixels = bucketSets.SelectMany(buckets => dataset.Pairs.Select(p => diptychResolution ? buckets.DiptychHalf(p.Width, p.Height) : buckets.Assign(p.Width, p.Height)))
             .Select(b => (long)b.Width * b.Height).DefaultIfEmpty(0).Max() * (request.Method == EditMethod.Concat ? 2 : 1);
         MemoryEstimate.RequireForTraining(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
             settings.Recompute, settings.Full, MemoryEstimate.AvailableBytes(backend), "lower --resolution", "use --recompute",
@@ -99,13 +102,14 @@ public static class LoraTraining
         if (!root) group.Barrier("the caches rank 0 builds", unbounded: true);
         var texts = CaptionEncodings.Encode(captions, request.TextInEffect, transformerInfo.Descriptor, Path.Combine(request.Output, "cache", "text"),
             backend, catalog, log, stages, cacheOnly: !root);
-        var examples = LatentCache.Examples(dataset, settings.Method, settings.LossRegion, buckets,
+        var examples = bucketSets.Select(buckets => LatentCache.Examples(dataset, settings.Method, settings.LossRegion, buckets,
             diptychResolution, Path.Combine(request.Output, "cache"), vaePath, vaeInfo.Descriptor.Name, () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend),
-            texts, request.CaptionPrefix, log, stages, cacheOnly: !root, bothSides: settings.BothSides, zeroChannelMask: request.SeedZeroMask);
-        // The held-out loss is measured as an edit poses the task: only the generated tokens, channel's mask all white.
-        var validationLoss = validation == null || request.ValidationLossEvery <= 0 ? null : new ValidationLossCurve(LatentCache.Examples(validation, settings.Method,
+            texts, request.CaptionPrefix, log, stages, cacheOnly: !root, bothSides: settings.BothSides, zeroChannelMask: request.SeedZeroMask)).ToList();
+        // The held-out loss is measured as an edit poses the task: only the generated tokens, channel's mask all white;
+        // with several resolutions, over every pair at each.
+        var validationLoss = validation == null || request.ValidationLossEvery <= 0 ? null : new ValidationLossCurve(bucketSets.SelectMany(buckets => LatentCache.Examples(validation, settings.Method,
             Runtime.Training.LossRegion.Masked, buckets, diptychResolution, Path.Combine(request.Output, "cache", "validation"), vaePath, vaeInfo.Descriptor.Name,
-            () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, request.CaptionPrefix, log, stages, cacheOnly: !root), request.ValidationLossEvery, settings.Steps, log);
+            () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, request.CaptionPrefix, log, stages, cacheOnly: !root)).ToList(), request.ValidationLossEvery, settings.Steps, log);
         if (root) group.Barrier("the caches rank 0 builds", unbounded: true);
 
         // The base may be held quantized (--base-precision); adapters, and img_in when it is trained, stay float beside it.
@@ -230,6 +234,7 @@ public static class LoraTraining
             ModeScale = request.ModeScale ?? FlowMatching.ModeScale,
             LossWeighting = FlowMatching.ParseWeighting(request.LossWeighting ?? "none"),
             BothSides = request.BothSides,
+            Resolution = request.ResolutionInEffect,
             SeedFrozenImgIn = request.SeedFrozenImgIn,
             Full = request.Full,
         };

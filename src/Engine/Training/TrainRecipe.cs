@@ -198,7 +198,7 @@ public sealed class TrainRecipe
         new("t5-length", r => r.Text.T5Length, (r, v) => r with { Text = r.Text with { T5Length = (int)v } }),
         new("schedule", r => r.Schedule, (r, v) => r with { Schedule = (string)v }),
         new("warmup-steps", r => r.WarmupSteps, (r, v) => r with { WarmupSteps = (int)v }),
-        new("resolution", r => r.Resolution, (r, v) => r with { Resolution = (int)v }),
+        new("resolution", r => r.Resolution, (r, v) => r with { Resolution = (TrainingResolutions)v }),
         new("concat-resolution", r => r.ConcatResolution, (r, v) => r with { ConcatResolution = (string)v }),
         new("caption-prefix", r => r.CaptionPrefix, (r, v) => r with { CaptionPrefix = (string)v }),
     ];

@@ -92,8 +92,8 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>The gradients' global norm is clipped to this (0: no clipping); default 1.</summary>
     public double? MaxGradNorm { get; init; }
 
-    /// <summary>Images are bucketed by aspect ratio at about this many pixels squared; default 512.</summary>
-    public int? Resolution { get; init; }
+    /// <summary>Images are bucketed by aspect ratio at about this many pixels squared; default 512. Several: each batch at one of them (see <see cref="TrainingResolutions"/>).</summary>
+    public TrainingResolutions? Resolution { get; init; }
 
     /// <summary>concat: half (the default: each half bucketed at <see cref="Resolution"/>) or diptych (the diptych's long side is it).</summary>
     public string? ConcatResolution { get; init; }
@@ -172,6 +172,9 @@ public sealed record TrainRequest : ModelSelection
             GrowthRate = GrowthRate ?? defaults.GrowthRate,
         }).Validated();
     }
+
+    /// <summary><see cref="Resolution"/> or 512, checked.</summary>
+    internal TrainingResolutions ResolutionInEffect => (Resolution ?? 512).Validated();
 
     /// <summary>Whether a concat diptych's long side is <see cref="Resolution"/> (rather than each half's area).</summary>
     internal bool DiptychResolution => ConcatResolution switch

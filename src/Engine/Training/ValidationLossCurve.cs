@@ -20,6 +20,6 @@ internal sealed class ValidationLossCurve(IReadOnlyList<FillTrainer.Example> hel
         if ((trainer.Step % every != 0 && trainer.Step != lastStep) || (_points.Count > 0 && _points[^1].Step == trainer.Step)) return;
         double loss = trainer.Evaluate(LoraTraining.EvaluationSigma, NoiseSeed, heldOut);
         _points.Add(new ValidationLoss(trainer.Step, loss));
-        log.WriteLine(FormattableString.Invariant($"validation loss at step {trainer.Step}: {loss:F5} ({heldOut.Count} pairs, σ = {LoraTraining.EvaluationSigma})"));
+        log.WriteLine(FormattableString.Invariant($"validation loss at step {trainer.Step}: {loss:F5} ({heldOut.DistinctBy(e => e.Name).Count()} pairs, σ = {LoraTraining.EvaluationSigma})"));
     }
 }

@@ -23,7 +23,7 @@ namespace InFluxEdit.Tests.Robustness;
 [Collection(ProcessConsoleCollection.Name)]
 public class BadInputTests
 {
-    private static (int Code, string Error) RunCli(params string[] args)
+    internal static (int Code, string Error) RunCli(params string[] args)
     {
         var error = new StringWriter();
         var previous = System.Console.Error;
@@ -38,7 +38,7 @@ public class BadInputTests
         }
     }
 
-    private static string OneLine(string error)
+    internal static string OneLine(string error)
     {
         error.TrimEnd().Split('\n').Length.ShouldBe(1, error);
         error.ShouldStartWith("error: ");

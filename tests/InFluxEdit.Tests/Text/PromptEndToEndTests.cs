@@ -105,7 +105,7 @@ public sealed class PromptEndToEndTests
             Output = dir.File("out"),
             Steps = 2,
             Rank = 2,
-            Resolution = 32,
+            Resolution = "32",
         }, dir);
 
         TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());

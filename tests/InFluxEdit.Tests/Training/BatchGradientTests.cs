@@ -94,7 +94,7 @@ public class BatchGradientTests
                 new OptimizerSettings(), LearningRate: 1e-3, ScheduleKind.Constant, WarmupSteps: 0, TimestepSampling.Uniform, Guidance: 1,
                 accumulate, MaxGradientNorm: 1, Seed: 5, CheckpointEvery: 4, LoraFormat.Kohya, LossRegion.All)
             { BatchSize = batchSize, LossWeighting = weighting };
-            using var trainer = new FillTrainer(_info.Create(_backend, _weights), _weights, settings, _examples);
+            using var trainer = new FillTrainer(_info.Create(_backend, _weights), _weights, settings, [_examples]);
             // Up-projections start at zero, which leaves the down-projections no gradient.
             var upRandom = new Random(3);
             foreach (var up in trainer.Parameters.Where(p => p.Name.EndsWith(LoraModule.UpSuffix, StringComparison.Ordinal)))

@@ -36,7 +36,7 @@ public class TrainCommandTests
         Steps = steps,
         Rank = 4,
         LearningRate = 3e-3,
-        Resolution = 64,
+        Resolution = "64",
         CheckpointEvery = 4,
         TrainImgIn = true,
         Device = "cpu",

@@ -95,7 +95,7 @@ public class TrainRecipeTests
         options.Recipe = "seed";
         options.LearningRate = null;
         options.Rank = 4;           // flags win over the recipe
-        options.Resolution = 64;
+        options.Resolution = "64";
         var log = new StringWriter();
 
         TrainCommand.Run(options, log, ModelCatalog.All).ShouldBe(0);
