@@ -80,7 +80,7 @@ public static class LatentCache
         {
             vae?.Dispose();
         }
-        log.WriteLine($"latents: {examples.Count} pairs, {encoded} encoded, {examples.Count - encoded} from the cache in {cacheDir}");
+        log.WriteLine($"latents at resolution {buckets.Resolution}: {examples.Count} pairs, {encoded} encoded, {examples.Count - encoded} from the cache in {cacheDir}");
         return examples;
     }
 
