@@ -4,6 +4,7 @@ using InFluxEdit.Models;
 using InFluxEdit.Runtime.Images;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Runtime.Training;
+using InFluxEdit.Tests.Fill;
 using InFluxEdit.Training;
 using Shouldly;
 
@@ -162,6 +163,28 @@ public class MultiResolutionTests
             var alone = TrainCommandTests.TrainAndReadLora(Run("only-" + single, 6, single));
             both.Keys.Any(key => !both[key].SequenceEqual(alone[key])).ShouldBeTrue($"--resolution 32,64 trained as --resolution {single} alone");
         }
+    }
+
+    [Fact]
+    public void TheHeldOutLossCoversBothSizesAndRepeatsExactly()
+    {
+        using var dir = new TempDir();
+        string data = MixedShapes(dir), text = FillGolden.WriteTextEmbeddings(dir);
+        TrainResult Train(string output, string resolution)
+        {
+            using var backend = new Runtime.Backends.Cpu.CpuBackend();
+            return LoraTraining.Train(new TrainRequest
+            {
+                Weights = TestPaths.Golden("flux-tiny.safetensors"), Vae = TestPaths.Golden("vae-tiny.safetensors"), Data = data,
+                Text = new InFluxEdit.Text.TextEncoderSettings { TextEmbeddings = text }, Output = dir.File(output), Steps = 2, Rank = 4, LearningRate = 3e-3,
+                Resolution = TrainingResolutions.Parse(resolution), Validation = data, ValidationEdits = false, ValidationLossEvery = 2,
+            }, backend);
+        }
+        var first = Train("first", "32,64").ValidationLosses;
+        first.Select(point => point.Step).ShouldBe([0, 2]);
+        Train("again", "32,64").ValidationLosses.ShouldBe(first);
+        // Every pair at both sizes, not the first size's latents alone.
+        Train("only-32", "32").ValidationLosses[0].Loss.ShouldNotBe(first[0].Loss);
     }
 
     [Fact]
