@@ -82,7 +82,7 @@ public static class LoraTraining
             : PairDataset.FromFolder(request.Validation, instancePrompt);
         string vaePath = request.AutoencoderPath;
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
-        var buckets = new AspectBuckets(request.Resolution ?? 512);
+        var buckets = new AspectBuckets(request.Resolution ?? 512, request.BucketNoUpscale);
         // The largest image a pass sees: a concat diptych is two halves of its bucket (as LatentCache sizes them).
         long pixels = dataset.Pairs.Select(p => diptychResolution ? buckets.DiptychHalf(p.Width, p.Height) : buckets.Assign(p.Width, p.Height))
             .Select(b => (long)b.Width * b.Height).DefaultIfEmpty(0).Max() * (request.Method == EditMethod.Concat ? 2 : 1);

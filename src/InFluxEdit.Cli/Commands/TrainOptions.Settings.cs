@@ -89,6 +89,9 @@ public sealed partial class TrainOptions
     [Option("resolution", HelpText = "Training resolution: images are bucketed by aspect ratio at about this many pixels squared, sides multiples of 16 (see --concat-resolution for diptychs). Default: 512.")]
     public int? Resolution { get; set; }
 
+    [Option("bucket-no-upscale", HelpText = "An image of at most --resolution² pixels is trained at its own size (sides rounded down to multiples of 16) instead of being scaled up to its bucket, as kohya's bucket_no_upscale: a dataset of mixed sizes keeps each picture's scale.")]
+    public bool BucketNoUpscale { get; set; }
+
     [Option("concat-resolution", HelpText = "concat: half (each half of the diptych is bucketed at --resolution, so the diptych has twice its pixels) or diptych (the diptych's long side is --resolution, as the seed resizes: 512 gives a 512×256 diptych). Default: half.")]
     public string? ConcatResolution { get; set; }
 
