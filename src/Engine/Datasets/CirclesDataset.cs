@@ -152,12 +152,15 @@ public static class CirclesDataset
     private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
 
     /// <summary>Each pixel's colour is the average over a 4×4 grid of sub-pixel points, so edges are anti-aliased.</summary>
-    internal static HostTensor Render(int size, Func<double, double, NamedColour> colourAt)
+    internal static HostTensor Render(int size, Func<double, double, NamedColour> colourAt) => Render(size, size, colourAt);
+
+    /// <inheritdoc cref="Render(int, Func{double, double, NamedColour})"/>
+    internal static HostTensor Render(int width, int height, Func<double, double, NamedColour> colourAt)
     {
-        int plane = size * size;
-        var image = new HostTensor(1, 3, size, size);
-        for (int py = 0; py < size; py++)
-            for (int px = 0; px < size; px++)
+        int plane = width * height;
+        var image = new HostTensor(1, 3, height, width);
+        for (int py = 0; py < height; py++)
+            for (int px = 0; px < width; px++)
             {
                 double r = 0, g = 0, b = 0;
                 for (int sy = 0; sy < Supersampling; sy++)
@@ -169,7 +172,7 @@ public static class CirclesDataset
                         b += colour.B;
                     }
                 const double samples = Supersampling * Supersampling;
-                int i = py * size + px;
+                int i = py * width + px;
                 image.Data[i] = (float)(r / samples / 127.5 - 1);
                 image.Data[plane + i] = (float)(g / samples / 127.5 - 1);
                 image.Data[2 * plane + i] = (float)(b / samples / 127.5 - 1);

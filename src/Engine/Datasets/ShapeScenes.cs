@@ -20,45 +20,52 @@ public static class ShapeScenes
     public static IReadOnlyList<string> Vocabulary { get; } =
         [.. CirclesDataset.Palette.Select(c => c.Name), .. Shapes, "with", "background"];
 
-    public static InpaintingExample Draw(TrainingRandom random, int size)
+    public static InpaintingExample Draw(TrainingRandom random, int size) => Draw(random, size, size);
+
+    /// <summary>
+    /// A <paramref name="width"/>×<paramref name="height"/> scene: the shape is sized by the short side and placed anywhere,
+    /// the mask's sides are fractions of the picture's. A square draws exactly what <see cref="Draw(TrainingRandom, int)"/> does.
+    /// </summary>
+    public static InpaintingExample Draw(TrainingRandom random, int width, int height)
     {
+        int shortSide = Math.Min(width, height);
         var palette = CirclesDataset.Palette;
         int fillIndex = random.NextInt(palette.Count);
         var fill = palette[fillIndex];
         var background = palette[(fillIndex + 1 + random.NextInt(palette.Count - 1)) % palette.Count];
         bool square = random.NextInt(2) == 1;
-        double half = size * (0.15 + 0.2 * random.NextDouble());
-        double margin = half + size * 0.04;
-        double centreX = margin + (size - 2 * margin) * random.NextDouble();
-        double centreY = margin + (size - 2 * margin) * random.NextDouble();
-        var image = CirclesDataset.Render(size, (x, y) =>
+        double half = shortSide * (0.15 + 0.2 * random.NextDouble());
+        double margin = half + shortSide * 0.04;
+        double centreX = margin + (width - 2 * margin) * random.NextDouble();
+        double centreY = margin + (height - 2 * margin) * random.NextDouble();
+        var image = CirclesDataset.Render(width, height, (x, y) =>
         {
             double dx = x - centreX, dy = y - centreY;
             bool inside = square ? Math.Abs(dx) <= half && Math.Abs(dy) <= half : dx * dx + dy * dy <= half * half;
             return inside ? fill : background;
         });
-        return new InpaintingExample(image, Mask(random, size), $"{fill.Name} {Shapes[square ? 1 : 0]} with {background.Name} background");
+        return new InpaintingExample(image, Mask(random, width, height), $"{fill.Name} {Shapes[square ? 1 : 0]} with {background.Name} background");
     }
 
-    private static HostTensor Mask(TrainingRandom random, int size)
+    private static HostTensor Mask(TrainingRandom random, int pictureWidth, int pictureHeight)
     {
-        var mask = new HostTensor(1, 1, size, size);
+        var mask = new HostTensor(1, 1, pictureHeight, pictureWidth);
         int kind = random.NextInt(3);
         if (kind == 0)
         {
             Array.Fill(mask.Data, 1f);
             return mask;
         }
-        double width = size * (0.25 + 0.5 * random.NextDouble()), height = size * (0.25 + 0.5 * random.NextDouble());
-        double left = (size - width) * random.NextDouble(), top = (size - height) * random.NextDouble();
-        for (int y = 0; y < size; y++)
-            for (int x = 0; x < size; x++)
+        double width = pictureWidth * (0.25 + 0.5 * random.NextDouble()), height = pictureHeight * (0.25 + 0.5 * random.NextDouble());
+        double left = (pictureWidth - width) * random.NextDouble(), top = (pictureHeight - height) * random.NextDouble();
+        for (int y = 0; y < pictureHeight; y++)
+            for (int x = 0; x < pictureWidth; x++)
             {
                 double u = (x + 0.5 - left) / width, v = (y + 0.5 - top) / height;
                 bool inside = kind == 1
                     ? u is >= 0 and <= 1 && v is >= 0 and <= 1
                     : (u - 0.5) * (u - 0.5) + (v - 0.5) * (v - 0.5) <= 0.25;
-                mask.Data[y * size + x] = inside ? 1f : 0f;
+                mask.Data[y * pictureWidth + x] = inside ? 1f : 0f;
             }
         return mask;
     }

@@ -66,7 +66,8 @@ public sealed class LoadedModel : IDisposable
     /// <summary>
     /// Loads a resolved model; <paramref name="deltas"/> (LoRAs) are merged into their weights on the way (into a weight
     /// held quantized by summing in float32 and quantizing the sum again). <paramref name="precision"/> holds the weight
-    /// matrices quantized (see <see cref="BasePrecision"/>) except those <paramref name="keepFloat"/> names.
+    /// matrices quantized (see <see cref="BasePrecision"/>); those <paramref name="keepFloat"/> names are held in float32 whatever
+    /// the precision and the file (weights trained in place).
     /// </summary>
     public static LoadedModel Load(string checkpoint, CompiledModelInfo info, string reason, IBackend backend,
         IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null,

@@ -12,14 +12,16 @@ public readonly record struct Bucket(int Width, int Height)
 /// <summary>
 /// Aspect-ratio buckets at a resolution R: every width w (multiple of 16, from R/2 to 2R) with the tallest height
 /// (multiple of 16) that keeps w·h ≤ R², when that height also lies in [R/2, 2R]. Images keep roughly their shape
-/// and every bucket costs about the same as an R×R square.
+/// and every bucket costs about the same as an R×R square. With <see cref="NoUpscale"/> (kohya's bucket_no_upscale) an
+/// image of at most R² pixels keeps its own size instead, its sides rounded down to multiples of 16.
 /// </summary>
 public sealed class AspectBuckets
 {
     public const int Step = 16;
 
-    public AspectBuckets(int resolution)
+    public AspectBuckets(int resolution, bool noUpscale = false)
     {
+        NoUpscale = noUpscale;
         if (resolution < 2 * Step || resolution % Step != 0)
             throw new ArgumentOutOfRangeException(nameof(resolution), resolution, $"the training resolution must be a multiple of {Step}, at least {2 * Step}");
         Resolution = resolution;
@@ -37,9 +39,17 @@ public sealed class AspectBuckets
     public int Resolution { get; }
     public IReadOnlyList<Bucket> Buckets { get; }
 
-    /// <summary>The bucket whose aspect ratio is nearest the image's (in log ratio, so 2:1 and 1:2 are equally far from 1:1).</summary>
+    /// <summary>Images no larger than the resolution's area are trained at their own size rather than scaled up.</summary>
+    public bool NoUpscale { get; }
+
+    /// <summary>
+    /// The bucket whose aspect ratio is nearest the image's (in log ratio, so 2:1 and 1:2 are equally far from 1:1); under
+    /// <see cref="NoUpscale"/> an image of at most R² pixels gets its own size, sides rounded down to multiples of 16.
+    /// </summary>
     public Bucket Assign(int width, int height)
     {
+        if (NoUpscale && (long)width * height <= (long)Resolution * Resolution && width >= Step && height >= Step)
+            return new Bucket(width / Step * Step, height / Step * Step);
         double aspect = Math.Log((double)width / height);
         return Buckets.MinBy(b => Math.Abs(Math.Log((double)b.Width / b.Height) - aspect));
     }

@@ -83,7 +83,7 @@ public static class LoraTraining
         string vaePath = request.AutoencoderPath;
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         // One set of buckets per resolution: every pair is cached at each, and each batch trains at one of them.
-        var bucketSets = settings.Resolution!.Sizes.Select(size => new AspectBuckets(size)).ToList();
+        var bucketSets = settings.Resolution!.Sizes.Select(size => new AspectBuckets(size, request.BucketNoUpscale)).ToList();
         if (bucketSets.Count > 1)
             log.WriteLine($"resolutions {settings.Resolution}: every pair cached at each; each batch trains at one, drawn uniformly from --seed's stream");
         // The largest image a pass sees, at any resolution: a concat diptych is two halves of its bucket (as LatentCache sizes them).

@@ -26,12 +26,18 @@ public sealed record ToyPretrainRequest
     public int VaeFullSizeSteps { get; init; } = 500;
     public int Steps { get; init; } = 200000;
     public double LearningRate { get; init; } = 1e-3;
+
+    /// <summary>Steps of the last stage, on squares, 2:1 and 1:2 scenes (0: squares only, as the base before it).</summary>
+    public int AspectSteps { get; init; } = 40000;
+    public double AspectLearningRate { get; init; } = 3e-4;
     public long Seed { get; init; }
 }
 
 /// <summary>
 /// The project's toy FLUX Fill base, made from nothing as a FLUX model folder: tokenizers, seeded frozen text encoders,
-/// an autoencoder trained for reconstruction on procedural scenes, then the transformer trained in full as an inpainting model.
+/// an autoencoder trained for reconstruction on procedural scenes, then the transformer trained in full as an inpainting model:
+/// on square scenes, then on squares, 2:1 and 1:2 canvases together, so a concat diptych's canvas (and the positions past a
+/// square's edge) is not new to it.
 /// </summary>
 public static class ToyBase
 {
@@ -95,30 +101,29 @@ public static class ToyBase
         string transformer = Path.Combine(output, TransformerFile);
         if (!File.Exists(transformer))
         {
-            log.WriteLine($"== transformer: {options.Steps} inpainting steps, every weight");
-            string run = Path.Combine(work, "transformer");
             string initial = Path.Combine(work, "flux-fill-toy-init.safetensors");
             using (var cpu = new CpuBackend())
                 WriteInitialised(cpu, TransformerModel, initial, options.Seed + 2);
-            var checkpoints = Directory.Exists(run) ? Directory.GetFiles(run, "checkpoint-*.safetensors").Order(StringComparer.Ordinal).ToList() : [];
-            LoraTraining.Train(new TrainRequest
+            log.WriteLine($"== transformer: {options.Steps} inpainting steps on {options.Size}×{options.Size} scenes, every weight");
+            string squares = TrainTransformer(Path.Combine(work, "transformer"), initial, scenes, options.Size, options.Steps, options.LearningRate,
+                options, autoencoder, backend, log, progress);
+            if (options.AspectSteps > 0)
             {
-                Weights = initial, Vae = autoencoder, Text = new TextEncoderSettings { TextEncoderDir = output, T5Length = ToyT5Length },
-                Data = scenes, Method = EditMethod.Fill, Full = true,
-                Output = run, Steps = options.Steps, LearningRate = options.LearningRate, Schedule = "cosine", WarmupSteps = Math.Min(200, options.Steps / 10),
-                Resolution = options.Size, Seed = options.Seed, CheckpointEvery = 500,
-                // The shipped toy was pretrained with AdamW's torch default decay, before train's default became 1e-4.
-                WeightDecay = 0.01,
-                // The guidance input the toy always sees: FLUX Fill's sampling default, so `edit` needs no special setting.
-                Guidance = ToyGuidance,
-                Resume = checkpoints.Count > 0 ? checkpoints[^1] : null,
-            }, backend, log, progress);
-            File.Copy(Path.Combine(run, TransformerModel + ".safetensors"), transformer, overwrite: true);
+                int wide = 2 * options.Size;
+                log.WriteLine($"== transformer: {options.AspectSteps} inpainting steps on {options.Size}×{options.Size}, {wide}×{options.Size} and {options.Size}×{wide} scenes");
+                string mixed = Path.Combine(work, "scenes-aspects");
+                if (!Directory.Exists(Path.Combine(mixed, "captions")) || Directory.GetFiles(Path.Combine(mixed, "captions")).Length != options.Scenes)
+                    DatasetWriter.WriteScenes(mixed, options.Scenes, options.Size, options.Seed + 3, log, [SceneAspect.Square, new(2, 1), new(1, 2)]);
+                squares = TrainTransformer(Path.Combine(work, "transformer-aspects"), squares, mixed, wide, options.AspectSteps, options.AspectLearningRate,
+                    options, autoencoder, backend, log, progress);
+            }
+            File.Copy(squares, transformer, overwrite: true);
         }
 
         var settings = new
         {
-            options.Scenes, options.Size, options.VaeSteps, options.VaeFullSizeSteps, options.Steps, options.LearningRate, options.Seed,
+            options.Scenes, options.Size, options.VaeSteps, options.VaeFullSizeSteps, options.Steps, options.LearningRate,
+            options.AspectSteps, options.AspectLearningRate, options.Seed,
             T5Length = ToyT5Length, Guidance = ToyGuidance,
         };
         foreach (string weights in new[] { autoencoder, transformer })
@@ -143,6 +148,32 @@ public static class ToyBase
         if (!Directory.Exists(captions) || Directory.GetFiles(captions).Length != options.Scenes)
             DatasetWriter.WriteScenes(folder, options.Scenes, size, options.Seed + 1, log);
         return folder;
+    }
+
+    /// <summary>
+    /// One run training every transformer weight from <paramref name="start"/> as an inpainting model (resumed from its last
+    /// checkpoint when interrupted); returns the trained weights' path. Images up to <paramref name="resolution"/>² pixels
+    /// keep their size, so squares and 2:1 canvases of the same short side are drawn at the same scale.
+    /// </summary>
+    private static string TrainTransformer(string run, string start, string scenes, int resolution, int steps, double learningRate,
+        ToyPretrainRequest options, string autoencoder, IBackend backend, TextWriter log, IProgress<TrainProgress>? progress)
+    {
+        string trained = Path.Combine(run, TransformerModel + ".safetensors");
+        if (File.Exists(trained)) return trained;
+        var checkpoints = Directory.Exists(run) ? Directory.GetFiles(run, "checkpoint-*.safetensors").Order(StringComparer.Ordinal).ToList() : [];
+        LoraTraining.Train(new TrainRequest
+        {
+            Weights = start, Vae = autoencoder, Text = new TextEncoderSettings { TextEncoderDir = options.Output, T5Length = ToyT5Length },
+            Data = scenes, Method = EditMethod.Fill, Full = true,
+            Output = run, Steps = steps, LearningRate = learningRate, Schedule = "cosine", WarmupSteps = Math.Min(200, steps / 10),
+            Resolution = resolution, BucketNoUpscale = true, Seed = options.Seed, CheckpointEvery = 500,
+            // The shipped toy was pretrained with AdamW's torch default decay, before train's default became 1e-4.
+            WeightDecay = 0.01,
+            // The guidance input the toy always sees: FLUX Fill's sampling default, so `edit` needs no special setting.
+            Guidance = ToyGuidance,
+            Resume = checkpoints.Count > 0 ? checkpoints[^1] : null,
+        }, backend, log, progress);
+        return trained;
     }
 
     /// <summary>One autoencoder run (resumed from its checkpoint when interrupted); returns the trained weights' path.</summary>

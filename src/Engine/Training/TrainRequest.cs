@@ -98,6 +98,9 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>concat: half (the default: each half bucketed at <see cref="Resolution"/>) or diptych (the diptych's long side is it).</summary>
     public string? ConcatResolution { get; init; }
 
+    /// <summary>Images of at most <see cref="Resolution"/>² pixels keep their own size instead of being scaled up to a bucket.</summary>
+    public bool BucketNoUpscale { get; init; }
+
     /// <summary>concat: right (the default: the right half is always the one generated, as the seed's scripts train with --mask_only_right) or both (left or right at random per example, the seed's code without that flag).</summary>
     public string? MaskSide { get; init; }
 

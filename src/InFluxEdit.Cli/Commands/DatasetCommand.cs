@@ -21,6 +21,9 @@ public sealed class DatasetOptions : OutputOptions
     [Option("size", Default = 64, HelpText = "Image side in pixels (a multiple of 16).")]
     public int Size { get; set; } = 64;
 
+    [Option("aspects", Default = "1:1", HelpText = "scenes: the pictures' shapes in turn, as multiples of --size (the short side), e.g. 1:1,2:1,1:2 for squares, 2:1 canvases like a concat diptych, and tall ones.")]
+    public string Aspects { get; set; } = "1:1";
+
     [Option("seed", Default = 0, HelpText = "The same seed gives the same files on every machine.")]
     public long Seed { get; set; }
 }
@@ -33,7 +36,8 @@ public static class DatasetCommand
     public static int Run(DatasetOptions options)
     {
         var output = options.CommandOutput;
-        if (options.Kind == "scenes") DatasetWriter.WriteScenes(options.Output, options.Count, options.Size, options.Seed, output.Log);
+        if (options.Kind == "scenes") DatasetWriter.WriteScenes(options.Output, options.Count, options.Size, options.Seed, output.Log,
+            SceneAspect.ParseList(options.Aspects));
         else if (options.Kind == "circles")
             DatasetWriter.WriteCircles(options.Output, options.Count, options.HeldOut, options.Size, options.Seed, output.Log);
         else throw new ArgumentException($"unknown dataset '{options.Kind}': this build draws 'circles' and 'scenes'");

@@ -4,7 +4,7 @@ using InFluxEdit.Training;
 
 namespace InFluxEdit.Cli.Commands;
 
-[Verb("pretrain-toy", HelpText = "Make the project's toy FLUX Fill base from nothing, as a FLUX model folder (--flux-dir reads it): tokenizers, seeded text encoders (kept frozen), an autoencoder trained for reconstruction on procedural scenes, then the toy transformer trained in full as an inpainting model on the same scenes with random masks and their captions. Every stage is seeded; a stage whose file exists is kept, so an interrupted run continues.")]
+[Verb("pretrain-toy", HelpText = "Make the project's toy FLUX Fill base from nothing, as a FLUX model folder (--flux-dir reads it): tokenizers, seeded text encoders (kept frozen), an autoencoder trained for reconstruction on procedural scenes, then the toy transformer trained in full as an inpainting model on the same scenes with random masks and their captions, then on squares, 2:1 and 1:2 scenes together. Every stage is seeded; a stage whose file exists is kept, so an interrupted run continues.")]
 public sealed class PretrainToyOptions : DeviceOptions
 {
     [Option("out", Default = "models/toy", HelpText = "The model folder to write.")]
@@ -31,6 +31,12 @@ public sealed class PretrainToyOptions : DeviceOptions
     [Option("lr", Default = 1e-3, HelpText = "Transformer learning rate (AdamW, cosine after a warm-up).")]
     public double LearningRate { get; set; } = 1e-3;
 
+    [Option("aspect-steps", Default = 40000, HelpText = "Transformer steps after those on squares, 2:1 and 1:2 scenes in turn (each at its own size, the short side --size), so a concat diptych's 2:1 canvas is not new to the base; 0 skips the stage.")]
+    public int AspectSteps { get; set; } = 40000;
+
+    [Option("aspect-lr", Default = 3e-4, HelpText = "Learning rate of the mixed-aspect stage (AdamW, cosine after a warm-up).")]
+    public double AspectLearningRate { get; set; } = 3e-4;
+
     [Option("seed", Default = 0L, HelpText = "Seed of every stage.")]
     public long Seed { get; set; }
 }
@@ -48,7 +54,8 @@ public static class PretrainToyCommand
         ToyBase.Pretrain(new ToyPretrainRequest
         {
             Output = options.Output, Work = options.Work, Scenes = options.Scenes, Size = options.Size, VaeSteps = options.VaeSteps,
-            VaeFullSizeSteps = options.VaeFullSizeSteps, Steps = options.Steps, LearningRate = options.LearningRate, Seed = options.Seed,
+            VaeFullSizeSteps = options.VaeFullSizeSteps, Steps = options.Steps, LearningRate = options.LearningRate,
+            AspectSteps = options.AspectSteps, AspectLearningRate = options.AspectLearningRate, Seed = options.Seed,
         }, backend, log, output.Training);
         output.Wrote(options.Output);
         return 0;

@@ -157,6 +157,7 @@ public static class TrainCommand
         TimestepSampling = options.TimestepSampling, LogitMean = options.LogitMean, LogitStd = options.LogitStd, ModeScale = options.ModeScale,
         LossWeighting = options.LossWeighting, InstancePrompt = options.InstancePrompt, Guidance = options.Guidance, BatchSize = options.BatchSize,
         Accumulate = options.Accumulate, MaxGradNorm = options.MaxGradNorm, Resolution = options.Resolution == null ? null : TrainingResolutions.Parse(options.Resolution), ConcatResolution = options.ConcatResolution,
+        BucketNoUpscale = options.BucketNoUpscale,
         CaptionPrefix = options.CaptionPrefix, MaskSide = options.MaskSide, SeedFrozenImgIn = options.SeedFrozenImgIn,
         Seed = options.Seed, CheckpointEvery = options.CheckpointEvery, Validation = options.Validation, ValidateEvery = options.ValidateEvery,
         ValidationSteps = options.ValidationSteps, Resume = options.Resume, Overwrite = options.Overwrite, Format = options.Format, ExportDType = options.ExportDType, LossRegion = options.LossRegion,

@@ -89,6 +89,9 @@ public sealed partial class TrainOptions
     [Option("resolution", HelpText = "Training resolution: images are bucketed by aspect ratio at about this many pixels squared, sides multiples of 16 (see --concat-resolution for diptychs). Several, comma-separated (e.g. 256,512,768), as the seed's script takes them: every pair is cached at each, and each batch trains at one drawn uniformly at random, as the seed draws one per batch. Unlike the seed, the draw comes from --seed (reproducible, and --resume continues it), a batch over 1 holds pairs of one bucket at that size (the seed's fails on mixed shapes), the latents are cached at every size (the seed's --cache_latents keeps one random size per step) and each size is given once. Default: 512.")]
     public string? Resolution { get; set; }
 
+    [Option("bucket-no-upscale", HelpText = "An image of at most --resolution² pixels is trained at its own size (sides rounded down to multiples of 16) instead of being scaled up to its bucket (with several sizes, at each), as kohya's bucket_no_upscale: a dataset of mixed sizes keeps each picture's scale.")]
+    public bool BucketNoUpscale { get; set; }
+
     [Option("concat-resolution", HelpText = "concat: half (each half of the diptych is bucketed at --resolution, so the diptych has twice its pixels) or diptych (the diptych's long side is --resolution, as the seed resizes: 512 gives a 512×256 diptych). With several --resolution sizes, each is sized this way. Default: half.")]
     public string? ConcatResolution { get; set; }
 

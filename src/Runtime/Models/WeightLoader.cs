@@ -16,10 +16,16 @@ public static class WeightLoader
 {
     private const int ListedPerProblem = 20;
 
+    /// <summary>Matrices in float32; vectors as stored (every backend widens those to float32).</summary>
+    private static readonly BasePrecision FloatMaster = new(TensorFormat.F32);
+
     /// <param name="precision">
     /// How weight matrices are held (see <see cref="BasePrecision"/>); null: as stored, quantized ones decoded.
     /// </param>
-    /// <param name="keepFloat">Parameters that stay as they would without a precision (weights that are trained in place).</param>
+    /// <param name="keepFloat">
+    /// Parameters held in float32 whatever the precision and the stored dtype: weights trained in place (img_in with
+    /// --train-img-in), whose optimizer updates need a float32 master copy beside a bf16 or quantized base.
+    /// </param>
     public static IReadOnlyDictionary<string, DeviceTensor> Load(
         IReadOnlyList<ParameterInfo> table,
         IReadOnlyList<IWeightFile> files,
@@ -45,7 +51,7 @@ public static class WeightLoader
                 HostTensor? replacement = replacements?.GetValueOrDefault(parameter.Name);
                 HostTensor? delta = replacement == null ? deltas?.GetValueOrDefault(parameter.Name) : null;
                 CheckpointTensor tensor = found[parameter.Name];
-                BasePrecision? held = keepFloat?.Invoke(parameter.Name) == true ? null : precision;
+                BasePrecision? held = keepFloat?.Invoke(parameter.Name) == true ? FloatMaster : precision;
                 loaded.Add(parameter.Name, Upload(backend, tensor, replacement, delta, held));
                 progress?.Report((loaded.Count, table.Count));
             }

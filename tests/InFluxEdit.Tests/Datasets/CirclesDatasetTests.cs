@@ -113,4 +113,41 @@ public sealed class ShapeScenesTests
             Assert.Contains(1f, scene.Mask.Data);
         }
     }
+
+    [Fact]
+    public void A_square_drawn_by_width_and_height_is_the_square_scene_and_wide_scenes_keep_shape_and_mask_inside()
+    {
+        var bySide = ShapeScenes.Draw(new InFluxEdit.Runtime.Training.TrainingRandom(5), 32);
+        var byBoth = ShapeScenes.Draw(new InFluxEdit.Runtime.Training.TrainingRandom(5), 32, 32);
+        Assert.Equal(bySide.Image.Data, byBoth.Image.Data);
+        Assert.Equal(bySide.Mask.Data, byBoth.Mask.Data);
+
+        var random = new InFluxEdit.Runtime.Training.TrainingRandom(6);
+        for (int i = 0; i < 10; i++)
+        {
+            var wide = ShapeScenes.Draw(random, 64, 32);
+            Assert.Equal([1, 3, 32, 64], wide.Image.Shape);
+            Assert.Equal([1, 1, 32, 64], wide.Mask.Shape);
+            Assert.Contains(1f, wide.Mask.Data);
+            // The shape lies wholly inside: the border pixels are all the background's colour.
+            var corner = (wide.Image.Data[0], wide.Image.Data[32 * 64], wide.Image.Data[2 * 32 * 64]);
+            int plane = 32 * 64;
+            foreach (int p in Enumerable.Range(0, 64).Concat(Enumerable.Range(0, 64).Select(x => 31 * 64 + x)))
+                Assert.Equal(corner, (wide.Image.Data[p], wide.Image.Data[plane + p], wide.Image.Data[2 * plane + p]));
+        }
+    }
+
+    [Theory]
+    [InlineData("1:1,2:1,1:2", 3)]
+    [InlineData(" 2:1 ", 1)]
+    public void Scene_aspects_parse(string text, int count) => Assert.Equal(count, SceneAspect.ParseList(text).Count);
+
+    [Theory]
+    [InlineData("2:2")]
+    [InlineData("3")]
+    [InlineData("a:1")]
+    [InlineData("5:1")]
+    [InlineData(",")]
+    public void Bad_scene_aspects_are_refused(string text) =>
+        Assert.StartsWith("--aspects", Assert.Throws<ArgumentException>(() => SceneAspect.ParseList(text)).Message);
 }

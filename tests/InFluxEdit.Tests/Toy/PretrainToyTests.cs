@@ -19,7 +19,7 @@ public sealed class PretrainToyTests
         string toy = dir.File("toy");
         var options = new PretrainToyOptions
         {
-            Output = toy, Work = dir.File("work"), Scenes = 8, Size = 32, VaeSteps = 2, VaeFullSizeSteps = 2, Steps = 3, Device = "cpu",
+            Output = toy, Work = dir.File("work"), Scenes = 8, Size = 32, VaeSteps = 2, VaeFullSizeSteps = 2, Steps = 3, AspectSteps = 2, Device = "cpu",
         };
         var log = new StringWriter();
         PretrainToyCommand.Run(options, log).ShouldBe(0, log.ToString());
@@ -31,10 +31,12 @@ public sealed class PretrainToyTests
         log.ToString().ShouldContain("reconstruction steps at 16×16");
         log.ToString().ShouldContain("reconstruction steps at 32×32");
         log.ToString().ShouldContain("latents: mean");
+        log.ToString().ShouldContain("2 inpainting steps on 32×32, 64×32 and 32×64 scenes");
         foreach (string weights in new[] { ToyBase.TransformerFile, FluxModelFolder.AutoencoderFile })
         {
             using var file = InFluxEdit.Runtime.SafeTensors.SafeTensorsFile.Open(Path.Combine(toy, weights));
             file.Metadata["pretrain_toy"].ShouldContain("\"VaeFullSizeSteps\":2");
+            file.Metadata["pretrain_toy"].ShouldContain("\"AspectSteps\":2");
             file.Metadata.ShouldContainKey("config");
         }
         FluxModelFolder.Transformer(toy).ShouldBe(Path.Combine(toy, ToyBase.TransformerFile));

@@ -128,4 +128,16 @@ public class PairDatasetTests
         first.SelectMany(b => b).Order().ShouldBe([0, 1]);
         data.EpochBatches(buckets, 1, new TrainingRandom(3)).ShouldBe(first);
     }
+
+    [Fact]
+    public void Without_upscaling_an_image_within_the_area_keeps_its_size_and_a_larger_one_is_bucketed()
+    {
+        var buckets = new AspectBuckets(128, noUpscale: true);
+        buckets.Assign(64, 64).ShouldBe(new Bucket(64, 64));
+        buckets.Assign(128, 64).ShouldBe(new Bucket(128, 64));
+        buckets.Assign(70, 40).ShouldBe(new Bucket(64, 32));
+        // Above 128² pixels: the plain bucket, as without the option.
+        buckets.Assign(400, 400).ShouldBe(new AspectBuckets(128).Assign(400, 400));
+        new AspectBuckets(128).Assign(64, 64).ShouldBe(new Bucket(128, 128));
+    }
 }
