@@ -1,36 +1,23 @@
-using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
-using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Gpu;
-using InFluxEdit.Runtime.Backends.Gpu.Kernels;
 using InFluxEdit.Runtime.Quantization;
-using InFluxEdit.Runtime.Tensors;
-using InFluxEdit.Tests.Cpu;
 using Shouldly;
+using static InFluxEdit.Tests.Gpu.QuantizedOpChecks;
 
 namespace InFluxEdit.Tests.Gpu;
 
 /// <summary>
-/// Weights held quantized on the ILGPU backend (here its CPU simulator): the device dequantization gives
-/// <see cref="TensorDecoder"/>'s values bit for bit for every format, and Linear and the backward products over the
-/// blocks equal the same ops over the decoded weight uploaded as float32, exactly (both run the same GEMM on the same
-/// float32 values). Sizes are tiny (the simulator runs every thread as an OS thread) but odd: several rows, rows of
-/// two blocks, fp8 rows of 45 values.
+/// Weights held quantized on the ILGPU backend, here its CPU simulator (see <see cref="QuantizedOpChecks"/>): sizes are
+/// tiny (the simulator runs every thread as an OS thread) but odd: 5 rows, rows of two blocks, fp8 rows of 45 values.
 /// </summary>
 public sealed class SimulatorQuantizedTests(SimulatorBackendFixture fixture) : IClassFixture<SimulatorBackendFixture>
 {
     private const int OutFeatures = 5;
-
-    private static readonly TensorFormat[] Formats =
-    [
-        TensorFormat.F8_E4M3, TensorFormat.F8_E5M2, TensorFormat.Q8_0, TensorFormat.Q4_0, TensorFormat.Q4_1, TensorFormat.Q5_0,
-        TensorFormat.Q5_1, TensorFormat.Q2_K, TensorFormat.Q3_K, TensorFormat.Q4_K, TensorFormat.Q5_K, TensorFormat.Q6_K,
-    ];
 
     public static TheoryData<TensorFormat> EveryFormat() => new(Formats);
 
@@ -38,87 +25,22 @@ public sealed class SimulatorQuantizedTests(SimulatorBackendFixture fixture) : I
 
     private IlgpuBackend Backend => fixture.Backend;
 
-    /// <summary>
-    /// Every byte random (every code, every float16 scale: subnormal, infinite and NaN ones too), with scale 1 and, for
-    /// fp8, the power-of-two scale a scaled fp8 checkpoint carries; the bf16 scratch is each value rounded to nearest even.
-    /// </summary>
+    private QuantizedOpChecks Checks => new(fixture.Backend);
+
     [Theory]
     [MemberData(nameof(EveryFormat))]
-    public void TheDeviceDequantizesEveryFormatBitForBitAsTheDecoder(TensorFormat format)
-    {
-        int inFeatures = InFeatures(format);
-        var bytes = new byte[format.ByteCount([OutFeatures, inFeatures])!.Value];
-        new Random(17 + (int)format).NextBytes(bytes);
-        foreach (float scale in format.IsBlockQuantized() ? [1f] : new[] { 1f, 0.0625f })
-        {
-            var blocks = new QuantizedBlocks(format, bytes, scale, (long)OutFeatures * inFeatures);
-            float[] expected = blocks.Decode();
-            using var weight = (GpuTensor)Backend.UploadQuantizedWeight([OutFeatures, inFeatures], blocks);
-            weight.StoredBytes.ShouldBe(bytes.LongLength);
+    public void TheDeviceDequantizesEveryFormatBitForBitAsTheDecoder(TensorFormat format) =>
+        Checks.Dequantization(format, OutFeatures, InFeatures(format));
 
-            using (var decoded = Backend.Dequantize(weight, toBFloat16: false))
-            {
-                float[] actual = Backend.Download(decoded.AsView(), decoded.Shape).Data;
-                for (int i = 0; i < expected.Length; i++)
-                    if (!(float.IsNaN(expected[i]) && float.IsNaN(actual[i])))
-                        BitConverter.SingleToUInt32Bits(actual[i]).ShouldBe(BitConverter.SingleToUInt32Bits(expected[i]),
-                            $"{format} × {scale}, value {i}: {actual[i]} against {expected[i]}");
-            }
-            using (var decoded = Backend.Dequantize(weight, toBFloat16: true))
-            {
-                var words = new ushort[expected.Length];
-                decoded.Words.CopyToCPU(words);
-                for (int i = 0; i < expected.Length; i++)
-                    if (!float.IsNaN(expected[i]))
-                        words[i].ShouldBe(BFloat16.FromSingle(expected[i]), $"{format} × {scale}, value {i} as bf16");
-            }
-        }
-    }
-
-    /// <summary>Linear over the blocks and over the decoded float32 weight, with a bias, at one row and at several.</summary>
     [Theory]
     [MemberData(nameof(EveryFormat))]
-    public void LinearWithAQuantizedWeightEqualsLinearWithItsDecodedWeight(TensorFormat format)
-    {
-        var (quantized, decoded) = Upload(format, seed: 3);
-        var random = new Random(4);
-        using var bias = Backend.Upload(RandomHost(random, OutFeatures));
-        foreach (int rows in new[] { 1, 6 })
-        {
-            using var x = Backend.Upload(RandomHost(random, 2, rows, quantized.Shape[1]));
-            using var expected = Backend.Allocate([2, rows, OutFeatures]);
-            using var actual = Backend.Allocate([2, rows, OutFeatures]);
-            Backend.Linear(expected, x, decoded, bias);
-            Backend.Linear(actual, x, quantized, bias);
-            Read(actual).ShouldBe(Read(expected), $"{format}, {rows} rows");
-        }
-        quantized.Dispose();
-        decoded.Dispose();
-    }
+    public void LinearWithAQuantizedWeightEqualsLinearWithItsDecodedWeight(TensorFormat format) =>
+        Checks.Linear(format, OutFeatures, InFeatures(format), 1, 6);
 
-    /// <summary>The products of a linear layer's backward: dx = alpha·dy·W + beta·dx and y = alpha·x·Wᵀ + beta·y, over a batch.</summary>
     [Theory]
     [MemberData(nameof(EveryFormat))]
-    public void BackwardProductsWithAQuantizedWeightEqualThoseWithItsDecodedWeight(TensorFormat format)
-    {
-        var (quantized, decoded) = Upload(format, seed: 5);
-        int inFeatures = quantized.Shape[1];
-        var random = new Random(6);
-        foreach (bool transposeB in new[] { false, true })
-        {
-            var (alpha, beta) = transposeB ? (1f, 0f) : (0.5f, -0.75f);
-            int aCols = transposeB ? inFeatures : OutFeatures, cCols = transposeB ? OutFeatures : inFeatures;
-            using var a = Backend.Upload(RandomHost(random, 2, 3, aCols));
-            var start = RandomHost(random, 2, 3, cCols);
-            using var expected = Backend.Upload(start);
-            using var actual = Backend.Upload(start);
-            Backend.Gemm(expected, a, false, decoded, transposeB, alpha, beta);
-            Backend.Gemm(actual, a, false, quantized, transposeB, alpha, beta);
-            Read(actual).ShouldBe(Read(expected), $"{format}, transposeB {transposeB}");
-        }
-        quantized.Dispose();
-        decoded.Dispose();
-    }
+    public void BackwardProductsWithAQuantizedWeightEqualThoseWithItsDecodedWeight(TensorFormat format) =>
+        Checks.BackwardProducts(format, OutFeatures, InFeatures(format), rows: 3);
 
     [Fact]
     public void TheBlocksStayOnTheDeviceAndTheScratchGoesBackToThePool()
@@ -187,21 +109,6 @@ public sealed class SimulatorQuantizedTests(SimulatorBackendFixture fixture) : I
         }
     }
 
-    private (DeviceTensor Quantized, DeviceTensor Decoded) Upload(TensorFormat format, int seed)
-    {
-        int inFeatures = InFeatures(format);
-        var weight = CpuQuantizedGemmTests.Weight(format, OutFeatures, inFeatures, new Random(seed));
-        var quantized = Backend.UploadQuantizedWeight([OutFeatures, inFeatures], weight);
-        var decoded = Backend.UploadWeight([OutFeatures, inFeatures], DType.F32, MemoryMarshal.AsBytes(weight.Decode().AsSpan()));
-        return (quantized, decoded);
-    }
-
-    private static HostTensor RandomHost(Random random, params int[] shape)
-    {
-        var host = new HostTensor(shape);
-        for (int i = 0; i < host.Data.Length; i++) host.Data[i] = (float)(random.NextDouble() * 2 - 1);
-        return host;
-    }
-
-    private float[] Read(DeviceTensor tensor) => Backend.Download(tensor.AsView(), tensor.Shape).Data;
+    private (DeviceTensor Quantized, DeviceTensor Decoded) Upload(TensorFormat format, int seed) =>
+        Checks.Upload(format, OutFeatures, InFeatures(format), seed);
 }
