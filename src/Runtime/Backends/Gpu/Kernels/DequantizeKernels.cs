@@ -70,6 +70,7 @@ public static class DequantizeKernels
         TensorFormat.Q3_K => Q3_K(blocks, index / 256 * 110, (int)(index % 256)),
         TensorFormat.Q4_K => ScaleMinK(blocks, index / 256 * 144, hasHighBits: false, (int)(index % 256)),
         TensorFormat.Q5_K => ScaleMinK(blocks, index / 256 * 176, hasHighBits: true, (int)(index % 256)),
+        // The last format: UploadQuantizedWeight keeps only fp8 and the ggml formats (plain floats are decoded there).
         _ => Q6_K(blocks, index / 256 * 210, (int)(index % 256)),
     };
 
