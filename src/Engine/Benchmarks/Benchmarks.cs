@@ -53,8 +53,12 @@ public sealed record OpProfile(IReadOnlyDictionary<string, (double Seconds, int 
 /// <summary>One forward's median time, its work, our GEMM rate and, when it ran, PyTorch's on the same weights.</summary>
 /// <param name="WeightBytes">What the backend holds for the weights (quantized ones at their stored size).</param>
 /// <param name="PeakProcessBytes">The process's peak working set over loading and the runs (everything, not only the backend's count).</param>
+/// <param name="PeakBackendBytes">
+/// The weights plus the most the backend counted during the runs (<see cref="IMemoryStatistics"/>: activations and scratch,
+/// such as a quantized weight's dequantized copy); on a GPU, its memory. Null where the backend does not count.
+/// </param>
 public sealed record ForwardBenchResult(string Model, string Device, int Tokens, double MedianMs, double Flops, double GemmGflops,
-    PyTorchBaseline.Result? Baseline, OpProfile? Profile, long WeightBytes = 0, long PeakProcessBytes = 0)
+    PyTorchBaseline.Result? Baseline, OpProfile? Profile, long WeightBytes = 0, long PeakProcessBytes = 0, long? PeakBackendBytes = null)
 {
     /// <summary>Our time over PyTorch's (below 1: faster), when the baseline ran.</summary>
     public double? Ratio => Baseline?.MedianMs is double ms ? MedianMs / ms : null;
@@ -92,6 +96,8 @@ public static class Benchmarks
             ? RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"), settings.BasePrecision)
             : LoadWeights(info, settings.Weights, backend, progress, settings.BasePrecision);
         long weightBytes = weights.Values.Sum(w => w.StoredBytes);
+        var statistics = device as IMemoryStatistics;
+        long? peakBackendBytes = null;
         double medianMs, flops;
         Dictionary<string, (double Seconds, int Calls)> profile;
         try
@@ -103,6 +109,7 @@ public static class Benchmarks
             {
                 var runs = StageProgress.Of(progress, "forward", "runs");
                 int run = 0;
+                statistics?.ResetPeak();
                 medianMs = Median(settings, () =>
                 {
                     backend.ResetCount();
@@ -111,6 +118,7 @@ public static class Benchmarks
                     runs?.Report((++run, settings.Warmup + settings.Runs));
                 });
                 flops = backend.FloatingPointOperations;
+                peakBackendBytes = weightBytes + statistics?.PeakAllocatedBytes;
                 profile = new Dictionary<string, (double Seconds, int Calls)>(backend.Profile);
             }
             finally
@@ -128,7 +136,7 @@ public static class Benchmarks
             : PyTorchBaseline.Run(settings.Python, settings.Weights ?? BaselineWeightsFile(info.Descriptor, log), settings.ImageTokens,
                 settings.TextTokens, settings.Batch, settings.Runs, settings.Warmup, log);
         return new ForwardBenchResult(info.Descriptor.Name, backend.Name, settings.Batch * (settings.ImageTokens + settings.TextTokens),
-            medianMs, flops, gemm, baseline, settings.Profile ? new OpProfile(profile) : null, weightBytes, peakProcessBytes);
+            medianMs, flops, gemm, baseline, settings.Profile ? new OpProfile(profile) : null, weightBytes, peakProcessBytes, peakBackendBytes);
     }
 
     /// <summary>A whole edit with seeded random weights: seconds per sampling step and per image.</summary>

@@ -132,7 +132,8 @@ public static class BenchCommand
         output.Log.WriteLine($"forward of {result.Model}: batch {options.Batch}, {options.ImageTokens} image + {options.TextTokens} text tokens, " +
                                  $"{result.Flops / 1e9:F1} GFLOP per pass, median of {options.Runs} after {options.Warmup} warm-up");
         output.Log.WriteLine($"weights held: {TrainingProgress.FormatBytes(result.WeightBytes)} ({options.BasePrecision ?? "as the model's dtype"}); " +
-                             $"peak process memory: {TrainingProgress.FormatBytes(result.PeakProcessBytes)}");
+                             $"peak process memory: {TrainingProgress.FormatBytes(result.PeakProcessBytes)}" +
+                             (result.PeakBackendBytes is long peak ? $"; peak {result.Device} memory (weights plus the backend's peak count): {TrainingProgress.FormatBytes(peak)}" : ""));
         output.Write(table);
         if (result.Profile != null) WriteProfile(result.Profile, output);
         if (baseline?.Error != null) output.Log.WriteLine($"PyTorch baseline not run: {baseline.Error}");

@@ -38,7 +38,7 @@ public class CpuQuantizedGemmTests
     /// A weight in <paramref name="format"/>: our quantizer where there is one; otherwise random blocks whose float16
     /// scales are set to small normal values (every bit pattern of the rest is a valid code). fp8 carries a power-of-two scale.
     /// </summary>
-    private static QuantizedBlocks Weight(TensorFormat format, int rows, int columns, Random random)
+    internal static QuantizedBlocks Weight(TensorFormat format, int rows, int columns, Random random)
     {
         long count = (long)rows * columns;
         if (TensorEncoder.CanEncode(format))

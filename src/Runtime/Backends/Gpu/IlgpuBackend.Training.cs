@@ -58,6 +58,11 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     {
         ThrowIfDisposed();
         accelerator.Bind();
+        if (b.Tensor is GpuTensor { IsQuantized: true } quantized)
+        {
+            GemmWithQuantizedWeight(c, a, transposeA, b, quantized, transposeB, alpha, beta);
+            return;
+        }
         var (m, n, k, products, sumOverBatches) = ViewRules.GemmSizes(c, a, transposeA, b, transposeB);
         var cTensor = FloatTensor(c, nameof(c));
         CheckBounds(c, cTensor, nameof(c));

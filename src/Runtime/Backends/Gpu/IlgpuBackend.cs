@@ -648,6 +648,11 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
 
     public void Linear(View y, View x, DeviceTensor weight, DeviceTensor? bias)
     {
+        if (weight is GpuTensor { IsQuantized: true } quantized)
+        {
+            LinearWithQuantizedWeight(y, x, quantized, bias);
+            return;
+        }
         var w = OwnTensor(weight, nameof(weight));
         int n = y.Cols, kDim = x.Cols;
         if (w.Length != (long)n * kDim || w.Shape.Length < 2 || w.Shape[^1] != kDim)
@@ -804,6 +809,8 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         ThrowIfDisposed();
         if (tensor is not GpuTensor gpu || !ReferenceEquals(gpu.Owner, this))
             throw new ArgumentException($"{name} ({tensor}) was not allocated by this backend", name);
+        if (gpu.IsQuantized)
+            throw new ArgumentException(QuantizedWeights.OnlyLinearReads(gpu), name);
         return gpu;
     }
 
