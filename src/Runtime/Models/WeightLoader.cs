@@ -128,14 +128,13 @@ public static class WeightLoader
 
     /// <summary>
     /// Uploads float32 <paramref name="values"/> held in <paramref name="format"/>: a float dtype as that dtype; a quantized
-    /// format quantized by our quantizers (those without one here — Q2_K, Q3_K, Q5_K — go to Q8_0) and kept in its blocks
-    /// when the tensor is a matrix, else, or with <paramref name="decodeAtLoad"/>, decoded back to float32.
+    /// format quantized by our quantizers and kept in its blocks when the tensor is a matrix, else, or with
+    /// <paramref name="decodeAtLoad"/>, decoded back to float32.
     /// </summary>
     public static DeviceTensor Hold(IBackend backend, int[] shape, float[] values, TensorFormat format, bool decodeAtLoad)
     {
         if (format.AsDType() is DType dtype) return backend.UploadWeight(shape, dtype, DTypeEncoding.Encode(values, dtype));
-        TensorFormat target = TensorEncoder.CanEncode(format) ? format : QuantizationPlan.FormatFor(TensorFormat.Q8_0, shape) ?? format;
-        QuantizedBlocks blocks = QuantizationPlan.Quantize(target, values);
+        QuantizedBlocks blocks = QuantizationPlan.Quantize(format, values);
         if (!decodeAtLoad && shape.Length == 2) return backend.UploadQuantizedWeight(shape, blocks);
         return backend.UploadWeight(shape, DType.F32, DTypeEncoding.Encode(blocks.Decode(), DType.F32));
     }

@@ -22,8 +22,6 @@ public static class WeightConverter
             throw new ArgumentException(toGguf
                 ? $"GGUF cannot hold {target}; write '{output}' as .safetensors for fp8, or choose a GGUF format."
                 : $"safetensors cannot hold {target}; name the output '{Path.ChangeExtension(output, ".gguf")}' to write GGUF.");
-        if (to is { } encoded && !TensorEncoder.CanEncode(encoded))
-            throw new ArgumentException($"InFluxEdit cannot quantize to {encoded}; choose one of {TensorFormats.OptionNames}.");
         if (Path.GetFullPath(input) == Path.GetFullPath(output))
             throw new ArgumentException($"the output '{output}' is the input; write the conversion to another file.");
 

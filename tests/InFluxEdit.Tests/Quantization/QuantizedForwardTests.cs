@@ -107,15 +107,19 @@ public class QuantizedForwardTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// A LoRA merged at load into a base held quantized is summed in float32 and quantized again: the same weights as
-    /// quantizing the merged float weight (what decoding at load computes), and not the unmerged base.
+    /// A LoRA merged at load into a base held quantized is summed in float32 and quantized again in the weight's own
+    /// format (Q3_K too, which has a quantizer now: no detour through Q8_0): the same weights as quantizing the merged
+    /// float weight (what decoding at load computes), and not the unmerged base.
     /// </summary>
-    [Fact]
-    public void ALoraMergedIntoAQuantizedBaseIsQuantizedWithTheWeight()
+    [Theory]
+    [InlineData(TensorFormat.Q8_0)]
+    [InlineData(TensorFormat.Q3_K)]
+    public void ALoraMergedIntoAQuantizedBaseIsQuantizedWithTheWeight(TensorFormat format)
     {
         using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
         var random = new Random(8);
-        var deltas = new[] { "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight" }.ToDictionary(n => n, n =>
+        // img_mlp.2's rows are whole 256-element super-blocks, so a K-quant applies to it as asked.
+        var deltas = new[] { "double_blocks.0.img_mlp.2.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight" }.ToDictionary(n => n, n =>
         {
             var delta = new Runtime.Tensors.HostTensor(Tiny.Descriptor.Parameters.Single(p => p.Name == n).Shape);
             for (int i = 0; i < delta.Data.Length; i++) delta.Data[i] = (float)(random.NextDouble() - 0.5) * 0.05f;
@@ -127,7 +131,7 @@ public class QuantizedForwardTests(ITestOutputHelper output)
             var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [file], backend, ignored: Tiny.Descriptor.Ignores, deltas: deltas, precision: precision);
             try
             {
-                if (!precision.DecodeAtLoad) weights[deltas.Keys.First()].ShouldBeOfType<CpuQuantizedTensor>().Format.ShouldBe(TensorFormat.Q8_0);
+                if (!precision.DecodeAtLoad) weights[deltas.Keys.First()].ShouldBeOfType<CpuQuantizedTensor>().Format.ShouldBe(format);
                 return Run(backend, Tiny.Create(backend, weights));
             }
             finally
@@ -135,9 +139,9 @@ public class QuantizedForwardTests(ITestOutputHelper output)
                 foreach (var w in weights.Values) w.Dispose();
             }
         }
-        float[] kept = ForwardWith(new BasePrecision(TensorFormat.Q8_0));
-        ForwardWith(new BasePrecision(TensorFormat.Q8_0, DecodeAtLoad: true)).ShouldBe(kept);
-        TensorComparison.RelativeL2(kept, Forward([file], TensorFormat.Q8_0, kept: true)).ShouldBeGreaterThan(1e-3, "the LoRA must change the output");
+        float[] kept = ForwardWith(new BasePrecision(format));
+        ForwardWith(new BasePrecision(format, DecodeAtLoad: true)).ShouldBe(kept);
+        TensorComparison.RelativeL2(kept, Forward([file], format, kept: true)).ShouldBeGreaterThan(1e-3, "the LoRA must change the output");
     }
 
     /// <summary>"keep" holds a GGUF's blocks or an fp8 checkpoint's bytes as they are: the same outputs as decoding the file at load, with fewer bytes held.</summary>
