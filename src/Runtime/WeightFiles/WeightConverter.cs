@@ -26,7 +26,9 @@ public static class WeightConverter
             throw new ArgumentException($"the output '{output}' is the input; write the conversion to another file.");
 
         using IWeightFile file = WeightFile.Open(input);
-        var tensors = new List<EncodedTensor>();
+        // Each tensor is read and encoded only when the writer reaches it, so a 24 GB checkpoint converts holding about
+        // one tensor; tensors that keep their format go straight from the input's mapping to the output.
+        var tensors = new List<StreamedTensor>();
         var skipped = new List<string>();
         foreach (StoredTensor stored in file.StoredTensors)
         {
@@ -36,17 +38,17 @@ public static class WeightConverter
                 continue;
             }
             TensorFormat format = TargetFormat(current, stored.Shape, to, toGguf);
-            tensors.Add(format == current
-                ? new EncodedTensor(stored.Name, format, stored.Shape, file.GetStoredBytes(stored).ToArray())
-                : EncodedTensor.Encode(stored.Name, file.ReadFloat32(stored), format));
+            tensors.Add(new StreamedTensor(stored.Name, format, stored.Shape, format == current
+                ? stream => stream.Write(file.GetStoredBytes(stored))
+                : stream => stream.Write(TensorEncoder.Encode(format, file.ReadFloat32(stored).Data))));
         }
 
         if (toGguf)
             GgufWriter.Write(output, tensors, file is GgufFile gguf ? gguf.Values : file.Metadata.Select(m => new KeyValuePair<string, object>(m.Key, m.Value)));
         else
-            SafeTensorsWriter.WriteEncoded(output, tensors, file.Metadata.Where(m => m.Key != GgmlTypes.AlignmentKey).ToDictionary());
+            SafeTensorsWriter.WriteStreamed(output, tensors, file.Metadata.Where(m => m.Key != GgmlTypes.AlignmentKey).ToDictionary());
         return new ConversionSummary(
-            tensors.GroupBy(t => t.Format).ToDictionary(g => g.Key, g => g.Count()), tensors.Sum(t => (long)t.Data.Length), skipped);
+            tensors.GroupBy(t => t.Format).ToDictionary(g => g.Key, g => g.Count()), tensors.Sum(t => t.ByteLength), skipped);
     }
 
     private static bool CanHold(bool gguf, TensorFormat format) =>
