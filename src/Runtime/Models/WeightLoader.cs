@@ -108,13 +108,15 @@ public static class WeightLoader
         TensorFormat storedFormat = stored.Format!.Value;
         DType? native = storedFormat.AsDType();
         bool changed = replacement != null || delta != null;
+        // A scaled fp8 checkpoint's weight is its stored values times a scale: float bytes cannot go up as stored then.
+        bool unscaled = stored.Scale == 1f;
         TensorFormat? held = precision?.FormatFor(storedFormat, shape);
-        if (held is { } same && same == storedFormat && !changed && (same.AsDType() != null || !precision!.DecodeAtLoad && shape.Length == 2))
+        if (held is { } same && same == storedFormat && !changed && (same.AsDType() != null ? unscaled : !precision!.DecodeAtLoad && shape.Length == 2))
         {
             if (same.AsDType() is DType dtype) return backend.UploadWeight(shape, dtype, tensor.File.GetStoredBytes(stored));
-            return backend.UploadQuantizedWeight(shape, new QuantizedBlocks(same, tensor.File.GetStoredBytes(stored).ToArray(), 1f, stored.ElementCount));
+            return backend.UploadQuantizedWeight(shape, new QuantizedBlocks(same, tensor.File.GetStoredBytes(stored).ToArray(), stored.Scale, stored.ElementCount));
         }
-        if (!changed && held == null && native is DType nativeType)
+        if (!changed && unscaled && held == null && native is DType nativeType)
             return backend.UploadWeight(shape, nativeType, tensor.File.GetStoredBytes(stored));
 
         float[] values = replacement?.Data ?? tensor.File.ReadFloat32(stored).Data;

@@ -30,15 +30,28 @@ public static class WeightConverter
         // one tensor; tensors that keep their format go straight from the input's mapping to the output.
         var tensors = new List<StreamedTensor>();
         var skipped = new List<string>();
+        // A scaled fp8 weight copied as stored keeps its scale tensors (and the file its marker) beside it, in
+        // safetensors; one that is decoded (into GGUF, or to another format) has its scale applied to its values.
+        var targets = file.StoredTensors.Where(t => t.Format != null && !t.IsScaleMetadata)
+            .ToDictionary(t => t.Name, t => TargetFormat(t.Format!.Value, t.Shape, to, toGguf));
+        bool CopiedAsStored(StoredTensor t) => targets[t.Name] == t.Format && (t.Scale == 1f || !toGguf);
+        var scaledAsStored = file.StoredTensors.Where(t => t.Scale != 1f && CopiedAsStored(t)).Select(t => t.Name).ToHashSet();
         foreach (StoredTensor stored in file.StoredTensors)
         {
-            if (stored.Format is not TensorFormat current)
+            if (stored.IsScaleMetadata)
+            {
+                bool carried = ScaledFp8.ScaledWeightOf(stored.Name) is { } weight ? scaledAsStored.Contains(weight) : scaledAsStored.Count > 0;
+                if (carried) tensors.Add(new StreamedTensor(stored.Name, stored.Format!.Value, stored.Shape, stream => stream.Write(file.GetStoredBytes(stored))));
+                else skipped.Add($"{stored.Name} (scaled fp8 bookkeeping: the scales are applied to the weights written)");
+                continue;
+            }
+            if (stored.Format is null)
             {
                 skipped.Add($"{stored.Name} ({stored.FormatName}: not a float tensor)");
                 continue;
             }
-            TensorFormat format = TargetFormat(current, stored.Shape, to, toGguf);
-            tensors.Add(new StreamedTensor(stored.Name, format, stored.Shape, format == current
+            TensorFormat format = targets[stored.Name];
+            tensors.Add(new StreamedTensor(stored.Name, format, stored.Shape, CopiedAsStored(stored)
                 ? stream => stream.Write(file.GetStoredBytes(stored))
                 : stream => stream.Write(TensorEncoder.Encode(format, file.ReadFloat32(stored).Data))));
         }
