@@ -360,12 +360,15 @@ public static class TensorEncoder
     }
 
     /// <summary>
-    /// ggml's make_q3_quants with do_rmse: signed codes −nmax..nmax−1 (returned +nmax) from the value of largest magnitude,
-    /// then up to five passes that move single codes while that raises the weighted (x²) least-squares fit.
+    /// The first fit of make_qx_quants and make_q3_quants: signed codes −nmax..nmax−1 (not offset) for the scale that puts
+    /// the value of largest magnitude, <paramref name="max"/>, at −nmax, and the x²-weighted sums Σw·x·l and Σw·l² of
+    /// that fit. False, with all codes 0, when the group is all zeros (below ggml's GROUP_MAX_EPS).
     /// </summary>
-    private static float FitSymmetricScaleIteratively(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels)
+    private static bool FirstSymmetricFit(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, out float max, out float sumLX, out float sumL2)
     {
-        float max = 0, amax = 0;
+        max = 0;
+        sumLX = sumL2 = 0;
+        float amax = 0;
         foreach (float v in x)
         {
             if (Math.Abs(v) > amax)
@@ -377,10 +380,9 @@ public static class TensorEncoder
         if (amax < GroupMaxEps)
         {
             levels.Clear();
-            return 0f;
+            return false;
         }
         float iscale = -nmax / max;
-        float sumLX = 0, sumL2 = 0;
         for (int i = 0; i < x.Length; i++)
         {
             int l = Math.Max(-nmax, Math.Min(nmax - 1, NearestInt(iscale * x[i])));
@@ -389,6 +391,16 @@ public static class TensorEncoder
             sumLX += w * x[i] * l;
             sumL2 += w * l * l;
         }
+        return true;
+    }
+
+    /// <summary>
+    /// ggml's make_q3_quants with do_rmse: signed codes −nmax..nmax−1 (returned +nmax) from the value of largest magnitude,
+    /// then up to five passes that move single codes while that raises the weighted (x²) least-squares fit.
+    /// </summary>
+    private static float FitSymmetricScaleIteratively(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels)
+    {
+        if (!FirstSymmetricFit(nmax, x, levels, out _, out float sumLX, out float sumL2)) return 0f;
         for (int pass = 0; pass < 5; pass++)
         {
             bool changed = false;
@@ -544,36 +556,14 @@ public static class TensorEncoder
     /// </summary>
     private static float FitSymmetricScale(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels)
     {
-        float max = 0, amax = 0;
-        foreach (float v in x)
-        {
-            if (Math.Abs(v) > amax)
-            {
-                amax = Math.Abs(v);
-                max = v;
-            }
-        }
-        if (amax < GroupMaxEps)
-        {
-            levels.Clear();
-            return 0f;
-        }
-        float iscale = -nmax / max;
-        float sumLX = 0, sumL2 = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            int l = Math.Max(-nmax, Math.Min(nmax - 1, NearestInt(iscale * x[i])));
-            levels[i] = (sbyte)(l + nmax);
-            float w = x[i] * x[i];
-            sumLX += w * x[i] * l;
-            sumL2 += w * l * l;
-        }
+        if (!FirstSymmetricFit(nmax, x, levels, out float max, out float sumLX, out float sumL2)) return 0f;
+        for (int i = 0; i < x.Length; i++) levels[i] += (sbyte)nmax;
         float scale = sumL2 != 0 ? sumLX / sumL2 : 0.0f;
         float best = scale * sumLX;
         for (int step = -9; step <= 9; step++)
         {
             if (step == 0) continue;
-            iscale = -(nmax + 0.1f * step) / max;
+            float iscale = -(nmax + 0.1f * step) / max;
             sumLX = sumL2 = 0;
             for (int i = 0; i < x.Length; i++)
             {
