@@ -15,6 +15,7 @@ public sealed class GpuTensor : DeviceTensor
     private readonly MemoryBuffer1D<float, Stride1D.Dense>? floatBuffer;
     private readonly MemoryBuffer1D<ushort, Stride1D.Dense>? wordBuffer;
     private readonly bool pooled;
+    private readonly OffloadedWeight? offloaded;
     private GpuTensor? widened;
     private bool disposed;
 
@@ -35,13 +36,28 @@ public sealed class GpuTensor : DeviceTensor
         wordBuffer = buffer;
     }
 
+    /// <summary>An offloaded weight: its bytes stay in host memory and reach the device when an op reads them.</summary>
+    internal GpuTensor(IlgpuBackend owner, int[] shape, DType dtype, OffloadedWeight weight)
+        : base(shape, dtype)
+    {
+        if (dtype is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"offloaded weights are F32, BF16 or F16, not {dtype}", nameof(dtype));
+        this.owner = owner;
+        offloaded = weight;
+    }
+
     internal IlgpuBackend Owner => owner;
+
+    /// <summary>Device bytes held while the tensor lives: none for an offloaded weight (the offload arena holds it when read).</summary>
+    public override long StoredBytes => offloaded is null ? base.StoredBytes : 0;
 
     internal ArrayView<float> Floats
     {
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
+            if (offloaded is not null && DType == DType.F32)
+                return offloaded.Acquire().View.Cast<float>().SubView(0, Length);
             return floatBuffer is not null
                 ? floatBuffer.View.SubView(0, Length).AsContiguous()
                 : throw new InvalidOperationException($"{this} holds 16-bit words, not float32");
@@ -53,6 +69,8 @@ public sealed class GpuTensor : DeviceTensor
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
+            if (offloaded is not null && DType != DType.F32)
+                return offloaded.Acquire().View.Cast<ushort>().SubView(0, Length);
             return wordBuffer is not null
                 ? wordBuffer.View.SubView(0, Length).AsContiguous()
                 : throw new InvalidOperationException($"{this} holds float32, not 16-bit words");
@@ -63,6 +81,8 @@ public sealed class GpuTensor : DeviceTensor
     internal IntPtr DevicePointer(long index)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        if (offloaded is not null)
+            return offloaded.Acquire().Pointer + checked((nint)(index * DType.SizeInBytes()));
         return floatBuffer is not null
             ? floatBuffer.NativePtr + checked((nint)(index * sizeof(float)))
             : wordBuffer!.NativePtr + checked((nint)(index * sizeof(ushort)));
@@ -75,7 +95,7 @@ public sealed class GpuTensor : DeviceTensor
     internal GpuTensor AsFloat32()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        if (floatBuffer is not null)
+        if (floatBuffer is not null || offloaded is not null && DType == DType.F32)
             return this;
         return widened ??= owner.Widen(this);
     }
@@ -94,5 +114,6 @@ public sealed class GpuTensor : DeviceTensor
                 floatBuffer.Dispose();
         }
         wordBuffer?.Dispose();
+        offloaded?.Release();
     }
 }
