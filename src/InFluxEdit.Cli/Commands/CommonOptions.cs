@@ -35,7 +35,7 @@ public abstract class DeviceOptions : OutputOptions
     public double? GpuMemoryBudget { get; set; }
 
     /// <summary>--offload and --gpu-memory-budget as the backend takes them; null without --offload.</summary>
-    public WeightOffload? WeightOffload => GpuMemoryBudget switch
+    public WeightOffload? WeightOffloadRequest() => GpuMemoryBudget switch
     {
         not null when !Offload => throw new ArgumentException("--gpu-memory-budget sizes --offload's share of the GPU: add --offload (or drop the budget)"),
         <= 0 or double.NaN => throw new ArgumentException($"--gpu-memory-budget must be a positive number of GiB, not {GpuMemoryBudget}"),
@@ -47,9 +47,16 @@ public abstract class DeviceOptions : OutputOptions
     /// <param name="localRank">A data-parallel rank's index on its machine: the GPU it takes.</param>
     public IBackend CreateBackend(TextWriter log, int localRank = 0)
     {
-        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank, WeightOffload);
+        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank, WeightOffloadRequest());
         log.WriteLine($"device: {backend.Description}");
         return backend;
+    }
+
+    /// <summary>With --offload: what was offloaded and copied, once the work is done.</summary>
+    public static void ReportOffload(IBackend backend, TextWriter log)
+    {
+        if (backend is Runtime.Backends.Gpu.IlgpuBackend { OffloadSummary: { } summary })
+            log.WriteLine($"offload: {summary}");
     }
 }
 

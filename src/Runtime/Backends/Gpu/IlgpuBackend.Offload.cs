@@ -44,7 +44,7 @@ public sealed partial class IlgpuBackend
 
     /// <summary>One line on the offloaded weights (count, host bytes, copies so far), or null without offloading.</summary>
     public string? OffloadSummary => residency is null ? null :
-        $"{residency.Weights} weight matrices ({WeightResidency.Format(residency.HostBytes)}) in host memory" +
+        $"{residency.OffloadedWeights} weight matrices ({WeightResidency.Format(residency.OffloadedBytes)}) held in host memory" +
         (residency.PageableHostBytes > 0 ? $" ({WeightResidency.Format(residency.PageableHostBytes)} could not be page-locked: slower copies)" : "") +
         $", at most {WeightResidency.Format(residency.PeakResidentBytes)} of them on the device at once (budget {WeightResidency.Format(residency.BudgetBytes)}), " +
         $"{residency.CopyCount} copies ({WeightResidency.Format(residency.CopiedBytes)}) so far";

@@ -70,7 +70,11 @@ internal sealed class WeightResidency : IDisposable
     public int Weights { get; private set; }
     public long HostBytes { get; private set; }
 
-    /// <summary>Host bytes that could not be page-locked (the system refused): their copies are slower.</summary>
+    /// <summary>Weights and their bytes registered since the arena was made, released or not: what offloading took on.</summary>
+    public int OffloadedWeights { get; private set; }
+    public long OffloadedBytes { get; private set; }
+
+    /// <summary>Of <see cref="OffloadedBytes"/>, those that could not be page-locked (the system refused): their copies are slower.</summary>
     public long PageableHostBytes { get; private set; }
 
     /// <summary>Host-to-device copies made, and their bytes: more than the weights once the budget forces re-uploads.</summary>
@@ -93,6 +97,8 @@ internal sealed class WeightResidency : IDisposable
             ObjectDisposedException.ThrowIf(disposed, this);
             Weights++;
             HostBytes += bytes.Length;
+            OffloadedWeights++;
+            OffloadedBytes += bytes.Length;
             if (!host.Pinned) PageableHostBytes += bytes.Length;
         }
         return new OffloadedWeight(this, host, bytes.Length, what);
@@ -142,7 +148,6 @@ internal sealed class WeightResidency : IDisposable
             weight.Next = null;
             Weights--;
             HostBytes -= weight.Bytes;
-            if (!weight.Host.Pinned) PageableHostBytes -= weight.Bytes;
             weight.Host.Dispose();
         }
     }
