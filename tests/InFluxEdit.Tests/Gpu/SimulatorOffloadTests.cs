@@ -5,7 +5,7 @@ using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
-using InFluxEdit.Runtime.Training;
+using InFluxEdit.Tests.Training;
 using Shouldly;
 
 namespace InFluxEdit.Tests.Gpu;
@@ -28,55 +28,16 @@ public sealed class SimulatorOffloadTests
             backend.EnableWeightOffload(new WeightOffload(budget));
         using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
         var weights = WeightLoader.Load(FluxFillTiny.Descriptor.Parameters, [file], backend);
-        var tensors = new List<DeviceTensor>(weights.Values);
         try
         {
-            var model = new FluxFillTiny(backend, weights);
-            using var data = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny-forward.safetensors"));
-            var inputs = model.InputNames.ToDictionary(n => n, n => backend.Upload(data.ReadFloat32(n)));
-            tensors.AddRange(inputs.Values);
-
-            var random = new Random(4);
-            DeviceTensor Upload(HostTensor host)
-            {
-                var tensor = backend.Upload(host);
-                tensors.Add(tensor);
-                return tensor;
-            }
-            HostTensor Random(params int[] shape)
-            {
-                var t = new HostTensor(shape);
-                for (int i = 0; i < t.Data.Length; i++) t.Data[i] = (float)(random.NextDouble() - 0.5) * 0.5f;
-                return t;
-            }
-            var state = new TrainingState();
-            var gradients = new Dictionary<string, DeviceTensor>();
-            foreach (var (module, rows, columns) in new[] { ("double_blocks.0.img_attn.qkv", 192, 64), ("single_blocks.1.linear2", 64, 320) })
-            {
-                var adapter = new LoraAdapter(Upload(Random(4, columns)), Upload(Random(rows, 4)), 2f,
-                    Upload(new HostTensor(4, columns)), Upload(new HostTensor(rows, 4)));
-                state.Add(module, adapter);
-                gradients[module + ".A"] = adapter.GradA;
-                gradients[module + ".B"] = adapter.GradB;
-            }
-            foreach (string key in new[] { "img_in.weight", "img_in.bias" })
-                state.WeightGradients[key] = gradients[key] = Upload(new HostTensor(weights[key].Shape));
-            model.Training = state;
-            float[]? forward = null;
-            model.ForwardBackward(inputs, output =>
-            {
-                forward = backend.Download(output, output.Shape).Data;
-                return Upload(Random(output.Shape));
-            });
-
+            var (output, gradients) = TinyFluxTrainingStep.Run(backend, weights, [("double_blocks.0.img_attn.qkv", 192, 64), ("single_blocks.1.linear2", 64, 320)]);
             var residency = backend.Offload;
-            return new Run(forward!, gradients.ToDictionary(g => g.Key, g => backend.Download(g.Value, g.Value.Shape).Data),
-                residency?.BudgetBytes ?? 0, residency?.PeakResidentBytes ?? 0, residency?.Weights ?? 0, residency?.CopyCount ?? 0,
-                weights.Values.Sum(w => w.StoredBytes), backend.PeakAllocatedBytes);
+            return new Run(output, gradients, residency?.BudgetBytes ?? 0, residency?.PeakResidentBytes ?? 0, residency?.Weights ?? 0,
+                residency?.CopyCount ?? 0, weights.Values.Sum(w => w.StoredBytes), backend.PeakAllocatedBytes);
         }
         finally
         {
-            foreach (var t in tensors) t.Dispose();
+            foreach (var w in weights.Values) w.Dispose();
         }
     }
 
