@@ -13,16 +13,21 @@ namespace InFluxEdit.Tests.Training;
 internal static class TinyFluxTrainingStep
 {
     /// <summary>The forward's output and every gradient (adapters' A and B, img_in's weight and bias), downloaded.</summary>
+    /// <param name="inputs">The model's inputs; null: the golden forward's (batch 2, 24 + 7 tokens).</param>
     public static (float[] Output, Dictionary<string, float[]> Gradients) Run(IBackend backend, IReadOnlyDictionary<string, DeviceTensor> weights,
-        IEnumerable<(string Module, int Rows, int Columns)> adapters)
+        IEnumerable<(string Module, int Rows, int Columns)> adapters, IReadOnlyDictionary<string, HostTensor>? inputs = null)
     {
         var tensors = new List<DeviceTensor>();
         try
         {
             var model = new FluxFillTiny(backend, weights);
-            using var data = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny-forward.safetensors"));
-            var inputs = model.InputNames.ToDictionary(n => n, n => backend.Upload(data.ReadFloat32(n)));
-            tensors.AddRange(inputs.Values);
+            if (inputs is null)
+            {
+                using var data = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny-forward.safetensors"));
+                inputs = model.InputNames.ToDictionary(n => n, n => data.ReadFloat32(n));
+            }
+            var uploaded = inputs.ToDictionary(p => p.Key, p => backend.Upload(p.Value));
+            tensors.AddRange(uploaded.Values);
             var random = new Random(4);
             DeviceTensor Upload(HostTensor host)
             {
@@ -50,7 +55,7 @@ internal static class TinyFluxTrainingStep
                 state.WeightGradients[key] = gradients[key] = Upload(new HostTensor(weights[key].Shape));
             model.Training = state;
             float[]? output = null;
-            model.ForwardBackward(inputs, result =>
+            model.ForwardBackward(uploaded, result =>
             {
                 output = backend.Download(result, result.Shape).Data;
                 return Upload(Random(result.Shape));
