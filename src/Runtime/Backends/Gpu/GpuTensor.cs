@@ -18,6 +18,7 @@ public sealed class GpuTensor : DeviceTensor
     private readonly MemoryBuffer1D<ushort, Stride1D.Dense>? wordBuffer;
     private readonly MemoryBuffer1D<byte, Stride1D.Dense>? blockBuffer;
     private readonly bool pooled;
+    private readonly OffloadedWeight? offloaded;
     private GpuTensor? widened;
     private bool disposed;
 
@@ -52,7 +53,7 @@ public sealed class GpuTensor : DeviceTensor
     /// <summary>How a quantized weight's values are stored (null: plain float32 or 16-bit words).</summary>
     internal TensorFormat? Format { get; }
 
-    /// <summary>The factor a quantized weight's decoded values are multiplied by (a power of two; 1 except for scaled fp8).</summary>
+    /// <summary>The factor a quantized weight's decoded values are multiplied by (1 except for scaled fp8).</summary>
     internal float Scale { get; } = 1f;
 
     internal bool IsQuantized => blockBuffer is not null;
@@ -66,17 +67,33 @@ public sealed class GpuTensor : DeviceTensor
         }
     }
 
-    public override long StoredBytes => blockBuffer?.Length ?? base.StoredBytes;
-
     public override string ToString() => IsQuantized ? $"{Format}{HostTensor.FormatShape(Shape)}" : base.ToString();
 
+    /// <summary>An offloaded weight: its bytes stay in host memory and reach the device when an op reads them.</summary>
+    internal GpuTensor(IlgpuBackend owner, int[] shape, DType dtype, OffloadedWeight weight)
+        : base(shape, dtype)
+    {
+        if (dtype is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"offloaded weights are F32, BF16 or F16, not {dtype}", nameof(dtype));
+        this.owner = owner;
+        offloaded = weight;
+    }
+
     internal IlgpuBackend Owner => owner;
+
+    /// <summary>
+    /// Device bytes held while the tensor lives: a quantized weight's blocks, none for an offloaded weight (the offload
+    /// arena holds it when read).
+    /// </summary>
+    public override long StoredBytes => offloaded is not null ? 0 : blockBuffer?.Length ?? base.StoredBytes;
 
     internal ArrayView<float> Floats
     {
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
+            if (offloaded is not null && DType == DType.F32)
+                return offloaded.Acquire().View.Cast<float>().SubView(0, Length);
             return floatBuffer is not null
                 ? floatBuffer.View.SubView(0, Length).AsContiguous()
                 : throw new InvalidOperationException($"{this} holds {(IsQuantized ? "quantized blocks" : "16-bit words")}, not float32");
@@ -88,6 +105,8 @@ public sealed class GpuTensor : DeviceTensor
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
+            if (offloaded is not null && DType != DType.F32)
+                return offloaded.Acquire().View.Cast<ushort>().SubView(0, Length);
             return wordBuffer is not null
                 ? wordBuffer.View.SubView(0, Length).AsContiguous()
                 : throw new InvalidOperationException($"{this} holds {(IsQuantized ? "quantized blocks" : "float32")}, not 16-bit words");
@@ -100,6 +119,8 @@ public sealed class GpuTensor : DeviceTensor
         ObjectDisposedException.ThrowIf(disposed, this);
         if (IsQuantized)
             throw new InvalidOperationException($"{this} holds quantized blocks: the products dequantize it into a scratch buffer first");
+        if (offloaded is not null)
+            return offloaded.Acquire().Pointer + checked((nint)(index * DType.SizeInBytes()));
         return floatBuffer is not null
             ? floatBuffer.NativePtr + checked((nint)(index * sizeof(float)))
             : wordBuffer!.NativePtr + checked((nint)(index * sizeof(ushort)));
@@ -112,7 +133,7 @@ public sealed class GpuTensor : DeviceTensor
     internal GpuTensor AsFloat32()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        if (floatBuffer is not null)
+        if (floatBuffer is not null || offloaded is not null && DType == DType.F32)
             return this;
         return widened ??= owner.Widen(this);
     }
@@ -138,5 +159,6 @@ public sealed class GpuTensor : DeviceTensor
                 wordBuffer.Dispose();
         }
         blockBuffer?.Dispose();
+        offloaded?.Release();
     }
 }
