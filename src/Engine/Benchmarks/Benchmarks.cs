@@ -53,16 +53,18 @@ public sealed record OpProfile(IReadOnlyDictionary<string, (double Seconds, int 
 /// <summary>One forward's median time, its work, our GEMM rate and, when it ran, PyTorch's on the same weights.</summary>
 /// <param name="WeightBytes">What the backend holds for the weights (quantized ones at their stored size).</param>
 /// <param name="PeakProcessBytes">The process's peak working set over loading and the runs (everything, not only the backend's count).</param>
+/// <param name="PeakDeviceBytes">The weights the device holds plus the backend's peak count over the runs (an offload arena included); null where the backend does not count.</param>
 public sealed record ForwardBenchResult(string Model, string Device, int Tokens, double MedianMs, double Flops, double GemmGflops,
-    PyTorchBaseline.Result? Baseline, OpProfile? Profile, long WeightBytes = 0, long PeakProcessBytes = 0)
+    PyTorchBaseline.Result? Baseline, OpProfile? Profile, long WeightBytes = 0, long PeakProcessBytes = 0, long? PeakDeviceBytes = null)
 {
     /// <summary>Our time over PyTorch's (below 1: faster), when the baseline ran.</summary>
     public double? Ratio => Baseline?.MedianMs is double ms ? MedianMs / ms : null;
 }
 
 /// <summary>A whole edit's median seconds per sampling step (the first, which includes the VAE encode, left out) and per image.</summary>
+/// <param name="PeakDeviceBytes">As <see cref="ForwardBenchResult.PeakDeviceBytes"/>, over the whole edit.</param>
 public sealed record EditBenchResult(string Model, string Vae, string Device, int Width, int Height, EditMethod Method, int Steps,
-    double SecondsPerStep, double SecondsPerImage);
+    double SecondsPerStep, double SecondsPerImage, long? PeakDeviceBytes = null);
 
 /// <summary>A training step with or without per-block recomputation.</summary>
 /// <param name="PeakBytes">The weights plus the backend's peak, or the process's peak working set where the backend does not count.</param>
@@ -92,6 +94,7 @@ public static class Benchmarks
             ? RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"), settings.BasePrecision)
             : LoadWeights(info, settings.Weights, backend, progress, settings.BasePrecision);
         long weightBytes = weights.Values.Sum(w => w.StoredBytes);
+        var statistics = device as IMemoryStatistics;
         double medianMs, flops;
         Dictionary<string, (double Seconds, int Calls)> profile;
         try
@@ -103,6 +106,7 @@ public static class Benchmarks
             {
                 var runs = StageProgress.Of(progress, "forward", "runs");
                 int run = 0;
+                statistics?.ResetPeak();
                 medianMs = Median(settings, () =>
                 {
                     backend.ResetCount();
@@ -123,12 +127,13 @@ public static class Benchmarks
             foreach (var w in weights.Values) w.Dispose();
         }
         long peakProcessBytes = Process.GetCurrentProcess().PeakWorkingSet64;
+        long? peakDeviceBytes = weightBytes + statistics?.PeakAllocatedBytes;
         double gemm = MeasureGemm(backend, 1024);
         var baseline = settings.Python == null ? null
             : PyTorchBaseline.Run(settings.Python, settings.Weights ?? BaselineWeightsFile(info.Descriptor, log), settings.ImageTokens,
                 settings.TextTokens, settings.Batch, settings.Runs, settings.Warmup, log);
         return new ForwardBenchResult(info.Descriptor.Name, backend.Name, settings.Batch * (settings.ImageTokens + settings.TextTokens),
-            medianMs, flops, gemm, baseline, settings.Profile ? new OpProfile(profile) : null, weightBytes, peakProcessBytes);
+            medianMs, flops, gemm, baseline, settings.Profile ? new OpProfile(profile) : null, weightBytes, peakProcessBytes, peakDeviceBytes);
     }
 
     /// <summary>A whole edit with seeded random weights: seconds per sampling step and per image.</summary>
@@ -155,6 +160,8 @@ public static class Benchmarks
                 settings.Method, new TextConditioning(Random(1, 128, Param("context_in_dim")), Random(1, Param("vec_in_dim"))),
                 settings.Steps, Seed: 1);
 
+            var statistics = backend as IMemoryStatistics;
+            statistics?.ResetPeak();
             // The first step's time includes the VAE encode; the median over steps leaves it out.
             var stepTimes = new List<double>();
             var whole = Stopwatch.StartNew();
@@ -163,7 +170,8 @@ public static class Benchmarks
             stepTimes.Sort();
             double perStep = stepTimes.Count == 0 ? double.NaN : stepTimes[stepTimes.Count / 2];
             return new EditBenchResult(transformerInfo.Descriptor.Name, vaeInfo.Descriptor.Name, backend.Name, settings.Width, settings.Height,
-                settings.Method, settings.Steps, perStep, total);
+                settings.Method, settings.Steps, perStep, total,
+                transformerWeights.Values.Concat(vaeWeights.Values).Sum(w => w.StoredBytes) + statistics?.PeakAllocatedBytes);
         }
         finally
         {

@@ -7,8 +7,9 @@ internal static class BasePrecisionOption
 
     public const string Help =
         "How the transformer's weight matrices are held in memory. Default: as the checkpoint stores them (fp8 and GGUF-quantized ones decoded to float32 at load). " +
-        "keep: fp8 and GGUF-quantized matrices stay in the file's own quantization. fp8, q8_0, q6_k, q5_1, q5_0, q4_k, q4_1, q4_0: quantize each matrix at load " +
+        "keep: fp8 and GGUF-quantized matrices stay in the file's own quantization. fp8, q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k: quantize each matrix at load " +
         "with our own quantizers (a tensor the file already holds in that format keeps its bytes). On the CPU a quantized matrix stays quantized and is dequantized " +
-        "panel by panel inside each product (Q4_K: about 1/7 of float32's memory); the CUDA backend decodes it to float32 at upload. bf16, f32: hold the matrices in that float type. " +
+        "panel by panel inside each product (Q4_K: about 1/7 of float32's memory); on CUDA it stays quantized in GPU memory and each product dequantizes the whole " +
+        "matrix into a reused scratch buffer (float32, or bf16 with --precision bf16), so the 12B model fits a 24 GB card at q8_0 or q4_k. bf16, f32: hold the matrices in that float type. " +
         "Biases and norm scales stay float; LoRA adapters (and img_in with --train-img-in) are trained in float32 beside a quantized base; a LoRA merged at load is quantized again with the weight.";
 }

@@ -106,6 +106,7 @@ public static class BenchCommand
             output.Result = new { Benchmark = result with { Profile = null }, Profile = Ops(result.Profile) };
             WriteForward(result, options, output);
         }
+        DeviceOptions.ReportOffload(backend, output.Log);
         return 0;
     }
 
@@ -131,12 +132,17 @@ public static class BenchCommand
             table.AddCells("PyTorch (CPU, float32)", "cpu", F(ms, "F1"), F(result.Tokens / (ms / 1000), "F0"), F(result.Flops / (ms / 1000) / 1e9, "F1"), "1.00x");
         output.Log.WriteLine($"forward of {result.Model}: batch {options.Batch}, {options.ImageTokens} image + {options.TextTokens} text tokens, " +
                                  $"{result.Flops / 1e9:F1} GFLOP per pass, median of {options.Runs} after {options.Warmup} warm-up");
-        output.Log.WriteLine($"weights held: {TrainingProgress.FormatBytes(result.WeightBytes)} ({options.BasePrecision ?? "as the model's dtype"}); " +
-                             $"peak process memory: {TrainingProgress.FormatBytes(result.PeakProcessBytes)}");
+        output.Log.WriteLine($"weights held on the device: {TrainingProgress.FormatBytes(result.WeightBytes)} ({options.BasePrecision ?? "as the model's dtype"}); " +
+                             $"peak process memory: {TrainingProgress.FormatBytes(result.PeakProcessBytes)}" + PeakDevice(result.PeakDeviceBytes));
         output.Write(table);
         if (result.Profile != null) WriteProfile(result.Profile, output);
         if (baseline?.Error != null) output.Log.WriteLine($"PyTorch baseline not run: {baseline.Error}");
     }
+
+    /// <summary>"; peak device memory: …" from the backend's own count, or nothing where it does not count.</summary>
+    private static string PeakDevice(long? bytes) => bytes is long peak
+        ? $"; peak device memory (weights held on it plus the backend's peak count, an --offload budget included): {TrainingProgress.FormatBytes(peak)}"
+        : "";
 
     private static void WriteEdit(EditBenchResult result, CommandOutput output)
     {
@@ -144,6 +150,7 @@ public static class BenchCommand
         table.AddCells(result.Model, result.Vae, result.Device, $"{result.Width}×{result.Height}", result.Method.ToString().ToLowerInvariant(),
             F(result.SecondsPerStep, "F3"), F(result.SecondsPerImage, "F2"), result.Steps.ToString(CultureInfo.InvariantCulture));
         output.Write(table);
+        if (result.PeakDeviceBytes != null) output.Log.WriteLine("edit" + PeakDevice(result.PeakDeviceBytes).TrimStart(';'));
     }
 
     private static void WriteTraining(TrainBenchResult result, BenchOptions options, CommandOutput output)

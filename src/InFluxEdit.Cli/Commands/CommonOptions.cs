@@ -28,13 +28,35 @@ public abstract class DeviceOptions : OutputOptions
     [Option("precision", Default = "fp32", HelpText = "CUDA matrix products: fp32 (exact float32, for parity) or bf16 (bf16 inputs on tensor cores, float32 accumulation: the speed of the real model).")]
     public string Precision { get; set; } = "fp32";
 
+    [Option("offload", HelpText = "CUDA only, for GPUs smaller than the model (FLUX's bf16 transformer is 23.8 GB): weight matrices stay in page-locked host memory and are copied to the GPU just ahead of use, overlapped with compute, within --gpu-memory-budget; biases and norm scales stay on the GPU. Slower than holding every weight on the GPU (each pass copies what does not fit). With --device cpu it is an error: the weights are in host memory already.")]
+    public bool Offload { get; set; }
+
+    [Option("gpu-memory-budget", HelpText = "With --offload: GiB of GPU memory the offloaded weights may take at once (the rest is left to activations). Default: half the GPU's free memory when the command starts.")]
+    public double? GpuMemoryBudget { get; set; }
+
+    /// <summary>--offload and --gpu-memory-budget as the backend takes them; null without --offload.</summary>
+    public WeightOffload? WeightOffloadRequest() => GpuMemoryBudget switch
+    {
+        not null when !Offload => throw new ArgumentException("--gpu-memory-budget sizes --offload's share of the GPU: add --offload (or drop the budget)"),
+        <= 0 or double.NaN => throw new ArgumentException($"--gpu-memory-budget must be a positive number of GiB, not {GpuMemoryBudget}"),
+        double gib => new WeightOffload((long)(gib * (1L << 30))),
+        null => Offload ? new WeightOffload() : null,
+    };
+
     /// <summary>Creates the backend and says which one runs.</summary>
     /// <param name="localRank">A data-parallel rank's index on its machine: the GPU it takes.</param>
     public IBackend CreateBackend(TextWriter log, int localRank = 0)
     {
-        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank);
+        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank, WeightOffloadRequest());
         log.WriteLine($"device: {backend.Description}");
         return backend;
+    }
+
+    /// <summary>With --offload: what was offloaded and copied, once the work is done.</summary>
+    public static void ReportOffload(IBackend backend, TextWriter log)
+    {
+        if (backend is Runtime.Backends.Gpu.IlgpuBackend { OffloadSummary: { } summary })
+            log.WriteLine($"offload: {summary}");
     }
 }
 

@@ -13,7 +13,7 @@ public sealed class ConvertOptions : OutputOptions
     [Value(1, MetaName = "OUT", Required = true, HelpText = "The file to write; .gguf writes GGUF, any other name safetensors. Written atomically.")]
     public string Output { get; set; } = "";
 
-    [Option("to", HelpText = "The format to store tensors in: f32, bf16, f16 (every float tensor), fp8 (E4M3, as ComfyUI's fp8 checkpoints) or fp8-e5m2 (safetensors only), q8_0, q5_1, q5_0, q4_1, q4_0, q6_k, q4_k (GGUF only; ggml's reference quantizers). fp8 and the q formats apply to weight matrices; vectors (biases, norms) keep their format, and a K-quant falls back to a 32-element format on rows that are not whole 256-element blocks, as llama.cpp does. Default: every tensor keeps its format where OUT's container can hold it and is decoded to f32 where it cannot.")]
+    [Option("to", HelpText = "The format to store tensors in: f32, bf16, f16 (every float tensor), fp8 (E4M3, as ComfyUI's fp8 checkpoints) or fp8-e5m2 (safetensors only), q8_0, q5_1, q5_0, q4_1, q4_0, q6_k, q5_k, q4_k, q3_k, q2_k (GGUF only; ggml's reference quantizers). fp8 and the q formats apply to weight matrices; vectors (biases, norms) keep their format, and a K-quant falls back to a 32-element format on rows that are not whole 256-element blocks, as llama.cpp does. Default: every tensor keeps its format where OUT's container can hold it and is decoded to f32 where it cannot.")]
     public string? To { get; set; }
 }
 

@@ -94,6 +94,7 @@ public static class EditCommand
         var result = ImageEditor.Edit(request, backend, output.Log, output.Stages, catalog: catalog);
         var (width, height) = (result.Image.Shape[3], result.Image.Shape[2]);
         output.Log.WriteLine($"wrote {options.Output} ({width}×{height}) in {result.SamplingTime.TotalSeconds:F1} s");
+        DeviceOptions.ReportOffload(backend, output.Log);
         output.Wrote(options.Output);
         output.Took("sampling", result.SamplingTime);
         output.Result = new EditSummary(result.TransformerModel, width, height, result.Seed, options.Steps);

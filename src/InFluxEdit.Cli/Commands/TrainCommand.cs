@@ -135,6 +135,7 @@ public static class TrainCommand
         {
             var result = LoraTraining.Train(request, backend, log, output.Training, output.Stages, stop.Token, catalog, group);
             TrainReport.Record(output, result);
+            DeviceOptions.ReportOffload(backend, log);
             return 0;
         }
         catch (TrainingStoppedException stopped)

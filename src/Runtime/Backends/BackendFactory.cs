@@ -25,10 +25,28 @@ public static class BackendFactory
 
     /// <summary>The CPU computes in float32 whatever the precision; it only changes CUDA's matrix products.</summary>
     /// <param name="localRank">A data-parallel rank's index on its machine: it takes the GPU of that index (modulo those visible).</param>
-    public static IBackend Create(DeviceChoice choice, GpuPrecision precision = GpuPrecision.Float32, int localRank = 0) => choice switch
+    /// <param name="offload">Keep weight matrices in host memory and stream them to the GPU (--offload); CUDA only.</param>
+    public static IBackend Create(DeviceChoice choice, GpuPrecision precision = GpuPrecision.Float32, int localRank = 0, WeightOffload? offload = null)
     {
-        DeviceChoice.Cpu => new CpuBackend(),
-        DeviceChoice.Cuda => IlgpuBackend.CreateCuda(IlgpuBackend.DeviceForRank(localRank), precision),
-        _ => IlgpuBackend.IsCudaAvailable() ? IlgpuBackend.CreateCuda(IlgpuBackend.DeviceForRank(localRank), precision) : new CpuBackend(),
-    };
+        bool cuda = choice == DeviceChoice.Cuda || choice == DeviceChoice.Auto && IlgpuBackend.IsCudaAvailable();
+        if (!cuda)
+            return offload is null
+                ? new CpuBackend()
+                : throw new ArgumentException(choice == DeviceChoice.Cpu
+                    ? "--offload streams weights from host memory to a GPU; with --device cpu they are in host memory already: drop --offload"
+                    : $"--offload needs a CUDA device ({IlgpuBackend.CudaAvailability}): drop --offload to run on the CPU");
+        var backend = IlgpuBackend.CreateCuda(IlgpuBackend.DeviceForRank(localRank), precision);
+        if (offload is null)
+            return backend;
+        try
+        {
+            backend.EnableWeightOffload(offload);
+            return backend;
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
 }

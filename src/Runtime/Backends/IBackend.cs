@@ -34,8 +34,9 @@ public interface IBackend : IDisposable
     /// Stores a linear layer's weight [out, in] kept in a quantized format (fp8 or a ggml block format, blocks along each
     /// row, so in must be a whole number of blocks): its values are <paramref name="weight"/>'s decoded values. Only
     /// <see cref="Linear"/> and the training products of its backward may read the returned tensor. A backend whose products
-    /// read the blocks keeps them (the CPU backend dequantizes a panel of rows at a time); this default decodes them once
-    /// here and stores float32, which holds every decoded value exactly — the CUDA backend has no quantized kernels yet.
+    /// read the blocks keeps them (the CPU backend dequantizes a panel of rows at a time, the CUDA backend a whole weight
+    /// into a pooled scratch buffer per product); this default, for a backend without quantized kernels, decodes them
+    /// once here and stores float32, which holds every decoded value exactly.
     /// </summary>
     DeviceTensor UploadQuantizedWeight(int[] shape, QuantizedBlocks weight)
     {

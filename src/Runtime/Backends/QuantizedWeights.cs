@@ -21,4 +21,20 @@ public static class QuantizedWeights
         if (!(weight.Scale > 0 && float.IsFinite(weight.Scale)))
             throw new ArgumentException($"a quantized weight's scale must be a positive finite number, got {weight.Scale}");
     }
+
+    /// <summary>Why an op other than a linear layer's products refuses a weight held quantized, and what to do.</summary>
+    public static string OnlyLinearReads(DeviceTensor tensor) =>
+        $"{tensor} is a weight held quantized: only linear layers (and their backward products) read one; " +
+        "load the model with its weights decoded (--base-precision f32) to run this op on it";
+
+    /// <summary>
+    /// A product's operand b that is a weight held quantized: it enters dx = dy·W or y = x·Wᵀ as a whole (View.Of(weight)),
+    /// one product per batch of a, which is all a linear layer's backward asks of its frozen base weight.
+    /// </summary>
+    public static void RequireWholeProductOperand(DeviceTensor weight, View b, bool transposeA, bool sumOverBatches)
+    {
+        if (transposeA || sumOverBatches || b != View.Of(weight))
+            throw new ArgumentException($"a weight held quantized ({weight}) enters only dx = dy·W or y = x·Wᵀ as a whole, one product per batch of a; " +
+                "a weight that is trained or sliced must be loaded float (--base-precision f32)", nameof(b));
+    }
 }

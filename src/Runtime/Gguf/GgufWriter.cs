@@ -7,12 +7,18 @@ namespace InFluxEdit.Runtime.Gguf;
 
 /// <summary>
 /// Writes GGUF v3 files: metadata in the given order, tensor infos in the given order (dimensions innermost first),
-/// each tensor's data at the next multiple of the alignment. Atomic, like every weights writer here.
+/// each tensor's data at the next multiple of the alignment. The header comes from the tensors' planned sizes and each
+/// tensor's bytes are produced as the writer reaches it (<see cref="StreamedTensor"/>). Atomic, like every weights writer here.
 /// </summary>
 public static class GgufWriter
 {
     /// <param name="metadata">Values of the GGUF types as <see cref="GgufFile.Values"/> returns them (arrays of one element type).</param>
     public static void Write(string path, IReadOnlyList<EncodedTensor> tensors, IEnumerable<KeyValuePair<string, object>>? metadata = null,
+        int alignment = GgmlTypes.DefaultAlignment) =>
+        Write(path, tensors.Select(t => t.Streamed()).ToList(), metadata, alignment);
+
+    /// <inheritdoc cref="Write(string, IReadOnlyList{EncodedTensor}, IEnumerable{KeyValuePair{string, object}}?, int)"/>
+    public static void Write(string path, IReadOnlyList<StreamedTensor> tensors, IEnumerable<KeyValuePair<string, object>>? metadata = null,
         int alignment = GgmlTypes.DefaultAlignment)
     {
         if (alignment <= 0 || (alignment & (alignment - 1)) != 0)
@@ -23,12 +29,12 @@ public static class GgufWriter
         var names = new HashSet<string>(StringComparer.Ordinal);
         var offsets = new List<long>();
         long offset = 0;
-        foreach (EncodedTensor tensor in tensors)
+        foreach (StreamedTensor tensor in tensors)
         {
             if (!names.Add(tensor.Name)) throw new ArgumentException($"two tensors are named '{tensor.Name}'");
             GgmlTypes.TypeOf(tensor.Format);
             offsets.Add(offset);
-            offset = Align(offset + tensor.CheckedByteLength(), alignment);
+            offset = Align(offset + tensor.ByteLength, alignment);
         }
 
         AtomicFile.Write(path, stream =>
@@ -45,7 +51,7 @@ public static class GgufWriter
             }
             for (int i = 0; i < tensors.Count; i++)
             {
-                EncodedTensor tensor = tensors[i];
+                StreamedTensor tensor = tensors[i];
                 WriteString(writer, tensor.Name);
                 writer.Write((uint)tensor.Shape.Length);
                 for (int d = tensor.Shape.Length - 1; d >= 0; d--) writer.Write((ulong)tensor.Shape[d]);
@@ -58,7 +64,7 @@ public static class GgufWriter
             for (int i = 0; i < tensors.Count; i++)
             {
                 Pad(stream, dataStart + offsets[i]);
-                stream.Write(tensors[i].Data.Span);
+                tensors[i].WriteChecked(stream);
             }
         });
     }

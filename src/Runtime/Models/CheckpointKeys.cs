@@ -20,7 +20,8 @@ internal static class CheckpointKeys
 
     public static IReadOnlyList<CheckpointTensor> Of(IWeightFile file)
     {
-        var stored = file.StoredTensors;
+        // A scaled fp8 checkpoint's marker and scale tensors are part of its weights' values, not parameters.
+        var stored = file.StoredTensors.Where(t => !t.IsScaleMetadata).ToList();
         int strip = stored.Count > 0 && stored.All(t => t.Name.StartsWith(ComfyUiPrefix, StringComparison.Ordinal)) ? ComfyUiPrefix.Length : 0;
         return stored.Select(t => new CheckpointTensor(t.Name[strip..], file, t)).ToList();
     }

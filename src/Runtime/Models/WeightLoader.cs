@@ -114,13 +114,15 @@ public static class WeightLoader
         TensorFormat storedFormat = stored.Format!.Value;
         DType? native = storedFormat.AsDType();
         bool changed = replacement != null || delta != null;
+        // A scaled fp8 checkpoint's weight is its stored values times a scale: float bytes cannot go up as stored then.
+        bool unscaled = stored.Scale == 1f;
         TensorFormat? held = precision?.FormatFor(storedFormat, shape);
-        if (held is { } same && same == storedFormat && !changed && (same.AsDType() != null || !precision!.DecodeAtLoad && shape.Length == 2))
+        if (held is { } same && same == storedFormat && !changed && (same.AsDType() != null ? unscaled : !precision!.DecodeAtLoad && shape.Length == 2))
         {
             if (same.AsDType() is DType dtype) return backend.UploadWeight(shape, dtype, tensor.File.GetStoredBytes(stored));
-            return backend.UploadQuantizedWeight(shape, new QuantizedBlocks(same, tensor.File.GetStoredBytes(stored).ToArray(), 1f, stored.ElementCount));
+            return backend.UploadQuantizedWeight(shape, new QuantizedBlocks(same, tensor.File.GetStoredBytes(stored).ToArray(), stored.Scale, stored.ElementCount));
         }
-        if (!changed && held == null && native is DType nativeType)
+        if (!changed && unscaled && held == null && native is DType nativeType)
             return backend.UploadWeight(shape, nativeType, tensor.File.GetStoredBytes(stored));
 
         float[] values = replacement?.Data ?? tensor.File.ReadFloat32(stored).Data;
@@ -134,14 +136,13 @@ public static class WeightLoader
 
     /// <summary>
     /// Uploads float32 <paramref name="values"/> held in <paramref name="format"/>: a float dtype as that dtype; a quantized
-    /// format quantized by our quantizers (those without one here — Q2_K, Q3_K, Q5_K — go to Q8_0) and kept in its blocks
-    /// when the tensor is a matrix, else, or with <paramref name="decodeAtLoad"/>, decoded back to float32.
+    /// format quantized by our quantizers and kept in its blocks when the tensor is a matrix, else, or with
+    /// <paramref name="decodeAtLoad"/>, decoded back to float32.
     /// </summary>
     public static DeviceTensor Hold(IBackend backend, int[] shape, float[] values, TensorFormat format, bool decodeAtLoad)
     {
         if (format.AsDType() is DType dtype) return backend.UploadWeight(shape, dtype, DTypeEncoding.Encode(values, dtype));
-        TensorFormat target = TensorEncoder.CanEncode(format) ? format : QuantizationPlan.FormatFor(TensorFormat.Q8_0, shape) ?? format;
-        QuantizedBlocks blocks = QuantizationPlan.Quantize(target, values);
+        QuantizedBlocks blocks = QuantizationPlan.Quantize(format, values);
         if (!decodeAtLoad && shape.Length == 2) return backend.UploadQuantizedWeight(shape, blocks);
         return backend.UploadWeight(shape, DType.F32, DTypeEncoding.Encode(blocks.Decode(), DType.F32));
     }

@@ -14,14 +14,14 @@ public sealed record BasePrecision(TensorFormat? Format, bool DecodeAtLoad = fal
     public static BasePrecision Keep { get; } = new((TensorFormat?)null);
 
     /// <summary>The names <see cref="Parse"/> takes, for help texts and errors.</summary>
-    public const string OptionNames = "keep, f32, bf16, fp8, q8_0, q6_k, q5_1, q5_0, q4_k, q4_1, q4_0";
+    public const string OptionNames = "keep, f32, bf16, fp8, q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k";
 
-    /// <summary>Reads an option value: "keep" or a format with a quantizer; null text means none (the default).</summary>
+    /// <summary>Reads an option value: "keep" or a format; null text means none (the default).</summary>
     public static BasePrecision? Parse(string? text, string option = "--base-precision")
     {
         if (string.IsNullOrWhiteSpace(text)) return null;
         if (text.Trim().Equals("keep", StringComparison.OrdinalIgnoreCase)) return Keep;
-        if (!TensorFormats.TryParseOption(text, out TensorFormat format) || !TensorEncoder.CanEncode(format) || format == TensorFormat.F64)
+        if (!TensorFormats.TryParseOption(text, out TensorFormat format) || format == TensorFormat.F64)
             throw new ArgumentException($"{option} '{text}' is not a precision this build can hold weights in; choose one of {OptionNames}");
         return new BasePrecision(format);
     }

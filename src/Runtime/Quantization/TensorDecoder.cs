@@ -52,7 +52,7 @@ public static class TensorDecoder
 
     /// <summary>
     /// <see cref="Decode(TensorFormat, ReadOnlySpan{byte}, Span{float})"/>, each value then times <paramref name="scale"/>
-    /// (a power of two such as scaled fp8's, so the product is the exactly rounded scaled value).
+    /// in float32 (one rounding: the value ComfyUI computes for a scaled fp8 weight, whatever the scale).
     /// </summary>
     public static void Decode(TensorFormat format, ReadOnlySpan<byte> source, Span<float> destination, float scale)
     {

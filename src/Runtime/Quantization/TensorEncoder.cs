@@ -7,15 +7,12 @@ namespace InFluxEdit.Runtime.Quantization;
 /// <summary>
 /// float32 → stored bytes. The block quantizers follow ggml's deterministic reference quantizers
 /// (quantize_row_*_ref: the same scale choice, the same rounding, float32 arithmetic in the same order), so a file we
-/// write holds the bytes ggml's reference would write. Q2_K, Q3_K and Q5_K have no encoder here.
+/// write holds the bytes ggml's reference would write. Every format has one.
 /// </summary>
 public static class TensorEncoder
 {
     // Below this a K-quant group counts as all zeros (ggml's GROUP_MAX_EPS).
     private const float GroupMaxEps = 1e-15f;
-
-    public static bool CanEncode(TensorFormat format) =>
-        format is not (TensorFormat.Q2_K or TensorFormat.Q3_K or TensorFormat.Q5_K);
 
     public static byte[] Encode(TensorFormat format, ReadOnlySpan<float> values)
     {
@@ -55,9 +52,12 @@ public static class TensorEncoder
             TensorFormat.Q5_0 => (x, y) => EncodeSymmetric(x, y, bits: 5),
             TensorFormat.Q4_1 => (x, y) => EncodeWithMin(x, y, bits: 4),
             TensorFormat.Q5_1 => (x, y) => EncodeWithMin(x, y, bits: 5),
-            TensorFormat.Q4_K => EncodeQ4_K,
+            TensorFormat.Q2_K => EncodeQ2_K,
+            TensorFormat.Q3_K => EncodeQ3_K,
+            TensorFormat.Q4_K => (x, y) => EncodeScaleMinK(x, y, bits: 4),
+            TensorFormat.Q5_K => (x, y) => EncodeScaleMinK(x, y, bits: 5),
             TensorFormat.Q6_K => EncodeQ6_K,
-            _ => throw new NotSupportedException($"InFluxEdit has no {format} quantizer; choose q4_k, q6_k or one of the 32-element formats."),
+            _ => throw new ArgumentOutOfRangeException(nameof(format), format, null),
         };
         destination.Clear();
         int blocks = source.Length / blockElements;
@@ -173,8 +173,13 @@ public static class TensorEncoder
         if (highBitsAt >= 0) BinaryPrimitives.WriteUInt32LittleEndian(block.Slice(highBitsAt, 4), high);
     }
 
-    private static void EncodeQ4_K(ReadOnlySpan<float> x, Span<byte> block)
+    /// <summary>
+    /// Q4_K and Q5_K (quantize_row_q4_K_ref / q5_K_ref): eight groups of 32, each fit as scale·code − min, the scales and
+    /// mins stored as 6-bit multiples of two fp16 super-scales; Q5_K's fifth code bit goes to a 32-byte mask.
+    /// </summary>
+    private static void EncodeScaleMinK(ReadOnlySpan<float> x, Span<byte> block, int bits)
     {
+        int top = (1 << bits) - 1;
         Span<byte> levels = stackalloc byte[256];
         Span<byte> scratch = stackalloc byte[32];
         Span<float> weights = stackalloc float[32];
@@ -188,7 +193,9 @@ public static class TensorEncoder
             for (int l = 0; l < 32; l++) sumSquares += group[l] * group[l];
             float average = MathF.Sqrt(sumSquares / 32);
             for (int l = 0; l < 32; l++) weights[l] = average + Math.Abs(group[l]);
-            scales[j] = FitScaleAndMin(15, group, weights, levels.Slice(32 * j, 32), out mins[j], scratch, -1f, 0.1f, 20);
+            scales[j] = bits == 4
+                ? FitScaleAndMin(top, group, weights, levels.Slice(32 * j, 32), out mins[j], scratch, -1f, 0.1f, 20, absoluteError: false)
+                : FitScaleAndMin(top, group, weights, levels.Slice(32 * j, 32), out mins[j], scratch, -0.5f, 0.1f, 15, absoluteError: false);
             if (scales[j] > maxScale) maxScale = scales[j];
             if (mins[j] > maxMin) maxMin = mins[j];
         }
@@ -223,20 +230,211 @@ public static class TensorEncoder
             if (d == 0) continue;
             float dm = ReadHalf(block, 2) * m;
             for (int i = 0; i < 32; i++)
-                levels[32 * j + i] = (byte)Math.Clamp(NearestInt((x[32 * j + i] + dm) / d), 0, 15);
+                levels[32 * j + i] = (byte)Math.Clamp(NearestInt((x[32 * j + i] + dm) / d), 0, top);
         }
-        Span<byte> qs = block.Slice(16, 128);
+        // Chunk c of 64 codes: code l and l + 32 share nibble byte l; their fifth bits are bits 2c and 2c + 1 of mask byte l.
+        Span<byte> qs = bits == 4 ? block.Slice(16, 128) : block.Slice(48, 128);
+        Span<byte> qh = block.Slice(16, 32);
         for (int chunk = 0; chunk < 4; chunk++)
+        {
             for (int l = 0; l < 32; l++)
-                qs[chunk * 32 + l] = (byte)(levels[chunk * 64 + l] | (levels[chunk * 64 + 32 + l] << 4));
+            {
+                int low = levels[chunk * 64 + l], high = levels[chunk * 64 + 32 + l];
+                qs[chunk * 32 + l] = (byte)((low & 0xF) | ((high & 0xF) << 4));
+                if (bits == 5) qh[l] |= (byte)(((low >> 4) << (2 * chunk)) | ((high >> 4) << (2 * chunk + 1)));
+            }
+        }
+    }
+
+    /// <summary>
+    /// Q2_K (quantize_row_q2_K_ref): sixteen groups of 16, each fit as scale·code − min with codes 0..3 by least absolute
+    /// error weighted by |x|, the scales and mins stored as 4-bit multiples of two fp16 super-scales.
+    /// </summary>
+    private static void EncodeQ2_K(ReadOnlySpan<float> x, Span<byte> block)
+    {
+        Span<byte> levels = stackalloc byte[256];
+        Span<byte> scratch = stackalloc byte[16];
+        Span<float> weights = stackalloc float[16];
+        Span<float> scales = stackalloc float[16];
+        Span<float> mins = stackalloc float[16];
+        float maxScale = 0, maxMin = 0;
+        for (int j = 0; j < 16; j++)
+        {
+            ReadOnlySpan<float> group = x.Slice(16 * j, 16);
+            for (int l = 0; l < 16; l++) weights[l] = Math.Abs(group[l]);
+            scales[j] = FitScaleAndMin(3, group, weights, levels.Slice(16 * j, 16), out mins[j], scratch, -0.5f, 0.1f, 15, absoluteError: true);
+            if (scales[j] > maxScale) maxScale = scales[j];
+            if (mins[j] > maxMin) maxMin = mins[j];
+        }
+
+        Span<byte> packed = block[..16];
+        if (maxScale > 0)
+        {
+            float inverse = 15f / maxScale;
+            for (int j = 0; j < 16; j++) packed[j] = (byte)NearestInt(inverse * scales[j]);
+            WriteHalf(block, 80, maxScale / 15f);
+        }
+        if (maxMin > 0)
+        {
+            float inverse = 15f / maxMin;
+            for (int j = 0; j < 16; j++) packed[j] |= (byte)(NearestInt(inverse * mins[j]) << 4);
+            WriteHalf(block, 82, maxMin / 15f);
+        }
+
+        for (int j = 0; j < 16; j++)
+        {
+            float d = ReadHalf(block, 80) * (packed[j] & 0xF);
+            if (d == 0) continue;
+            float dm = ReadHalf(block, 82) * (packed[j] >> 4);
+            for (int i = 0; i < 16; i++)
+                levels[16 * j + i] = (byte)Math.Clamp(NearestInt((x[16 * j + i] + dm) / d), 0, 3);
+        }
+        PackTwoBitCodes(levels, block.Slice(16, 64));
+    }
+
+    /// <summary>Half h of 128 codes: codes l, l + 32, l + 64, l + 96 share byte 32h + l, two bits each from the bottom.</summary>
+    private static void PackTwoBitCodes(ReadOnlySpan<byte> levels, Span<byte> qs)
+    {
+        for (int half = 0; half < 2; half++)
+            for (int l = 0; l < 32; l++)
+            {
+                int at = half * 128 + l;
+                qs[half * 32 + l] = (byte)(levels[at] | (levels[at + 32] << 2) | (levels[at + 64] << 4) | (levels[at + 96] << 6));
+            }
+    }
+
+    /// <summary>
+    /// Q3_K (quantize_row_q3_K_ref): sixteen groups of 16 with signed codes −4..3 (<see cref="FitSymmetricScaleIteratively"/>),
+    /// their scales stored as signed 6-bit multiples of one fp16 super-scale; the third code bit goes to a 32-byte mask.
+    /// </summary>
+    private static void EncodeQ3_K(ReadOnlySpan<float> x, Span<byte> block)
+    {
+        Span<sbyte> levels = stackalloc sbyte[256];
+        Span<float> scales = stackalloc float[16];
+        float maxScale = 0, maxAbsScale = 0;
+        for (int j = 0; j < 16; j++)
+        {
+            scales[j] = FitSymmetricScaleIteratively(4, x.Slice(16 * j, 16), levels.Slice(16 * j, 16));
+            if (Math.Abs(scales[j]) > maxAbsScale)
+            {
+                maxAbsScale = Math.Abs(scales[j]);
+                maxScale = scales[j];
+            }
+        }
+
+        // Six-bit scale j (stored +32): its low nibble in byte j (j < 8) or the high nibble of byte j − 8, its top two bits
+        // in byte 8 + j % 4 at bit 2·(j / 4).
+        Span<byte> packed = block.Slice(96, 12);
+        if (maxScale != 0)
+        {
+            float iscale = -32f / maxScale;
+            for (int j = 0; j < 16; j++)
+            {
+                int l = Math.Clamp((int)(sbyte)NearestInt(iscale * scales[j]), -32, 31) + 32;
+                if (j < 8) packed[j] = (byte)(l & 0xF);
+                else packed[j - 8] |= (byte)((l & 0xF) << 4);
+                packed[8 + j % 4] |= (byte)((l >> 4) << (2 * (j / 4)));
+            }
+            WriteHalf(block, 108, 1 / iscale);
+        }
+
+        for (int j = 0; j < 16; j++)
+        {
+            int low = j < 8 ? packed[j] & 0xF : packed[j - 8] >> 4;
+            int sc = (low | (((packed[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+            float d = ReadHalf(block, 108) * sc;
+            if (d == 0) continue;
+            for (int i = 0; i < 16; i++)
+                levels[16 * j + i] = (sbyte)(Math.Clamp(NearestInt(x[16 * j + i] / d), -4, 3) + 4);
+        }
+
+        // Code i's third bit goes to bit i / 32 of mask byte i % 32; the low two bits are packed as Q2_K's.
+        Span<byte> hmask = block[..32];
+        Span<byte> low2 = stackalloc byte[256];
+        for (int i = 0; i < 256; i++)
+        {
+            if (levels[i] > 3) hmask[i % 32] |= (byte)(1 << (i / 32));
+            low2[i] = (byte)(levels[i] & 3);
+        }
+        PackTwoBitCodes(low2, block.Slice(32, 64));
+    }
+
+    /// <summary>
+    /// The first fit of make_qx_quants and make_q3_quants: signed codes −nmax..nmax−1 (not offset) for the scale that puts
+    /// the value of largest magnitude, <paramref name="max"/>, at −nmax, and the x²-weighted sums Σw·x·l and Σw·l² of
+    /// that fit. False, with all codes 0, when the group is all zeros (below ggml's GROUP_MAX_EPS).
+    /// </summary>
+    private static bool FirstSymmetricFit(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels, out float max, out float sumLX, out float sumL2)
+    {
+        max = 0;
+        sumLX = sumL2 = 0;
+        float amax = 0;
+        foreach (float v in x)
+        {
+            if (Math.Abs(v) > amax)
+            {
+                amax = Math.Abs(v);
+                max = v;
+            }
+        }
+        if (amax < GroupMaxEps)
+        {
+            levels.Clear();
+            return false;
+        }
+        float iscale = -nmax / max;
+        for (int i = 0; i < x.Length; i++)
+        {
+            int l = Math.Max(-nmax, Math.Min(nmax - 1, NearestInt(iscale * x[i])));
+            levels[i] = (sbyte)l;
+            float w = x[i] * x[i];
+            sumLX += w * x[i] * l;
+            sumL2 += w * l * l;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// ggml's make_q3_quants with do_rmse: signed codes −nmax..nmax−1 (returned +nmax) from the value of largest magnitude,
+    /// then up to five passes that move single codes while that raises the weighted (x²) least-squares fit.
+    /// </summary>
+    private static float FitSymmetricScaleIteratively(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels)
+    {
+        if (!FirstSymmetricFit(nmax, x, levels, out _, out float sumLX, out float sumL2)) return 0f;
+        for (int pass = 0; pass < 5; pass++)
+        {
+            bool changed = false;
+            for (int i = 0; i < x.Length; i++)
+            {
+                float w = x[i] * x[i];
+                float lx = sumLX - w * x[i] * levels[i];
+                if (!(lx > 0)) continue;
+                float l2 = sumL2 - w * levels[i] * levels[i];
+                int candidate = Math.Max(-nmax, Math.Min(nmax - 1, NearestInt(x[i] * l2 / lx)));
+                if (candidate == levels[i]) continue;
+                lx += w * x[i] * candidate;
+                l2 += w * candidate * candidate;
+                if (l2 > 0 && lx * lx * sumL2 > sumLX * sumLX * l2)
+                {
+                    levels[i] = (sbyte)candidate;
+                    sumLX = lx;
+                    sumL2 = l2;
+                    changed = true;
+                }
+            }
+            if (!changed) break;
+        }
+        for (int i = 0; i < x.Length; i++) levels[i] += (sbyte)nmax;
+        return sumL2 > 0 ? sumLX / sumL2 : 0f;
     }
 
     /// <summary>
     /// ggml's make_qkx2_quants: codes 0..nmax for scale·L − min, starting from the range and trying nstep+1 wider or
-    /// narrower steps, each refit by weighted least squares; returns the scale and (as <paramref name="negatedMin"/>) −min.
+    /// narrower steps, each refit by weighted least squares and kept when its weighted squared (or, with
+    /// <paramref name="absoluteError"/>, absolute) error is lower; returns the scale and (as <paramref name="negatedMin"/>) −min.
     /// </summary>
     private static float FitScaleAndMin(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
-        out float negatedMin, Span<byte> trial, float rmin, float rdelta, int nstep)
+        out float negatedMin, Span<byte> trial, float rmin, float rdelta, int nstep, bool absoluteError)
     {
         int n = x.Length;
         float min = x[0], max = x[0];
@@ -265,7 +463,7 @@ public static class TensorEncoder
             int l = NearestInt(iscale * (x[i] - min));
             levels[i] = (byte)Math.Max(0, Math.Min(nmax, l));
             float diff = scale * levels[i] + min - x[i];
-            bestError += weights[i] * (diff * diff);
+            bestError += weights[i] * (absoluteError ? Math.Abs(diff) : diff * diff);
         }
         for (int step = 0; step <= nstep; step++)
         {
@@ -294,7 +492,7 @@ public static class TensorEncoder
                 for (int i = 0; i < n; i++)
                 {
                     float diff = thisScale * trial[i] + thisMin - x[i];
-                    error += weights[i] * (diff * diff);
+                    error += weights[i] * (absoluteError ? Math.Abs(diff) : diff * diff);
                 }
                 if (error < bestError)
                 {
@@ -358,36 +556,14 @@ public static class TensorEncoder
     /// </summary>
     private static float FitSymmetricScale(int nmax, ReadOnlySpan<float> x, Span<sbyte> levels)
     {
-        float max = 0, amax = 0;
-        foreach (float v in x)
-        {
-            if (Math.Abs(v) > amax)
-            {
-                amax = Math.Abs(v);
-                max = v;
-            }
-        }
-        if (amax < GroupMaxEps)
-        {
-            levels.Clear();
-            return 0f;
-        }
-        float iscale = -nmax / max;
-        float sumLX = 0, sumL2 = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            int l = Math.Max(-nmax, Math.Min(nmax - 1, NearestInt(iscale * x[i])));
-            levels[i] = (sbyte)(l + nmax);
-            float w = x[i] * x[i];
-            sumLX += w * x[i] * l;
-            sumL2 += w * l * l;
-        }
+        if (!FirstSymmetricFit(nmax, x, levels, out float max, out float sumLX, out float sumL2)) return 0f;
+        for (int i = 0; i < x.Length; i++) levels[i] += (sbyte)nmax;
         float scale = sumL2 != 0 ? sumLX / sumL2 : 0.0f;
         float best = scale * sumLX;
         for (int step = -9; step <= 9; step++)
         {
             if (step == 0) continue;
-            iscale = -(nmax + 0.1f * step) / max;
+            float iscale = -(nmax + 0.1f * step) / max;
             sumLX = sumL2 = 0;
             for (int i = 0; i < x.Length; i++)
             {

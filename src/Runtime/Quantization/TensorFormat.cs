@@ -120,6 +120,6 @@ public static class TensorFormats
         return Enum.TryParse(name, ignoreCase: false, out format) && Enum.IsDefined(format) && !int.TryParse(name, out _);
     }
 
-    /// <summary>The formats a file can be written in (those with a quantizer), for help texts and errors.</summary>
-    public static string OptionNames => "f32, bf16, f16, fp8 (E4M3), fp8-e5m2, q8_0, q5_1, q5_0, q4_1, q4_0, q6_k, q4_k";
+    /// <summary>The formats a file can be written in, for help texts and errors.</summary>
+    public static string OptionNames => "f32, bf16, f16, fp8 (E4M3), fp8-e5m2, q8_0, q5_1, q5_0, q4_1, q4_0, q6_k, q5_k, q4_k, q3_k, q2_k";
 }

@@ -30,12 +30,13 @@ public sealed unsafe class SafeTensorsFile : IWeightFile
         OtherTensors = header.OtherTensors;
         _tensorsByName = header.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         _othersByName = header.OtherTensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
-        StoredTensors = header.Tensors.Select(t => new StoredTensor(t.Name, t.DType.SafeTensorsName(), t.DType.ToFormat(), t.Shape, t.DataOffset, t.ByteLength))
-            .Concat(header.OtherTensors.Select(t => new StoredTensor(t.Name, t.DTypeName, Float8FormatOf(t.DTypeName), t.Shape, t.DataOffset, t.ByteLength)))
-            .ToList();
-        _storedByName = StoredTensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         _file = file;
         _data = file.Start + dataStart;
+        var stored = header.Tensors.Select(t => new StoredTensor(t.Name, t.DType.SafeTensorsName(), t.DType.ToFormat(), t.Shape, t.DataOffset, t.ByteLength))
+            .Concat(header.OtherTensors.Select(t => new StoredTensor(t.Name, t.DTypeName, Float8FormatOf(t.DTypeName), t.Shape, t.DataOffset, t.ByteLength)))
+            .ToList();
+        StoredTensors = ScaledFp8.Attach(path, stored, t => new ReadOnlySpan<byte>(_data + t.DataOffset, checked((int)t.ByteLength)));
+        _storedByName = StoredTensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
     }
 
     public string Path { get; }
@@ -87,7 +88,16 @@ public sealed unsafe class SafeTensorsFile : IWeightFile
             long dataLength = fileLength - dataStart;
             SafeTensorsHeader header = SafeTensorsHeader.Parse(path, json, dataLength);
 
-            return new SafeTensorsFile(path, header, MappedFile.Map(stream), dataStart);
+            MappedFile mapped = MappedFile.Map(stream);
+            try
+            {
+                return new SafeTensorsFile(path, header, mapped, dataStart);
+            }
+            catch
+            {
+                mapped.Dispose(); // a scaled fp8 file's bad scale is found here, after mapping
+                throw;
+            }
         }
         catch
         {
@@ -120,10 +130,10 @@ public sealed unsafe class SafeTensorsFile : IWeightFile
     public ReadOnlySpan<byte> GetStoredBytes(StoredTensor tensor) =>
         new(Locate(tensor, _storedByName.GetValueOrDefault(tensor.Name), tensor.Name, tensor.DataOffset, tensor.ByteLength), (int)tensor.ByteLength);
 
-    /// <summary>The tensor widened to float32: exact for F16, BF16 and fp8; F64 rounds to nearest.</summary>
+    /// <summary>The tensor widened to float32: exact for F16, BF16 and fp8 (a scaled fp8 weight times its scale); F64 rounds to nearest.</summary>
     public HostTensor ReadFloat32(string name)
     {
-        if (_storedByName.TryGetValue(name, out StoredTensor? stored) && stored.Format is TensorFormat.F8_E4M3 or TensorFormat.F8_E5M2)
+        if (_storedByName.TryGetValue(name, out StoredTensor? stored) && (stored.Format is TensorFormat.F8_E4M3 or TensorFormat.F8_E5M2 || stored.Scale != 1f))
             return this.ReadFloat32(stored);
         TensorEntry entry = GetTensor(name);
         ReadOnlySpan<byte> bytes = GetBytes(entry);

@@ -55,14 +55,21 @@ public static class SafeTensorsWriter
         WriteEncoded(path, tensors.Select(t => new EncodedTensor(t.Name, t.DType.ToFormat(), t.Shape, t.Data)), metadata);
 
     /// <summary>Writes tensors already in a format safetensors stores (the float dtypes and fp8).</summary>
-    public static void WriteEncoded(string path, IEnumerable<EncodedTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void WriteEncoded(string path, IEnumerable<EncodedTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+        WriteStreamed(path, tensors.Select(t => t.Streamed()), metadata);
+
+    /// <summary>
+    /// Writes tensors in a format safetensors stores, each produced only when the writer reaches it (the header comes
+    /// from their planned sizes), so the file is written holding about one tensor at a time.
+    /// </summary>
+    public static void WriteStreamed(string path, IEnumerable<StreamedTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         var planned = tensors.Select(tensor =>
         {
             string dtypeName = SafeTensorsName(tensor.Format) ?? throw new ArgumentException(
                 $"tensor '{tensor.Name}' is {tensor.Format}, which safetensors cannot store; write a .gguf file or choose a float or fp8 format");
             return new PlannedTensor(tensor.Name, dtypeName, tensor.Format.BlockBytes(), ReferenceRank(tensor.Format), tensor.Shape,
-                tensor.CheckedByteLength(), stream => stream.Write(tensor.Data.Span));
+                tensor.ByteLength, tensor.WriteBytes);
         });
         WritePlanned(path, planned, metadata);
     }
@@ -94,12 +101,7 @@ public static class SafeTensorsWriter
             stream.Write(prefix);
             stream.Write(header);
             foreach (PlannedTensor tensor in ordered)
-            {
-                long before = stream.Position;
-                tensor.WriteData(stream);
-                if (stream.Position - before != tensor.ByteLength)
-                    throw new InvalidOperationException($"tensor '{tensor.Name}' wrote {stream.Position - before} bytes, its header entry says {tensor.ByteLength}");
-            }
+                StreamedTensor.WriteCounted(stream, tensor.Name, tensor.ByteLength, tensor.WriteData);
         });
     }
 

@@ -12,6 +12,15 @@ public sealed record StoredTensor(string Name, string FormatName, TensorFormat? 
 {
     public long ElementCount => HostTensor.ElementCount(Shape);
 
+    /// <summary>
+    /// The factor the stored values are multiplied by (in float32) to give the tensor's values: a scaled fp8
+    /// checkpoint's <c>.scale_weight</c> (see <see cref="SafeTensors.ScaledFp8"/>), otherwise 1.
+    /// </summary>
+    public float Scale { get; init; } = 1f;
+
+    /// <summary>Whether this is a scaled fp8 checkpoint's marker or a weight's scale tensor, which describe other tensors' values and are no weights themselves.</summary>
+    public bool IsScaleMetadata { get; init; }
+
     public override string ToString() => $"{Name}: {FormatName}{HostTensor.FormatShape(Shape)}";
 }
 

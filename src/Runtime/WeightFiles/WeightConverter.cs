@@ -22,33 +22,46 @@ public static class WeightConverter
             throw new ArgumentException(toGguf
                 ? $"GGUF cannot hold {target}; write '{output}' as .safetensors for fp8, or choose a GGUF format."
                 : $"safetensors cannot hold {target}; name the output '{Path.ChangeExtension(output, ".gguf")}' to write GGUF.");
-        if (to is { } encoded && !TensorEncoder.CanEncode(encoded))
-            throw new ArgumentException($"InFluxEdit cannot quantize to {encoded}; choose one of {TensorFormats.OptionNames}.");
         if (Path.GetFullPath(input) == Path.GetFullPath(output))
             throw new ArgumentException($"the output '{output}' is the input; write the conversion to another file.");
 
         using IWeightFile file = WeightFile.Open(input);
-        var tensors = new List<EncodedTensor>();
+        // Each tensor is read and encoded only when the writer reaches it, so a 24 GB checkpoint converts holding about
+        // one tensor; tensors that keep their format go straight from the input's mapping to the output.
+        var tensors = new List<StreamedTensor>();
         var skipped = new List<string>();
+        // A scaled fp8 weight copied as stored keeps its scale tensors (and the file its marker) beside it, in
+        // safetensors; one that is decoded (into GGUF, or to another format) has its scale applied to its values.
+        var targets = file.StoredTensors.Where(t => t.Format != null && !t.IsScaleMetadata)
+            .ToDictionary(t => t.Name, t => TargetFormat(t.Format!.Value, t.Shape, to, toGguf));
+        bool CopiedAsStored(StoredTensor t) => targets[t.Name] == t.Format && (t.Scale == 1f || !toGguf);
+        var scaledAsStored = file.StoredTensors.Where(t => t.Scale != 1f && CopiedAsStored(t)).Select(t => t.Name).ToHashSet();
         foreach (StoredTensor stored in file.StoredTensors)
         {
-            if (stored.Format is not TensorFormat current)
+            if (stored.IsScaleMetadata)
+            {
+                bool carried = ScaledFp8.ScaledWeightOf(stored.Name) is { } weight ? scaledAsStored.Contains(weight) : scaledAsStored.Count > 0;
+                if (carried) tensors.Add(new StreamedTensor(stored.Name, stored.Format!.Value, stored.Shape, stream => stream.Write(file.GetStoredBytes(stored))));
+                else skipped.Add($"{stored.Name} (scaled fp8 bookkeeping: the scales are applied to the weights written)");
+                continue;
+            }
+            if (stored.Format is null)
             {
                 skipped.Add($"{stored.Name} ({stored.FormatName}: not a float tensor)");
                 continue;
             }
-            TensorFormat format = TargetFormat(current, stored.Shape, to, toGguf);
-            tensors.Add(format == current
-                ? new EncodedTensor(stored.Name, format, stored.Shape, file.GetStoredBytes(stored).ToArray())
-                : EncodedTensor.Encode(stored.Name, file.ReadFloat32(stored), format));
+            TensorFormat format = targets[stored.Name];
+            tensors.Add(new StreamedTensor(stored.Name, format, stored.Shape, CopiedAsStored(stored)
+                ? stream => stream.Write(file.GetStoredBytes(stored))
+                : stream => stream.Write(TensorEncoder.Encode(format, file.ReadFloat32(stored).Data))));
         }
 
         if (toGguf)
             GgufWriter.Write(output, tensors, file is GgufFile gguf ? gguf.Values : file.Metadata.Select(m => new KeyValuePair<string, object>(m.Key, m.Value)));
         else
-            SafeTensorsWriter.WriteEncoded(output, tensors, file.Metadata.Where(m => m.Key != GgmlTypes.AlignmentKey).ToDictionary());
+            SafeTensorsWriter.WriteStreamed(output, tensors, file.Metadata.Where(m => m.Key != GgmlTypes.AlignmentKey).ToDictionary());
         return new ConversionSummary(
-            tensors.GroupBy(t => t.Format).ToDictionary(g => g.Key, g => g.Count()), tensors.Sum(t => (long)t.Data.Length), skipped);
+            tensors.GroupBy(t => t.Format).ToDictionary(g => g.Key, g => g.Count()), tensors.Sum(t => t.ByteLength), skipped);
     }
 
     private static bool CanHold(bool gguf, TensorFormat format) =>

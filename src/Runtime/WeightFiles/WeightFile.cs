@@ -17,12 +17,14 @@ public static class WeightFile
     /// <summary>Whether the path names a GGUF file by its extension (what writers go by).</summary>
     public static bool IsGgufPath(string path) => path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>The tensor decoded to float32: exactly the value its format defines.</summary>
+    /// <summary>The tensor decoded to float32: exactly the value its format defines, times its <see cref="StoredTensor.Scale"/>.</summary>
     public static HostTensor ReadFloat32(this IWeightFile file, StoredTensor tensor)
     {
         TensorFormat format = tensor.Format ?? throw new InvalidDataException(
             $"tensor '{tensor.Name}' in '{file.Path}' holds {tensor.FormatName} values, which are not numbers a model can load.");
-        return new HostTensor((int[])tensor.Shape.Clone(), TensorDecoder.Decode(format, file.GetStoredBytes(tensor), tensor.ElementCount));
+        var values = new float[checked((int)tensor.ElementCount)];
+        TensorDecoder.Decode(format, file.GetStoredBytes(tensor), values, tensor.Scale);
+        return new HostTensor((int[])tensor.Shape.Clone(), values);
     }
 
     public static StoredTensor Find(this IWeightFile file, string name) =>

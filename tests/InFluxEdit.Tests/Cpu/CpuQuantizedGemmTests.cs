@@ -35,13 +35,14 @@ public class CpuQuantizedGemmTests
     }
 
     /// <summary>
-    /// A weight in <paramref name="format"/>: our quantizer where there is one; otherwise random blocks whose float16
-    /// scales are set to small normal values (every bit pattern of the rest is a valid code). fp8 carries a power-of-two scale.
+    /// A weight in <paramref name="format"/>: our quantizer's output, or for Q2_K, Q3_K and Q5_K random blocks whose float16
+    /// scales are set to small normal values (every bit pattern of the rest is a valid code), so the products also meet
+    /// codes and scale bits a quantizer never writes. fp8 carries a power-of-two scale.
     /// </summary>
-    private static QuantizedBlocks Weight(TensorFormat format, int rows, int columns, Random random)
+    internal static QuantizedBlocks Weight(TensorFormat format, int rows, int columns, Random random)
     {
         long count = (long)rows * columns;
-        if (TensorEncoder.CanEncode(format))
+        if (format is not (TensorFormat.Q2_K or TensorFormat.Q3_K or TensorFormat.Q5_K))
         {
             var values = new float[count];
             for (int i = 0; i < values.Length; i++) values[i] = (float)(random.NextDouble() - 0.5) * 0.2f;

@@ -62,10 +62,9 @@ public class BasePrecisionCommandTests
     }
 
     [Theory]
-    [InlineData("q3_k")]
     [InlineData("int8")]
     [InlineData("f64")]
-    public void APrecisionWithoutAQuantizerIsRefusedWithTheChoices(string value)
+    public void AnUnknownPrecisionIsRefusedWithTheChoices(string value)
     {
         var error = Should.Throw<ArgumentException>(() => BasePrecision.Parse(value));
         error.Message.ShouldContain($"--base-precision '{value}'");
@@ -75,6 +74,9 @@ public class BasePrecisionCommandTests
     [Theory]
     [InlineData("keep", null)]
     [InlineData("Q4_K", TensorFormat.Q4_K)]
+    [InlineData("q3_k", TensorFormat.Q3_K)]
+    [InlineData("q2_k", TensorFormat.Q2_K)]
+    [InlineData("q5_k", TensorFormat.Q5_K)]
     [InlineData("fp8", TensorFormat.F8_E4M3)]
     [InlineData("bf16", TensorFormat.BF16)]
     public void PrecisionsParse(string value, TensorFormat? format)

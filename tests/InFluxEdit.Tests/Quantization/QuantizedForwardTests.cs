@@ -107,15 +107,19 @@ public class QuantizedForwardTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// A LoRA merged at load into a base held quantized is summed in float32 and quantized again: the same weights as
-    /// quantizing the merged float weight (what decoding at load computes), and not the unmerged base.
+    /// A LoRA merged at load into a base held quantized is summed in float32 and quantized again in the weight's own
+    /// format (Q3_K too, which has a quantizer now: no detour through Q8_0): the same weights as quantizing the merged
+    /// float weight (what decoding at load computes), and not the unmerged base.
     /// </summary>
-    [Fact]
-    public void ALoraMergedIntoAQuantizedBaseIsQuantizedWithTheWeight()
+    [Theory]
+    [InlineData(TensorFormat.Q8_0)]
+    [InlineData(TensorFormat.Q3_K)]
+    public void ALoraMergedIntoAQuantizedBaseIsQuantizedWithTheWeight(TensorFormat format)
     {
         using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
         var random = new Random(8);
-        var deltas = new[] { "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight" }.ToDictionary(n => n, n =>
+        // img_mlp.2's rows are whole 256-element super-blocks, so a K-quant applies to it as asked.
+        var deltas = new[] { "double_blocks.0.img_mlp.2.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight" }.ToDictionary(n => n, n =>
         {
             var delta = new Runtime.Tensors.HostTensor(Tiny.Descriptor.Parameters.Single(p => p.Name == n).Shape);
             for (int i = 0; i < delta.Data.Length; i++) delta.Data[i] = (float)(random.NextDouble() - 0.5) * 0.05f;
@@ -127,7 +131,7 @@ public class QuantizedForwardTests(ITestOutputHelper output)
             var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [file], backend, ignored: Tiny.Descriptor.Ignores, deltas: deltas, precision: precision);
             try
             {
-                if (!precision.DecodeAtLoad) weights[deltas.Keys.First()].ShouldBeOfType<CpuQuantizedTensor>().Format.ShouldBe(TensorFormat.Q8_0);
+                if (!precision.DecodeAtLoad) weights[deltas.Keys.First()].ShouldBeOfType<CpuQuantizedTensor>().Format.ShouldBe(format);
                 return Run(backend, Tiny.Create(backend, weights));
             }
             finally
@@ -135,10 +139,52 @@ public class QuantizedForwardTests(ITestOutputHelper output)
                 foreach (var w in weights.Values) w.Dispose();
             }
         }
-        float[] kept = ForwardWith(new BasePrecision(TensorFormat.Q8_0));
-        ForwardWith(new BasePrecision(TensorFormat.Q8_0, DecodeAtLoad: true)).ShouldBe(kept);
-        TensorComparison.RelativeL2(kept, Forward([file], TensorFormat.Q8_0, kept: true)).ShouldBeGreaterThan(1e-3, "the LoRA must change the output");
+        float[] kept = ForwardWith(new BasePrecision(format));
+        ForwardWith(new BasePrecision(format, DecodeAtLoad: true)).ShouldBe(kept);
+        TensorComparison.RelativeL2(kept, Forward([file], format, kept: true)).ShouldBeGreaterThan(1e-3, "the LoRA must change the output");
     }
+
+    /// <summary>
+    /// A ComfyUI scaled fp8 checkpoint of the tiny model (names under model.diffusion_model., the marker at the root, each
+    /// matrix stored as fp8(w / s) with s = max|w| / 448 beside it as scale_weight, rarely a power of two): it loads as
+    /// the model's weights, stays within fp8's error of the float forward, and held as fp8 with its scale ("keep")
+    /// computes exactly what decoding it at load computes.
+    /// </summary>
+    [Fact]
+    public void AScaledFp8CheckpointComputesWithItsScales()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("flux-tiny-fp8-scaled.safetensors");
+        using (var source = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors")))
+        {
+            var tensors = new List<EncodedTensor> { new(ScaledFp8.Marker, TensorFormat.F8_E4M3, [0], Array.Empty<byte>()) };
+            foreach (StoredTensor stored in source.StoredTensors)
+            {
+                string name = CheckpointKeysPrefix + stored.Name;
+                var values = source.ReadFloat32(stored);
+                float amax = values.Data.Max(Math.Abs);
+                if (stored.Shape.Length != 2 || amax == 0)
+                {
+                    tensors.Add(EncodedTensor.Encode(name, values, TensorFormat.F32));
+                    continue;
+                }
+                float scale = amax / 448f;
+                tensors.Add(new EncodedTensor(name, TensorFormat.F8_E4M3, stored.Shape, values.Data.Select(v => Float8.E4M3FromSingle(v / scale)).ToArray()));
+                tensors.Add(new EncodedTensor(name[..^".weight".Length] + ScaledFp8.WeightScaleSuffix, TensorFormat.F32, [], BitConverter.GetBytes(scale)));
+            }
+            SafeTensorsWriter.WriteEncoded(path, tensors);
+        }
+        using var file = SafeTensorsFile.Open(path);
+        file.StoredTensors.Count(t => t.Scale != 1f && !float.IsPow2(t.Scale)).ShouldBeGreaterThan(0);
+        float[] decoded = Forward([file], (BasePrecision?)null);
+        float[] kept = Forward([file], BasePrecision.Keep);
+        kept.ShouldBe(decoded);
+        double error = TensorComparison.RelativeL2(decoded, FloatForward());
+        output.WriteLine($"scaled fp8 checkpoint: relative L2 vs float = {error:E3}");
+        error.ShouldBeLessThan(3.3e-2);
+    }
+
+    private const string CheckpointKeysPrefix = "model.diffusion_model.";
 
     /// <summary>"keep" holds a GGUF's blocks or an fp8 checkpoint's bytes as they are: the same outputs as decoding the file at load, with fewer bytes held.</summary>
     [Theory]

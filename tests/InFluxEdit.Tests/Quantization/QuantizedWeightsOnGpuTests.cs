@@ -8,8 +8,8 @@ using Shouldly;
 namespace InFluxEdit.Tests.Quantization;
 
 /// <summary>
-/// The CUDA backend (here its ILGPU CPU simulator) has no quantized kernels: it decodes a quantized weight to float32 at
-/// upload, and its Linear then agrees with the CPU's, which reads the blocks.
+/// The CUDA backend (here its ILGPU CPU simulator) keeps a quantized weight's blocks on the device, and its Linear, which
+/// dequantizes them into a scratch buffer, agrees with the CPU's, which decodes a panel at a time.
 /// </summary>
 public sealed class QuantizedWeightsOnGpuTests(SimulatorBackendFixture fixture) : IClassFixture<SimulatorBackendFixture>
 {
@@ -17,7 +17,7 @@ public sealed class QuantizedWeightsOnGpuTests(SimulatorBackendFixture fixture) 
     [InlineData(TensorFormat.Q8_0)]
     [InlineData(TensorFormat.Q4_K)]
     [InlineData(TensorFormat.F8_E4M3)]
-    public void TheGpuDecodesAtUploadAndComputesWhatTheCpuComputes(TensorFormat format)
+    public void TheGpuKeepsTheBlocksAndComputesWhatTheCpuComputes(TensorFormat format)
     {
         const int rows = 5, outFeatures = 19, inFeatures = 256;
         var random = new Random(11);
@@ -28,9 +28,9 @@ public sealed class QuantizedWeightsOnGpuTests(SimulatorBackendFixture fixture) 
         for (int i = 0; i < input.Data.Length; i++) input.Data[i] = (float)(random.NextDouble() * 2 - 1);
 
         IBackend gpu = fixture.Backend;
-        gpu.HoldsQuantizedWeights.ShouldBeFalse();
+        gpu.HoldsQuantizedWeights.ShouldBeTrue();
         using var gpuWeight = gpu.UploadQuantizedWeight([outFeatures, inFeatures], blocks);
-        gpuWeight.StoredBytes.ShouldBe(4L * outFeatures * inFeatures, "decoded to float32 at upload");
+        gpuWeight.StoredBytes.ShouldBe(blocks.Bytes.LongLength, "held in its blocks");
         using var gpuX = gpu.Upload(input);
         using var gpuY = gpu.Allocate([rows, outFeatures]);
         gpu.Linear(gpuY, gpuX, gpuWeight, null);

@@ -58,13 +58,16 @@ public sealed class ToyModelTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Prompts matter: the whole picture masked, so only the caption can say the colours. Each caption's fill colour
-    /// must cover more of its picture than the other caption's fill colour does.
+    /// Prompts matter: the whole picture masked, so only the caption can say the colours. Over four noise seeds, each
+    /// caption's fill colour must cover more of its pictures than the other caption's fill colour does. One seed decides
+    /// too little: a sample may hold no shape at all (the base trained on 2:1 canvases too leaves it out in 5 of 32 such
+    /// samples, the square-only base in 2), but none has been drawn in the other caption's colour.
     /// </summary>
     [Fact]
     public void Colour_words_in_the_caption_change_the_fill()
     {
         const int size = 64;
+        int[] seeds = [1, 2, 3, 4];
         (string Fill, string Other)[] pairs = [("red", "yellow"), ("green", "violet"), ("blue", "orange"), ("pink", "cyan")];
         using var toy = new ShippedToy(pairs.SelectMany(p => new[] { Caption(p.Fill, p), Caption(p.Other, p) }));
         var (pipeline, texts) = (toy.Pipeline, toy.Texts);
@@ -74,12 +77,12 @@ public sealed class ToyModelTests(ITestOutputHelper output)
 
         foreach (var pair in pairs)
         {
-            int Count(string caption, string colour)
+            int Count(string caption, string colour) => seeds.Sum(seed =>
             {
                 var result = pipeline.Edit(new FillEditRequest(image, mask, EditMethod.Fill, texts[caption], Steps: 20,
-                    Guidance: ToyBase.ToyGuidance, Seed: 1)).Image;
+                    Guidance: ToyBase.ToyGuidance, Seed: seed)).Image;
                 return Enumerable.Range(0, size * size).Count(p => NearestAt(result, p, size * size) == colour);
-            }
+            });
             string withFill = Caption(pair.Fill, pair), withOther = Caption(pair.Other, pair);
             int fillUnderFill = Count(withFill, pair.Fill), otherUnderFill = Count(withFill, pair.Other);
             int fillUnderOther = Count(withOther, pair.Fill), otherUnderOther = Count(withOther, pair.Other);

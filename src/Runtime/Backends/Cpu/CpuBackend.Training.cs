@@ -60,9 +60,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         int m, int products, bool sumOverBatches)
     {
         if (w.IsDisposed) throw new ObjectDisposedException(nameof(b), $"{w} was disposed");
-        if (transposeA || sumOverBatches || b != View.Of(w))
-            throw new ArgumentException($"a weight held quantized ({w}) enters only dx = dy·W or y = x·Wᵀ as a whole, one product per batch of a; " +
-                "a weight that is trained or sliced must be loaded float (--base-precision f32)", nameof(b));
+        QuantizedWeights.RequireWholeProductOperand(w, b, transposeA, sumOverBatches);
         ViewRules.RequireDistinctOutputElements(c, nameof(c));
         RequireInside(a, nameof(a));
         RequireInside(c, nameof(c));

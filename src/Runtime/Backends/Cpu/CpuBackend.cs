@@ -368,8 +368,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     private static CpuTensor AsCpu(DeviceTensor tensor, string name)
     {
         if (tensor is CpuQuantizedTensor)
-            throw new ArgumentException($"{tensor} is a weight held quantized: only linear layers (and their backward products) read one; " +
-                "load the model with its weights decoded (--base-precision f32) to run this op on it", name);
+            throw new ArgumentException(QuantizedWeights.OnlyLinearReads(tensor), name);
         if (tensor is not CpuTensor cpu) throw new ArgumentException($"{tensor} is not a CPU tensor", name);
         if (cpu.IsDisposed) throw new ObjectDisposedException(name, $"{tensor} was disposed");
         return cpu;

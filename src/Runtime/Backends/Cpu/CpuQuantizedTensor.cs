@@ -23,7 +23,7 @@ public sealed class CpuQuantizedTensor : DeviceTensor
 
     public TensorFormat Format { get; }
 
-    /// <summary>The factor every decoded value is multiplied by (a power of two; 1 except for scaled fp8).</summary>
+    /// <summary>The factor every decoded value is multiplied by, in float32 (see <see cref="QuantizedBlocks"/>).</summary>
     public float Scale { get; }
 
     public int OutFeatures => Shape[0];

@@ -112,6 +112,7 @@ public static class GpuKernelCatalog
         Add("groupnorm", typeof(GroupNormKernels), explicitlyGrouped: true);
         Add("text", typeof(TextKernels), explicitlyGrouped: false);
         Add("textnorm", typeof(TextRowKernels), explicitlyGrouped: true);
+        Add("dequantize", typeof(DequantizeKernels), explicitlyGrouped: false);
         foreach (var method in typeof(BackwardKernels).GetMethods(BindingFlags.Public | BindingFlags.Static | BindingFlags.DeclaredOnly))
             if (method.ReturnType == typeof(void))
                 // Element-wise backward kernels take an Index1D; the row, reduction and GEMM kernels are explicitly grouped.

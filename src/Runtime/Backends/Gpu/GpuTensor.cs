@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Runtime;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
 
 namespace InFluxEdit.Runtime.Backends.Gpu;
@@ -7,14 +8,17 @@ namespace InFluxEdit.Runtime.Backends.Gpu;
 /// <summary>
 /// A tensor in an ILGPU accelerator's memory: float32 (activations, float32 weights) or 16-bit words (bf16/f16
 /// weights, kept narrow so the 23.8 GB bf16 model fits an 80 GB GPU). Pooled buffers may be longer than the tensor;
-/// only the first <see cref="DeviceTensor.Length"/> elements belong to it.
+/// only the first <see cref="DeviceTensor.Length"/> elements belong to it. A linear weight may instead be held in its
+/// quantized blocks (<see cref="IsQuantized"/>; see IlgpuBackend.Quantized.cs).
 /// </summary>
 public sealed class GpuTensor : DeviceTensor
 {
     private readonly IlgpuBackend owner;
     private readonly MemoryBuffer1D<float, Stride1D.Dense>? floatBuffer;
     private readonly MemoryBuffer1D<ushort, Stride1D.Dense>? wordBuffer;
+    private readonly MemoryBuffer1D<byte, Stride1D.Dense>? blockBuffer;
     private readonly bool pooled;
+    private readonly OffloadedWeight? offloaded;
     private GpuTensor? widened;
     private bool disposed;
 
@@ -26,25 +30,73 @@ public sealed class GpuTensor : DeviceTensor
         this.pooled = pooled;
     }
 
-    internal GpuTensor(IlgpuBackend owner, int[] shape, DType dtype, MemoryBuffer1D<ushort, Stride1D.Dense> buffer)
+    internal GpuTensor(IlgpuBackend owner, int[] shape, DType dtype, MemoryBuffer1D<ushort, Stride1D.Dense> buffer, bool pooled = false)
         : base(shape, dtype)
     {
         if (dtype is not (DType.BF16 or DType.F16))
             throw new ArgumentException($"16-bit storage holds BF16 or F16, not {dtype}", nameof(dtype));
         this.owner = owner;
         wordBuffer = buffer;
+        this.pooled = pooled;
+    }
+
+    /// <summary>A linear weight [out, in] held in its quantized blocks; DType is F32, the values the products compute with.</summary>
+    internal GpuTensor(IlgpuBackend owner, int[] shape, TensorFormat format, float scale, MemoryBuffer1D<byte, Stride1D.Dense> blocks)
+        : base(shape, DType.F32)
+    {
+        this.owner = owner;
+        blockBuffer = blocks;
+        Format = format;
+        Scale = scale;
+    }
+
+    /// <summary>How a quantized weight's values are stored (null: plain float32 or 16-bit words).</summary>
+    internal TensorFormat? Format { get; }
+
+    /// <summary>The factor a quantized weight's decoded values are multiplied by (1 except for scaled fp8).</summary>
+    internal float Scale { get; } = 1f;
+
+    internal bool IsQuantized => blockBuffer is not null;
+
+    internal ArrayView<byte> Blocks
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            return blockBuffer!.View.AsContiguous();
+        }
+    }
+
+    public override string ToString() => IsQuantized ? $"{Format}{HostTensor.FormatShape(Shape)}" : base.ToString();
+
+    /// <summary>An offloaded weight: its bytes stay in host memory and reach the device when an op reads them.</summary>
+    internal GpuTensor(IlgpuBackend owner, int[] shape, DType dtype, OffloadedWeight weight)
+        : base(shape, dtype)
+    {
+        if (dtype is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"offloaded weights are F32, BF16 or F16, not {dtype}", nameof(dtype));
+        this.owner = owner;
+        offloaded = weight;
     }
 
     internal IlgpuBackend Owner => owner;
+
+    /// <summary>
+    /// Device bytes held while the tensor lives: a quantized weight's blocks, none for an offloaded weight (the offload
+    /// arena holds it when read).
+    /// </summary>
+    public override long StoredBytes => offloaded is not null ? 0 : blockBuffer?.Length ?? base.StoredBytes;
 
     internal ArrayView<float> Floats
     {
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
+            if (offloaded is not null && DType == DType.F32)
+                return offloaded.Acquire().View.Cast<float>().SubView(0, Length);
             return floatBuffer is not null
                 ? floatBuffer.View.SubView(0, Length).AsContiguous()
-                : throw new InvalidOperationException($"{this} holds 16-bit words, not float32");
+                : throw new InvalidOperationException($"{this} holds {(IsQuantized ? "quantized blocks" : "16-bit words")}, not float32");
         }
     }
 
@@ -53,9 +105,11 @@ public sealed class GpuTensor : DeviceTensor
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
+            if (offloaded is not null && DType != DType.F32)
+                return offloaded.Acquire().View.Cast<ushort>().SubView(0, Length);
             return wordBuffer is not null
                 ? wordBuffer.View.SubView(0, Length).AsContiguous()
-                : throw new InvalidOperationException($"{this} holds float32, not 16-bit words");
+                : throw new InvalidOperationException($"{this} holds {(IsQuantized ? "quantized blocks" : "float32")}, not 16-bit words");
         }
     }
 
@@ -63,6 +117,10 @@ public sealed class GpuTensor : DeviceTensor
     internal IntPtr DevicePointer(long index)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        if (IsQuantized)
+            throw new InvalidOperationException($"{this} holds quantized blocks: the products dequantize it into a scratch buffer first");
+        if (offloaded is not null)
+            return offloaded.Acquire().Pointer + checked((nint)(index * DType.SizeInBytes()));
         return floatBuffer is not null
             ? floatBuffer.NativePtr + checked((nint)(index * sizeof(float)))
             : wordBuffer!.NativePtr + checked((nint)(index * sizeof(ushort)));
@@ -75,7 +133,7 @@ public sealed class GpuTensor : DeviceTensor
     internal GpuTensor AsFloat32()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        if (floatBuffer is not null)
+        if (floatBuffer is not null || offloaded is not null && DType == DType.F32)
             return this;
         return widened ??= owner.Widen(this);
     }
@@ -93,6 +151,14 @@ public sealed class GpuTensor : DeviceTensor
             else
                 floatBuffer.Dispose();
         }
-        wordBuffer?.Dispose();
+        if (wordBuffer is not null)
+        {
+            if (pooled)
+                owner.ReturnToPool(wordBuffer);
+            else
+                wordBuffer.Dispose();
+        }
+        blockBuffer?.Dispose();
+        offloaded?.Release();
     }
 }

@@ -34,11 +34,12 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     internal bool TrainingGemmOnCuBlasEnabled { get; set; } = true;
 
     // IMemoryStatistics: on a GPU what counts is what the device holds, so the pools' bytes count whether a tensor
-    // uses them or they are parked for reuse. Weights are exact allocations outside the pools.
+    // uses them or they are parked for reuse. Weights are exact allocations outside the pools, except offloaded ones:
+    // their arena (the whole budget, allocated once) counts here, since those weights' tensors hold no device bytes.
 
-    public long AllocatedBytes => floatPool.AllocatedBytes + wordPool.AllocatedBytes;
+    public long AllocatedBytes => floatPool.AllocatedBytes + wordPool.AllocatedBytes + OffloadArenaBytes;
 
-    public long PeakAllocatedBytes => floatPool.PeakBytes + wordPool.PeakBytes;
+    public long PeakAllocatedBytes => floatPool.PeakBytes + wordPool.PeakBytes + OffloadArenaBytes;
 
     /// <summary>Frees the parked buffers first, so the new high-water mark starts from what tensors hold, not from an earlier pass's cache.</summary>
     public void ResetPeak()
@@ -58,6 +59,11 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     {
         ThrowIfDisposed();
         accelerator.Bind();
+        if (b.Tensor is GpuTensor { IsQuantized: true } quantized)
+        {
+            GemmWithQuantizedWeight(c, a, transposeA, b, quantized, transposeB, alpha, beta);
+            return;
+        }
         var (m, n, k, products, sumOverBatches) = ViewRules.GemmSizes(c, a, transposeA, b, transposeB);
         var cTensor = FloatTensor(c, nameof(c));
         CheckBounds(c, cTensor, nameof(c));

@@ -84,7 +84,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     }
 
     public string Name { get; }
-    public string Description { get; }
+    public string Description { get; private set; }
 
     /// <summary>How Linear multiplies by bf16 weights on cuBLAS (see <see cref="GpuPrecision"/>).</summary>
     public GpuPrecision Precision { get; }
@@ -229,6 +229,8 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         // tiny and widened so the element-wise kernels need only one element type.
         if (dtype is DType.BF16 or DType.F16 && shape.Length >= 2)
         {
+            if (Offloads(shape))
+                return UploadOffloaded(shape, dtype, raw);
             var words = accelerator.Allocate1D<ushort>(Math.Max(length, 1));
             if (length > 0)
                 words.View.SubView(0, length).AsContiguous().CopyFromCPU(MemoryMarshal.Cast<byte, ushort>(raw));
@@ -243,6 +245,8 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
             DType.F64 => Array.ConvertAll(MemoryMarshal.Cast<byte, double>(raw).ToArray(), d => (float)d),
             _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, null),
         };
+        if (Offloads(shape))
+            return UploadOffloaded(shape, DType.F32, MemoryMarshal.AsBytes(floats.AsSpan()));
         // Weights live as long as the model: an exact allocation, not a pool bucket with up to 12.5 % slack.
         var buffer = accelerator.Allocate1D<float>(Math.Max(length, 1));
         if (length > 0)
@@ -648,6 +652,11 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
 
     public void Linear(View y, View x, DeviceTensor weight, DeviceTensor? bias)
     {
+        if (weight is GpuTensor { IsQuantized: true } quantized)
+        {
+            LinearWithQuantizedWeight(y, x, quantized, bias);
+            return;
+        }
         var w = OwnTensor(weight, nameof(weight));
         int n = y.Cols, kDim = x.Cols;
         if (w.Length != (long)n * kDim || w.Shape.Length < 2 || w.Shape[^1] != kDim)
@@ -804,6 +813,8 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         ThrowIfDisposed();
         if (tensor is not GpuTensor gpu || !ReferenceEquals(gpu.Owner, this))
             throw new ArgumentException($"{name} ({tensor}) was not allocated by this backend", name);
+        if (gpu.IsQuantized)
+            throw new ArgumentException(QuantizedWeights.OnlyLinearReads(gpu), name);
         return gpu;
     }
 
@@ -915,6 +926,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         accelerator.Synchronize();
         disposed = true;
         cublas?.Dispose();
+        residency?.Dispose();
         foreach (var table in tables.Values)
             table.Dispose();
         floatPool.Dispose();
