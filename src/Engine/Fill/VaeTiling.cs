@@ -138,7 +138,7 @@ public static class VaeTiles
         if (!tiling.Enabled) return VaeCodec.Decode(vae, latent);
         RequireImageLike(latent, "the latent");
         var plan = Plan(vae, tiling, latent.Shape[2], latent.Shape[3]);
-        return plan.IsTiled ? Run(latent, plan, 1, plan.Downscale, tile => VaeCodec.Decode(vae, tile)) : VaeCodec.Decode(vae, latent);
+        return plan.IsTiled ? Tiled(latent, plan, 1, plan.Downscale, tile => VaeCodec.Decode(vae, tile)) : VaeCodec.Decode(vae, latent);
     }
 
     /// <summary>Image [B, C, f·h, f·w] → latent [B, C', h, w], tile by tile where the plan tiles.</summary>
@@ -151,7 +151,7 @@ public static class VaeTiles
             throw new ArgumentException(
                 $"the image is {image.Shape[3]}×{image.Shape[2]}; {vae.Info.Name} encodes sides that are multiples of {downscale}");
         var plan = Plan(vae, tiling, image.Shape[2] / downscale, image.Shape[3] / downscale);
-        return plan.IsTiled ? Run(image, plan, plan.Downscale, 1, tile => VaeCodec.Encode(vae, tile)) : VaeCodec.Encode(vae, image);
+        return plan.IsTiled ? Tiled(image, plan, plan.Downscale, 1, tile => VaeCodec.Encode(vae, tile)) : VaeCodec.Encode(vae, image);
     }
 
     /// <summary>
@@ -172,7 +172,7 @@ public static class VaeTiles
     /// Runs <paramref name="pass"/> on each tile of <paramref name="input"/> (spans × <paramref name="inputScale"/>) and adds
     /// each result, weighted, into the output (spans × <paramref name="outputScale"/>), which is made at the first tile's channels.
     /// </summary>
-    private static HostTensor Run(HostTensor input, VaeTilePlan plan, int inputScale, int outputScale, Func<HostTensor, HostTensor> pass)
+    public static HostTensor Tiled(HostTensor input, VaeTilePlan plan, int inputScale, int outputScale, Func<HostTensor, HostTensor> pass)
     {
         var rowWeights = BlendWeights(plan.Rows, outputScale);
         var columnWeights = BlendWeights(plan.Columns, outputScale);
