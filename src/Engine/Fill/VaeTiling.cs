@@ -47,7 +47,7 @@ public sealed record VaeTiling(int TilePixels)
 /// <summary>One tile along one axis: where it starts and how long it is, in latent units.</summary>
 public sealed record TileSpan(int Start, int Length);
 
-/// <summary>The tiles of one image in latent units and their scaled blend weights.</summary>
+/// <summary>Where the tiles of one image go, in latent units.</summary>
 /// <param name="Downscale">Pixels per latent position along each side, as the model's decode measured it.</param>
 /// <param name="Tile">The tile side in latent units.</param>
 /// <param name="Overlap">The least overlap of two neighbouring tiles in latent units.</param>
