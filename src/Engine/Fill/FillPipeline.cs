@@ -48,21 +48,24 @@ public sealed class FillPipeline
 
     private readonly FillTransformer _transformer;
     private readonly CompiledModel _vae;
+    private readonly VaeTiling _vaeTiling;
 
-    public FillPipeline(CompiledModel transformer, CompiledModel vae)
+    /// <param name="vaeTiling">How large images are encoded and decoded; default: <see cref="VaeTiling.Default"/>.</param>
+    public FillPipeline(CompiledModel transformer, CompiledModel vae, VaeTiling? vaeTiling = null)
     {
         _transformer = new FillTransformer(transformer);
         VaeCodec.Require(vae);
         _vae = vae;
+        _vaeTiling = vaeTiling ?? VaeTiling.Default;
     }
 
     public ModelDescriptor Transformer => _transformer.Info;
 
     /// <summary>[1, 3, 8h, 8w] in [−1, 1] → the scaled, shifted posterior mean [1, 16, h, w].</summary>
-    public HostTensor Encode(HostTensor image) => VaeCodec.Encode(_vae, image);
+    public HostTensor Encode(HostTensor image) => VaeTiles.Encode(_vae, image, _vaeTiling);
 
     /// <summary>[1, 16, h, w] → [1, 3, 8h, 8w], about [−1, 1].</summary>
-    public HostTensor Decode(HostTensor latent) => VaeCodec.Decode(_vae, latent);
+    public HostTensor Decode(HostTensor latent) => VaeTiles.Decode(_vae, latent, _vaeTiling);
 
     /// <summary>The noise shape for an image of the processed size: the latent grid, doubled in width for concat.</summary>
     public static int[] NoiseShape(EditMethod method, int height, int width) =>

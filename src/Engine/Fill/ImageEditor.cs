@@ -51,6 +51,9 @@ public sealed record EditRequest : ModelSelection
 
     /// <summary>How sides that are not multiples of 16 are handled.</summary>
     public SizingMode Fit { get; init; } = SizingMode.Resize;
+
+    /// <summary>How the autoencoder splits a large image into tiles.</summary>
+    public VaeTiling VaeTiling { get; init; } = VaeTiling.Default;
 }
 
 /// <summary>The edited image [1, 3, H, W] at the input's size, the seed it started from and how long sampling took.</summary>
@@ -110,8 +113,10 @@ public static class ImageEditor
         var (vaeInfo, vaeReason) = LoadedModel.Resolve(vaePath, VaeCodec.Family, catalog);
         var noise = request.Noise == null ? null : LoadNoise(request.Noise);
         long seed = request.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
-        long pixels = (long)plan.Width * plan.Height * (request.Method == EditMethod.Concat ? 2 : 1);
-        Runtime.Training.MemoryEstimate.RequireForEditing(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
+        // The autoencoder sees the processed image, both halves of the diptych for concat.
+        int autoencodedWidth = plan.Width * (request.Method == EditMethod.Concat ? 2 : 1);
+        long pixels = (long)autoencodedWidth * plan.Height;
+        Runtime.Training.MemoryEstimate.RequireForEditing(transformerInfo.Descriptor, vaeInfo.Descriptor, request.VaeTiling.PeakPixels(pixels), pixels / 256 + request.TextInEffect.PromptLength,
             Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)",
             LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, request.BasePrecision));
 
@@ -130,7 +135,13 @@ public static class ImageEditor
         using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, StageProgress.Of(progress, "loading vae", "tensors"));
         cancellation.ThrowIfCancellationRequested();
 
-        var pipeline = new FillPipeline(transformer.Model, vae.Model);
+        if (request.VaeTiling.Enabled)
+        {
+            int downscale = VaeTiles.Downscale(vae.Model);
+            var tiles = VaeTiles.Plan(vae.Model, request.VaeTiling, plan.Height / downscale, autoencodedWidth / downscale);
+            if (tiles.IsTiled) log.WriteLine($"vae: encodes and decodes the {autoencodedWidth}×{plan.Height} image in {tiles.Describe()} (--{VaeTiling.OptionName})");
+        }
+        var pipeline = new FillPipeline(transformer.Model, vae.Model, request.VaeTiling);
         log.WriteLine($"method: {Name(request.Method)}, {request.Steps} steps, guidance {request.Guidance}, " +
                       (noise != null ? $"noise from {request.Noise}" : $"seed {seed}"));
         var clock = Stopwatch.StartNew();

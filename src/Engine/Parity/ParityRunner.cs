@@ -224,7 +224,8 @@ public sealed partial class ParityRunner
         using var data = SafeTensorsFile.Open(_manifest.PathOf(Require(goldenCase.Data, goldenCase, "data")));
         using var vae = LoadedModel.Load(_manifest.PathOf(RequireWeight(goldenCase, 1)), VaeCodec.Family, _backend, _models);
         using var transformer = LoadedModel.Load(_manifest.PathOf(RequireWeight(goldenCase, 0)), FillPipeline.TransformerFamily, _backend, _models);
-        var pipeline = new FillPipeline(transformer.Model, vae.Model);
+        // The references decode whole images: parity must hold at any size, so never tile.
+        var pipeline = new FillPipeline(transformer.Model, vae.Model, VaeTiling.Off);
         var request = new FillEditRequest(
             Image: ImageFile.LoadRgb(_manifest.PathOf(Require(goldenCase.File("image"), goldenCase, "files.image"))),
             Mask: ImageFile.LoadMask(_manifest.PathOf(Require(goldenCase.File("mask"), goldenCase, "files.mask"))),

@@ -53,6 +53,9 @@ public sealed class EditOptions : TextEncoderOptions
     [Option("fit", Default = SizingMode.Resize, HelpText = "Sides that are not multiples of 16: resize (bicubic, to the nearest multiples) or pad (repeat the edges, cropped off again).")]
     public SizingMode Fit { get; set; } = SizingMode.Resize;
 
+    [Option(VaeTiling.OptionName, HelpText = "Encode and decode an image with a side over this many pixels in overlapping tiles of at most this size, blended across the overlaps, so the autoencoder's full-resolution activations are a tile's (the FLUX VAE's float32 decode: 0.67 GB at 512², so 2.7 GB or more whole at 1024² and 0.67 GB in 512 px tiles); 'off' runs every image whole. Tiling approximates the whole-image pass (normalization and the mid-block attention see one tile); an image that fits one tile is not tiled. Default: 512.")]
+    public string? VaeTile { get; set; }
+
     [Option("lora", HelpText = "A LoRA to apply (repeat the option for several): kohya/ComfyUI (lora_unet_…, .diff/.diff_b/.set_weight), diffusers/PEFT/ai-toolkit (transformer.…lora_A/lora_B), OneTrainer, XLabs, LyCORIS LoKr/LoHa, DoRA, checkpoint-native names. Merged into the weights at load; see 'influx-cli lora inspect'.")]
     public IEnumerable<string> Loras { get; set; } = Array.Empty<string>();
 
@@ -88,7 +91,7 @@ public static class EditCommand
             FluxDir = options.FluxDir, Model = options.Model, Weights = options.Weights, Vae = options.Vae, Text = options.TextSettings,
             TextCache = options.TextCache, Loras = Loras(options.Loras.ToList(), options.LoraScales.ToList()), StrictLora = options.StrictLora, Steps = options.Steps,
             Guidance = options.Guidance, Seed = options.Seed, Noise = options.Noise, Fit = options.Fit,
-            BasePrecision = Runtime.Quantization.BasePrecision.Parse(options.BasePrecision),
+            BasePrecision = Runtime.Quantization.BasePrecision.Parse(options.BasePrecision), VaeTiling = VaeTiling.Parse(options.VaeTile),
         };
         using var backend = options.CreateBackend(output.Log);
         var result = ImageEditor.Edit(request, backend, output.Log, output.Stages, catalog: catalog);

@@ -141,6 +141,35 @@ public class EditCommandTests
     }
 
     [Fact]
+    public void AnImageLargerThanTheVaeTileIsEditedInTilesAndTheLogSaysSo()
+    {
+        FillGolden.RequireCompiledVae();
+        using var dir = new TempDir();
+        var options = Options(dir, EditMethod.Concat);
+        options.VaeTile = "64";
+        var log = new StringWriter();
+
+        EditCommand.Run(options, log, ModelCatalog.All).ShouldBe(0);
+
+        // The diptych is 128×48: 16 latent columns take three 8-wide tiles overlapping by at least 2; 6 rows fit one.
+        log.ToString().ShouldContain("vae: encodes and decodes the 128×48 image in 3×1 tiles of at most 64 px");
+        using var output = Image.Load<Rgb24>(options.Output);
+        (output.Width, output.Height).ShouldBe((64, 48));
+    }
+
+    [Fact]
+    public void ABadVaeTileIsRefusedBeforeAnyModelLoads()
+    {
+        using var dir = new TempDir();
+        var options = Options(dir, EditMethod.Channel);
+        options.VaeTile = "tiny";
+        options.Weights = dir.File("absent.safetensors");
+        var error = Should.Throw<ArgumentException>(() => EditCommand.Run(options, TextWriter.Null, ModelCatalog.All));
+        error.Message.ShouldStartWith("--vae-tile 'tiny'");
+        error.Message.ShouldNotContain('\n');
+    }
+
+    [Fact]
     public void AnUnreadableInputIsNamed()
     {
         using var dir = new TempDir();
