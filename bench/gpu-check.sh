@@ -2,7 +2,7 @@
 # The CUDA checks, for a machine with an NVIDIA GPU and a published influx-cli (no .NET SDK needed):
 #   dotnet publish src/InFluxEdit.Cli -c Release -r linux-x64 --self-contained -o OUT
 #   bench/gpu-check.sh OUT tests/golden
-# Runs every golden parity case on CUDA, then times the forward pass of the mid-size and the real model and a
+# Runs every golden parity case on CUDA, trains img_in over a bf16 base (from the repository root: it reads models/toy), then times the forward pass of the mid-size and the real model and a
 # whole 1024x1024 edit with the real model's sizes (seeded random weights), a LoRA training step of both, and the
 # real model's forward and step with its weight matrices held quantized (Q8_0, Q4_K) on the GPU.
 set -u
@@ -14,6 +14,11 @@ row() { timeout "${ROW_SECONDS:-150}" "$@" || echo "(row stopped with status $?:
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "== parity, CUDA, float32"
 row "$cli" parity "$golden" --device cuda
+echo "== --train-img-in over a bf16 base on CUDA (img_in trained as a float32 master copy beside the bf16 words): 20 toy steps"
+work=$(mktemp -d)
+row "$cli" convert models/toy/flux1-fill-toy.safetensors "$work/toy-bf16.safetensors" --to bf16 --quiet
+row "$cli" dataset circles --out "$work/circles" --count 16 --held-out 0 --size 64 --quiet
+row "$cli" train --device cuda --precision bf16 --flux-dir models/toy --weights "$work/toy-bf16.safetensors" --data "$work/circles/train" --method channel --train-img-in --steps 20 --resolution 64 --output "$work/img-in-run"
 echo "== bench: mid-size model"
 row "$cli" bench forward --device cuda --model flux-mid --baseline none
 echo "== bench: FLUX.1 Fill [dev] at 1024x1024 (4096 image + 512 text tokens), bf16 weights"
