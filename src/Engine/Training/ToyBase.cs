@@ -105,7 +105,7 @@ public static class ToyBase
             using (var cpu = new CpuBackend())
                 WriteInitialised(cpu, TransformerModel, initial, options.Seed + 2);
             log.WriteLine($"== transformer: {options.Steps} inpainting steps on {options.Size}×{options.Size} scenes, every weight");
-            string squares = TrainTransformer(Path.Combine(work, "transformer"), initial, scenes, options.Size, options.Steps, options.LearningRate,
+            string trained = TrainTransformer(Path.Combine(work, "transformer"), initial, scenes, options.Size, options.Steps, options.LearningRate,
                 options, autoencoder, backend, log, progress);
             if (options.AspectSteps > 0)
             {
@@ -114,10 +114,10 @@ public static class ToyBase
                 string mixed = Path.Combine(work, "scenes-aspects");
                 if (!Directory.Exists(Path.Combine(mixed, "captions")) || Directory.GetFiles(Path.Combine(mixed, "captions")).Length != options.Scenes)
                     DatasetWriter.WriteScenes(mixed, options.Scenes, options.Size, options.Seed + 3, log, [SceneAspect.Square, new(2, 1), new(1, 2)]);
-                squares = TrainTransformer(Path.Combine(work, "transformer-aspects"), squares, mixed, wide, options.AspectSteps, options.AspectLearningRate,
+                trained = TrainTransformer(Path.Combine(work, "transformer-aspects"), trained, mixed, wide, options.AspectSteps, options.AspectLearningRate,
                     options, autoencoder, backend, log, progress);
             }
-            File.Copy(squares, transformer, overwrite: true);
+            File.Copy(trained, transformer, overwrite: true);
         }
 
         var settings = new
