@@ -111,9 +111,7 @@ public static class ToyBase
             {
                 int wide = 2 * options.Size;
                 log.WriteLine($"== transformer: {options.AspectSteps} inpainting steps on {options.Size}×{options.Size}, {wide}×{options.Size} and {options.Size}×{wide} scenes");
-                string mixed = Path.Combine(work, "scenes-aspects");
-                if (!Directory.Exists(Path.Combine(mixed, "captions")) || Directory.GetFiles(Path.Combine(mixed, "captions")).Length != options.Scenes)
-                    DatasetWriter.WriteScenes(mixed, options.Scenes, options.Size, options.Seed + 3, log, [SceneAspect.Square, new(2, 1), new(1, 2)]);
+                string mixed = DrawScenes(work, "scenes-aspects", options.Size, options, log, options.Seed + 3, [SceneAspect.Square, new(2, 1), new(1, 2)]);
                 trained = TrainTransformer(Path.Combine(work, "transformer-aspects"), trained, mixed, wide, options.AspectSteps, options.AspectLearningRate,
                     options, autoencoder, backend, log, progress);
             }
@@ -141,12 +139,14 @@ public static class ToyBase
         log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"toy model folder: {output} ({clock.Elapsed.TotalMinutes:F1} min); use it with --flux-dir {output}"));
     }
 
-    private static string DrawScenes(string work, string name, int size, ToyPretrainRequest options, TextWriter log)
+    /// <summary>The scenes of a stage in WORK/NAME, drawn unless a finished set is there (by default squares, seed + 1).</summary>
+    private static string DrawScenes(string work, string name, int size, ToyPretrainRequest options, TextWriter log,
+        long? seed = null, IReadOnlyList<SceneAspect>? aspects = null)
     {
         string folder = Path.Combine(work, name);
         string captions = Path.Combine(folder, "captions");
         if (!Directory.Exists(captions) || Directory.GetFiles(captions).Length != options.Scenes)
-            DatasetWriter.WriteScenes(folder, options.Scenes, size, options.Seed + 1, log);
+            DatasetWriter.WriteScenes(folder, options.Scenes, size, seed ?? options.Seed + 1, log, aspects);
         return folder;
     }
 
