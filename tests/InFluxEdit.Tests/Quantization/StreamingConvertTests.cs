@@ -69,13 +69,14 @@ public sealed class HeapMeasurementCollection
 [Collection(HeapMeasurementCollection.Name)]
 public class StreamingConvertMemoryTests(ITestOutputHelper output)
 {
-    private const int Tensors = 40, Rows = 256, Columns = 1024;
+    private const int Tensors = 120, Rows = 256, Columns = 1024, BoundInTensors = 10;
 
     /// <summary>
-    /// A file of 40 one-MiB float32 matrices converted to GGUF, keeping F32 (straight from the input's mapping) and
+    /// A file of 120 one-MiB float32 matrices converted to GGUF, keeping F32 (straight from the input's mapping) and
     /// quantizing to Q8_0 (one tensor decoded and encoded at a time): the live managed heap, sampled with full
-    /// collections while the conversion runs, never grows by more than 4 tensors' float32 size (the file buffer, one
-    /// decoded tensor and its encoding fit in 3), where holding every output tensor would take 40 MiB or 10.6 MiB.
+    /// collections while the conversion runs, never grows by more than 10 tensors' float32 size (the file buffer, one
+    /// decoded tensor and its encoding fit in 3; the rest is room for what the runtime and other threads allocate, which
+    /// reached 5 MB on a loaded CI machine), where holding every output tensor would take 120 MiB or 32 MiB.
     /// </summary>
     [Theory]
     [InlineData(null)]
@@ -114,6 +115,6 @@ public class StreamingConvertMemoryTests(ITestOutputHelper output)
         long grown = peak - baseline;
         output.WriteLine($"{to?.ToString() ?? "F32 kept"}: live heap grew by at most {grown / 1e6:F2} MB over {samples} samples; output {summary.DataBytes / 1e6:F1} MB, one tensor {tensorBytes / 1e6:F2} MB");
         samples.ShouldBeGreaterThanOrEqualTo(2, "the sampler must see the conversion under way");
-        grown.ShouldBeLessThan(4 * tensorBytes);
+        grown.ShouldBeLessThan(BoundInTensors * tensorBytes);
     }
 }
