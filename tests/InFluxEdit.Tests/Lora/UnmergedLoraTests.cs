@@ -1,4 +1,6 @@
+using InFluxEdit.Cli.Commands;
 using InFluxEdit.Fill;
+using InFluxEdit.Tests.Fill;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Cpu;
@@ -9,6 +11,8 @@ using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 using Shouldly;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
 using Xunit.Abstractions;
 
 namespace InFluxEdit.Tests.Lora;
@@ -150,6 +154,75 @@ public class UnmergedLoraTests(ITestOutputHelper output)
         effect.ShouldBeGreaterThan(1e-2, "the LoRA must move the output, or the comparison proves nothing");
         error.ShouldBeLessThan(1e-5);
         requantizedError.ShouldBeGreaterThan(10 * error, "requantizing the merged weight loses what the unmerged adapters keep");
+    }
+
+    /// <remarks>
+    /// Through the whole edit command: golden checkpoint, --base-precision q8_0, the LoRA as a kohya file (whole pieces)
+    /// and a diffusers file (the k rows of the fused qkv), against editing a float32 checkpoint that holds the decoded Q8_0
+    /// base plus the LoRA's change summed in float64. One level of the 8-bit image is allowed: float32 sums in another
+    /// order can cross a rounding boundary.
+    /// </remarks>
+    [Fact]
+    public void EditWithALoraOverAQ80BaseGivesTheImageOfTheBasePlusTheExactChange()
+    {
+        FillGolden.RequireCompiledVae();
+        using var dir = new TempDir();
+        var pieces = Pieces(Tiny.Descriptor);
+        var whole = new LoraContent();
+        whole.LowRank.AddRange(pieces.Where(p => p.RowOffset == 0));
+        LoraWriter.Write(dir.File("kohya.safetensors"), whole, Tiny.Descriptor, LoraFormat.Kohya, new Dictionary<string, string>(), DType.F32);
+        var k = pieces.Single(p => p.RowOffset != 0);
+        var scaledUp = new HostTensor(k.Up.Shape, k.Up.Data.Select(v => v * k.Scale).ToArray());
+        SafeTensorsWriter.Write(dir.File("peft.safetensors"), new Dictionary<string, HostTensor>
+        {
+            ["transformer.transformer_blocks.0.attn.to_k.lora_A.weight"] = k.Down,
+            ["transformer.transformer_blocks.0.attn.to_k.lora_B.weight"] = scaledUp,
+        });
+
+        // The reference checkpoint: every weight as Q8_0 defines it, decoded, plus the float64 change.
+        var decoded = new Dictionary<string, HostTensor>();
+        using (var backend = new CpuBackend())
+        using (var goldenFile = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors")))
+        {
+            var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [goldenFile], backend, ignored: Tiny.Descriptor.Ignores,
+                precision: Q8Kept with { DecodeAtLoad = true });
+            foreach (var (key, weight) in weights)
+            {
+                decoded[key] = backend.Download(weight, weight.Shape);
+                weight.Dispose();
+            }
+        }
+        foreach (string module in pieces.Select(p => p.Module).Distinct())
+        {
+            var weight = decoded[module + ".weight"];
+            double[] delta = Float64Delta(pieces, module, weight.Shape[0], weight.Shape[1]);
+            for (int i = 0; i < weight.Data.Length; i++) weight.Data[i] = (float)(weight.Data[i] + delta[i]);
+        }
+        SafeTensorsWriter.Write(dir.File("reference.safetensors"), decoded);
+
+        (byte[] Pixels, string Log) Edit(string weights, string? precision, params string[] loras)
+        {
+            var options = new EditOptions
+            {
+                Weights = weights, Vae = TestPaths.Golden("vae-tiny.safetensors"), Input = TestPaths.Golden("fill-tiny-image.png"),
+                Method = EditMethod.Channel, TextEmbeddings = FillGolden.WriteTextEmbeddings(dir), Steps = 2, Seed = 1,
+                Output = dir.File($"out{Guid.NewGuid():N}.png"), Device = "cpu", BasePrecision = precision, Loras = loras,
+            };
+            var log = new StringWriter();
+            EditCommand.Run(options, log, ModelCatalog.All).ShouldBe(0, log.ToString());
+            using var image = Image.Load<Rgb24>(options.Output);
+            var pixels = new byte[image.Width * image.Height * 3];
+            image.CopyPixelDataTo(pixels);
+            return (pixels, log.ToString());
+        }
+        string golden = TestPaths.Golden("flux-tiny.safetensors");
+        var (unmerged, log) = Edit(golden, "q8_0", dir.File("kohya.safetensors"), dir.File("peft.safetensors"));
+        var (reference, _) = Edit(dir.File("reference.safetensors"), null);
+        var (baseOnly, _) = Edit(golden, "q8_0");
+
+        log.ShouldContain($"lora: {pieces.Count} low-rank pieces kept unmerged beside the q8_0 base (no requantization)");
+        unmerged.Zip(reference, (a, b) => Math.Abs(a - b)).Max().ShouldBeLessThanOrEqualTo(1);
+        baseOnly.Zip(reference, (a, b) => Math.Abs(a - b)).Max().ShouldBeGreaterThan(1, "the LoRA must change the edit");
     }
 
     [Fact]
