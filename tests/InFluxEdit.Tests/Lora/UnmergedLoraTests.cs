@@ -1,6 +1,7 @@
 using InFluxEdit.Cli.Commands;
 using InFluxEdit.Fill;
 using InFluxEdit.Tests.Fill;
+using InFluxEdit.Tests.Quantization;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Cpu;
@@ -70,25 +71,7 @@ public class UnmergedLoraTests(ITestOutputHelper output)
         return delta;
     }
 
-    private static float[] Run(IBackend backend, CompiledModel model)
-    {
-        using var data = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny-forward.safetensors"));
-        var inputs = model.InputNames.ToDictionary(n => n, n => backend.Upload(data.ReadFloat32(n)));
-        try
-        {
-            var outputs = model.Run(inputs);
-            var result = outputs.Values.Single();
-            float[] values = backend.Download(result, result.Shape).Data;
-            result.Dispose();
-            return values;
-        }
-        finally
-        {
-            foreach (var t in inputs.Values) t.Dispose();
-        }
-    }
-
-    /// <summary>The tiny forward on weights loaded from the golden checkpoint, with <paramref name="change"/> applied to the loaded set.</summary>
+    /// <summary>The tiny forward on weights loaded from the golden checkpoint, with <paramref name="change"/> applied to the loaded set (it returns the tensors it replaced).</summary>
     private static float[] Forward(BasePrecision? precision, IReadOnlyDictionary<string, HostTensor>? deltas = null,
         IReadOnlyList<LowRankDelta>? unmerged = null, Func<IBackend, Dictionary<string, DeviceTensor>, IEnumerable<DeviceTensor>>? change = null)
     {
@@ -102,7 +85,7 @@ public class UnmergedLoraTests(ITestOutputHelper output)
         {
             var model = Tiny.Create(backend, weights);
             model.Training = adapters?.State;
-            return Run(backend, model);
+            return QuantizedForwardTests.Run(backend, model);
         }
         finally
         {
