@@ -128,9 +128,14 @@ public static class ImageEditor
             log.WriteLine(backend.HoldsQuantizedWeights || request.BasePrecision.Format?.AsDType() != null
                 ? $"transformer weight matrices held as {request.BasePrecision} (--base-precision)"
                 : $"transformer weight matrices in {request.BasePrecision}, decoded to float32 at upload: the {backend.Name} backend has no quantized kernels yet");
-        var loraDeltas = LoraMerge.Read(request.Loras, transformerInfo.Descriptor, log, request.StrictLora, LoraSet.BaseWeightsOf(checkpoint));
+        // Over matrices held in quantized blocks, low-rank pieces act unmerged: merging would quantize the sum again.
+        var quantized = request.BasePrecision != null && request.Loras.Count > 0 && backend.HoldsQuantizedWeights && backend is ITrainingBackend
+            ? LoadedModel.QuantizedMatrices(checkpoint, transformerInfo, request.BasePrecision)
+            : [];
+        var lora = LoraMerge.Split(request.Loras, transformerInfo.Descriptor, log, request.StrictLora, LoraSet.BaseWeightsOf(checkpoint),
+            quantized, request.BasePrecision?.ToString() ?? "");
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
-            StageProgress.Of(progress, "loading transformer", "tensors"), loraDeltas, request.BasePrecision);
+            StageProgress.Of(progress, "loading transformer", "tensors"), lora.Merged, request.BasePrecision, unmerged: lora.Unmerged);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, StageProgress.Of(progress, "loading vae", "tensors"));
         cancellation.ThrowIfCancellationRequested();
@@ -195,7 +200,37 @@ public static class LoraMerge
         bool strict = false, Func<string, HostTensor>? baseWeights = null)
     {
         if (loras.Count == 0) return null;
-        var content = LoraSet.Read(loras.Select(l => l.Path).ToList(), loras.Select(l => l.Scale).ToList(), model, strict, baseWeights, log);
-        return content.ToDeltas(model);
+        return Content(loras, model, log, strict, baseWeights).ToDeltas(model);
     }
+
+    /// <summary>
+    /// Like <see cref="Read"/>, but the low-rank pieces on the <paramref name="quantized"/> weight matrices (held in blocks as
+    /// <paramref name="heldAs"/>) whose layers the forward applies adapters on stay apart, to act unmerged; the rest (dense
+    /// changes: full-weight diffs, LoKr, LoHa, DoRA) is merged as before.
+    /// </summary>
+    public static LoraLoad Split(IReadOnlyList<LoraFile> loras, ModelDescriptor model, TextWriter log, bool strict,
+        Func<string, HostTensor>? baseWeights, IReadOnlySet<string> quantized, string heldAs)
+    {
+        if (loras.Count == 0) return new LoraLoad(null, []);
+        var content = Content(loras, model, log, strict, baseWeights);
+        var adaptable = model.AdapterModules.ToHashSet(StringComparer.Ordinal);
+        var unmerged = new List<LowRankDelta>();
+        var merged = new List<LowRankDelta>();
+        foreach (var piece in content.LowRank)
+            (quantized.Contains(piece.Module + ".weight") && adaptable.Contains(piece.Module) ? unmerged : merged).Add(piece);
+        if (unmerged.Count == 0) return new LoraLoad(content.ToDeltas(model), []);
+        log.WriteLine($"lora: {unmerged.Count} low-rank pieces kept unmerged beside the {heldAs} base (no requantization)");
+        int requantized = merged.Count(p => quantized.Contains(p.Module + ".weight")) + content.Dense.Count(d => quantized.Contains(d.Parameter));
+        if (requantized > 0)
+            log.WriteLine($"lora: {requantized} pieces (dense changes, or layers the forward applies no adapters on) merged into {heldAs} weights, quantized again");
+        content.LowRank.Clear();
+        content.LowRank.AddRange(merged);
+        return new LoraLoad(content.IsEmpty ? null : content.ToDeltas(model), unmerged);
+    }
+
+    private static LoraContent Content(IReadOnlyList<LoraFile> loras, ModelDescriptor model, TextWriter log, bool strict, Func<string, HostTensor>? baseWeights) =>
+        LoraSet.Read(loras.Select(l => l.Path).ToList(), loras.Select(l => l.Scale).ToList(), model, strict, baseWeights, log);
 }
+
+/// <summary>LoRAs as loading takes them: changes merged into the weights, and low-rank pieces applied unmerged by the forward.</summary>
+public sealed record LoraLoad(Dictionary<string, HostTensor>? Merged, IReadOnlyList<LowRankDelta> Unmerged);

@@ -1,4 +1,5 @@
 using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.WeightFiles;
@@ -18,11 +19,15 @@ public sealed class LoadedModel : IDisposable
 {
     private readonly IReadOnlyDictionary<string, DeviceTensor> _weights;
 
-    private LoadedModel(CompiledModel model, IReadOnlyDictionary<string, DeviceTensor> weights, string reason)
+    private readonly UnmergedLora? _unmerged;
+
+    private LoadedModel(CompiledModel model, IReadOnlyDictionary<string, DeviceTensor> weights, string reason, UnmergedLora? unmerged = null)
     {
         Model = model;
         _weights = weights;
         Reason = reason;
+        _unmerged = unmerged;
+        if (unmerged != null) model.Training = unmerged.State;
     }
 
     public CompiledModel Model { get; }
@@ -67,24 +72,38 @@ public sealed class LoadedModel : IDisposable
     /// Loads a resolved model; <paramref name="deltas"/> (LoRAs) are merged into their weights on the way (into a weight
     /// held quantized by summing in float32 and quantizing the sum again). <paramref name="precision"/> holds the weight
     /// matrices quantized (see <see cref="BasePrecision"/>); those <paramref name="keepFloat"/> names are held in float32 whatever
-    /// the precision and the file (weights trained in place).
+    /// the precision and the file (weights trained in place). <paramref name="unmerged"/> low-rank LoRA pieces stay apart,
+    /// applied by the forward as adapters (<see cref="UnmergedLora"/>) and freed with the model.
     /// </summary>
     public static LoadedModel Load(string checkpoint, CompiledModelInfo info, string reason, IBackend backend,
         IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<string, HostTensor>? deltas = null,
-        BasePrecision? precision = null, Func<string, bool>? keepFloat = null)
+        BasePrecision? precision = null, Func<string, bool>? keepFloat = null, IReadOnlyList<LowRankDelta>? unmerged = null)
     {
         using var file = WeightFile.Open(checkpoint);
         var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, ignored: info.Descriptor.Ignores,
             precision: precision, keepFloat: keepFloat);
+        UnmergedLora? adapters = null;
         try
         {
-            return new LoadedModel(info.Create(backend, weights), weights, reason);
+            if (unmerged is { Count: > 0 }) adapters = UnmergedLora.Upload(backend, unmerged, info.Descriptor);
+            return new LoadedModel(info.Create(backend, weights), weights, reason, adapters);
         }
         catch
         {
+            adapters?.Dispose();
             foreach (var w in weights.Values) w.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The checkpoint's weight matrices that <paramref name="precision"/> keeps in quantized blocks on a backend that holds
+    /// them, from the file's header alone: where a LoRA merged at load would have to be quantized again.
+    /// </summary>
+    public static HashSet<string> QuantizedMatrices(string checkpoint, CompiledModelInfo info, BasePrecision precision)
+    {
+        using var file = WeightFile.Open(checkpoint);
+        return WeightLoader.QuantizedMatrices(info.Descriptor.Parameters, [file], precision);
     }
 
     /// <summary>
@@ -133,6 +152,7 @@ public sealed class LoadedModel : IDisposable
 
     public void Dispose()
     {
+        _unmerged?.Dispose();
         foreach (var w in _weights.Values) w.Dispose();
     }
 }

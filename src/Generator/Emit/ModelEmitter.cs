@@ -158,7 +158,8 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         foreach (var p in spec.Params) _w.Line($"        [{CSharpNames.Literal(p.Name)}] = {CSharpNames.Literal(JsonText(p.Value))},");
         _w.Line("    },");
         var ignored = _model.Graph.IgnoredTensors;
-        if (_model.LoraAliases.Count == 0 && _model.Lora == null && ignored.Count == 0)
+        var adapterWeights = AdapterWeights();
+        if (_model.LoraAliases.Count == 0 && _model.Lora == null && ignored.Count == 0 && adapterWeights.Count == 0)
         {
             _w.Line("    Parameters: CreateParameterTable());");
         }
@@ -177,8 +178,10 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             if (_model.Lora is { } lora) EmitLoraPresets(lora);
             if (ignored.Count > 0)
                 _w.Line($"    IgnoredTensors = new[] {{ {string.Join(", ", ignored.Select(CSharpNames.Literal))} }},");
+            if (adapterWeights.Count > 0) _w.Line("    AdapterModules = CreateAdapterModules(),");
             _w.Line("};");
         }
+        if (adapterWeights.Count > 0) EmitAdapterModules(adapterWeights);
         _w.Line();
         _w.Open("private static ParameterInfo[] CreateParameterTable()");
         _w.Line("var table = new List<ParameterInfo>();");
@@ -223,6 +226,41 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         value.Kind == Parsing.AttributeKind.String
             ? "\"" + value.Text.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""
             : value.ToString();
+
+    /// <summary>The weights of the linear layers that apply adapters (ApplyLora) in the entries' passes, in table order.</summary>
+    private List<BoundWeight> AdapterWeights()
+    {
+        var found = new HashSet<BoundWeight>();
+        void Walk(BoundScope scope)
+        {
+            foreach (var statement in scope.Statements)
+            {
+                if (statement is BoundRepeat repeat) Walk(repeat.Body);
+                else if (statement is BoundOp { HasAdapter: true } op && op.Weights["weight"] is { } weight) found.Add(weight);
+            }
+        }
+        foreach (var entry in _model.Entries) Walk(entry.Body);
+        return _model.Weights.Where(found.Contains).ToList();
+    }
+
+    /// <summary>The module keys of <see cref="AdapterWeights"/>, blocks expanded, so the runtime can refuse an adapter no pass would apply.</summary>
+    private void EmitAdapterModules(List<BoundWeight> weights)
+    {
+        _w.Line();
+        _w.Open("private static string[] CreateAdapterModules()");
+        _w.Line("var modules = new List<string>();");
+        foreach (var weight in weights.Where(w => w.Block == null))
+            _w.Line($"modules.Add({CSharpNames.Literal(weight.Module)});");
+        foreach (var block in weights.Select(w => w.Block).Where(b => b != null).Distinct())
+        {
+            _w.Open($"for (int {block!.Index} = 0; {block.Index} < {block.Count}; {block.Index}++)");
+            foreach (var weight in weights.Where(w => w.Block == block))
+                _w.Line($"modules.Add({Interpolated(weight.Module)});");
+            _w.Close();
+        }
+        _w.Line("return modules.ToArray();");
+        _w.Close();
+    }
 
     private IEnumerable<BoundRepeat> Blocks => _model.Weights.Select(w => w.Block).Where(b => b != null).Distinct()!;
 

@@ -11,5 +11,5 @@ internal static class BasePrecisionOption
         "with our own quantizers (a tensor the file already holds in that format keeps its bytes). On the CPU a quantized matrix stays quantized and is dequantized " +
         "panel by panel inside each product (Q4_K: about 1/7 of float32's memory); on CUDA it stays quantized in GPU memory and each product dequantizes the whole " +
         "matrix into a reused scratch buffer (float32, or bf16 with --precision bf16), so the 12B model fits a 24 GB card at q8_0 or q4_k. bf16, f32: hold the matrices in that float type. " +
-        "Biases and norm scales stay float; LoRA adapters (and img_in with --train-img-in) are trained in float32 beside a quantized base; a LoRA merged at load is quantized again with the weight.";
+        "Biases and norm scales stay float; LoRA adapters (and img_in with --train-img-in) are trained in float32 beside a quantized base; edit keeps a LoRA's low-rank pieces unmerged in float32 beside a quantized base (its dense changes, such as LoKr or full diffs, are merged and quantized again).";
 }

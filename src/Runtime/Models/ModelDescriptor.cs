@@ -29,6 +29,12 @@ public sealed record ModelDescriptor(
     /// </summary>
     public IReadOnlyList<string> IgnoredTensors { get; init; } = Array.Empty<string>();
 
+    /// <summary>
+    /// The linear layers (module keys, "double_blocks.0.img_attn.qkv") whose every pass applies the adapters of
+    /// <see cref="CompiledModel.Training"/>: the schema's trainable linear layers. An adapter elsewhere would never act.
+    /// </summary>
+    public IReadOnlyList<string> AdapterModules { get; init; } = Array.Empty<string>();
+
     /// <summary>Whether a checkpoint key is one of <see cref="IgnoredTensors"/>.</summary>
     public bool Ignores(string key) => IgnoredTensors.Any(pattern => KeyPattern.Matches(pattern, key));
 }

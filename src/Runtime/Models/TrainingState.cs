@@ -5,18 +5,25 @@ namespace InFluxEdit.Runtime.Models;
 /// <summary>
 /// A low-rank adapter on a linear layer's output rows [RowOffset, RowOffset + Rows): y[.., rows] += Scale·(x·Aᵀ)·Bᵀ
 /// with A [rank, in] and B [Rows, rank], and the gradients the backward pass accumulates into. A fused layer may
-/// carry one adapter per row block (diffusers' q, k, v of a fused qkv) or one for all its rows.
+/// carry one adapter per row block (diffusers' q, k, v of a fused qkv) or one for all its rows. An adapter only applied
+/// (a LoRA kept unmerged beside a quantized base) has no gradients.
 /// </summary>
-public sealed class LoraAdapter(DeviceTensor a, DeviceTensor b, float scale, DeviceTensor gradA, DeviceTensor gradB, int rowOffset = 0)
+public sealed class LoraAdapter(DeviceTensor a, DeviceTensor b, float scale, DeviceTensor? gradA, DeviceTensor? gradB, int rowOffset = 0)
 {
+    /// <summary>An adapter that only acts in the forward pass: asking for its gradients is an error.</summary>
+    public static LoraAdapter Applied(DeviceTensor a, DeviceTensor b, float scale, int rowOffset) => new(a, b, scale, null, null, rowOffset);
+
     public int RowOffset { get; } = rowOffset;
     public int Rows => B.Shape[0];
     public DeviceTensor A { get; } = a;
     public DeviceTensor B { get; } = b;
     public float Scale { get; } = scale;
-    public DeviceTensor GradA { get; } = gradA;
-    public DeviceTensor GradB { get; } = gradB;
+    public DeviceTensor GradA => gradA ?? throw NotTrained();
+    public DeviceTensor GradB => gradB ?? throw NotTrained();
     public int Rank => A.Shape[0];
+
+    private static InvalidOperationException NotTrained() =>
+        new("this LoRA adapter is applied only (kept unmerged for inference) and has no gradients: a training pass needs adapters made by LoraInit");
 }
 
 /// <summary>

@@ -73,18 +73,35 @@ public static class WeightLoader
     /// </summary>
     public static long HeldBytes(IReadOnlyList<ParameterInfo> table, IReadOnlyList<IWeightFile> files, BasePrecision precision)
     {
+        var stored = StoredFormats(files);
+        return table.Sum(p => BlockFormat(precision, stored, p) is { } quantized
+            ? quantized.ByteCount(p.Shape) ?? 0
+            : HostTensor.ElementCount(p.Shape) * sizeof(float));
+    }
+
+    /// <summary>
+    /// The table's weight matrices that loading from <paramref name="files"/> under <paramref name="precision"/> keeps in
+    /// quantized blocks on a backend that holds them (<see cref="IBackend.HoldsQuantizedWeights"/>).
+    /// </summary>
+    public static HashSet<string> QuantizedMatrices(IReadOnlyList<ParameterInfo> table, IReadOnlyList<IWeightFile> files, BasePrecision precision)
+    {
+        var stored = StoredFormats(files);
+        return table.Where(p => p.Shape.Length == 2 && BlockFormat(precision, stored, p) != null).Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+    }
+
+    private static Dictionary<string, TensorFormat> StoredFormats(IReadOnlyList<IWeightFile> files)
+    {
         var stored = new Dictionary<string, TensorFormat>(StringComparer.Ordinal);
         foreach (IWeightFile file in files)
             foreach (CheckpointTensor tensor in CheckpointKeys.Of(file))
                 if (tensor.Stored.Format is { } format) stored.TryAdd(tensor.Key, format);
-        return table.Sum(p =>
-        {
-            TensorFormat? held = precision.FormatFor(stored.GetValueOrDefault(p.Name, TensorFormat.F32), p.Shape);
-            return held is { } quantized && quantized.AsDType() == null && !precision.DecodeAtLoad
-                ? quantized.ByteCount(p.Shape) ?? 0
-                : HostTensor.ElementCount(p.Shape) * sizeof(float);
-        });
+        return stored;
     }
+
+    /// <summary>The quantized format a parameter is held in under <paramref name="precision"/>, or null when it is held as floats.</summary>
+    private static TensorFormat? BlockFormat(BasePrecision precision, Dictionary<string, TensorFormat> stored, ParameterInfo parameter) =>
+        precision.FormatFor(stored.GetValueOrDefault(parameter.Name, TensorFormat.F32), parameter.Shape) is { } held
+        && held.AsDType() == null && !precision.DecodeAtLoad ? held : null;
 
     /// <summary>Every delta or replacement names a weight of the table and has its shape.</summary>
     private static void RequireFits(IReadOnlyList<ParameterInfo> table, IReadOnlyDictionary<string, HostTensor>? tensors, string what, string argument)

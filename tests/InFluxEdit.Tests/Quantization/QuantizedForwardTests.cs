@@ -37,7 +37,8 @@ public class QuantizedForwardTests(ITestOutputHelper output)
         }
     }
 
-    private static float[] Run(IBackend backend, CompiledModel model)
+    /// <summary>The golden tiny forward's output for <paramref name="model"/> on the golden inputs.</summary>
+    internal static float[] Run(IBackend backend, CompiledModel model)
     {
         using var data = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny-forward.safetensors"));
         var inputs = model.InputNames.ToDictionary(n => n, n => backend.Upload(data.ReadFloat32(n)));
