@@ -3,6 +3,7 @@ using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Gpu;
 using InFluxEdit.Runtime.Models;
+using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
 using InFluxEdit.Tests.Training;
@@ -75,16 +76,28 @@ public sealed class SimulatorOffloadTests
     [Fact]
     public void StreamedLinearWeightsOfEachStorageTypeGiveTheHeldResultAndStayWithinTheBudget()
     {
-        const int features = 24, rows = 3, count = 6;
+        // 32 features: a whole Q8_0 / Q4_0 block per row.
+        const int features = 32, rows = 3, count = 6;
         var random = new Random(7);
         var matrices = Enumerable.Range(0, count).Select(_ => Enumerable.Range(0, features * features).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray()).ToList();
         var input = new HostTensor([rows, features], Enumerable.Range(0, rows * features).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray());
 
-        foreach (var dtype in new[] { DType.F32, DType.BF16, DType.F16 })
+        // Float storage as UploadWeight takes it, and quantized blocks as UploadQuantizedWeight keeps them.
+        var storages = new (string Name, long MatrixBytes, Func<IlgpuBackend, float[], DeviceTensor> Upload)[]
+        {
+            ("F32", features * features * 4L, (b, m) => b.UploadWeight([features, features], DType.F32, DTypeEncoding.Encode(m, DType.F32))),
+            ("BF16", features * features * 2L, (b, m) => b.UploadWeight([features, features], DType.BF16, DTypeEncoding.Encode(m, DType.BF16))),
+            ("F16", features * features * 2L, (b, m) => b.UploadWeight([features, features], DType.F16, DTypeEncoding.Encode(m, DType.F16))),
+            ("Q8_0", TensorFormat.Q8_0.ByteCount([features, features])!.Value,
+                (b, m) => b.UploadQuantizedWeight([features, features], QuantizationPlan.Quantize(TensorFormat.Q8_0, m))),
+            ("Q4_0", TensorFormat.Q4_0.ByteCount([features, features])!.Value,
+                (b, m) => b.UploadQuantizedWeight([features, features], QuantizationPlan.Quantize(TensorFormat.Q4_0, m))),
+        };
+        foreach (var storage in storages)
         {
             List<float[]> Outputs(IlgpuBackend backend)
             {
-                var weights = matrices.Select(m => backend.UploadWeight([features, features], dtype, DTypeEncoding.Encode(m, dtype))).ToList();
+                var weights = matrices.Select(m => storage.Upload(backend, m)).ToList();
                 using var x = backend.Upload(input);
                 using var y = backend.Allocate([rows, features]);
                 var outputs = new List<float[]>();
@@ -100,14 +113,15 @@ public sealed class SimulatorOffloadTests
             }
             using var held = IlgpuBackend.CreateCpuSimulator();
             using var streamed = IlgpuBackend.CreateCpuSimulator();
-            long matrixBytes = (long)features * features * dtype.SizeInBytes();
-            // Room for three and a half matrices (three fit): two of them protected as the latest read, one to stream through.
-            streamed.EnableWeightOffload(new WeightOffload(matrixBytes * 7 / 2));
+            // Room for three and a half matrices at the arena's 256-byte alignment (three fit): two of them protected as the
+            // latest read, one to stream through.
+            long slot = (storage.MatrixBytes + 255) / 256 * 256;
+            streamed.EnableWeightOffload(new WeightOffload(slot * 7 / 2));
             var expected = Outputs(held);
             var actual = Outputs(streamed);
             for (int i = 0; i < expected.Count; i++)
-                actual[i].ShouldBe(expected[i], $"{dtype} product {i}");
-            streamed.Offload!.CopyCount.ShouldBeGreaterThan(count * 2, $"{dtype}: the budget should force re-uploads");
+                actual[i].ShouldBe(expected[i], $"{storage.Name} product {i}");
+            streamed.Offload!.CopyCount.ShouldBeGreaterThan(count * 2, $"{storage.Name}: the budget should force re-uploads");
             streamed.Offload.Weights.ShouldBe(0, "disposed weights release their host bytes");
         }
     }

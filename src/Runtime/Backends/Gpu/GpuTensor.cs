@@ -40,12 +40,19 @@ public sealed class GpuTensor : DeviceTensor
         this.pooled = pooled;
     }
 
-    /// <summary>A linear weight [out, in] held in its quantized blocks; DType is F32, the values the products compute with.</summary>
-    internal GpuTensor(IlgpuBackend owner, int[] shape, TensorFormat format, float scale, MemoryBuffer1D<byte, Stride1D.Dense> blocks)
+    /// <summary>
+    /// A linear weight [out, in] held in its quantized blocks, on the device or offloaded (host bytes that reach the
+    /// device arena when a product reads them); DType is F32, the values the products compute with.
+    /// </summary>
+    internal GpuTensor(IlgpuBackend owner, int[] shape, TensorFormat format, float scale,
+        MemoryBuffer1D<byte, Stride1D.Dense>? blocks, OffloadedWeight? offloadedBlocks = null)
         : base(shape, DType.F32)
     {
+        if ((blocks is null) == (offloadedBlocks is null))
+            throw new ArgumentException("a quantized weight's blocks are either on the device or offloaded");
         this.owner = owner;
         blockBuffer = blocks;
+        offloaded = offloadedBlocks;
         Format = format;
         Scale = scale;
     }
@@ -56,13 +63,15 @@ public sealed class GpuTensor : DeviceTensor
     /// <summary>The factor a quantized weight's decoded values are multiplied by (1 except for scaled fp8).</summary>
     internal float Scale { get; } = 1f;
 
-    internal bool IsQuantized => blockBuffer is not null;
+    internal bool IsQuantized => Format is not null;
 
     internal ArrayView<byte> Blocks
     {
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
+            if (offloaded is not null)
+                return offloaded.Acquire().View.SubView(0, offloaded.Bytes);
             return blockBuffer!.View.AsContiguous();
         }
     }
@@ -92,7 +101,7 @@ public sealed class GpuTensor : DeviceTensor
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            if (offloaded is not null && DType == DType.F32)
+            if (offloaded is not null && DType == DType.F32 && !IsQuantized)
                 return offloaded.Acquire().View.Cast<float>().SubView(0, Length);
             return floatBuffer is not null
                 ? floatBuffer.View.SubView(0, Length).AsContiguous()
@@ -105,7 +114,7 @@ public sealed class GpuTensor : DeviceTensor
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            if (offloaded is not null && DType != DType.F32)
+            if (offloaded is not null && DType != DType.F32 && !IsQuantized)
                 return offloaded.Acquire().View.Cast<ushort>().SubView(0, Length);
             return wordBuffer is not null
                 ? wordBuffer.View.SubView(0, Length).AsContiguous()

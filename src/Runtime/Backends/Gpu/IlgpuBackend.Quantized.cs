@@ -24,8 +24,9 @@ public sealed partial class IlgpuBackend
     private Action<Index1D, int, float, ArrayView<byte>, ArrayView<float>, ArrayView<ushort>>? dequantizeToBFloat16;
 
     /// <summary>
-    /// Keeps the blocks on the device (an exact allocation, as weights are); only <see cref="Linear"/> and the training
-    /// products of its backward read them. Plain float formats, which hold no blocks, are decoded here instead.
+    /// Keeps the blocks on the device (an exact allocation, as weights are), or with weight offloading in host memory,
+    /// copied into the offload arena when a product reads them; only <see cref="Linear"/> and the training products of
+    /// its backward read them. Plain float formats, which hold no blocks, are decoded here instead.
     /// </summary>
     public DeviceTensor UploadQuantizedWeight(int[] shape, QuantizedBlocks weight)
     {
@@ -34,6 +35,9 @@ public sealed partial class IlgpuBackend
             return UploadWeight(shape, DType.F32, MemoryMarshal.AsBytes(weight.Decode().AsSpan()));
         ThrowIfDisposed();
         accelerator.Bind();
+        if (Offloads(shape))
+            return new GpuTensor(this, (int[])shape.Clone(), weight.Format, weight.Scale, blocks: null,
+                residency!.Register(weight.Bytes, $"a {weight.Format}{HostTensor.FormatShape(shape)} weight"));
         var blocks = accelerator.Allocate1D<byte>(Math.Max(weight.Bytes.LongLength, 1));
         if (weight.Bytes.Length > 0)
             blocks.View.SubView(0, weight.Bytes.LongLength).AsContiguous().CopyFromCPU(weight.Bytes);
