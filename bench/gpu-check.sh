@@ -40,6 +40,7 @@ done
 echo "== bench: --offload, FLUX.1 Fill [dev] at 1024x1024 with its bf16 weights streamed from host memory through a 10 GiB GPU budget (a 24 GB card's share): time and peak GPU memory against the rows above"
 row "$cli" bench forward --device cuda --precision bf16 --model flux-fill-dev --tokens 4096 --txt-tokens 512 --runs 3 --warmup 1 --baseline none --offload --gpu-memory-budget 10
 row "$cli" bench train --device cuda --precision bf16 --model flux-fill-dev --tokens 4096 --txt-tokens 512 --runs 3 --warmup 1 --offload --gpu-memory-budget 10
+row "$cli" bench forward --device cuda --precision bf16 --base-precision q4_k --model flux-fill-dev --tokens 4096 --txt-tokens 512 --runs 3 --warmup 1 --baseline none --offload --gpu-memory-budget 4
 echo "== bench: data-parallel LoRA steps over every GPU (NCCL all-reduce), FLUX.1 Fill [dev] at 1024x1024, bf16 weights"
 # NCCL from the PyTorch image's nvidia-nccl wheel when no system libnccl2 is installed.
 nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null) && export LD_LIBRARY_PATH="$nccl_lib:${LD_LIBRARY_PATH:-}"
