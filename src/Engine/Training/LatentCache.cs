@@ -11,14 +11,18 @@ namespace InFluxEdit.Training;
 /// </summary>
 public static class LatentCache
 {
-    /// <summary>The training examples of <paramref name="dataset"/>; the VAE is loaded (by <paramref name="loadVae"/>) only when a pair is not cached.</summary>
+    /// <summary>
+    /// The training examples of <paramref name="dataset"/> at each of <paramref name="resolutions"/> (one list per
+    /// resolution, the pairs in the dataset's order); the VAE is loaded (by <paramref name="loadVae"/>) once, and only
+    /// when a pair is not cached at some resolution.
+    /// </summary>
     /// <param name="diptychResolution">Concat: the diptych's long side is the buckets' resolution (as the seed resizes) instead of each half's area.</param>
     /// <param name="captionPrefix">Put before each caption to look up its encoding in <paramref name="texts"/>.</param>
     /// <param name="vaePath">The autoencoder checkpoint <paramref name="loadVae"/> loads as <paramref name="vaeModel"/>: with it, the cache's key.</param>
     /// <param name="cacheOnly">Every pair must be in the cache already (ranks after rank 0 built it): a missing one is an error, never encoded.</param>
     /// <param name="bothSides">Concat: also the diptych with its left half masked (<see cref="FillConditioning.ForConcatReversed"/>).</param>
     /// <param name="zeroChannelMask">Channel: the all-zero mask the seed's code trains under instead of all white.</param>
-    public static List<FillTrainer.Example> Examples(PairDataset dataset, EditMethod method, LossRegion lossRegion, AspectBuckets buckets,
+    public static List<List<FillTrainer.Example>> Examples(PairDataset dataset, EditMethod method, LossRegion lossRegion, IReadOnlyList<AspectBuckets> resolutions,
         bool diptychResolution, string cacheDir, string vaePath, string vaeModel, Func<LoadedModel> loadVae, IReadOnlyDictionary<string, TextConditioning> texts, string? captionPrefix,
         TextWriter log, IProgress<StageProgress>? progress = null, bool cacheOnly = false, bool bothSides = false, bool zeroChannelMask = false)
     {
@@ -31,57 +35,62 @@ public static class LatentCache
         var vaeFile = new FileInfo(vaePath);
         string vaeTag = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
             $"{vaeFile.FullName}|{vaeFile.Length}|{vaeFile.LastWriteTimeUtc.Ticks}|{vaeModel}")))[..16];
-        var examples = new List<FillTrainer.Example>();
-        int encoded = 0;
+        string methodName = method.ToString().ToLowerInvariant() + (zeroChannelMask ? "-zeromask" : "") + (bothSides ? "-both-sides" : "");
+        var atResolutions = new List<List<FillTrainer.Example>>();
         LoadedModel? vae = null;
         try
         {
-            foreach (var pair in dataset.Pairs)
+            foreach (var buckets in resolutions)
             {
-                var bucket = diptychResolution ? buckets.DiptychHalf(pair.Width, pair.Height) : buckets.Assign(pair.Width, pair.Height);
-                string methodName = method.ToString().ToLowerInvariant() + (zeroChannelMask ? "-zeromask" : "") + (bothSides ? "-both-sides" : "");
-                string path = Path.Combine(cacheDir, $"{pair.Name}.{methodName}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
-                if (!File.Exists(path) && cacheOnly) throw SharedCache.Missing($"the latents of pair '{pair.Name}' ({Path.GetFileName(path)})", cacheDir);
-                if (!File.Exists(path))
+                var examples = new List<FillTrainer.Example>();
+                int encoded = 0;
+                foreach (var pair in dataset.Pairs)
                 {
-                    vae ??= loadVae();
-                    var (source, target) = PairDataset.Load(pair, bucket);
-                    var model = vae.Model;
-                    HostTensor Encode(HostTensor image) => VaeCodec.Encode(model, image);
-                    // Inpainting: the pair's "target" is the mask; the model learns to restore the masked image.
-                    var fillMask = method == EditMethod.Fill ? MaskFromRgb(target) : null;
-                    var condition = zeroChannelMask ? FillConditioning.ForChannel(source, Encode, maskValue: 0f)
-                        : FillConditioning.Build(method, source, fillMask, Encode);
-                    var x0 = FillConditioning.TrainingTarget(method, source, method == EditMethod.Fill ? source : target, Encode);
-                    var tensors = new Dictionary<string, HostTensor>
+                    var bucket = diptychResolution ? buckets.DiptychHalf(pair.Width, pair.Height) : buckets.Assign(pair.Width, pair.Height);
+                    string path = Path.Combine(cacheDir, $"{pair.Name}.{methodName}.{bucket.Width}x{bucket.Height}.{vaeTag}.safetensors");
+                    if (!File.Exists(path) && cacheOnly) throw SharedCache.Missing($"the latents of pair '{pair.Name}' ({Path.GetFileName(path)})", cacheDir);
+                    if (!File.Exists(path))
                     {
-                        ["img_cond"] = condition.ImgCond,
-                        ["img_ids"] = condition.ImgIds,
-                        ["x0"] = x0,
-                    };
-                    if (bothSides) tensors[ReversedName] = FillConditioning.ForConcatReversed(source, target, Encode).ImgCond;
-                    SafeTensorsWriter.Write(path, tensors);
-                    encoded++;
+                        vae ??= loadVae();
+                        var (source, target) = PairDataset.Load(pair, bucket);
+                        var model = vae.Model;
+                        HostTensor Encode(HostTensor image) => VaeCodec.Encode(model, image);
+                        // Inpainting: the pair's "target" is the mask; the model learns to restore the masked image.
+                        var fillMask = method == EditMethod.Fill ? MaskFromRgb(target) : null;
+                        var condition = zeroChannelMask ? FillConditioning.ForChannel(source, Encode, maskValue: 0f)
+                            : FillConditioning.Build(method, source, fillMask, Encode);
+                        var x0 = FillConditioning.TrainingTarget(method, source, method == EditMethod.Fill ? source : target, Encode);
+                        var tensors = new Dictionary<string, HostTensor>
+                        {
+                            ["img_cond"] = condition.ImgCond,
+                            ["img_ids"] = condition.ImgIds,
+                            ["x0"] = x0,
+                        };
+                        if (bothSides) tensors[ReversedName] = FillConditioning.ForConcatReversed(source, target, Encode).ImgCond;
+                        SafeTensorsWriter.Write(path, tensors);
+                        encoded++;
+                    }
+                    using var file = SafeTensorsFile.Open(path);
+                    var imgCond = file.ReadFloat32("img_cond");
+                    var example = new FillTrainer.Example(pair.Name, imgCond, file.ReadFloat32("img_ids"), file.ReadFloat32("x0"),
+                        FlowMatching.TokenWeights(lossRegion, PackedMask(imgCond)), texts[captionPrefix + pair.Caption]);
+                    if (bothSides)
+                    {
+                        var reversed = file.ReadFloat32(ReversedName);
+                        example = example with { Reversed = (reversed, FlowMatching.TokenWeights(lossRegion, PackedMask(reversed))) };
+                    }
+                    examples.Add(example);
+                    progress?.Report(new StageProgress("latents", "pairs", examples.Count, dataset.Pairs.Count));
                 }
-                using var file = SafeTensorsFile.Open(path);
-                var imgCond = file.ReadFloat32("img_cond");
-                var example = new FillTrainer.Example(pair.Name, imgCond, file.ReadFloat32("img_ids"), file.ReadFloat32("x0"),
-                    FlowMatching.TokenWeights(lossRegion, PackedMask(imgCond)), texts[captionPrefix + pair.Caption]);
-                if (bothSides)
-                {
-                    var reversed = file.ReadFloat32(ReversedName);
-                    example = example with { Reversed = (reversed, FlowMatching.TokenWeights(lossRegion, PackedMask(reversed))) };
-                }
-                examples.Add(example);
-                progress?.Report(new StageProgress("latents", "pairs", examples.Count, dataset.Pairs.Count));
+                log.WriteLine($"latents at resolution {buckets.Resolution}: {examples.Count} pairs, {encoded} encoded, {examples.Count - encoded} from the cache in {cacheDir}");
+                atResolutions.Add(examples);
             }
         }
         finally
         {
             vae?.Dispose();
         }
-        log.WriteLine($"latents at resolution {buckets.Resolution}: {examples.Count} pairs, {encoded} encoded, {examples.Count - encoded} from the cache in {cacheDir}");
-        return examples;
+        return atResolutions;
     }
 
     private const string ReversedName = "img_cond_reversed";

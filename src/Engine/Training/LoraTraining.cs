@@ -102,14 +102,15 @@ public static class LoraTraining
         if (!root) group.Barrier("the caches rank 0 builds", unbounded: true);
         var texts = CaptionEncodings.Encode(captions, request.TextInEffect, transformerInfo.Descriptor, Path.Combine(request.Output, "cache", "text"),
             backend, catalog, log, stages, cacheOnly: !root);
-        var examples = bucketSets.Select(buckets => LatentCache.Examples(dataset, settings.Method, settings.LossRegion, buckets,
+        var examples = LatentCache.Examples(dataset, settings.Method, settings.LossRegion, bucketSets,
             diptychResolution, Path.Combine(request.Output, "cache"), vaePath, vaeInfo.Descriptor.Name, () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend),
-            texts, request.CaptionPrefix, log, stages, cacheOnly: !root, bothSides: settings.BothSides, zeroChannelMask: request.SeedZeroMask)).ToList();
+            texts, request.CaptionPrefix, log, stages, cacheOnly: !root, bothSides: settings.BothSides, zeroChannelMask: request.SeedZeroMask);
         // The held-out loss is measured as an edit poses the task: only the generated tokens, channel's mask all white;
         // with several resolutions, over every pair at each.
-        var validationLoss = validation == null || request.ValidationLossEvery <= 0 ? null : new ValidationLossCurve(bucketSets.SelectMany(buckets => LatentCache.Examples(validation, settings.Method,
-            Runtime.Training.LossRegion.Masked, buckets, diptychResolution, Path.Combine(request.Output, "cache", "validation"), vaePath, vaeInfo.Descriptor.Name,
-            () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, request.CaptionPrefix, log, stages, cacheOnly: !root)).ToList(), request.ValidationLossEvery, settings.Steps, log);
+        var validationLoss = validation == null || request.ValidationLossEvery <= 0 ? null : new ValidationLossCurve(LatentCache.Examples(validation, settings.Method,
+            Runtime.Training.LossRegion.Masked, bucketSets, diptychResolution, Path.Combine(request.Output, "cache", "validation"), vaePath, vaeInfo.Descriptor.Name,
+            () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, request.CaptionPrefix, log, stages, cacheOnly: !root).SelectMany(list => list).ToList(),
+            request.ValidationLossEvery, settings.Steps, log);
         if (root) group.Barrier("the caches rank 0 builds", unbounded: true);
 
         // The base may be held quantized (--base-precision); adapters, and img_in when it is trained, stay float beside it.
