@@ -64,7 +64,7 @@ public static class RandomWeights
         {
             foreach (var parameter in model.Parameters)
             {
-                TensorFormat? held = precision?.FormatFor(parameter.DType.ToFormat(), parameter.Shape);
+                TensorFormat? held = precision?.FormatFor(parameter.DType.ToFormat(), parameter.Shape, parameter.Unquantized);
                 weights[parameter.Name] = held switch
                 {
                     { } blocks when blocks.IsBlockQuantized() && parameter.Shape.Length == 2 && !precision!.DecodeAtLoad =>

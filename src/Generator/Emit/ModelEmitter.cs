@@ -186,13 +186,15 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Open("private static ParameterInfo[] CreateParameterTable()");
         _w.Line("var table = new List<ParameterInfo>();");
         string dtype = "DType." + spec.WeightsDType;
+        string Parameter(BoundWeight weight, string key) =>
+            $"table.Add(new ParameterInfo({key}, new[] {{ {string.Join(", ", weight.Shape)} }}, {dtype}{(weight.Unquantized ? ", Unquantized: true" : "")}));";
         foreach (var weight in _model.Weights.Where(w => w.Block == null))
-            _w.Line($"table.Add(new ParameterInfo({CSharpNames.Literal(weight.Key)}, new[] {{ {string.Join(", ", weight.Shape)} }}, {dtype}));");
+            _w.Line(Parameter(weight, CSharpNames.Literal(weight.Key)));
         foreach (var block in Blocks)
         {
             _w.Open($"for (int {block.Index} = 0; {block.Index} < {block.Count}; {block.Index}++)");
             foreach (var weight in block.Weights)
-                _w.Line($"table.Add(new ParameterInfo({Interpolated(weight.Key)}, new[] {{ {string.Join(", ", weight.Shape)} }}, {dtype}));");
+                _w.Line(Parameter(weight, Interpolated(weight.Key)));
             _w.Close();
         }
         _w.Line("return table.ToArray();");

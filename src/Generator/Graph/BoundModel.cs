@@ -131,6 +131,9 @@ public sealed class BoundWeight
     public SourceSpan Span { get; }
     public bool IsUsed { get; set; }
 
+    /// <summary>Named by the graph's "unquantized" patterns: quantizing at load leaves it in its float dtype.</summary>
+    public bool Unquantized { get; set; }
+
     /// <summary>
     /// For a looped block's weight in a graph bound with every loop unrolled (the training pass): the loop's key
     /// prefix ("double_blocks.{i}.") and this iteration's index, so code can reach the weight in the block array.

@@ -110,9 +110,22 @@ public sealed class GraphBinder
                     weight.Span);
 
         var model = new BoundModel(_model, _graph, _allWeights, entries);
+        MarkUnquantized(model);
         if (!_unrollLoops) BindLoraAliases(model, root);
         if (!_unrollLoops && _graph.Lora != null) model.Lora = BindLoraPresets(model, _graph.Lora);
         return model;
+    }
+
+    /// <summary>Flags the weight matrices the graph's "unquantized" patterns name; a pattern that names none is an error.</summary>
+    private void MarkUnquantized(BoundModel model)
+    {
+        foreach (var pattern in _graph.Unquantized)
+        {
+            var matrices = model.Weights.Where(w => w.Shape.Count == 2 && MatchesModule(pattern.Name, w.Module)).ToList();
+            if (matrices.Count == 0)
+                Error(DiagnosticIds.UnknownWeight, $"\"unquantized\": '{pattern.Name}' names no weight matrix of the graph (a module key pattern, \"final_layer.*\")", pattern.Span);
+            foreach (var weight in matrices) weight.Unquantized = true;
+        }
     }
 
     /// <summary>

@@ -163,8 +163,17 @@ public static class SchemaParser
                 else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"ignored_tensors\" lists checkpoint key patterns such as \"vision_model.*\"", item.Span));
             }
 
+        var unquantized = new List<NameRef>();
+        var unquantizedNode = reader.Optional("unquantized", JsonKind.Array);
+        if (unquantizedNode != null)
+            foreach (var item in unquantizedNode.Items)
+            {
+                if (item.Kind == JsonKind.String && item.Text!.Length > 0) unquantized.Add(new NameRef(item.Text!, item.Span));
+                else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"unquantized\" lists module patterns such as \"final_layer.*\"", item.Span));
+            }
+
         reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates",
-            "body", "outputs", "input_gradients", "entries", "lora_formats", "trainable", "lora", "ignored_tensors");
+            "body", "outputs", "input_gradients", "entries", "lora_formats", "trainable", "lora", "ignored_tensors", "unquantized");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
             diagnostics.ToEquatableArray())
@@ -173,6 +182,7 @@ public static class SchemaParser
             Trainable = trainable.ToEquatableArray(),
             Lora = lora,
             IgnoredTensors = ignored.ToEquatableArray(),
+            Unquantized = unquantized.ToEquatableArray(),
         };
     }
 

@@ -55,6 +55,12 @@ public sealed record GraphSpec(
     /// loading and recognition skip them instead of refusing the file.
     /// </summary>
     public EquatableArray<string> IgnoredTensors { get; init; }
+
+    /// <summary>
+    /// Module patterns ("img_in", "final_layer.*") whose weight matrices quantizing at load leaves in their float dtype:
+    /// the layers every published quantized file of the model keeps unquantized.
+    /// </summary>
+    public EquatableArray<NameRef> Unquantized { get; init; }
 }
 
 /// <summary>

@@ -26,13 +26,17 @@ public sealed record BasePrecision(TensorFormat? Format, bool DecodeAtLoad = fal
         return new BasePrecision(format);
     }
 
-    /// <summary>The format a [shape] tensor stored as <paramref name="stored"/> is held in: a float dtype's format, a quantized format, or null to load it as now.</summary>
-    public TensorFormat? FormatFor(TensorFormat stored, IReadOnlyList<int> shape)
+    /// <summary>
+    /// The format a [shape] tensor stored as <paramref name="stored"/> is held in: a float dtype's format, a quantized format, or
+    /// null to load it as now. An <paramref name="unquantized"/> weight (the model's "unquantized" layers) is never quantized
+    /// here; a file that stores it quantized still has it held so under "keep".
+    /// </summary>
+    public TensorFormat? FormatFor(TensorFormat stored, IReadOnlyList<int> shape, bool unquantized)
     {
         if (Format is not { } requested)
             return stored.AsDType() == null && shape.Count >= 2 ? stored : null;
         if (requested.AsDType() != null) return shape.Count >= 2 ? requested : null;
-        return QuantizationPlan.FormatFor(requested, shape);
+        return unquantized ? null : QuantizationPlan.FormatFor(requested, shape);
     }
 
     public override string ToString() => Format?.ToString().ToLowerInvariant() ?? "keep";

@@ -280,4 +280,16 @@ public class DiagnosticsTests
         errors[1].GetMessage().ShouldContain("also the name in mlp-copy.json");
         foreach (var error in errors) error.Location.GetLineSpan().StartLinePosition.Line.ShouldBe(LineOf(Model, "\"model\"") - 1);
     }
+
+    [Fact]
+    public void AnUnquantizedPatternThatNamesNoMatrixIsReportedAtItsLine()
+    {
+        string graph = Graph.Replace("\"body\": [", "\"unquantized\": [\"fc1\", \"fc9\"],\n  \"body\": [");
+        var d = Single(Compile(graph), DiagnosticIds.UnknownWeight);
+        d.Message.ShouldContain("'fc9' names no weight matrix");
+        d.Span.Path.ShouldBe(GraphPath);
+        (d.Span.Line + 1).ShouldBe(LineOf(graph, "fc9"));
+        // A bias is no matrix: a pattern that names only vectors is refused too.
+        Single(Compile(Graph.Replace("\"body\": [", "\"unquantized\": [\"fc1.bias\"],\n  \"body\": [")), DiagnosticIds.UnknownWeight);
+    }
 }
