@@ -40,10 +40,10 @@ public sealed partial class CountingBackend : ITrainingBackend
         float lr, float beta1, float beta2, float eps, float weightDecay) =>
         Timed(nameof(AdamWStep), () => Training.AdamWStep(param, grad, m, v, step, lr, beta1, beta2, eps, weightDecay));
 
-    public double SumOfSquares(View x)
+    public double SumOfSquares(params View[] views)
     {
         double sum = 0;
-        Timed(nameof(SumOfSquares), () => sum = Training.SumOfSquares(x));
+        Timed(nameof(SumOfSquares), () => sum = Training.SumOfSquares(views));
         return sum;
     }
 

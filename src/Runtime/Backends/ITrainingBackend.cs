@@ -92,8 +92,11 @@ public interface ITrainingBackend : IBackend
     void AdamWStep(DeviceTensor param, DeviceTensor grad, DeviceTensor m, DeviceTensor v, int step,
         float lr, float beta1, float beta2, float eps, float weightDecay);
 
-    /// <summary>Σ x² over the view, accumulated in float64 (for gradient-norm clipping); NaN and ±Inf propagate.</summary>
-    double SumOfSquares(View x);
+    /// <summary>
+    /// Σ x² over all the views, accumulated in float64 (for gradient-norm clipping: every gradient at once, so a GPU
+    /// returns one figure per step, not one per tensor); NaN and ±Inf propagate.
+    /// </summary>
+    double SumOfSquares(params View[] views);
 
     /// <summary>x ·= factor in place (gradient clipping, loss scaling).</summary>
     void Scale(View x, float factor);

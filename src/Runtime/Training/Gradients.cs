@@ -8,9 +8,7 @@ public static class Gradients
     /// <summary>√Σ‖g‖² over every parameter's gradient, accumulated in float64; NaN or ∞ when any gradient has one.</summary>
     public static double GlobalNorm(ITrainingBackend backend, IEnumerable<TrainableParameter> parameters)
     {
-        double sum = 0;
-        foreach (var parameter in parameters) sum += backend.SumOfSquares(View.Of(parameter.Gradient));
-        return Math.Sqrt(sum);
+        return Math.Sqrt(backend.SumOfSquares(parameters.Select(p => View.Of(p.Gradient)).ToArray()));
     }
 
     /// <summary>

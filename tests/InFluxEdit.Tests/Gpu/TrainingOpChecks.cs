@@ -374,6 +374,10 @@ public sealed class TrainingOpChecks(ITrainingBackend gpu, int seed = 4321) : ID
         var dense = Input(batch, rows, cols, dense: true, scale: 1e20f);
         Assert.True(Math.Abs(cpu.SumOfSquares(dense.Cpu) - gpu.SumOfSquares(dense.Gpu)) <= 1e-9 * cpu.SumOfSquares(dense.Cpu),
             $"{gpu.Name}: SumOfSquares of floats near 1e20 (squares beyond float range) {dense}");
+        // Several views at once (a step's gradients): one sum, the views' sums added in order.
+        double together = gpu.SumOfSquares(x.Gpu, dense.Gpu, x.Gpu.RowRange(0, 0));
+        double apart = gpu.SumOfSquares(x.Gpu) + gpu.SumOfSquares(dense.Gpu);
+        Assert.True(together == apart, $"{gpu.Name}: SumOfSquares of three views {together:R}, one by one {apart:R}");
 
         gpu.Scale(x.Gpu, -0.37f);
         cpu.Scale(x.Cpu, -0.37f);

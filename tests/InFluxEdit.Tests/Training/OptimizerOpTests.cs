@@ -59,6 +59,11 @@ public class OptimizerOpTests
             s.Backend.SumOfSquares(x).ShouldBe(expected, expected * 1e-12);
         }
 
+        // Many views at once: the sum of them all.
+        double both = Read(contiguous).Sum(value => value * value) + Read(strided).Sum(value => value * value);
+        s.Backend.SumOfSquares(contiguous, strided, strided.RowRange(0, 0)).ShouldBe(both, both * 1e-12);
+        s.Backend.SumOfSquares().ShouldBe(0);
+
         // Squares beyond float32's range still add up: 2·(1e30)² is finite in float64.
         var large = (CpuTensor)s.Backend.Allocate(new[] { 2, 17 });
         large.Span.Clear();

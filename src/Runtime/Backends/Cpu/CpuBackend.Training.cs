@@ -261,7 +261,14 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         CpuParallel.ForRanges(checked((int)p.Length), 8, (start, end) => CpuBackwardKernels.AdamW(pp, gp, mp, vp, start, end, scalars));
     }
 
-    public double SumOfSquares(View x)
+    public double SumOfSquares(params View[] views)
+    {
+        double sum = 0;
+        foreach (View x in views) sum += SumOfSquaresOf(x);
+        return sum;
+    }
+
+    private double SumOfSquaresOf(View x)
     {
         RequireInside(x, nameof(x));
         if (x.ElementCount == 0) return 0;

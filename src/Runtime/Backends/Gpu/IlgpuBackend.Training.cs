@@ -578,21 +578,33 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         return gpu;
     }
 
-    public double SumOfSquares(View x)
+    public double SumOfSquares(params View[] views)
     {
-        var (count, layout, data) = Output(x);
-        if (count == 0) return 0;
         int group = launch == LaunchShape.Gpu ? BackwardKernels.MaxGroupSize : launch.RowGroup;
         int maxGroups = launch == LaunchShape.Gpu ? 1024 : 8;
-        // The grid depends on the size alone, and the partials are added in order on the host: the same gradients
-        // give the same norm on every run.
-        int groups = (int)Math.Clamp((x.ElementCount + 8L * group - 1) / (8L * group), 1, maxGroups);
-        using var partials = accelerator.Allocate1D<double>(groups);
-        TrainingOps.SumOfSquaresPartials(new KernelConfig(groups, group), x.ElementCount, x.Cols, layout, data, partials.View.AsContiguous());
-        var host = new double[groups];
-        partials.View.AsContiguous().CopyToCPU(new Span<double>(host));
+        // The grid depends on each view's size alone, and the partials are added in order on the host: the same
+        // gradients give the same norm on every run. Every view's partials share one buffer and one copy back, so a
+        // step's norm costs one round trip to the host, not one (with an allocation and a free) per gradient.
+        var groups = views.Select(x => x.ElementCount == 0 ? 0 : (int)Math.Clamp((x.ElementCount + 8L * group - 1) / (8L * group), 1, maxGroups)).ToArray();
+        int total = groups.Sum();
+        if (total == 0) return 0;
+        using var partials = accelerator.Allocate1D<double>(total);
+        var all = partials.View.AsContiguous();
+        for (int i = 0, offset = 0; i < views.Length; offset += groups[i], i++)
+        {
+            if (groups[i] == 0) continue;
+            var (_, layout, data) = Output(views[i]);
+            TrainingOps.SumOfSquaresPartials(new KernelConfig(groups[i], group), views[i].ElementCount, views[i].Cols, layout, data, all.SubView(offset, groups[i]));
+        }
+        var host = new double[total];
+        all.CopyToCPU(new Span<double>(host));
         double sum = 0;
-        foreach (double partial in host) sum += partial;
+        for (int i = 0, offset = 0; i < views.Length; offset += groups[i], i++)
+        {
+            double ofView = 0;
+            for (int g = offset; g < offset + groups[i]; g++) ofView += host[g];
+            sum += ofView;
+        }
         return sum;
     }
 
