@@ -206,6 +206,6 @@ public static class BenchCommand
         foreach (var (what, rate) in new[] { ("products", profile.Achieved.Products), ("attention", profile.Achieved.Attention) })
             if (rate != null)
                 output.Log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"achieved by the {what}: {rate.TeraflopsPerSecond:F1} TFLOP/s ({rate.Operations / 1e12:F2} TFLOP in {rate.Seconds * 1000:F1} ms)"));
+                    $"achieved by the {what}: {rate.TeraflopsPerSecond:G3} TFLOP/s ({rate.Operations / 1e12:F2} TFLOP in {rate.Seconds * 1000:F1} ms)"));
     }
 }
