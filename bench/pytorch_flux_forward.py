@@ -524,7 +524,16 @@ def train_steps(model, manifest, inputs):
     for recompute in {"off": [False], "on": [True], "both": [False, True]}[args.recompute]:
         model.recompute = recompute
         reset_peak()
-        runs = timed(step, args.warmup, args.runs)
+        try:
+            runs = timed(step, args.warmup, args.runs)
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one: keeping every activation may not fit
+            if "out of memory" not in str(e):
+                raise
+            optimizer.zero_grad(set_to_none=True)
+            if DEVICE.type == "cuda":
+                torch.cuda.empty_cache()
+            rows.append({"recompute": recompute, "median_ms": None, "peak_bytes": peak_bytes(), "error": "out of memory"})
+            continue
         rows.append({"recompute": recompute, "median_ms": round(statistics.median(runs), 3),
                      "runs_ms": [round(r, 3) for r in runs], "peak_bytes": peak_bytes()})
     return {"train": rows, "lora_adapters": len(lora["targets"]), "lora_rank": rank,

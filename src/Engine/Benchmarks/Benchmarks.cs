@@ -93,7 +93,8 @@ public sealed record ForwardBenchResult(string Model, string Device, int Tokens,
 }
 
 /// <summary>Our training step against PyTorch's with the same recomputation, when the baseline ran.</summary>
-public sealed record TrainStepComparison(bool Recompute, double StepMs, long PeakBytes, double? BaselineMs, long? BaselinePeakBytes)
+/// <param name="BaselineError">Why PyTorch's step did not run ("out of memory"), when it did not.</param>
+public sealed record TrainStepComparison(bool Recompute, double StepMs, long PeakBytes, double? BaselineMs, long? BaselinePeakBytes, string? BaselineError = null)
 {
     /// <summary>Our time over PyTorch's (below 1: faster).</summary>
     public double? Ratio => BaselineMs is double ms ? StepMs / ms : null;
@@ -118,7 +119,7 @@ public sealed record TrainBenchResult(string Model, string Device, string Adapte
     public IReadOnlyList<TrainStepComparison> Comparison => Steps.Select(step =>
     {
         var theirs = Baseline?.TrainSteps?.FirstOrDefault(s => s.Recompute == step.Recompute);
-        return new TrainStepComparison(step.Recompute, step.StepMs, step.PeakBytes, theirs?.MedianMs, theirs?.PeakBytes);
+        return new TrainStepComparison(step.Recompute, step.StepMs, step.PeakBytes, theirs?.MedianMs, theirs?.PeakBytes, theirs?.Error);
     }).ToList();
 }
 

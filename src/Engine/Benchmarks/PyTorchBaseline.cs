@@ -26,8 +26,9 @@ public static class PyTorchBaseline
         int ImageTokens, int TextTokens, int Batch, int Runs, int Warmup, bool Train = false);
 
     /// <summary>One timed training step of the baseline.</summary>
+    /// <param name="MedianMs">Null when the step did not run (<paramref name="Error"/> says why: "out of memory" where keeping every activation does not fit).</param>
     /// <param name="PeakBytes">torch.cuda.max_memory_allocated over the steps (weights included); null on the CPU.</param>
-    public sealed record TrainStep(bool Recompute, double MedianMs, long? PeakBytes);
+    public sealed record TrainStep(bool Recompute, double? MedianMs, long? PeakBytes, string? Error = null);
 
     /// <param name="MedianMs">A forward's median; null for a training run (see <see cref="TrainSteps"/>) or when it failed.</param>
     /// <param name="GemmGflops">A product measured in the same process: float32 1024³ on the CPU, 8192³ in the dtype on a GPU.</param>
@@ -118,7 +119,8 @@ public static class PyTorchBaseline
         if (Text("error") is { } error) return Result.Failed(error);
         List<TrainStep>? steps = null;
         if (root.TryGetProperty("train", out var train) && train.ValueKind == JsonValueKind.Array)
-            steps = train.EnumerateArray().Select(s => new TrainStep(s.GetProperty("recompute").GetBoolean(), s.GetProperty("median_ms").GetDouble(), Bytes(s))).ToList();
+            steps = train.EnumerateArray().Select(s => new TrainStep(s.GetProperty("recompute").GetBoolean(), Number(s, "median_ms"), Bytes(s),
+                s.TryGetProperty("error", out var e) && e.ValueKind == JsonValueKind.String ? e.GetString() : null)).ToList();
         return new Result(Number(root, "median_ms"), Number(root, "gemm_gflops"), DescribeKernel(root), null)
         {
             Device = Text("device"), DType = Text("dtype"), Gpu = Text("gpu"), Torch = Text("torch"), Attention = Text("attention"),

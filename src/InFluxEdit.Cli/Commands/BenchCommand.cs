@@ -182,7 +182,7 @@ public static class BenchCommand
         {
             var versus = output.Table("recompute", "ours s per step", "PyTorch s per step", "ours / PyTorch", "ours peak", "PyTorch peak");
             foreach (var step in result.Comparison)
-                versus.AddCells(step.Recompute ? "per block" : "no", F(step.StepMs / 1000, "F3"), step.BaselineMs is double ms ? F(ms / 1000, "F3") : "-",
+                versus.AddCells(step.Recompute ? "per block" : "no", F(step.StepMs / 1000, "F3"), step.BaselineMs is double ms ? F(ms / 1000, "F3") : step.BaselineError ?? "-",
                     step.Ratio is double ratio ? F(ratio, "F2") + "x time" : "-", TrainingProgress.FormatBytes(step.PeakBytes), Bytes(step.BaselinePeakBytes));
             output.Log.WriteLine($"PyTorch {baseline.Torch} ({baseline.Device}, {baseline.DType} base, float32 LoRA, AdamW; recomputation by torch.utils.checkpoint per block), same run:");
             output.Write(versus);

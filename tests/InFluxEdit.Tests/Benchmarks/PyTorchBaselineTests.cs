@@ -28,7 +28,7 @@ public sealed class PyTorchBaselineTests
 
         var train = PyTorchBaseline.Parse("""{"mode": "train", "train": [{"recompute": false, "median_ms": 450, "peak_bytes": 3}, {"recompute": true, "median_ms": 600, "peak_bytes": null}]}""");
         train.MedianMs.ShouldBeNull();
-        train.TrainSteps!.Select(s => (s.Recompute, s.MedianMs, s.PeakBytes)).ShouldBe([(false, 450.0, (long?)3), (true, 600.0, null)]);
+        train.TrainSteps!.Select(s => (s.Recompute, s.MedianMs, s.PeakBytes)).ShouldBe([(false, (double?)450, (long?)3), (true, 600, null)]);
 
         PyTorchBaseline.Parse("""{"error": "cannot read weights"}""").Error.ShouldBe("cannot read weights");
     }
