@@ -42,7 +42,10 @@ row() {
   fi
   [ "$left" -lt "$limit" ] && limit=$left
   echo "== $name"
-  timeout "$limit" "$@" --json > "$out"
+  # influx-cli prints its JSON with --json; pytorch_flux_forward.py (the check rows) always prints its own line.
+  local json=(--json)
+  [ "${bars%%:*}" = check ] && json=()
+  timeout "$limit" "$@" "${json[@]}" > "$out"
   local status=$?
   [ "$status" -ne 0 ] && echo "(row stopped with status $status: $name)"
   printf '%s\t%s\t%s\t%s\n' "$name" "$bars" "$out" "$status" >> "$results/rows.tsv"
@@ -67,7 +70,7 @@ timed=(--runs 3 --warmup 1)
 echo "results in $results; PyTorch baseline: $python"
 
 row "forward 1024² bf16 vs PyTorch eager bf16" forward:ratio=0.55,products=650,attention=450 -- \
-  "$cli" bench forward --device $device --precision bf16 "${big[@]}" "${timed[@]}" --baseline pytorch --python "$python" --profile
+  "$cli" bench forward --device $device --precision bf16 "${big[@]}" "${timed[@]}" --baseline auto --python "$python" --profile
 
 # ==== other engineers' rows: the same forward with --attention flash and --attention cublas (add them here, e.g.)
 # row "forward 1024² bf16, flash attention" forward:ratio=0.55,attention=450 -- \
@@ -77,8 +80,14 @@ row "forward 1024² bf16 vs PyTorch eager bf16" forward:ratio=0.55,products=650,
 row "parity $device fp32 (manifest tolerances)" parity -- "$cli" parity "$golden" --device $device
 row "parity $device bf16" parity:rel=1e-2 -- "$cli" parity "$golden" --device $device --precision bf16
 
+# The baseline's own numerics on this GPU: its forward of the golden tiny case against the float64 reference.
+for dtype in fp32 bf16; do
+  row "PyTorch baseline --check, $device $dtype" check -- "$python" "$here/pytorch_flux_forward.py" --device $device --dtype $dtype \
+    --weights "$golden/flux-tiny.safetensors" --check "$golden/flux-tiny-forward.safetensors" --runs 1 --warmup 0
+done
+
 row "LoRA step 1024² bf16 vs PyTorch" train:kept_s=0.45,recompute_s=0.60,recompute_gb=30 -- \
-  "$cli" bench train --device $device --precision bf16 "${big[@]}" "${timed[@]}" --baseline pytorch --python "$python"
+  "$cli" bench train --device $device --precision bf16 "${big[@]}" "${timed[@]}" --baseline auto --python "$python"
 
 row "edit 1024², 50 steps (no text encoders)" edit:s=8 -- \
   "$cli" bench edit --device $device --precision bf16 "${vae[@]}" --steps 50

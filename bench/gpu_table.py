@@ -9,6 +9,7 @@ KIND[:KEY=VALUE,...]; KIND says how to read the row's JSON, the keys are the iss
   train    kept_s, recompute_s (seconds per step, at most), recompute_gb (peak GB with recomputation, at most)
   edit     s (seconds per image, at most)
   parity   rel (largest relative L2 over every tensor, at most); without it: the manifest's tolerances
+  check    pytorch_flux_forward.py --check's own line: its rel L2 against its dtype's tolerance
   run      the command's exit status alone
 A row without bars shows its figures and '-' in ok?; one that failed, timed out or was skipped says so.
 """
@@ -123,6 +124,9 @@ def rows_of(name, bars_text, path, status):
         return [(name, "-", "-", "-", "-", "TIMED OUT (ROW_SECONDS)")]
     if report is None:
         return [(name, "-", "-", "-", "-", "FAILED (status %s, no JSON)" % status)]
+    if kind == "check":
+        return [(name, "-", "rel L2 %.2e" % report["check_rel_l2"] if "check_rel_l2" in report else report.get("error", "-"), "-",
+                 "≤ %g" % report["check_tolerance"] if "check_tolerance" in report else "-", "yes" if report.get("check_ok") else "NO")]
     error = report.get("error")
     # parity exits 1 when a tensor is beyond the manifest's tolerance; its rows still carry every error to judge
     if error and not (kind == "parity" and report.get("result")):
