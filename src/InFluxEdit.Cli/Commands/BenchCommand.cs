@@ -65,7 +65,7 @@ public sealed class BenchOptions : DeviceOptions
     [Option("ranks", Default = 1, HelpText = "bench train under mpirun -np N: data-parallel steps on N ranks (each with --batch examples) against rank 0 training alone, in the same run: examples per second per rank, scaling efficiency and the gradient exchange's time per step.")]
     public int Ranks { get; set; } = 1;
 
-    [Option("profile", HelpText = "Also print the time per op of a forward (bench forward) or of a forward and backward pass without recomputation (bench train), and the TFLOP/s the products (Linear, Gemm) and attention achieved (their FLOPs from the shapes: 2·M·N·K per product, 4·B·H·Lq·Lk·D per attention forward, 10·… backward, over their profiled time); it waits for every op, so the total is slower than an unprofiled run.")]
+    [Option("profile", HelpText = "Also print the time per op of a forward (bench forward) or of a forward and backward pass without recomputation (bench train), and the TFLOP/s the products (Linear, Gemm) and attention achieved (their FLOPs from the shapes: 2·M·N·K per product, 4·B·H·Lq·Lk·D per attention forward, 10·… backward, over their profiled time). The profile is one more pass after the timed ones (it waits for every op, so its total is slower than theirs); the timings and the ratio to PyTorch stay unprofiled.")]
     public bool Profile { get; set; }
 
     [Option("python", Default = "/usr/bin/python3", HelpText = "The Python that has torch (bench/install-pytorch-baseline.sh installs Debian's; on a GPU image, e.g. python3 from PATH).")]
@@ -201,7 +201,7 @@ public static class BenchCommand
         var table = output.Table("op", "calls", "ms per pass", "share");
         foreach (var (op, (seconds, calls)) in profile.Ops.OrderByDescending(p => p.Value.Seconds))
             table.AddCells(op, calls.ToString(CultureInfo.InvariantCulture), F(seconds * 1000, "F1"), (seconds / total).ToString("P0", CultureInfo.InvariantCulture));
-        output.Log.WriteLine("profile of the last pass (each op waited for):");
+        output.Log.WriteLine("profile of a pass after the timed ones (each op waited for):");
         output.Write(table);
         foreach (var (what, rate) in new[] { ("products", profile.Achieved.Products), ("attention", profile.Achieved.Attention) })
             if (rate != null)
