@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks of issue 11, for a machine with an NVIDIA GPU, a self-contained influx-cli publish and the PyTorch
-# image (python3 with torch 2.x; no .NET SDK needed). Run from the repository root (some rows read models/toy):
-#   bench/gpu-check.sh PUBLISH_DIR GOLDEN_DIR            # e.g. bench/gpu-pack.sh's unpacked publish/ and tests/golden
+# image (python3 with torch 2.x; no .NET SDK needed). The toy model comes from PUBLISH_DIR/models/toy (a publish
+# carries it), else from ./models/toy. bench/gpu-pack.sh packs the publish and gives the one command that runs this:
+#   bench/gpu-check.sh PUBLISH_DIR GOLDEN_DIR            # e.g. the unpacked pack's publish/ and the tree's tests/golden
 #   bench/gpu-check.sh PUBLISH_DIR GOLDEN_DIR --dry-cpu  # the same rows at tiny sizes on the CPU: tests the table
 # Each row runs with --json (its usual lines on stderr, one JSON object on stdout into RESULTS/NN.json) under a
 # timeout, and the script ends with ONE table built from those objects by bench/gpu_table.py:
@@ -17,6 +18,8 @@ publish=$1
 golden=$2
 dry=${3:-}
 cli="$publish/influx-cli"
+toy=models/toy
+[ -f "$publish/models/toy/flux1-fill-toy.safetensors" ] && toy="$publish/models/toy"
 here=$(cd "$(dirname "$0")" && pwd)
 results=${RESULTS:-$(mktemp -d)}
 mkdir -p "$results"
@@ -114,10 +117,10 @@ row "LoRA step, mid-size fp32" train -- "$cli" bench train --device $device "${m
 
 # --train-img-in over a bf16 base: img_in trained as a float32 master copy beside the bf16 words, 20 toy steps.
 work=$(mktemp -d)
-row "convert toy to bf16" run -- "$cli" convert models/toy/flux1-fill-toy.safetensors "$work/toy-bf16.safetensors" --to bf16
+row "convert toy to bf16" run -- "$cli" convert "$toy/flux1-fill-toy.safetensors" "$work/toy-bf16.safetensors" --to bf16
 row "toy dataset" run -- "$cli" dataset circles --out "$work/circles" --count 16 --held-out 0 --size 64
 row "train --train-img-in over a bf16 base, 20 steps" run -- \
-  "$cli" train --device $device --precision bf16 --flux-dir models/toy --weights "$work/toy-bf16.safetensors" --data "$work/circles/train" \
+  "$cli" train --device $device --precision bf16 --flux-dir "$toy" --weights "$work/toy-bf16.safetensors" --data "$work/circles/train" \
   --method channel --train-img-in --steps 20 --resolution 64 --output "$work/img-in-run"
 
 # Data-parallel LoRA steps over every GPU (NCCL all-reduce); NCCL from the PyTorch image's wheel when no libnccl2.
