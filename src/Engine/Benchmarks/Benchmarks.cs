@@ -32,8 +32,11 @@ public sealed record BenchSettings
     /// <summary>Also time every op (each waited for).</summary>
     public bool Profile { get; init; }
 
-    /// <summary>The Python with torch for the forward's baseline; null: no baseline.</summary>
+    /// <summary>The Python with torch for the same-run PyTorch baseline (forward and train); null: no baseline.</summary>
     public string? Python { get; init; } = "/usr/bin/python3";
+
+    /// <summary>The baseline's weights and activations: bf16 where our products run in bf16 (--precision bf16 on CUDA), else fp32.</summary>
+    public string BaselineDType { get; init; } = "fp32";
 
     // Edit:
     public string VaeModel { get; init; } = "flux-vae-tiny";
@@ -47,8 +50,36 @@ public sealed record BenchSettings
     public string Preset { get; init; } = "diffusers";
 }
 
-/// <summary>The time per op of one profiled pass.</summary>
-public sealed record OpProfile(IReadOnlyDictionary<string, (double Seconds, int Calls)> Ops);
+/// <summary>The time per op of one profiled pass and the floating-point work of the ops that count it (products, attention).</summary>
+public sealed record OpProfile(IReadOnlyDictionary<string, (double Seconds, int Calls)> Ops, IReadOnlyDictionary<string, double> Operations)
+{
+    /// <summary>The matrix products: the layers' and, in training, the backward's.</summary>
+    public static readonly IReadOnlyList<string> ProductOps = [nameof(CountingBackend.Linear), nameof(CountingBackend.Gemm)];
+
+    /// <summary>Attention, forward and backward.</summary>
+    public static readonly IReadOnlyList<string> AttentionOps =
+        [nameof(CountingBackend.Attention), nameof(CountingBackend.MaskedAttention), nameof(CountingBackend.AttentionBackward)];
+
+    /// <summary>The products' and attention's achieved rates in this pass.</summary>
+    public AchievedRates Achieved => new(RateOf(ProductOps), RateOf(AttentionOps));
+
+    /// <summary>The work of the named ops that ran over their time; null when none of them ran.</summary>
+    public AchievedRate? RateOf(IEnumerable<string> ops)
+    {
+        var ran = ops.Where(Ops.ContainsKey).ToList();
+        if (ran.Count == 0) return null;
+        return new AchievedRate(ran.Sum(op => Operations.GetValueOrDefault(op)), ran.Sum(op => Ops[op].Seconds));
+    }
+}
+
+/// <summary>Floating-point operations done in some seconds.</summary>
+public sealed record AchievedRate(double Operations, double Seconds)
+{
+    public double TeraflopsPerSecond => Seconds > 0 ? Operations / Seconds / 1e12 : double.NaN;
+}
+
+/// <summary>What a profile says the products and attention achieved; null where the pass had none.</summary>
+public sealed record AchievedRates(AchievedRate? Products, AchievedRate? Attention);
 
 /// <summary>One forward's median time, its work, our GEMM rate and, when it ran, PyTorch's on the same weights.</summary>
 /// <param name="WeightBytes">What the backend holds for the weights (quantized ones at their stored size).</param>
@@ -59,6 +90,14 @@ public sealed record ForwardBenchResult(string Model, string Device, int Tokens,
 {
     /// <summary>Our time over PyTorch's (below 1: faster), when the baseline ran.</summary>
     public double? Ratio => Baseline?.MedianMs is double ms ? MedianMs / ms : null;
+}
+
+/// <summary>Our training step against PyTorch's with the same recomputation, when the baseline ran.</summary>
+/// <param name="BaselineError">Why PyTorch's step did not run ("out of memory"), when it did not.</param>
+public sealed record TrainStepComparison(bool Recompute, double StepMs, long PeakBytes, double? BaselineMs, long? BaselinePeakBytes, string? BaselineError = null)
+{
+    /// <summary>Our time over PyTorch's (below 1: faster).</summary>
+    public double? Ratio => BaselineMs is double ms ? StepMs / ms : null;
 }
 
 /// <summary>A whole edit's median seconds per sampling step (the first, which includes the VAE encode, left out) and per image.</summary>
@@ -73,7 +112,16 @@ public sealed record TrainStepTiming(bool Recompute, double StepMs, long PeakByt
 /// <summary>A LoRA training step against a forward of the same model and tokens.</summary>
 /// <param name="PeakCountedByBackend">Whether the peaks are the backend's count (else the process's peak working set, which never goes down).</param>
 public sealed record TrainBenchResult(string Model, string Device, string Adapters, double ForwardMs, IReadOnlyList<TrainStepTiming> Steps,
-    bool PeakCountedByBackend, long WeightBytes, long ProcessBytesAfterForward, OpProfile? Profile, double? StepGflop, double? ForwardGflop);
+    bool PeakCountedByBackend, long WeightBytes, long ProcessBytesAfterForward, OpProfile? Profile, double? StepGflop, double? ForwardGflop,
+    PyTorchBaseline.Result? Baseline = null)
+{
+    /// <summary>Each of our steps beside the baseline's with the same recomputation (PyTorch's figures null where it did not run).</summary>
+    public IReadOnlyList<TrainStepComparison> Comparison => Steps.Select(step =>
+    {
+        var theirs = Baseline?.TrainSteps?.FirstOrDefault(s => s.Recompute == step.Recompute);
+        return new TrainStepComparison(step.Recompute, step.StepMs, step.PeakBytes, theirs?.MedianMs, theirs?.PeakBytes, theirs?.Error);
+    }).ToList();
+}
 
 /// <summary>Timings of the compiled models with seeded random weights (or a checkpoint): forward, whole edit, training step.</summary>
 public static class Benchmarks
@@ -84,19 +132,20 @@ public static class Benchmarks
         ModelCatalog.All.FirstOrDefault(m => m.Descriptor.Name == name)
         ?? throw new ArgumentException($"no compiled model '{name}' (compiled: {string.Join(", ", ModelCatalog.All.Select(m => m.Descriptor.Name))})");
 
-    /// <summary>One transformer forward (median after warm-up) and, when <see cref="BenchSettings.Python"/> is set, PyTorch's on the CPU in the same run.</summary>
+    /// <summary>One transformer forward (median after warm-up) and, when <see cref="BenchSettings.Python"/> is set, PyTorch's on the same device in the same run.</summary>
     public static ForwardBenchResult Forward(BenchSettings settings, IBackend device, TextWriter? log = null, IProgress<StageProgress>? progress = null)
     {
         log ??= TextWriter.Null;
         var info = Compiled(settings.Model);
-        var backend = new CountingBackend(device, settings.Profile);
+        var backend = new CountingBackend(device);
         var weights = settings.Weights == null
             ? RandomWeights.Upload(info.Descriptor, backend, Seed, StageProgress.Of(progress, "random weights", "tensors"), settings.BasePrecision)
             : LoadWeights(info, settings.Weights, backend, progress, settings.BasePrecision);
         long weightBytes = weights.Values.Sum(w => w.StoredBytes);
         var statistics = device as IMemoryStatistics;
         double medianMs, flops;
-        Dictionary<string, (double Seconds, int Calls)> profile;
+        long? peakAllocated;
+        OpProfile? profile = null;
         try
         {
             var model = info.Create(backend, weights);
@@ -115,7 +164,22 @@ public static class Benchmarks
                     runs?.Report((++run, settings.Warmup + settings.Runs));
                 });
                 flops = backend.FloatingPointOperations;
-                profile = new Dictionary<string, (double Seconds, int Calls)>(backend.Profile);
+                peakAllocated = statistics?.PeakAllocatedBytes;
+                if (settings.Profile)
+                {
+                    // A second instance on a profiling wrapper after the timed runs: they stay unprofiled, so the ratio
+                    // to PyTorch compares whole passes, not passes that waited for every op.
+                    var profiling = new CountingBackend(device, profile: true);
+                    var profiled = info.Create(profiling, weights);
+                    for (int pass = 0; pass < 2; pass++)
+                    {
+                        profiling.ResetCount();
+                        foreach (var output in profiled.Run(inputs).Values) output.Dispose();
+                        profiling.Synchronize();
+                    }
+                    profile = new OpProfile(new Dictionary<string, (double Seconds, int Calls)>(profiling.Profile),
+                        new Dictionary<string, double>(profiling.OperationsByOp));
+                }
             }
             finally
             {
@@ -127,13 +191,11 @@ public static class Benchmarks
             foreach (var w in weights.Values) w.Dispose();
         }
         long peakProcessBytes = Process.GetCurrentProcess().PeakWorkingSet64;
-        long? peakDeviceBytes = weightBytes + statistics?.PeakAllocatedBytes;
+        long? peakDeviceBytes = weightBytes + peakAllocated;
         double gemm = MeasureGemm(backend, 1024);
-        var baseline = settings.Python == null ? null
-            : PyTorchBaseline.Run(settings.Python, settings.Weights ?? BaselineWeightsFile(info.Descriptor, log), settings.ImageTokens,
-                settings.TextTokens, settings.Batch, settings.Runs, settings.Warmup, log);
+        var baseline = RunBaseline(settings, info.Descriptor, device, train: false, log);
         return new ForwardBenchResult(info.Descriptor.Name, backend.Name, settings.Batch * (settings.ImageTokens + settings.TextTokens),
-            medianMs, flops, gemm, baseline, settings.Profile ? new OpProfile(profile) : null, weightBytes, peakProcessBytes, peakDeviceBytes);
+            medianMs, flops, gemm, baseline, profile, weightBytes, peakProcessBytes, peakDeviceBytes);
     }
 
     /// <summary>A whole edit with seeded random weights: seconds per sampling step and per image.</summary>
@@ -183,9 +245,16 @@ public static class Benchmarks
     /// A LoRA training step (forward, backward, AdamW), keeping every activation and with per-block recomputation,
     /// against one plain forward of the same model and tokens, in the same run, with the peak memory of each.
     /// </summary>
-    public static TrainBenchResult Train(BenchSettings settings, IBackend backend, IProgress<StageProgress>? progress = null)
+    public static TrainBenchResult Train(BenchSettings settings, IBackend backend, IProgress<StageProgress>? progress = null, TextWriter? log = null)
     {
-        using var rig = new LoraBenchRig(settings, backend, Seed, progress);
+        TrainBenchResult result;
+        using (var rig = new LoraBenchRig(settings, backend, Seed, progress)) result = Train(settings, backend, rig);
+        // After the rig is gone: on a GPU the baseline needs the memory our weights and activations held.
+        return result with { Baseline = RunBaseline(settings, Compiled(settings.Model).Descriptor, backend, train: true, log ?? TextWriter.Null) };
+    }
+
+    private static TrainBenchResult Train(BenchSettings settings, IBackend backend, LoraBenchRig rig)
+    {
         var (info, model, inputs, state) = (rig.Info, rig.Model, rig.Inputs, rig.State);
         double forward = Median(settings, () =>
         {
@@ -225,7 +294,7 @@ public static class Benchmarks
                 counting.ResetCount();
                 profiled.ForwardBackward(inputs, output => counting.Upload(new HostTensor(output.Shape)));
             }
-            profile = new OpProfile(new Dictionary<string, (double Seconds, int Calls)>(counting.Profile));
+            profile = new OpProfile(new Dictionary<string, (double Seconds, int Calls)>(counting.Profile), new Dictionary<string, double>(counting.OperationsByOp));
             stepGflop = counting.FloatingPointOperations / 1e9;
         }
         return new TrainBenchResult(info.Descriptor.Name, backend.Name, $"{rig.Targets.Count} × rank {settings.Rank} ({settings.Preset})", forward, steps,
@@ -266,16 +335,28 @@ public static class Benchmarks
             ignored: info.Descriptor.Ignores, precision: precision);
     }
 
-    /// <summary>The same seeded weights as a file the PyTorch baseline can read, written once per model.</summary>
-    private static string BaselineWeightsFile(ModelDescriptor model, TextWriter log)
+    /// <summary>
+    /// PyTorch's forward or training step on the same device, in the settings' baseline dtype, on the same weights: the
+    /// checkpoint when one is timed, else a manifest from which the script regenerates our seeded random weights (and
+    /// with which it puts the same adapters on for training). Null when no Python is set.
+    /// </summary>
+    private static PyTorchBaseline.Result? RunBaseline(BenchSettings settings, ModelDescriptor model, IBackend device, bool train, TextWriter log)
     {
-        string path = Path.Combine(Path.GetTempPath(), $"influx-bench-{model.Name}-{Seed}.safetensors");
-        if (!File.Exists(path))
+        if (settings.Python == null) return null;
+        // Our pool's cached buffers would otherwise stay reserved on the GPU while PyTorch needs it whole.
+        (device as Runtime.Backends.Gpu.IlgpuBackend)?.TrimPool();
+        string[] weights;
+        if (settings.Weights != null && !train) weights = ["--weights", settings.Weights];
+        else
         {
-            log.WriteLine($"writing the benchmark's weights for the PyTorch baseline to {path}");
-            RandomWeights.Write(model, path, Seed);
+            if (settings.Weights != null) log.WriteLine("the PyTorch training baseline runs on the seeded random weights (its manifest names the adapters), not --weights");
+            string manifest = Path.Combine(Path.GetTempPath(), $"influx-bench-{model.Name}-{Seed}-{settings.Preset}-r{settings.Rank}.json");
+            RandomWeights.WriteManifest(model, manifest, Seed, train ? LoraTargets.Preset(settings.Preset, model) : [], settings.Rank, LoraBenchRig.Scale);
+            weights = ["--random-weights", manifest];
         }
-        return path;
+        string deviceName = device.Name == "cuda" ? "cuda" : "cpu";
+        return PyTorchBaseline.Run(new PyTorchBaseline.Request(settings.Python, deviceName, settings.BaselineDType, weights,
+            settings.ImageTokens, settings.TextTokens, settings.Batch, settings.Runs, settings.Warmup, train), log);
     }
 
     /// <summary>Our own GEMM rate through the backend's Linear, for comparison with the machine's BLAS.</summary>

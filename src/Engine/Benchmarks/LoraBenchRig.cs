@@ -25,9 +25,12 @@ internal sealed class LoraBenchRig : IDisposable
             .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
         Targets = LoraTargets.Preset(settings.Preset, Info.Descriptor);
         Parameters = LoraInit.Create(backend, Targets, settings.Rank, LoraInit.KindOf(settings.Preset, Info.Descriptor), new TrainingRandom(seed));
-        State = LoraInit.Attach(Targets, Parameters, scale: 1f);
+        State = LoraInit.Attach(Targets, Parameters, Scale);
         Optimizer = new AdamW(Training);
     }
+
+    /// <summary>The adapters' output scale (alpha / rank with the schemas' alpha = rank).</summary>
+    public const float Scale = 1f;
 
     public CompiledModelInfo Info { get; }
     public IBackend Backend { get; }

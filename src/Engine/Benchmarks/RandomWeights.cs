@@ -1,9 +1,11 @@
 using System.Text.Json;
 using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.IO;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.SafeTensors;
 using InFluxEdit.Runtime.Tensors;
+using InFluxEdit.Runtime.Training;
 
 namespace InFluxEdit.Benchmarks;
 
@@ -158,7 +160,28 @@ public static class RandomWeights
     public static void Write(ModelDescriptor model, string path, int seed)
     {
         var tensors = model.Parameters.Select(p => new KeyValuePair<string, HostTensor>(p.Name, Generate(p, seed)));
-        var config = "{" + string.Join(", ", model.Params.Select(p => $"{JsonSerializer.Serialize(p.Key)}: {p.Value}")) + "}";
-        SafeTensorsWriter.Write(path, tensors, new Dictionary<string, string> { ["format"] = "bfl", ["config"] = config });
+        SafeTensorsWriter.Write(path, tensors, new Dictionary<string, string> { ["format"] = "bfl", ["config"] = ConfigJson(model) });
+    }
+
+    /// <summary>The model's params as one JSON object (each value is JSON already: numbers, booleans, lists).</summary>
+    private static string ConfigJson(ModelDescriptor model) =>
+        "{" + string.Join(", ", model.Params.Select(p => $"{JsonSerializer.Serialize(p.Key)}: {p.Value}")) + "}";
+
+    /// <summary>
+    /// What another implementation needs to make the same weights without a weight file (bench/pytorch_flux_forward.py
+    /// --random-weights regenerates them with <see cref="Generate"/>'s hash, on its device): the seed, the model's params,
+    /// every parameter's name, shape and checkpoint dtype in order, and the LoRA adapters a training step puts on them.
+    /// Under a megabyte where the 12B model's float32 weights would be 48 GB.
+    /// </summary>
+    public static void WriteManifest(ModelDescriptor model, string path, int seed, IReadOnlyList<LoraTarget> loraTargets, int rank, float scale)
+    {
+        var parameters = model.Parameters.Select(p => new { name = p.Name, shape = p.Shape, dtype = p.DType.ToString() });
+        var targets = loraTargets.Select(t => new { module = t.Module.Module, row_offset = t.RowOffset, rows = t.Rows });
+        var manifest = new
+        {
+            seed, model = model.Name, config = System.Text.Json.Nodes.JsonNode.Parse(ConfigJson(model)), parameters,
+            lora = new { rank, scale, targets },
+        };
+        AtomicFile.Write(path, stream => JsonSerializer.Serialize(stream, manifest));
     }
 }

@@ -8,7 +8,7 @@ using InFluxEdit.Runtime.Training;
 
 namespace InFluxEdit.Cli.Commands;
 
-[Verb("bench", HelpText = "Benchmarks. 'bench forward' times one transformer forward pass (median after warm-up) and, when available, the same model in PyTorch on the CPU in the same run. 'bench edit' times a whole edit (VAE encode, sampling steps, decode) at a given image size. 'bench train' times a LoRA training step, keeping every activation and recomputing each block's, against a forward pass of the same model, with the peak memory of each.")]
+[Verb("bench", HelpText = "Benchmarks. 'bench forward' times one transformer forward pass (median after warm-up) and, when available, the same model in PyTorch on the same device in the same run (bf16 when --precision bf16 on CUDA, else float32). 'bench edit' times a whole edit (VAE encode, sampling steps, decode) at a given image size. 'bench train' times a LoRA training step, keeping every activation and recomputing each block's, against a forward pass of the same model, with the peak memory of each, and PyTorch's LoRA step of the same adapters (kept and with torch.utils.checkpoint per block) in the same run.")]
 public sealed class BenchOptions : DeviceOptions
 {
     [Value(0, MetaName = "WHAT", Required = true, HelpText = "What to time: forward, edit or train.")]
@@ -38,7 +38,7 @@ public sealed class BenchOptions : DeviceOptions
     [Option("warmup", Default = 2, HelpText = "Untimed runs first.")]
     public int Warmup { get; set; } = 2;
 
-    [Option("baseline", Default = "auto", HelpText = "PyTorch CPU baseline: auto (run it when installed), pytorch (require it), none.")]
+    [Option("baseline", Default = "auto", HelpText = "bench forward and train: the same-run PyTorch baseline (bench/pytorch_flux_forward.py) on our device and in our precision, with the ratio our time / PyTorch's and both peak memories: auto (run it when installed), pytorch (require it: an error when it cannot run), none.")]
     public string Baseline { get; set; } = "auto";
 
     [Option("vae-model", Default = "flux-vae-tiny", HelpText = "bench edit: the compiled VAE (flux-vae for the real one).")]
@@ -65,10 +65,10 @@ public sealed class BenchOptions : DeviceOptions
     [Option("ranks", Default = 1, HelpText = "bench train under mpirun -np N: data-parallel steps on N ranks (each with --batch examples) against rank 0 training alone, in the same run: examples per second per rank, scaling efficiency and the gradient exchange's time per step.")]
     public int Ranks { get; set; } = 1;
 
-    [Option("profile", HelpText = "Also print the time per op of a forward (bench forward) or of a forward and backward pass without recomputation (bench train); it waits for every op, so the total is slower than an unprofiled run.")]
+    [Option("profile", HelpText = "Also print the time per op of a forward (bench forward) or of a forward and backward pass without recomputation (bench train), and the TFLOP/s the products (Linear, Gemm) and attention achieved (their FLOPs from the shapes: 2·M·N·K per product, 4·B·H·Lq·Lk·D per attention forward, 10·… backward, over their profiled time). The profile is one more pass after the timed ones (it waits for every op, so its total is slower than theirs); the timings and the ratio to PyTorch stay unprofiled.")]
     public bool Profile { get; set; }
 
-    [Option("python", Default = "/usr/bin/python3", HelpText = "The Python that has torch (bench/install-pytorch-baseline.sh installs Debian's).")]
+    [Option("python", Default = "/usr/bin/python3", HelpText = "The Python that has torch (bench/install-pytorch-baseline.sh installs Debian's; on a GPU image, e.g. python3 from PATH).")]
     public string Python { get; set; } = "/usr/bin/python3";
 }
 
@@ -88,6 +88,9 @@ public static class BenchCommand
         if (options.What == "train" && (options.Ranks > 1 || ProcessGroups.LaunchedByMpi)) return BenchDataParallel.Run(options, settings);
         var output = options.CommandOutput;
         using var backend = options.CreateBackend(output.Log);
+        // The CPU computes in float32 whatever --precision says; on CUDA the baseline runs in the precision our products do.
+        bool bf16 = backend.Name == "cuda" && Runtime.Backends.BackendFactory.ParsePrecision(options.Precision) == Runtime.Backends.Gpu.GpuPrecision.BFloat16;
+        settings = settings with { BaselineDType = bf16 ? "bf16" : "fp32" };
         if (options.What == "edit")
         {
             var result = Benchmarks.Benchmarks.Edit(settings, backend, output.Stages);
@@ -96,14 +99,14 @@ public static class BenchCommand
         }
         else if (options.What == "train")
         {
-            var result = Benchmarks.Benchmarks.Train(settings, backend, output.Stages);
-            output.Result = new { Benchmark = result with { Profile = null }, Profile = Ops(result.Profile) };
+            var result = Benchmarks.Benchmarks.Train(settings, backend, output.Stages, output.Notes);
+            output.Result = new { Benchmark = result with { Profile = null }, Profile = Ops(result.Profile), result.Profile?.Achieved };
             WriteTraining(result, options, output);
         }
         else
         {
             var result = Benchmarks.Benchmarks.Forward(settings, backend, output.Notes, output.Stages);
-            output.Result = new { Benchmark = result with { Profile = null }, Profile = Ops(result.Profile) };
+            output.Result = new { Benchmark = result with { Profile = null }, Profile = Ops(result.Profile), result.Profile?.Achieved };
             WriteForward(result, options, output);
         }
         DeviceOptions.ReportOffload(backend, output.Log);
@@ -121,15 +124,19 @@ public static class BenchCommand
     {
         var baseline = result.Baseline;
         if (baseline?.Error != null && options.Baseline == "pytorch") throw new InvalidOperationException(baseline.Error);
-        if (baseline?.GemmGflops is double blas) output.Log.WriteLine($"BLAS float32 1024³ GEMM (PyTorch, same run): {blas:F1} GFLOP/s");
+        if (baseline?.GemmGflops is double blas)
+            output.Log.WriteLine(baseline.Device == "cuda"
+                ? $"PyTorch {baseline.Torch} on {baseline.Gpu}: {baseline.DType} 8192³ matmul {blas / 1000:F1} TFLOP/s (same run), attention by {baseline.Attention}"
+                : $"BLAS float32 1024³ GEMM (PyTorch, same run): {blas:F1} GFLOP/s");
         if (baseline?.BlasKernel != null)
             output.Log.WriteLine($"PyTorch's BLAS: {baseline.BlasKernel}; run without {string.Join(" and ", PyTorchBaseline.RemovedVariables)}");
         output.Log.WriteLine($"our float32 1024³ GEMM on {result.Device}: {result.GemmGflops:F1} GFLOP/s");
-        var table = output.Table("implementation", "device", "median ms", "tokens/s", "GFLOP/s", "vs PyTorch");
+        var table = output.Table("implementation", "device", "median ms", "tokens/s", "GFLOP/s", "vs PyTorch", "peak device memory");
         table.AddCells("influx-cli (" + result.Model + ")", result.Device, F(result.MedianMs, "F1"), F(result.Tokens / (result.MedianMs / 1000), "F0"),
-            F(result.Flops / (result.MedianMs / 1000) / 1e9, "F1"), result.Ratio is double ratio ? F(ratio, "F2") + "x time" : "-");
+            F(result.Flops / (result.MedianMs / 1000) / 1e9, "F1"), result.Ratio is double ratio ? F(ratio, "F2") + "x time" : "-", Bytes(result.PeakDeviceBytes));
         if (baseline?.MedianMs is double ms)
-            table.AddCells("PyTorch (CPU, float32)", "cpu", F(ms, "F1"), F(result.Tokens / (ms / 1000), "F0"), F(result.Flops / (ms / 1000) / 1e9, "F1"), "1.00x");
+            table.AddCells($"PyTorch ({baseline.Device}, {baseline.DType}, eager)", baseline.Device ?? "-", F(ms, "F1"), F(result.Tokens / (ms / 1000), "F0"),
+                F(result.Flops / (ms / 1000) / 1e9, "F1"), "1.00x", Bytes(baseline.PeakBytes));
         output.Log.WriteLine($"forward of {result.Model}: batch {options.Batch}, {options.ImageTokens} image + {options.TextTokens} text tokens, " +
                                  $"{result.Flops / 1e9:F1} GFLOP per pass, median of {options.Runs} after {options.Warmup} warm-up");
         output.Log.WriteLine($"weights held on the device: {TrainingProgress.FormatBytes(result.WeightBytes)} ({options.BasePrecision ?? "as the model's dtype"}); " +
@@ -138,6 +145,9 @@ public static class BenchCommand
         if (result.Profile != null) WriteProfile(result.Profile, output);
         if (baseline?.Error != null) output.Log.WriteLine($"PyTorch baseline not run: {baseline.Error}");
     }
+
+    /// <summary>A peak in memory units, "-" where it was not counted (the CPU).</summary>
+    private static string Bytes(long? bytes) => bytes is long b ? TrainingProgress.FormatBytes(b) : "-";
 
     /// <summary>"; peak device memory: …" from the backend's own count, or nothing where it does not count.</summary>
     private static string PeakDevice(long? bytes) => bytes is long peak
@@ -155,6 +165,8 @@ public static class BenchCommand
 
     private static void WriteTraining(TrainBenchResult result, BenchOptions options, CommandOutput output)
     {
+        var baseline = result.Baseline;
+        if (baseline?.Error != null && options.Baseline == "pytorch") throw new InvalidOperationException(baseline.Error);
         var table = output.Table("model", "device", "tokens", "adapters", "recompute", "forward ms", "s per train step", "step / forward",
             result.PeakCountedByBackend ? "peak memory" : "peak process memory");
         foreach (var step in result.Steps)
@@ -166,6 +178,16 @@ public static class BenchCommand
             $"recomputing: {recomputed.StepMs / kept.StepMs:F2}× the step time, {(double)recomputed.PeakBytes / kept.PeakBytes:F2}× the peak memory " +
             $"({(result.PeakCountedByBackend ? $"{TrainingProgress.FormatBytes(result.WeightBytes)} of weights plus the backend's peak count" : "the process's peak working set, which never goes down: read the first row's")}; " +
             $"the process held {TrainingProgress.FormatBytes(result.ProcessBytesAfterForward)} after the forward runs)"));
+        if (baseline?.TrainSteps != null)
+        {
+            var versus = output.Table("recompute", "ours s per step", "PyTorch s per step", "ours / PyTorch", "ours peak", "PyTorch peak");
+            foreach (var step in result.Comparison)
+                versus.AddCells(step.Recompute ? "per block" : "no", F(step.StepMs / 1000, "F3"), step.BaselineMs is double ms ? F(ms / 1000, "F3") : step.BaselineError ?? "-",
+                    step.Ratio is double ratio ? F(ratio, "F2") + "x time" : "-", TrainingProgress.FormatBytes(step.PeakBytes), Bytes(step.BaselinePeakBytes));
+            output.Log.WriteLine($"PyTorch {baseline.Torch} ({baseline.Device}, {baseline.DType} base, float32 LoRA, AdamW; recomputation by torch.utils.checkpoint per block), same run:");
+            output.Write(versus);
+        }
+        if (baseline?.Error != null) output.Log.WriteLine($"PyTorch baseline not run: {baseline.Error}");
         if (result.Profile == null) return;
         WriteProfile(result.Profile, output);
         // The products' work sets a floor under the time ratio: attention's backward alone has 5 products to the forward's 2.
@@ -179,7 +201,11 @@ public static class BenchCommand
         var table = output.Table("op", "calls", "ms per pass", "share");
         foreach (var (op, (seconds, calls)) in profile.Ops.OrderByDescending(p => p.Value.Seconds))
             table.AddCells(op, calls.ToString(CultureInfo.InvariantCulture), F(seconds * 1000, "F1"), (seconds / total).ToString("P0", CultureInfo.InvariantCulture));
-        output.Log.WriteLine("profile of the last pass (each op waited for):");
+        output.Log.WriteLine("profile of a pass after the timed ones (each op waited for):");
         output.Write(table);
+        foreach (var (what, rate) in new[] { ("products", profile.Achieved.Products), ("attention", profile.Achieved.Attention) })
+            if (rate != null)
+                output.Log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"achieved by the {what}: {rate.TeraflopsPerSecond:G3} TFLOP/s ({rate.Operations / 1e12:F2} TFLOP in {rate.Seconds * 1000:F1} ms)"));
     }
 }

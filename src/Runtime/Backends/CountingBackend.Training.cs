@@ -13,14 +13,14 @@ public sealed partial class CountingBackend : ITrainingBackend
     {
         // c is [M, N] per product, K the inner size; the batches are the larger of a's and b's.
         int k = transposeA ? a.Rows : a.Cols;
-        FloatingPointOperations += 2.0 * Math.Max(a.Batch, b.Batch) * c.Rows * c.Cols * k;
+        Count(nameof(Gemm), 2.0 * Math.Max(a.Batch, b.Batch) * c.Rows * c.Cols * k);
         Timed(nameof(Gemm), () => Training.Gemm(c, a, transposeA, b, transposeB, alpha, beta));
     }
 
     public void AttentionBackward(View dq, View dk, View dv, View dOut, View q, View k, View v, int heads, float scale)
     {
         // The recomputed q·kᵀ, then dP = dO·vᵀ, dV = Pᵀ·dO, dQ = dS·k and dK = dSᵀ·q: five products of Lq × Lk × head_dim per head.
-        FloatingPointOperations += 10.0 * q.Batch * q.Rows * k.Rows * q.Cols;
+        Count(nameof(AttentionBackward), 10.0 * q.Batch * q.Rows * k.Rows * q.Cols);
         Timed(nameof(AttentionBackward), () => Training.AttentionBackward(dq, dk, dv, dOut, q, k, v, heads, scale));
     }
 

@@ -12,6 +12,7 @@ public sealed partial class CountingBackend : IBackend
 {
     private readonly IBackend _inner;
     private readonly Dictionary<string, (double Seconds, int Calls)> _profile = new();
+    private readonly Dictionary<string, double> _operations = new();
 
     public CountingBackend(IBackend inner, bool profile = false)
     {
@@ -49,10 +50,23 @@ public sealed partial class CountingBackend : IBackend
     /// <summary>Multiply-adds counted as two operations.</summary>
     public double FloatingPointOperations { get; private set; }
 
+    /// <summary>
+    /// <see cref="FloatingPointOperations"/> per op since the last reset, counted whether or not profiling, so a
+    /// profile's time per op gives each op's achieved rate.
+    /// </summary>
+    public IReadOnlyDictionary<string, double> OperationsByOp => _operations;
+
+    private void Count(string op, double operations)
+    {
+        FloatingPointOperations += operations;
+        _operations[op] = _operations.GetValueOrDefault(op) + operations;
+    }
+
     public void ResetCount()
     {
         FloatingPointOperations = 0;
         _profile.Clear();
+        _operations.Clear();
     }
 
     public string Name => _inner.Name;
@@ -68,14 +82,14 @@ public sealed partial class CountingBackend : IBackend
 
     public void Linear(View y, View x, DeviceTensor weight, DeviceTensor? bias)
     {
-        FloatingPointOperations += 2.0 * x.Batch * x.Rows * x.Cols * y.Cols;
+        Count(nameof(Linear), 2.0 * x.Batch * x.Rows * x.Cols * y.Cols);
         Timed(nameof(Linear), () => _inner.Linear(y, x, weight, bias));
     }
 
     public void Attention(View o, View q, View k, View v, int heads, float scale)
     {
         // q·kᵀ and p·v: two products of Lq × Lk × head_dim per head.
-        FloatingPointOperations += 4.0 * q.Batch * q.Rows * k.Rows * q.Cols;
+        Count(nameof(Attention), 4.0 * q.Batch * q.Rows * k.Rows * q.Cols);
         Timed(nameof(Attention), () => _inner.Attention(o, q, k, v, heads, scale));
     }
 
@@ -83,7 +97,7 @@ public sealed partial class CountingBackend : IBackend
     {
         // Per output pixel and channel, Cin·kh·kw multiply-adds (weight is [Cout, Cin, kh, kw]).
         if (weight.Shape.Length == 4)
-            FloatingPointOperations += 2.0 * y.Batch * y.Rows * weight.Length;
+            Count(nameof(Conv2d), 2.0 * y.Batch * y.Rows * weight.Length);
         Timed(nameof(Conv2d), () => _inner.Conv2d(y, x, height, width, weight, bias, stride, padding));
     }
 
@@ -106,7 +120,7 @@ public sealed partial class CountingBackend : IBackend
     public void MaskedAttention(View o, View q, View k, View v, int heads, float scale, View? bias, bool causal)
     {
         // Counted like unmasked attention: the kernels compute every score and drop the masked ones.
-        FloatingPointOperations += 4.0 * q.Batch * q.Rows * k.Rows * q.Cols;
+        Count(nameof(MaskedAttention), 4.0 * q.Batch * q.Rows * k.Rows * q.Cols);
         Timed(nameof(MaskedAttention), () => _inner.MaskedAttention(o, q, k, v, heads, scale, bias, causal));
     }
 
