@@ -56,9 +56,6 @@ public static class FlashAttentionKernels
     public const int BackwardQueryTile = 32;
 
     private const int TileStrideWords = MaxHeadDim / 2 + 4;
-    private const int ScoreFragments = KeyTile / 8 * 4;
-    private const int AccumulatorFragments = MaxHeadDim / 8 * 4;
-    private const int QueryFragments = MaxHeadDim / 16 * 4;
     private const int GradientStrideWords = MaxWarps * RowsPerWarp / 2 + 4;
 
     /// <summary>
@@ -74,9 +71,6 @@ public static class FlashAttentionKernels
         var keys = SharedMemory.Allocate<uint>(KeyTile * TileStrideWords);
         var values = SharedMemory.Allocate<uint>(KeyTile * TileStrideWords);
         var exchangeAll = SharedMemory.Allocate<uint>(MaxWarps * TensorCoreMma.ExchangeWords);
-        var queryFragments = LocalMemory.Allocate<uint>(QueryFragments);
-        var scores = LocalMemory.Allocate<float>(ScoreFragments);
-        var accumulator = LocalMemory.Allocate<float>(AccumulatorFragments);
 
         int warps = Group.DimX / TensorCoreMma.WarpLanes;
         int warp = Group.IdxX / TensorCoreMma.WarpLanes;
@@ -92,22 +86,23 @@ public static class FlashAttentionKernels
         long keyFlat0 = (long)Grid.IdxZ * keyRows;
         int kSteps = headDim / 16, columnTiles = headDim / 8;
 
-        for (int s = 0; s < kSteps; s++)
-        {
-            int col = headColumn + 16 * s + 2 * t;
-            queryFragments[4 * s] = q.LoadPair(queryFlat0 + row0, row0 < queryRows, col);
-            queryFragments[4 * s + 1] = q.LoadPair(queryFlat0 + row1, row1 < queryRows, col);
-            queryFragments[4 * s + 2] = q.LoadPair(queryFlat0 + row0, row0 < queryRows, col + 8);
-            queryFragments[4 * s + 3] = q.LoadPair(queryFlat0 + row1, row1 < queryRows, col + 8);
-        }
-        for (int e = 0; e < columnTiles * 4; e++)
-            accumulator[e] = 0f;
-        float max0 = float.NegativeInfinity, max1 = float.NegativeInfinity, sum0 = 0f, sum1 = 0f;
-
         // Under the causal mask no query of this group sees a key past its last row.
         int keyEnd = keyRows;
         if (mask.Causal != 0)
             keyEnd = XMath.Min(keyRows, XMath.Min(queryRows, groupFirstQuery + warps * RowsPerWarp));
+
+        var scores = new ScoreTiles
+        {
+            Queries = MmaRowFragments.Load(q, queryFlat0 + row0, row0 < queryRows, queryFlat0 + row1, row1 < queryRows, headColumn, t, kSteps),
+            Keys = keys, Exchange = exchange, G = g, T = t, Steps = kSteps, Scale = scale,
+            Row0 = row0, Row1 = row1, KeyEnd = keyEnd, QueryRows = queryRows, Head = head, Mask = mask,
+        };
+        var exponent = new Exponentials();
+        var rescale = new Rescale();
+        var product = new ValueProduct { Values = values, Exchange = exchange, G = g, T = t };
+        var scoreTiles = new MmaTileOctet();
+        var accumulator = new MmaTiles();
+        float max0 = float.NegativeInfinity, max1 = float.NegativeInfinity, sum0 = 0f, sum1 = 0f;
 
         for (int firstKey = 0; firstKey < keyEnd; firstKey += KeyTile)
         {
@@ -119,95 +114,143 @@ public static class FlashAttentionKernels
             StageTile(values, v, keyFlat0 + firstKey, validKeys, 16 * keySteps, headColumn, headDim);
             Group.Barrier();
 
-            float tileMax0 = float.NegativeInfinity, tileMax1 = float.NegativeInfinity;
-            for (int n = 0; n < 2 * keySteps; n++)
-            {
-                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-                int keyRow = (8 * n + g) * TileStrideWords;
-                for (int s = 0; s < kSteps; s++)
-                    TensorCoreMma.MultiplyAccumulate(ref s0, ref s1, ref s2, ref s3,
-                        queryFragments[4 * s], queryFragments[4 * s + 1], queryFragments[4 * s + 2], queryFragments[4 * s + 3],
-                        keys[keyRow + 8 * s + t], keys[keyRow + 8 * s + 4 + t], exchange);
-                int key = firstKey + 8 * n + 2 * t;
-                s0 = MaskedScore(s0, scale, row0, key, keyEnd, queryRows, head, mask);
-                s1 = MaskedScore(s1, scale, row0, key + 1, keyEnd, queryRows, head, mask);
-                s2 = MaskedScore(s2, scale, row1, key, keyEnd, queryRows, head, mask);
-                s3 = MaskedScore(s3, scale, row1, key + 1, keyEnd, queryRows, head, mask);
-                scores[4 * n] = s0;
-                scores[4 * n + 1] = s1;
-                scores[4 * n + 2] = s2;
-                scores[4 * n + 3] = s3;
-                tileMax0 = XMath.Max(tileMax0, XMath.Max(s0, s1));
-                tileMax1 = XMath.Max(tileMax1, XMath.Max(s2, s3));
-            }
+            scores.FirstKey = firstKey;
+            scores.Max0 = float.NegativeInfinity;
+            scores.Max1 = float.NegativeInfinity;
+            scoreTiles.Apply(ref scores, 2 * keySteps, 0);
             // A row's 64 scores are spread over the 4 lanes of its quad.
-            tileMax0 = QuadMax(tileMax0);
-            tileMax1 = QuadMax(tileMax1);
-            float newMax0 = XMath.Max(max0, tileMax0), newMax1 = XMath.Max(max1, tileMax1);
+            float newMax0 = XMath.Max(max0, QuadMax(scores.Max0)), newMax1 = XMath.Max(max1, QuadMax(scores.Max1));
             // A row with every score so far −∞ (a bias that hides keys) keeps a base of 0: exp(−∞) = 0, no NaN.
-            float base0 = newMax0 == float.NegativeInfinity ? 0f : newMax0;
-            float base1 = newMax1 == float.NegativeInfinity ? 0f : newMax1;
-            float rescale0 = XMath.Exp(max0 - base0), rescale1 = XMath.Exp(max1 - base1);
+            exponent.Base0 = newMax0 == float.NegativeInfinity ? 0f : newMax0;
+            exponent.Base1 = newMax1 == float.NegativeInfinity ? 0f : newMax1;
+            rescale.Factor0 = XMath.Exp(max0 - exponent.Base0);
+            rescale.Factor1 = XMath.Exp(max1 - exponent.Base1);
             max0 = newMax0;
             max1 = newMax1;
-            sum0 *= rescale0;
-            sum1 *= rescale1;
-            for (int n = 0; n < 2 * keySteps; n++)
-            {
-                float p0 = XMath.Exp(scores[4 * n] - base0), p1 = XMath.Exp(scores[4 * n + 1] - base0);
-                float p2 = XMath.Exp(scores[4 * n + 2] - base1), p3 = XMath.Exp(scores[4 * n + 3] - base1);
-                scores[4 * n] = p0;
-                scores[4 * n + 1] = p1;
-                scores[4 * n + 2] = p2;
-                scores[4 * n + 3] = p3;
-                sum0 += p0 + p1;
-                sum1 += p2 + p3;
-            }
-            for (int j = 0; j < columnTiles; j++)
-            {
-                accumulator[4 * j] *= rescale0;
-                accumulator[4 * j + 1] *= rescale0;
-                accumulator[4 * j + 2] *= rescale1;
-                accumulator[4 * j + 3] *= rescale1;
-            }
+            exponent.Sum0 = sum0 * rescale.Factor0;
+            exponent.Sum1 = sum1 * rescale.Factor1;
+            scoreTiles.Apply(ref exponent, 2 * keySteps, 0);
+            sum0 = exponent.Sum0;
+            sum1 = exponent.Sum1;
+            accumulator.Apply(ref rescale, columnTiles);
 
-            for (int s = 0; s < keySteps; s++)
-            {
-                uint a0 = BFloat16Pair.Pack(scores[8 * s], scores[8 * s + 1]);
-                uint a1 = BFloat16Pair.Pack(scores[8 * s + 2], scores[8 * s + 3]);
-                uint a2 = BFloat16Pair.Pack(scores[8 * s + 4], scores[8 * s + 5]);
-                uint a3 = BFloat16Pair.Pack(scores[8 * s + 6], scores[8 * s + 7]);
-                for (int j = 0; j < columnTiles; j++)
-                    TensorCoreMma.MultiplyAccumulate(
-                        ref accumulator[4 * j], ref accumulator[4 * j + 1], ref accumulator[4 * j + 2], ref accumulator[4 * j + 3],
-                        a0, a1, a2, a3,
-                        PairAcrossRows(values, 16 * s + 2 * t, 8 * j + g),
-                        PairAcrossRows(values, 16 * s + 8 + 2 * t, 8 * j + g), exchange);
-            }
+            // The probabilities, rounded to bf16, are P·V's A operand as they lie in the lanes.
+            product.KeySteps = keySteps;
+            product.P0 = MmaOperandA.FromTiles(scoreTiles.T0, scoreTiles.T1);
+            product.P1 = MmaOperandA.FromTiles(scoreTiles.T2, scoreTiles.T3);
+            product.P2 = MmaOperandA.FromTiles(scoreTiles.T4, scoreTiles.T5);
+            product.P3 = MmaOperandA.FromTiles(scoreTiles.T6, scoreTiles.T7);
+            accumulator.Apply(ref product, columnTiles);
         }
 
         sum0 = QuadSum(sum0);
         sum1 = QuadSum(sum1);
-        float inverse0 = 1f / sum0, inverse1 = 1f / sum1;
-        for (int j = 0; j < columnTiles; j++)
+        var store = new StoreRows
         {
-            int col = headColumn + 8 * j + 2 * t;
-            if (row0 < queryRows)
-            {
-                o.Store(queryFlat0 + row0, col, accumulator[4 * j] * inverse0);
-                o.Store(queryFlat0 + row0, col + 1, accumulator[4 * j + 1] * inverse0);
-            }
-            if (row1 < queryRows)
-            {
-                o.Store(queryFlat0 + row1, col, accumulator[4 * j + 2] * inverse1);
-                o.Store(queryFlat0 + row1, col + 1, accumulator[4 * j + 3] * inverse1);
-            }
-        }
+            Output = o, FlatRow0 = queryFlat0 + row0, FlatRow1 = queryFlat0 + row1, Valid0 = row0 < queryRows,
+            Valid1 = row1 < queryRows, HeadColumn = headColumn, T = t, Scale0 = 1f / sum0, Scale1 = 1f / sum1,
+        };
+        accumulator.Apply(ref store, columnTiles);
         if (saveLogSumExp != 0 && t == 0)
         {
             long rowBase = ((long)Grid.IdxZ * Grid.DimY + head) * queryRows;
             if (row0 < queryRows) logSumExp[rowBase + row0] = max0 + XMath.Log(sum0);
             if (row1 < queryRows) logSumExp[rowBase + row1] = max1 + XMath.Log(sum1);
+        }
+    }
+
+    /// <summary>Score tile n: the masked, scaled q·kᵀ of the key tile's columns 8n..8n+7, and the rows' maxima.</summary>
+    private struct ScoreTiles : IMmaTileOperation
+    {
+        public MmaRowFragments Queries;
+        public ArrayView<uint> Keys, Exchange;
+        public int G, T, Steps, FirstKey, Row0, Row1, KeyEnd, QueryRows, Head;
+        public float Scale, Max0, Max1;
+        public ScoreMask Mask;
+
+        public void Apply(ref MmaTile tile, int n)
+        {
+            tile = default;
+            Queries.MultiplyByRows(ref tile, Keys, (8 * n + G) * TileStrideWords, T, Steps, Exchange);
+            int key = FirstKey + 8 * n + 2 * T;
+            tile.C0 = MaskedScore(tile.C0, Scale, Row0, key, KeyEnd, QueryRows, Head, Mask);
+            tile.C1 = MaskedScore(tile.C1, Scale, Row0, key + 1, KeyEnd, QueryRows, Head, Mask);
+            tile.C2 = MaskedScore(tile.C2, Scale, Row1, key, KeyEnd, QueryRows, Head, Mask);
+            tile.C3 = MaskedScore(tile.C3, Scale, Row1, key + 1, KeyEnd, QueryRows, Head, Mask);
+            Max0 = XMath.Max(Max0, XMath.Max(tile.C0, tile.C1));
+            Max1 = XMath.Max(Max1, XMath.Max(tile.C2, tile.C3));
+        }
+    }
+
+    /// <summary>Scores to exp(score − row base), summed per row (this lane's part).</summary>
+    private struct Exponentials : IMmaTileOperation
+    {
+        public float Base0, Base1, Sum0, Sum1;
+
+        public void Apply(ref MmaTile tile, int n)
+        {
+            tile.C0 = XMath.Exp(tile.C0 - Base0);
+            tile.C1 = XMath.Exp(tile.C1 - Base0);
+            tile.C2 = XMath.Exp(tile.C2 - Base1);
+            tile.C3 = XMath.Exp(tile.C3 - Base1);
+            Sum0 += tile.C0 + tile.C1;
+            Sum1 += tile.C2 + tile.C3;
+        }
+    }
+
+    /// <summary>The output accumulator rescaled when its rows' maxima grow.</summary>
+    private struct Rescale : IMmaTileOperation
+    {
+        public float Factor0, Factor1;
+
+        public void Apply(ref MmaTile tile, int j)
+        {
+            tile.C0 *= Factor0;
+            tile.C1 *= Factor0;
+            tile.C2 *= Factor1;
+            tile.C3 *= Factor1;
+        }
+    }
+
+    /// <summary>Output tile j (head columns 8j..8j+7) += P·V over the key tile, 16 keys a step.</summary>
+    private struct ValueProduct : IMmaTileOperation
+    {
+        public MmaOperandA P0, P1, P2, P3;
+        public ArrayView<uint> Values, Exchange;
+        public int G, T, KeySteps;
+
+        public void Apply(ref MmaTile tile, int j)
+        {
+            int col = 8 * j + G, row = 2 * T;
+            if (KeySteps > 0) TensorCoreMma.MultiplyAccumulate(ref tile, P0, PairAcrossRows(Values, row, col), PairAcrossRows(Values, row + 8, col), Exchange);
+            if (KeySteps > 1) TensorCoreMma.MultiplyAccumulate(ref tile, P1, PairAcrossRows(Values, row + 16, col), PairAcrossRows(Values, row + 24, col), Exchange);
+            if (KeySteps > 2) TensorCoreMma.MultiplyAccumulate(ref tile, P2, PairAcrossRows(Values, row + 32, col), PairAcrossRows(Values, row + 40, col), Exchange);
+            if (KeySteps > 3) TensorCoreMma.MultiplyAccumulate(ref tile, P3, PairAcrossRows(Values, row + 48, col), PairAcrossRows(Values, row + 56, col), Exchange);
+        }
+    }
+
+    /// <summary>Tile j of a lane's rows (g and g + 8), scaled per row, into head columns 8j..8j+7 of a tensor.</summary>
+    private struct StoreRows : IMmaTileOperation
+    {
+        public AttentionTensor Output;
+        public long FlatRow0, FlatRow1;
+        public bool Valid0, Valid1;
+        public int HeadColumn, T;
+        public float Scale0, Scale1;
+
+        public void Apply(ref MmaTile tile, int j)
+        {
+            int col = HeadColumn + 8 * j + 2 * T;
+            if (Valid0)
+            {
+                Output.Store(FlatRow0, col, tile.C0 * Scale0);
+                Output.Store(FlatRow0, col + 1, tile.C1 * Scale0);
+            }
+            if (Valid1)
+            {
+                Output.Store(FlatRow1, col, tile.C2 * Scale1);
+                Output.Store(FlatRow1, col + 1, tile.C3 * Scale1);
+            }
         }
     }
 
@@ -235,11 +278,6 @@ public static class FlashAttentionKernels
         var tileLogSumExp = SharedMemory.Allocate<float>(BackwardQueryTile);
         var tileRowDot = SharedMemory.Allocate<float>(BackwardQueryTile);
         var exchangeAll = SharedMemory.Allocate<uint>(MaxWarps * TensorCoreMma.ExchangeWords);
-        var valueFragments = LocalMemory.Allocate<uint>(QueryFragments);
-        var probabilities = LocalMemory.Allocate<float>(BackwardQueryTile / 8 * 4);
-        var scoreGradient = LocalMemory.Allocate<float>(BackwardQueryTile / 8 * 4);
-        var keyGradient = LocalMemory.Allocate<float>(AccumulatorFragments);
-        var valueGradient = LocalMemory.Allocate<float>(AccumulatorFragments);
 
         int warps = Group.DimX / TensorCoreMma.WarpLanes;
         int warp = Group.IdxX / TensorCoreMma.WarpLanes;
@@ -258,22 +296,28 @@ public static class FlashAttentionKernels
         long statisticsBase = ((long)Grid.IdxZ * heads + head) * queryRows;
         int kSteps = headDim / 16, columnTiles = headDim / 8;
         int width = heads * headDim;
+        int key0 = warpKey + g, key1 = key0 + 8;
 
         StageTile(keys, k, keyFlat0, validGroupKeys, groupKeys, headColumn, headDim);
-        int key0 = warpKey + g, key1 = key0 + 8;
-        for (int s = 0; s < kSteps; s++)
+        var probabilities = new Probabilities
         {
-            int col = headColumn + 16 * s + 2 * t;
-            valueFragments[4 * s] = v.LoadPair(keyFlat0 + key0, key0 < validGroupKeys, col);
-            valueFragments[4 * s + 1] = v.LoadPair(keyFlat0 + key1, key1 < validGroupKeys, col);
-            valueFragments[4 * s + 2] = v.LoadPair(keyFlat0 + key0, key0 < validGroupKeys, col + 8);
-            valueFragments[4 * s + 3] = v.LoadPair(keyFlat0 + key1, key1 < validGroupKeys, col + 8);
-        }
-        for (int e = 0; e < columnTiles * 4; e++)
+            Keys = keys, Queries = queries, Exchange = exchange, Key0Word = key0 * TileStrideWords,
+            Key1Word = key1 * TileStrideWords, G = g, T = t, Steps = kSteps, Scale = scale,
+            Live0 = key0 < validGroupKeys, Live1 = key1 < validGroupKeys, LogSumExp = tileLogSumExp,
+        };
+        var scoreGradient = new ScoreGradients
         {
-            keyGradient[e] = 0f;
-            valueGradient[e] = 0f;
-        }
+            Values = MmaRowFragments.Load(v, keyFlat0 + key0, key0 < validGroupKeys, keyFlat0 + key1, key1 < validGroupKeys, headColumn, t, kSteps),
+            Gradients = gradients, Exchange = exchange, G = g, T = t, Steps = kSteps, RowDot = tileRowDot,
+        };
+        var publish = new PublishScoreGradients { Target = scoreGradients, WarpKey = warpKey, G = g, T = t };
+        var valueProduct = new ValueProduct { Values = gradients, Exchange = exchange, G = g, T = t, KeySteps = BackwardQueryTile / 16 };
+        var keyProduct = new ValueProduct { Values = queries, Exchange = exchange, G = g, T = t, KeySteps = BackwardQueryTile / 16 };
+        var probabilityTiles = new MmaTileOctet();
+        var scoreGradientTiles = new MmaTileOctet();
+        var keyGradient = new MmaTiles();
+        var valueGradient = new MmaTiles();
+        const int QueryTiles = BackwardQueryTile / 8;
 
         for (int firstQuery = 0; firstQuery < queryRows; firstQuery += BackwardQueryTile)
         {
@@ -288,73 +332,21 @@ public static class FlashAttentionKernels
             }
             Group.Barrier();
 
-            // Pᵀ and dPᵀ for this warp's 16 keys (rows) and the tile's 32 queries (columns).
-            for (int n = 0; n < BackwardQueryTile / 8; n++)
-            {
-                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
-                int queryRow = (8 * n + g) * TileStrideWords;
-                for (int s = 0; s < kSteps; s++)
-                {
-                    int keyWord0 = key0 * TileStrideWords + 8 * s + t, keyWord1 = key1 * TileStrideWords + 8 * s + t;
-                    uint qb0 = queries[queryRow + 8 * s + t], qb1 = queries[queryRow + 8 * s + 4 + t];
-                    TensorCoreMma.MultiplyAccumulate(ref s0, ref s1, ref s2, ref s3,
-                        keys[keyWord0], keys[keyWord1], keys[keyWord0 + 4], keys[keyWord1 + 4], qb0, qb1, exchange);
-                    TensorCoreMma.MultiplyAccumulate(ref d0, ref d1, ref d2, ref d3,
-                        valueFragments[4 * s], valueFragments[4 * s + 1], valueFragments[4 * s + 2], valueFragments[4 * s + 3],
-                        gradients[queryRow + 8 * s + t], gradients[queryRow + 8 * s + 4 + t], exchange);
-                }
-                int query = 8 * n + 2 * t;
-                bool live0 = key0 < validGroupKeys, live1 = key1 < validGroupKeys;
-                float p0 = Probability(s0, scale, live0 && query < validQueries, tileLogSumExp[query]);
-                float p1 = Probability(s1, scale, live0 && query + 1 < validQueries, tileLogSumExp[query + 1]);
-                float p2 = Probability(s2, scale, live1 && query < validQueries, tileLogSumExp[query]);
-                float p3 = Probability(s3, scale, live1 && query + 1 < validQueries, tileLogSumExp[query + 1]);
-                probabilities[4 * n] = p0;
-                probabilities[4 * n + 1] = p1;
-                probabilities[4 * n + 2] = p2;
-                probabilities[4 * n + 3] = p3;
-                scoreGradient[4 * n] = p0 * (d0 - tileRowDot[query]);
-                scoreGradient[4 * n + 1] = p1 * (d1 - tileRowDot[query + 1]);
-                scoreGradient[4 * n + 2] = p2 * (d2 - tileRowDot[query]);
-                scoreGradient[4 * n + 3] = p3 * (d3 - tileRowDot[query + 1]);
-            }
+            // Pᵀ, then dSᵀ = Pᵀ∘(dPᵀ − rowDot), for this warp's 16 keys (rows) and the tile's 32 queries (columns).
+            probabilities.ValidQueries = validQueries;
+            probabilityTiles.Apply(ref probabilities, QueryTiles, 0);
+            scoreGradientTiles = probabilityTiles;
+            scoreGradientTiles.Apply(ref scoreGradient, QueryTiles, 0);
 
-            // dV += Pᵀ·dO and dK += dSᵀ·Q: the accumulators above are these products' A fragments.
-            for (int s = 0; s < BackwardQueryTile / 16; s++)
-            {
-                uint pa0 = BFloat16Pair.Pack(probabilities[8 * s], probabilities[8 * s + 1]);
-                uint pa1 = BFloat16Pair.Pack(probabilities[8 * s + 2], probabilities[8 * s + 3]);
-                uint pa2 = BFloat16Pair.Pack(probabilities[8 * s + 4], probabilities[8 * s + 5]);
-                uint pa3 = BFloat16Pair.Pack(probabilities[8 * s + 6], probabilities[8 * s + 7]);
-                uint da0 = BFloat16Pair.Pack(scoreGradient[8 * s], scoreGradient[8 * s + 1]);
-                uint da1 = BFloat16Pair.Pack(scoreGradient[8 * s + 2], scoreGradient[8 * s + 3]);
-                uint da2 = BFloat16Pair.Pack(scoreGradient[8 * s + 4], scoreGradient[8 * s + 5]);
-                uint da3 = BFloat16Pair.Pack(scoreGradient[8 * s + 6], scoreGradient[8 * s + 7]);
-                for (int j = 0; j < columnTiles; j++)
-                {
-                    int row = 16 * s + 2 * t, col = 8 * j + g;
-                    TensorCoreMma.MultiplyAccumulate(
-                        ref valueGradient[4 * j], ref valueGradient[4 * j + 1], ref valueGradient[4 * j + 2], ref valueGradient[4 * j + 3],
-                        pa0, pa1, pa2, pa3, PairAcrossRows(gradients, row, col), PairAcrossRows(gradients, row + 8, col), exchange);
-                    TensorCoreMma.MultiplyAccumulate(
-                        ref keyGradient[4 * j], ref keyGradient[4 * j + 1], ref keyGradient[4 * j + 2], ref keyGradient[4 * j + 3],
-                        da0, da1, da2, da3, PairAcrossRows(queries, row, col), PairAcrossRows(queries, row + 8, col), exchange);
-                }
-            }
+            // dV += Pᵀ·dO and dK += dSᵀ·Q: the tiles above are these products' A operands as they lie in the lanes.
+            valueProduct.P0 = MmaOperandA.FromTiles(probabilityTiles.T0, probabilityTiles.T1);
+            valueProduct.P1 = MmaOperandA.FromTiles(probabilityTiles.T2, probabilityTiles.T3);
+            valueGradient.Apply(ref valueProduct, columnTiles);
+            keyProduct.P0 = MmaOperandA.FromTiles(scoreGradientTiles.T0, scoreGradientTiles.T1);
+            keyProduct.P1 = MmaOperandA.FromTiles(scoreGradientTiles.T2, scoreGradientTiles.T3);
+            keyGradient.Apply(ref keyProduct, columnTiles);
 
-            // dS as [query][key] bf16 pairs: a lane of even g holds key g, its neighbour 4 lanes on holds key g + 1.
-            for (int n = 0; n < BackwardQueryTile / 8; n++)
-                for (int i = 0; i < 4; i++)
-                {
-                    float mine = scoreGradient[4 * n + i];
-                    float next = Warp.ShuffleXor(mine, 4);
-                    if ((g & 1) == 0)
-                    {
-                        int query = 8 * n + 2 * t + (i & 1);
-                        int key = warpKey + g + 8 * (i >> 1);
-                        scoreGradients[query * GradientStrideWords + key / 2] = BFloat16Pair.Pack(mine, next);
-                    }
-                }
+            scoreGradientTiles.Apply(ref publish, QueryTiles, 0);
             Group.Barrier();
 
             // dQ (tile rows × head dim) += scale·dS·K over the group's keys: 16×8 output tiles shared among the warps.
@@ -362,46 +354,111 @@ public static class FlashAttentionKernels
             for (int tile = warp; tile < outputTiles; tile += warps)
             {
                 int m = tile / columnTiles, j = tile - m * columnTiles;
-                float c0 = 0f, c1 = 0f, c2 = 0f, c3 = 0f;
+                var product = new MmaTile();
                 int dsRow0 = (16 * m + g) * GradientStrideWords, dsRow1 = dsRow0 + 8 * GradientStrideWords;
                 for (int s = 0; s < groupKeys / 16; s++)
-                    TensorCoreMma.MultiplyAccumulate(ref c0, ref c1, ref c2, ref c3,
-                        scoreGradients[dsRow0 + 8 * s + t], scoreGradients[dsRow1 + 8 * s + t],
-                        scoreGradients[dsRow0 + 8 * s + 4 + t], scoreGradients[dsRow1 + 8 * s + 4 + t],
+                    TensorCoreMma.MultiplyAccumulate(ref product,
+                        new MmaOperandA(scoreGradients[dsRow0 + 8 * s + t], scoreGradients[dsRow1 + 8 * s + t],
+                            scoreGradients[dsRow0 + 8 * s + 4 + t], scoreGradients[dsRow1 + 8 * s + 4 + t]),
                         PairAcrossRows(keys, 16 * s + 2 * t, 8 * j + g), PairAcrossRows(keys, 16 * s + 8 + 2 * t, 8 * j + g), exchange);
                 int query0 = 16 * m + g, query1 = query0 + 8;
                 int col = headColumn + 8 * j + 2 * t;
                 if (query0 < validQueries)
                 {
                     long index = (queryFlat0 + firstQuery + query0) * width + col;
-                    Atomic.Add(ref dqAccumulator[index], c0 * scale);
-                    Atomic.Add(ref dqAccumulator[index + 1], c1 * scale);
+                    Atomic.Add(ref dqAccumulator[index], product.C0 * scale);
+                    Atomic.Add(ref dqAccumulator[index + 1], product.C1 * scale);
                 }
                 if (query1 < validQueries)
                 {
                     long index = (queryFlat0 + firstQuery + query1) * width + col;
-                    Atomic.Add(ref dqAccumulator[index], c2 * scale);
-                    Atomic.Add(ref dqAccumulator[index + 1], c3 * scale);
+                    Atomic.Add(ref dqAccumulator[index], product.C2 * scale);
+                    Atomic.Add(ref dqAccumulator[index + 1], product.C3 * scale);
                 }
             }
         }
 
-        for (int j = 0; j < columnTiles; j++)
+        var store = new StoreRows
         {
-            int col = headColumn + 8 * j + 2 * t;
-            if (key0 < validGroupKeys)
+            Output = dk, FlatRow0 = keyFlat0 + key0, FlatRow1 = keyFlat0 + key1, Valid0 = key0 < validGroupKeys,
+            Valid1 = key1 < validGroupKeys, HeadColumn = headColumn, T = t, Scale0 = scale, Scale1 = scale,
+        };
+        keyGradient.Apply(ref store, columnTiles);
+        store.Output = dv;
+        store.Scale0 = 1f;
+        store.Scale1 = 1f;
+        valueGradient.Apply(ref store, columnTiles);
+    }
+
+    /// <summary>
+    /// Tile n of Pᵀ: exp(scale·k·qᵀ − logSumExp) for the warp's keys (rows, A read from the staged key tile) and
+    /// queries 8n..8n+7 of the tile (B: their staged rows); 0 for keys or queries past the end.
+    /// </summary>
+    private struct Probabilities : IMmaTileOperation
+    {
+        public ArrayView<uint> Keys, Queries, Exchange;
+        public ArrayView<float> LogSumExp;
+        public int Key0Word, Key1Word, G, T, Steps, ValidQueries;
+        public float Scale;
+        public bool Live0, Live1;
+
+        public void Apply(ref MmaTile tile, int n)
+        {
+            tile = default;
+            int queryWord = (8 * n + G) * TileStrideWords + T;
+            for (int s = 0; s < Steps; s++)
+                TensorCoreMma.MultiplyAccumulate(ref tile,
+                    new MmaOperandA(Keys[Key0Word + 8 * s + T], Keys[Key1Word + 8 * s + T], Keys[Key0Word + 8 * s + 4 + T], Keys[Key1Word + 8 * s + 4 + T]),
+                    Queries[queryWord + 8 * s], Queries[queryWord + 8 * s + 4], Exchange);
+            int query = 8 * n + 2 * T;
+            bool query0 = query < ValidQueries, query1 = query + 1 < ValidQueries;
+            tile.C0 = Live0 && query0 ? XMath.Exp(tile.C0 * Scale - LogSumExp[query]) : 0f;
+            tile.C1 = Live0 && query1 ? XMath.Exp(tile.C1 * Scale - LogSumExp[query + 1]) : 0f;
+            tile.C2 = Live1 && query0 ? XMath.Exp(tile.C2 * Scale - LogSumExp[query]) : 0f;
+            tile.C3 = Live1 && query1 ? XMath.Exp(tile.C3 * Scale - LogSumExp[query + 1]) : 0f;
+        }
+    }
+
+    /// <summary>A tile of Pᵀ into dSᵀ = Pᵀ∘(V·dOᵀ − rowDot), V's A fragments in registers.</summary>
+    private struct ScoreGradients : IMmaTileOperation
+    {
+        public MmaRowFragments Values;
+        public ArrayView<uint> Gradients, Exchange;
+        public ArrayView<float> RowDot;
+        public int G, T, Steps;
+
+        public void Apply(ref MmaTile tile, int n)
+        {
+            var dp = new MmaTile();
+            Values.MultiplyByRows(ref dp, Gradients, (8 * n + G) * TileStrideWords, T, Steps, Exchange);
+            int query = 8 * n + 2 * T;
+            tile.C0 *= dp.C0 - RowDot[query];
+            tile.C1 *= dp.C1 - RowDot[query + 1];
+            tile.C2 *= dp.C2 - RowDot[query];
+            tile.C3 *= dp.C3 - RowDot[query + 1];
+        }
+    }
+
+    /// <summary>
+    /// A tile of dSᵀ into the shared [query][key] bf16 pairs dQ's product reads: a lane of even g holds key g, the
+    /// lane 4 on (g + 1) holds the next key, so the even lane writes the pair.
+    /// </summary>
+    private struct PublishScoreGradients : IMmaTileOperation
+    {
+        public ArrayView<uint> Target;
+        public int WarpKey, G, T;
+
+        public void Apply(ref MmaTile tile, int n)
+        {
+            int query = 8 * n + 2 * T, key = WarpKey + G;
+            float next0 = Warp.ShuffleXor(tile.C0, 4), next1 = Warp.ShuffleXor(tile.C1, 4);
+            float next2 = Warp.ShuffleXor(tile.C2, 4), next3 = Warp.ShuffleXor(tile.C3, 4);
+            if ((G & 1) == 0)
             {
-                dk.Store(keyFlat0 + key0, col, keyGradient[4 * j] * scale);
-                dk.Store(keyFlat0 + key0, col + 1, keyGradient[4 * j + 1] * scale);
-                dv.Store(keyFlat0 + key0, col, valueGradient[4 * j]);
-                dv.Store(keyFlat0 + key0, col + 1, valueGradient[4 * j + 1]);
-            }
-            if (key1 < validGroupKeys)
-            {
-                dk.Store(keyFlat0 + key1, col, keyGradient[4 * j + 2] * scale);
-                dk.Store(keyFlat0 + key1, col + 1, keyGradient[4 * j + 3] * scale);
-                dv.Store(keyFlat0 + key1, col, valueGradient[4 * j + 2]);
-                dv.Store(keyFlat0 + key1, col + 1, valueGradient[4 * j + 3]);
+                Target[query * GradientStrideWords + key / 2] = BFloat16Pair.Pack(tile.C0, next0);
+                Target[(query + 1) * GradientStrideWords + key / 2] = BFloat16Pair.Pack(tile.C1, next1);
+                Target[query * GradientStrideWords + (key + 8) / 2] = BFloat16Pair.Pack(tile.C2, next2);
+                Target[(query + 1) * GradientStrideWords + (key + 8) / 2] = BFloat16Pair.Pack(tile.C3, next3);
             }
         }
     }

@@ -48,6 +48,10 @@ public static class TensorCoreMma
         }
     }
 
+    /// <summary><see cref="MultiplyAccumulate(ref float, ref float, ref float, ref float, uint, uint, uint, uint, uint, uint, ArrayView{uint})"/> on register structs.</summary>
+    public static void MultiplyAccumulate(ref MmaTile d, MmaOperandA a, uint b0, uint b1, ArrayView<uint> exchange) =>
+        MultiplyAccumulate(ref d.C0, ref d.C1, ref d.C2, ref d.C3, a.A0, a.A1, a.A2, a.A3, b0, b1, exchange);
+
     private static void Emulate(ref float d0, ref float d1, ref float d2, ref float d3,
         uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ArrayView<uint> exchange)
     {
