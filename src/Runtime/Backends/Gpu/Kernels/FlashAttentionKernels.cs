@@ -6,22 +6,17 @@ namespace InFluxEdit.Runtime.Backends.Gpu.Kernels;
 /// <summary>
 /// An attention activation (q, k, v, o, dO, dq, dk, dv) in global memory. Every global read and write of these in the
 /// flash kernels goes through <see cref="Load"/> and <see cref="Store"/>: the one place their storage type appears
-/// (float32 today; bf16 storage changes these two methods and the field's type, nothing else).
+/// (float32 through the fused kernels' operand today; bf16 storage changes these two methods, nothing else).
 /// </summary>
 public readonly struct AttentionTensor
 {
-    public readonly StridedMatrix Layout;
-    public readonly ArrayView<float> Data;
+    public readonly FusedOperand Operand;
 
-    public AttentionTensor(StridedMatrix layout, ArrayView<float> data)
-    {
-        Layout = layout;
-        Data = data;
-    }
+    public AttentionTensor(StridedMatrix layout, ArrayView<float> data) => Operand = new FusedOperand(layout, data);
 
-    public float Load(long flatRow, int col) => Data[Layout.IndexOf(flatRow, col)];
+    public float Load(long flatRow, int col) => Operand.At(flatRow, col);
 
-    public void Store(long flatRow, int col, float value) => Data[Layout.IndexOf(flatRow, col)] = value;
+    public void Store(long flatRow, int col, float value) => Operand.Set(flatRow, col, value);
 
     /// <summary>Elements (flatRow, col) and (flatRow, col + 1) rounded to a bf16 pair; 0 for a row past the end.</summary>
     public uint LoadPair(long flatRow, bool valid, int col) =>
@@ -72,11 +67,7 @@ public static class FlashAttentionKernels
         var values = SharedMemory.Allocate<uint>(KeyTile * TileStrideWords);
         var exchangeAll = SharedMemory.Allocate<uint>(MaxWarps * TensorCoreMma.ExchangeWords);
 
-        int warps = Group.DimX / TensorCoreMma.WarpLanes;
-        int warp = Group.IdxX / TensorCoreMma.WarpLanes;
-        int lane = Group.IdxX - warp * TensorCoreMma.WarpLanes;
-        var exchange = exchangeAll.SubView(warp * TensorCoreMma.ExchangeWords, TensorCoreMma.ExchangeWords);
-        int g = lane >> 2, t = lane & 3;
+        var (warps, warp, g, t, exchange) = WarpLane(exchangeAll);
         int head = Grid.IdxY;
         int headColumn = head * headDim;
         int groupFirstQuery = Grid.IdxX * warps * RowsPerWarp;
@@ -279,11 +270,7 @@ public static class FlashAttentionKernels
         var tileRowDot = SharedMemory.Allocate<float>(BackwardQueryTile);
         var exchangeAll = SharedMemory.Allocate<uint>(MaxWarps * TensorCoreMma.ExchangeWords);
 
-        int warps = Group.DimX / TensorCoreMma.WarpLanes;
-        int warp = Group.IdxX / TensorCoreMma.WarpLanes;
-        int lane = Group.IdxX - warp * TensorCoreMma.WarpLanes;
-        var exchange = exchangeAll.SubView(warp * TensorCoreMma.ExchangeWords, TensorCoreMma.ExchangeWords);
-        int g = lane >> 2, t = lane & 3;
+        var (warps, warp, g, t, exchange) = WarpLane(exchangeAll);
         int head = Grid.IdxY;
         int heads = Grid.DimY;
         int headColumn = head * headDim;
@@ -484,6 +471,15 @@ public static class FlashAttentionKernels
     {
         int word = row * TileStrideWords + (col >> 1), half = col & 1;
         return BFloat16Pair.Half(tile[word], half) | (BFloat16Pair.Half(tile[word + TileStrideWords], half) << 16);
+    }
+
+    /// <summary>This thread's warp count and index, its lane's g = lane / 4 and t = lane % 4, and its warp's mma scratch.</summary>
+    private static (int Warps, int Warp, int G, int T, ArrayView<uint> Exchange) WarpLane(ArrayView<uint> exchangeAll)
+    {
+        int warp = Group.IdxX / TensorCoreMma.WarpLanes;
+        int lane = Group.IdxX - warp * TensorCoreMma.WarpLanes;
+        return (Group.DimX / TensorCoreMma.WarpLanes, warp, lane >> 2, lane & 3,
+            exchangeAll.SubView(warp * TensorCoreMma.ExchangeWords, TensorCoreMma.ExchangeWords));
     }
 
     private static float MaskedScore(float dot, float scale, int query, int key, int keyEnd, int queryRows, int head,
