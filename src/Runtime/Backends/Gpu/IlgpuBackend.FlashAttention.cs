@@ -75,7 +75,7 @@ public sealed partial class IlgpuBackend
         var (qs, qd) = Strided(q, nameof(q));
         var (ks, kd) = Strided(k, nameof(k));
         var (vs, vd) = Strided(v, nameof(v));
-        flashForward ??= accelerator.LoadStreamKernel<int, int, int, float, AttentionTensor, AttentionTensor, AttentionTensor, AttentionTensor, ScoreMask, ArrayView<float>, int>(FlashAttentionKernels.Forward);
+        LazyInitializer.EnsureInitialized(ref flashForward, () => accelerator.LoadStreamKernel<int, int, int, float, AttentionTensor, AttentionTensor, AttentionTensor, AttentionTensor, ScoreMask, ArrayView<float>, int>(FlashAttentionKernels.Forward));
         int warps = FlashWarps, rowsPerGroup = warps * FlashAttentionKernels.RowsPerWarp;
         var grid = new Index3D((q.Rows + rowsPerGroup - 1) / rowsPerGroup, heads, q.Batch);
         flashForward(new KernelConfig(grid, new Index3D(warps * TensorCoreMma.WarpLanes, 1, 1)),
@@ -110,7 +110,7 @@ public sealed partial class IlgpuBackend
 
             var (dOutLayout, dOutData) = Strided(dOut, nameof(dOut));
             var dOutTensor = new AttentionTensor(dOutLayout, dOutData);
-            flashRowDots ??= accelerator.LoadAutoGroupedStreamKernel<Index1D, int, int, int, AttentionTensor, ArrayView<float>, ArrayView<float>>(FlashAttentionRowKernels.RowDots);
+            LazyInitializer.EnsureInitialized(ref flashRowDots, () => accelerator.LoadAutoGroupedStreamKernel<Index1D, int, int, int, AttentionTensor, ArrayView<float>, ArrayView<float>>(FlashAttentionRowKernels.RowDots));
             flashRowDots((int)CheckedCount(statisticCount), queryRows, heads, headDim, dOutTensor, outputView, rowDotView);
             queryGradientView.MemSetToZero();
 
@@ -119,7 +119,7 @@ public sealed partial class IlgpuBackend
             var (vs, vd) = Strided(v, nameof(v));
             var (dks, dkd) = Strided(dk, nameof(dk));
             var (dvs, dvd) = Strided(dv, nameof(dv));
-            flashBackward ??= accelerator.LoadStreamKernel<int, int, int, float, AttentionTensor, AttentionTensor, AttentionTensor, AttentionTensor, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionTensor, AttentionTensor>(FlashAttentionKernels.Backward);
+            LazyInitializer.EnsureInitialized(ref flashBackward, () => accelerator.LoadStreamKernel<int, int, int, float, AttentionTensor, AttentionTensor, AttentionTensor, AttentionTensor, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionTensor, AttentionTensor>(FlashAttentionKernels.Backward));
             int warps = FlashWarps, keysPerGroup = warps * FlashAttentionKernels.RowsPerWarp;
             var grid = new Index3D((keyRows + keysPerGroup - 1) / keysPerGroup, heads, batches);
             flashBackward(new KernelConfig(grid, new Index3D(warps * TensorCoreMma.WarpLanes, 1, 1)),
@@ -128,7 +128,7 @@ public sealed partial class IlgpuBackend
                 new AttentionTensor(dks, dkd), new AttentionTensor(dvs, dvd));
 
             var (dqs, dqd) = Strided(dq, nameof(dq));
-            flashStoreQueryGradient ??= accelerator.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, AttentionTensor>(FlashAttentionRowKernels.StoreQueryGradient);
+            LazyInitializer.EnsureInitialized(ref flashStoreQueryGradient, () => accelerator.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, AttentionTensor>(FlashAttentionRowKernels.StoreQueryGradient));
             flashStoreQueryGradient((int)CheckedCount(outputCount), width, queryGradientView, new AttentionTensor(dqs, dqd));
         }
         finally
