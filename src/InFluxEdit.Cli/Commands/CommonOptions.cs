@@ -28,6 +28,9 @@ public abstract class DeviceOptions : OutputOptions
     [Option("precision", Default = "fp32", HelpText = "CUDA matrix products: fp32 (exact float32, for parity) or bf16 (bf16 inputs on tensor cores, float32 accumulation: the speed of the real model).")]
     public string Precision { get; set; } = "fp32";
 
+    [Option("attention", Default = "auto", HelpText = "CUDA attention kernel: auto (flash with --precision bf16 where the head size is a multiple of 16 up to 128, else cublas), flash (FlashAttention-2 on bf16 tensor cores, float32 softmax statistics, no score matrix; compute 8.0+), cublas (float32 score matrix between two cuBLAS products: the reference) or tiled (the scalar ILGPU kernel).")]
+    public string Attention { get; set; } = "auto";
+
     [Option("offload", HelpText = "CUDA only, for GPUs smaller than the model (FLUX's bf16 transformer is 23.8 GB): weight matrices stay in page-locked host memory and are copied to the GPU just ahead of use, overlapped with compute, within --gpu-memory-budget; biases and norm scales stay on the GPU. Slower than holding every weight on the GPU (each pass copies what does not fit). With --device cpu it is an error: the weights are in host memory already.")]
     public bool Offload { get; set; }
 
@@ -47,7 +50,8 @@ public abstract class DeviceOptions : OutputOptions
     /// <param name="localRank">A data-parallel rank's index on its machine: the GPU it takes.</param>
     public IBackend CreateBackend(TextWriter log, int localRank = 0)
     {
-        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank, WeightOffloadRequest());
+        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank, WeightOffloadRequest(),
+            BackendFactory.ParseAttention(Attention));
         log.WriteLine($"device: {backend.Description}");
         return backend;
     }

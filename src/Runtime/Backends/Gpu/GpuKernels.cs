@@ -108,6 +108,8 @@ public static class GpuKernelCatalog
         Add("rownorm", typeof(RowNormKernels), explicitlyGrouped: true);
         Add("gemm", typeof(GemmKernels), explicitlyGrouped: true);
         Add("attention", typeof(AttentionKernels), explicitlyGrouped: true);
+        Add("flash", typeof(FlashAttentionKernels), explicitlyGrouped: true);
+        Add("flashrows", typeof(FlashAttentionRowKernels), explicitlyGrouped: false);
         Add("image", typeof(ImageKernels), explicitlyGrouped: false);
         Add("groupnorm", typeof(GroupNormKernels), explicitlyGrouped: true);
         Add("text", typeof(TextKernels), explicitlyGrouped: false);

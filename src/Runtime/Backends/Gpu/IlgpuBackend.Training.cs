@@ -27,7 +27,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     /// </summary>
     internal int ColumnSumThreads { get; set; }
 
-    /// <summary>The last AttentionBackward's path: "cublas" or "ilgpu" with its chunk count, e.g. "cublas×3".</summary>
+    /// <summary>The last AttentionBackward's path: "flash", or "cublas" or "ilgpu" with its chunk count, e.g. "cublas×3".</summary>
     internal string LastAttentionBackwardPath { get; private set; } = "";
 
     /// <summary>Whether products may run on cuBLAS (tests turn it off to check the ILGPU GEMM kernel on CUDA).</summary>
@@ -428,7 +428,8 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     /// Head h of a [rows, heads·D] view is the column block h·D with the view's row stride, so one strided-batched
     /// product covers all heads (batch stride D). The two score buffers (heads × chunk rows × key rows each) are
     /// sized to <see cref="AttentionScratchBudgetBytes"/> together, so memory is bounded whatever the length.
-    /// Products run on cuBLAS (sgemm; TF32 under <see cref="GpuPrecision.BFloat16"/>) or the ILGPU GEMM kernel.
+    /// Products run on cuBLAS (sgemm; TF32 under <see cref="GpuPrecision.BFloat16"/>) or the ILGPU GEMM kernel; where
+    /// <see cref="AttentionKernel"/> picks flash, <see cref="FlashAttentionBackward"/> runs instead.
     /// </summary>
     public void AttentionBackward(View dq, View dk, View dv, View dOut, View q, View k, View v, int heads, float scale)
     {
@@ -477,6 +478,13 @@ public sealed partial class IlgpuBackend : ITrainingBackend
             // No query looked at the keys: their gradients are zero.
             ScaleOrClear(dk, 0f);
             ScaleOrClear(dv, 0f);
+            return;
+        }
+
+        if (qkDim == valueDim && UsesFlashAttention(qkDim))
+        {
+            FlashAttentionBackward(dq, dk, dv, dOut, q, k, v, heads, qkDim, scale);
+            LastAttentionBackwardPath = "flash";
             return;
         }
 

@@ -105,7 +105,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     /// <summary>Whether Attention may take the cuBLAS path (tests turn it off to check the ILGPU kernel on CUDA).</summary>
     internal bool AttentionOnCuBlasEnabled { get; set; } = true;
 
-    /// <summary>The last Attention call's path: "ilgpu" or "cublas" with its chunk count, e.g. "cublas×3".</summary>
+    /// <summary>The last Attention call's path: "flash", "ilgpu" or "cublas" with its chunk count, e.g. "cublas×3".</summary>
     internal string LastAttentionPath { get; private set; } = "";
 
     internal Accelerator Accelerator => accelerator;
@@ -151,10 +151,13 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     }
 
     /// <summary>The backend on ILGPU's CPU accelerator: real kernels, simulated threads. For tests at tiny sizes.</summary>
-    public static IlgpuBackend CreateCpuSimulator()
+    public static IlgpuBackend CreateCpuSimulator() => CreateCpuSimulator(SimulatorDevice);
+
+    /// <summary>The simulator on another simulated device: the flash kernels need warps of 32 threads.</summary>
+    internal static IlgpuBackend CreateCpuSimulator(CPUDevice device)
     {
         var context = Context.Create(builder =>
-            builder.CPU(SimulatorDevice).EnableAlgorithms().Optimize(OptimizationLevel.O1));
+            builder.CPU(device).EnableAlgorithms().Optimize(OptimizationLevel.O1));
         try
         {
             return new IlgpuBackend(context, context.CreateCPUAccelerator(0), GpuPrecision.Float32, _ => { });
@@ -520,7 +523,15 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         var (ks, kd) = Strided(k, nameof(k));
         var (vs, vd) = Strided(v, nameof(v));
         var (bs, bd) = bias is View b ? Strided(b, "bias") : (default, default);
-        if (cublas is not null && AttentionOnCuBlasEnabled && CuBlasCanAddress(o) && CuBlasCanAddress(q) &&
+        var mask = new ScoreMask(bs, bd, bias is null ? 0 : 1, causal ? 1 : 0);
+        if (UsesFlashAttention(headDim))
+        {
+            FlashAttentionForward(new AttentionTensor(os, od), q, k, v, heads, headDim, scale, mask, default);
+            LastAttentionPath = "flash";
+            return;
+        }
+        if (cublas is not null && AttentionOnCuBlasEnabled && attentionKernel != AttentionKernelChoice.Tiled &&
+            CuBlasCanAddress(o) && CuBlasCanAddress(q) &&
             CuBlasCanAddress(k) && CuBlasCanAddress(v))
         {
             AttentionOnCuBlas(o, q, k, v, heads, headDim, scale, bias, causal);
@@ -534,7 +545,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         LastAttentionPath = "ilgpu";
         var grid = new Index3D((q.Rows + AttentionKernels.QueryTile - 1) / AttentionKernels.QueryTile, heads, q.Batch);
         kernels.Attention(new KernelConfig(grid, new Index3D(launch.AttentionGroup, 1, 1)),
-            q.Rows, k.Rows, headDim, scale, os, od, qs, qd, ks, kd, vs, vd, new ScoreMask(bs, bd, bias is null ? 0 : 1, causal ? 1 : 0));
+            q.Rows, k.Rows, headDim, scale, os, od, qs, qd, ks, kd, vs, vd, mask);
     }
 
     /// <summary>A view cuBLAS can take as a column-major matrix per batch: leading dimension ≥ its columns, in int.</summary>
