@@ -353,10 +353,10 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
             throw new ArgumentException($"cannot transpose {x} into {y}: each sample needs [rows, cols] → [cols, rows]");
         var (count, ys, yd) = Output(y);
         if (count == 0) return;
-        var xTensor = FloatTensor(x, nameof(x));
+        var xTensor = ActivationTensor(x, nameof(x));
         CheckBounds(x, xTensor, nameof(x));
         var xs = new StridedMatrix(x.Offset, x.Rows, x.BatchStride, x.RowStride);
-        kernels.Transpose(count, x.Rows, x.Cols, ys, yd, xs, xTensor.Floats);
+        kernels.Transpose(count, x.Rows, x.Cols, ys, yd, xs, ElementsOf(xTensor));
     }
 
     public void Add(View y, View a, View b)
@@ -468,7 +468,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
             throw new ArgumentException($"ids {ids} and pe {pe} disagree on batch or rows");
         var (_, ps, pd) = Output(pe);
         if (pe.ElementCount == 0) return;
-        var idsTensor = FloatTensor(ids, nameof(ids));
+        var idsTensor = ActivationTensor(ids, nameof(ids));
         CheckBounds(ids, idsTensor, nameof(ids));
         var idsLayout = new StridedMatrix(ids.Offset, pe.Rows, ids.BatchStride, ids.RowStride);
 
@@ -492,7 +492,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
             return a;
         });
         int count = (int)CheckedCount((long)pe.Batch * pe.Rows * angles);
-        kernels.Rope(count, angles, ps, pd, idsLayout, idsTensor.Floats, omega, axisOfAngle);
+        kernels.Rope(count, angles, ps, pd, idsLayout, ElementsOf(idsTensor), omega, axisOfAngle);
     }
 
     public void ApplyRope(View y, View x, View pe, int headDim)
@@ -506,12 +506,12 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         var (xs, xd) = SameShapeOperand(x, y, nameof(x));
         if (pe.Rows != y.Rows || (pe.Batch != y.Batch && pe.Batch != 1))
             throw new ArgumentException($"pe {pe} needs one row per token of {y}", nameof(pe));
-        var peTensor = FloatTensor(pe, nameof(pe));
+        var peTensor = ActivationTensor(pe, nameof(pe));
         CheckBounds(pe, peTensor, nameof(pe));
         var peLayout = new StridedMatrix(pe.Offset, y.Rows, pe.Batch == y.Batch ? pe.BatchStride : 0, pe.RowStride);
         int pairsPerRow = y.Cols / 2;
         int count = (int)CheckedCount(y.ElementCount / 2);
-        kernels.ApplyRope(count, pairsPerRow, headDim / 2, ys, yd, xs, xd, peLayout, peTensor.Floats);
+        kernels.ApplyRope(count, pairsPerRow, headDim / 2, ys, yd, xs, xd, peLayout, ElementsOf(peTensor));
     }
 
     // ---------------------------------------------------------------- attention
