@@ -163,8 +163,10 @@ public static class SchemaParser
                 else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"ignored_tensors\" lists checkpoint key patterns such as \"vision_model.*\"", item.Span));
             }
 
+        bool float32Activations = reader.OptionalBool("float32_activations");
+
         reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates",
-            "body", "outputs", "input_gradients", "entries", "lora_formats", "trainable", "lora", "ignored_tensors");
+            "body", "outputs", "input_gradients", "entries", "lora_formats", "trainable", "lora", "ignored_tensors", "float32_activations");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
             diagnostics.ToEquatableArray())
@@ -173,6 +175,7 @@ public static class SchemaParser
             Trainable = trainable.ToEquatableArray(),
             Lora = lora,
             IgnoredTensors = ignored.ToEquatableArray(),
+            Float32Activations = float32Activations,
         };
     }
 

@@ -55,6 +55,12 @@ public sealed record GraphSpec(
     /// loading and recognition skip them instead of refusing the file.
     /// </summary>
     public EquatableArray<string> IgnoredTensors { get; init; }
+
+    /// <summary>
+    /// "float32_activations": the graph's forward keeps float32 activations even where the backend would store them
+    /// narrower (bf16 precision on CUDA): set for a graph measured to lose too much in bf16.
+    /// </summary>
+    public bool Float32Activations { get; init; }
 }
 
 /// <summary>

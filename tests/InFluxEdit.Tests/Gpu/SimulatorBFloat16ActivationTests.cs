@@ -1,3 +1,4 @@
+using InFluxEdit.Models;
 using InFluxEdit.Parity;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Gpu;
@@ -227,21 +228,36 @@ public sealed class SimulatorBFloat16ActivationTests(BFloat16SimulatorFixture fi
     }
 
     /// <summary>
-    /// The tiny FLUX transformer's whole generated forward (fused kernels included) with bf16 activations, against the
-    /// float64 reference: within the bf16 bar (relative L2 ≤ 1e-2) on every tapped tensor, and above float32's
-    /// error level on the output, which shows the activations really were stored in bf16.
+    /// The autoencoder's graph keeps float32 activations ("float32_activations"): with bf16 activations the tiny VAE
+    /// case measured rel L2 1.8e-2 (z) and 3.1e-2 (decoded) on this simulator, beyond the 1e-2 bf16 bar.
     /// </summary>
     [Fact]
-    public void TinyFluxForwardInBFloat16ActivationsIsWithinTheBFloat16Bar()
+    public void TheAutoencoderKeepsFloat32Activations()
+    {
+        Assert.All(ModelCatalog.All.Where(m => m.Descriptor.Family == "flux-vae"), m => Assert.True(m.Descriptor.Float32Activations, m.Descriptor.Name));
+        Assert.All(ModelCatalog.All.Where(m => m.Descriptor.Family != "flux-vae"), m => Assert.False(m.Descriptor.Float32Activations, m.Descriptor.Name));
+    }
+
+    /// <summary>
+    /// Each tiny golden model's whole generated forward (fused kernels included) with bf16 activations, against the
+    /// float64 reference: within the bf16 bar (relative L2 ≤ 1e-2) on every checked tensor, and above float32's
+    /// error level on the first, which shows the activations really were stored in bf16.
+    /// </summary>
+    [Theory]
+    [InlineData("flux-tiny-forward")]
+    [InlineData("flux-tiny-bf16-forward")]
+    [InlineData("clip-tiny-case")]
+    [InlineData("t5-tiny-case")]
+    public void TinyModelForwardInBFloat16ActivationsIsWithinTheBFloat16Bar(string caseName)
     {
         var manifest = GoldenManifest.Load(TestPaths.GoldenDir);
-        var rows = new ParityRunner(manifest, backend).Run(manifest.Find("flux-tiny-forward")!, outDir: null);
+        var rows = new ParityRunner(manifest, backend).Run(manifest.Find(caseName)!, outDir: null);
         foreach (var row in rows)
             output.WriteLine($"{row.Tensor}: rel L2 {row.Error:E2}");
-        Assert.Contains(rows, r => r.Tensor == "out");
+        Assert.NotEmpty(rows);
         var beyond = rows.Where(r => !(r.Error <= 1e-2)).Select(r => $"{r.Tensor}: {r.Error:E2} {r.Note}").ToList();
         Assert.True(beyond.Count == 0, string.Join("\n", beyond));
-        Assert.True(rows.Single(r => r.Tensor == "out").Error > 1e-5, "the output is as exact as float32: were the activations bf16?");
+        Assert.True(rows.Max(r => r.Error) > 1e-5, "every tensor is as exact as float32: were the activations bf16?");
     }
 
     // ------------------------------------------------------------------ harness

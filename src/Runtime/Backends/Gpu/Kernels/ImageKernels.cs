@@ -44,7 +44,7 @@ public static class ImageKernels
     /// i = row·K + col; row = localBatch·pixelsPerBatch + pixel offset; col = (ky·kw + kx)·Cin + ci. Zero outside the image.
     /// </summary>
     public static void Im2Col(Index1D index, ConvGeometry g, int pixelsPerBatch, int firstBatch, int firstPixel,
-        ArrayView<float> columns, StridedMatrix x, Elements xData)
+        Elements columns, StridedMatrix x, Elements xData)
     {
         int k = g.PatchLength;
         int row = index / k;
@@ -65,21 +65,21 @@ public static class ImageKernels
         columns[index] = value;
     }
 
-    /// <summary>destination[co, (ky·kw + kx)·Cin + ci] = weight[co, ci, ky, kx] as float32; one thread per element.</summary>
+    /// <summary>destination[co, (ky·kw + kx)·Cin + ci] = weight[co, ci, ky, kx] (float32 or bf16 storage); one thread per element.</summary>
     public static void RepackConvWeightFloat32(Index1D index, int inChannels, int kernelHeight, int kernelWidth,
-        ArrayView<float> destination, ArrayView<float> weights) =>
+        Elements destination, ArrayView<float> weights) =>
         Repack(index, inChannels, kernelHeight, kernelWidth, destination, new Float32Weights(weights));
 
     public static void RepackConvWeightBFloat16(Index1D index, int inChannels, int kernelHeight, int kernelWidth,
-        ArrayView<float> destination, ArrayView<ushort> weights) =>
+        Elements destination, ArrayView<ushort> weights) =>
         Repack(index, inChannels, kernelHeight, kernelWidth, destination, new BFloat16Weights(weights));
 
     public static void RepackConvWeightFloat16(Index1D index, int inChannels, int kernelHeight, int kernelWidth,
-        ArrayView<float> destination, ArrayView<ushort> weights) =>
+        Elements destination, ArrayView<ushort> weights) =>
         Repack(index, inChannels, kernelHeight, kernelWidth, destination, new Float16Weights(weights));
 
     private static void Repack<TWeights>(Index1D index, int inChannels, int kernelHeight, int kernelWidth,
-        ArrayView<float> destination, TWeights weights)
+        Elements destination, TWeights weights)
         where TWeights : struct, IWeightElements
     {
         int taps = kernelHeight * kernelWidth;
