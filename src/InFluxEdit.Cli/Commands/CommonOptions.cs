@@ -25,7 +25,7 @@ public abstract class DeviceOptions : OutputOptions
     [Option("device", Default = "auto", HelpText = "Where to run: auto (CUDA when a GPU is present, else CPU), cpu or cuda.")]
     public string Device { get; set; } = "auto";
 
-    [Option("precision", Default = "fp32", HelpText = "CUDA matrix products: fp32 (exact float32, for parity) or bf16 (bf16 inputs on tensor cores, float32 accumulation: the speed of the real model).")]
+    [Option("precision", Default = "fp32", HelpText = "CUDA arithmetic: fp32 (exact float32, for parity) or bf16 (the speed of the real model: matrix products on tensor cores with bf16 inputs and float32 accumulation; a forward that only runs, as in edit and bench forward, also stores its activations in bf16, with norms and softmax accumulating in float32; training keeps float32 activations).")]
     public string Precision { get; set; } = "fp32";
 
     [Option("offload", HelpText = "CUDA only, for GPUs smaller than the model (FLUX's bf16 transformer is 23.8 GB): weight matrices stay in page-locked host memory and are copied to the GPU just ahead of use, overlapped with compute, within --gpu-memory-budget; biases and norm scales stay on the GPU. Slower than holding every weight on the GPU (each pass copies what does not fit). With --device cpu it is an error: the weights are in host memory already.")]

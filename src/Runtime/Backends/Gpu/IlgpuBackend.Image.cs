@@ -28,10 +28,10 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// The weight is first reordered, on the device, into a tap-major [Cout, kh·kw·Cin] scratch matrix (column
-    /// (ky·kw + kx)·Cin + ci, the order of an im2col row of channels-last pixels) in the storage of x: float32 (widening
-    /// bf16/f16 on the way), or bf16 for bf16 activations; that costs one pass over the weight, negligible beside the
+    /// (ky·kw + kx)·Cin + ci, the order of an im2col row of channels-last pixels): float32 (widening bf16/f16 on the
+    /// way), or bf16 for a bf16 weight on bf16 activations; that costs one pass over the weight, negligible beside the
     /// GEMM's 2·outH·outW reuses of it, and keeps the uploaded weight in its checkpoint layout and storage. So the conv
-    /// GEMM is float32 on float32 views (sgemm on cuBLAS) and bf16 × bf16 on bf16 activations (GemmEx, float32
+    /// GEMM is float32 (sgemm on cuBLAS) except for a bf16 weight on bf16 activations: bf16 × bf16 (GemmEx, float32
     /// accumulation). A 1×1, stride-1, unpadded conv multiplies x directly, without im2col.
     /// </summary>
     public void Conv2d(View y, View x, int height, int width, DeviceTensor weight, DeviceTensor? bias, int stride, Padding2d padding)
@@ -46,9 +46,10 @@ public sealed partial class IlgpuBackend
         ConvShape.RequireDisjoint(y, x, nameof(x));
 
         int k = shape.PatchLength, cout = shape.OutChannels;
-        // On bf16 activations (a bf16 forward) the weight and the patches are packed as bf16, so the product is a bf16
-        // GemmEx that reads and writes bf16 with no conversion pass; float32 views keep the float32 GEMM.
-        bool narrow = x.Tensor.DType == DType.BF16;
+        // A bf16 weight on bf16 activations (a bf16 forward) packs the weight and the patches as bf16, so the product
+        // is a bf16 GemmEx that reads and writes bf16 with no conversion pass; as in Linear, float32 weights and float32
+        // views keep the float32 GEMM.
+        bool narrow = x.Tensor.DType == DType.BF16 && w.DType == DType.BF16;
         using var packed = narrow
             ? new GpuTensor(this, [cout, k], DType.BF16, wordPool.Rent((long)cout * k), pooled: true)
             : new GpuTensor(this, [cout, k], floatPool.Rent((long)cout * k), pooled: true);

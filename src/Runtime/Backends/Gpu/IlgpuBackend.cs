@@ -776,98 +776,62 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         if (y.RowStride < n || y.RowStride > int.MaxValue)
             throw new ArgumentException($"Linear output rows overlap or are too far apart for cuBLAS: {y}", nameof(y));
         var yTensor = (GpuTensor)y.Tensor;
-        var xTensor = (GpuTensor)x.Tensor;
-        bool xAddressable = x.RowStride >= kDim && x.RowStride <= int.MaxValue;
-
-        MemoryBuffer1D<float, Stride1D.Dense>? denseX = null, wideWeights = null, wideY = null;
-        MemoryBuffer1D<ushort, Stride1D.Dense>? narrowX = null;
-        try
+        if (w.DType == DType.BF16 && Precision == GpuPrecision.BFloat16)
         {
-            if (w.DType == DType.BF16 && Precision == GpuPrecision.BFloat16)
-            {
-                // bf16 × bf16 on tensor cores, float32 accumulation, the result stored in y's own dtype: a bf16
-                // activation is read and written in place, with no conversion pass; a float32 x (an uploaded input,
-                // a broadcast row) is rounded into a dense bf16 copy first.
-                IntPtr xPointer;
-                int ldx;
-                if (xTensor.DType == DType.BF16 && xAddressable)
-                {
-                    xPointer = xTensor.DevicePointer(x.Offset);
-                    ldx = (int)x.RowStride;
-                }
-                else
-                {
-                    narrowX = wordPool.Rent((long)m * kDim);
-                    var (xs, xd) = Strided(x, nameof(x));
-                    kernels.RoundToBFloat16((int)CheckedCount((long)m * kDim), kDim, narrowX.View.AsContiguous(), xs, xd);
-                    xPointer = narrowX.NativePtr;
-                    ldx = kDim;
-                }
+            // bf16 × bf16 on tensor cores, float32 accumulation, the result stored in y's own dtype: a bf16 activation
+            // is read and written in place, with no conversion pass; a float32 x (an uploaded input, a broadcast row)
+            // is rounded into a dense bf16 copy first.
+            var (xPointer, ldx, xScratch) = ProductOperand(x, DType.BF16);
+            using (xScratch)
                 cublas!.GemmEx(CuBlasNative.OperationTranspose, CuBlasNative.OperationNone, n, m, kDim, 1f,
                     w.DevicePointer(0), CuBlasNative.DataBFloat16, kDim,
                     xPointer, CuBlasNative.DataBFloat16, ldx,
                     0f, yTensor.DevicePointer(y.Offset), yTensor.DType == DType.BF16 ? CuBlasNative.DataBFloat16 : CuBlasNative.DataFloat32,
                     (int)y.RowStride);
-            }
-            else
-            {
-                IntPtr xPointer;
-                int ldx;
-                if (xTensor.DType == DType.F32 && xAddressable)
-                {
-                    xPointer = xTensor.DevicePointer(x.Offset);
-                    ldx = (int)x.RowStride;
-                }
-                else
-                {
-                    // Broadcast (stride 0) or overlapping rows (cuBLAS needs ld ≥ K), or bf16 activations for sgemm:
-                    // materialise x densely in float32.
-                    denseX = floatPool.Rent((long)m * kDim);
-                    var (xs, xd) = Strided(x, nameof(x));
-                    var denseLayout = new StridedMatrix(0, x.Rows, (long)x.Rows * kDim, kDim);
-                    kernels.Copy((int)CheckedCount((long)m * kDim), kDim, denseLayout, denseX.View.AsContiguous(), xs, xd);
-                    xPointer = denseX.NativePtr;
-                    ldx = kDim;
-                }
-
-                IntPtr wPointer;
-                if (w.DType == DType.F32)
-                {
-                    wPointer = w.DevicePointer(0);
-                }
-                else
-                {
-                    wideWeights = floatPool.Rent(w.Length);
-                    WidenWords(wideWeights.View.SubView(0, w.Length).AsContiguous(), w.Words, w.DType);
-                    wPointer = wideWeights.NativePtr;
-                }
-
-                // sgemm writes float32: a bf16 y receives the product through a dense float32 scratch.
-                IntPtr yPointer = yTensor.DType == DType.F32 ? yTensor.DevicePointer(y.Offset) : (wideY = floatPool.Rent((long)m * n)).NativePtr;
-                int ldy = yTensor.DType == DType.F32 ? (int)y.RowStride : n;
-                cublas!.Sgemm(CuBlasNative.OperationTranspose, CuBlasNative.OperationNone, n, m, kDim, 1f,
-                    wPointer, kDim, xPointer, ldx, 0f, yPointer, ldy);
-                if (wideY is not null)
-                {
-                    var (count, ys, yd) = Output(y);
-                    kernels.Copy(count, n, ys, yd, new StridedMatrix(0, y.Rows, (long)y.Rows * n, n), wideY.View.AsContiguous());
-                }
-            }
         }
-        finally
+        else
         {
-            // Safe to reuse at once: later kernels on the same stream run after this GEMM.
-            if (denseX is not null) floatPool.Return(denseX);
-            if (wideWeights is not null) floatPool.Return(wideWeights);
-            if (wideY is not null) floatPool.Return(wideY);
-            if (narrowX is not null) wordPool.Return(narrowX);
+            var (xPointer, ldx, xScratch) = ProductOperand(x, DType.F32);
+            // sgemm writes float32: a bf16 y receives the product through a dense float32 scratch.
+            using var wideY = yTensor.DType == DType.F32 ? null : new GpuTensor(this, [m, n], floatPool.Rent((long)m * n), pooled: true);
+            using var wideWeights = w.DType == DType.F32 ? null : new GpuTensor(this, w.Shape, floatPool.Rent(w.Length), pooled: true);
+            using (xScratch)
+            {
+                if (wideWeights is not null)
+                    WidenWords(wideWeights.Floats, w.Words, w.DType);
+                cublas!.Sgemm(CuBlasNative.OperationTranspose, CuBlasNative.OperationNone, n, m, kDim, 1f,
+                    (wideWeights ?? w).DevicePointer(0), kDim, xPointer, ldx, 0f,
+                    wideY?.DevicePointer(0) ?? yTensor.DevicePointer(y.Offset), wideY is null ? (int)y.RowStride : n);
+            }
+            if (wideY is not null)
+                Copy(y, new View(wideY, 0, y.Batch, y.Rows, n, (long)y.Rows * n, n));
         }
+        // Scratch given back above is safe to reuse at once: later kernels on the same stream run after the GEMM.
 
         if (bias is not null)
         {
             var (_, ys, yd) = Output(y);
             kernels.AddBiasToRows((int)CheckedCount(y.ElementCount), n, ys, yd, bias.Floats);
         }
+    }
+
+    /// <summary>
+    /// x as a cuBLAS operand stored as <paramref name="storage"/> (F32 or BF16): its own memory where it is stored so
+    /// with a leading dimension ≥ its columns, else a dense copy (widened or rounded on the way: broadcast or overlapping
+    /// rows, or the other storage) in a pooled scratch tensor the caller disposes.
+    /// </summary>
+    private (IntPtr Pointer, int LeadingDimension, GpuTensor? Scratch) ProductOperand(View x, DType storage)
+    {
+        var tensor = (GpuTensor)x.Tensor;
+        if (tensor.DType == storage && x.RowStride >= x.Cols && x.RowStride <= int.MaxValue)
+            return (tensor.DevicePointer(x.Offset), (int)x.RowStride, null);
+        int rows = checked(x.Batch * x.Rows);
+        long count = (long)rows * x.Cols;
+        var scratch = storage == DType.BF16
+            ? new GpuTensor(this, [rows, x.Cols], DType.BF16, wordPool.Rent(count), pooled: true)
+            : new GpuTensor(this, [rows, x.Cols], floatPool.Rent(count), pooled: true);
+        Copy(new View(scratch, 0, x.Batch, x.Rows, x.Cols, (long)x.Rows * x.Cols, x.Cols), x);
+        return (scratch.DevicePointer(0), x.Cols, scratch);
     }
 
     private static View Batch(View view, int batch) =>
