@@ -246,7 +246,6 @@ public sealed class SimulatorBFloat16ActivationTests(BFloat16SimulatorFixture fi
     /// </summary>
     [Theory]
     [InlineData("flux-tiny-forward")]
-    [InlineData("flux-tiny-bf16-forward")]
     [InlineData("clip-tiny-case")]
     [InlineData("t5-tiny-case")]
     public void TinyModelForwardInBFloat16ActivationsIsWithinTheBFloat16Bar(string caseName)
