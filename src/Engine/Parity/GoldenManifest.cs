@@ -13,6 +13,12 @@ public sealed class GoldenCase
         _json = json;
     }
 
+    /// <summary>
+    /// The least tolerance any tensor gets: 0 (the manifest's own), or a lower precision's bar (see
+    /// <see cref="ParityRunner.BFloat16Tolerance"/>).
+    /// </summary>
+    public double ToleranceFloor { get; init; }
+
     public string Name { get; }
     public string Kind => String("kind") ?? "";
     public string? Data => String("data");
@@ -39,8 +45,10 @@ public sealed class GoldenCase
     public double? Number(string property) =>
         _json.TryGetProperty(property, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
 
-    /// <summary>The tolerance for a tensor: the longest matching name prefix, else "default", else 1e-4.</summary>
-    public double ToleranceFor(string tensor)
+    /// <summary>The tolerance for a tensor: the longest matching name prefix, else "default", else 1e-4; at least <see cref="ToleranceFloor"/>.</summary>
+    public double ToleranceFor(string tensor) => Math.Max(ToleranceFloor, ManifestToleranceFor(tensor));
+
+    private double ManifestToleranceFor(string tensor)
     {
         if (!_json.TryGetProperty("tolerance", out var t) || t.ValueKind != JsonValueKind.Object) return 1e-4;
         double? best = null;

@@ -159,7 +159,8 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Line("    },");
         var ignored = _model.Graph.IgnoredTensors;
         var adapterWeights = AdapterWeights();
-        if (_model.LoraAliases.Count == 0 && _model.Lora == null && ignored.Count == 0 && adapterWeights.Count == 0)
+        bool float32Activations = _model.Graph.Float32Activations;
+        if (_model.LoraAliases.Count == 0 && _model.Lora == null && ignored.Count == 0 && adapterWeights.Count == 0 && !float32Activations)
         {
             _w.Line("    Parameters: CreateParameterTable());");
         }
@@ -179,6 +180,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             if (ignored.Count > 0)
                 _w.Line($"    IgnoredTensors = new[] {{ {string.Join(", ", ignored.Select(CSharpNames.Literal))} }},");
             if (adapterWeights.Count > 0) _w.Line("    AdapterModules = CreateAdapterModules(),");
+            if (float32Activations) _w.Line("    Float32Activations = true,");
             _w.Line("};");
         }
         if (adapterWeights.Count > 0) EmitAdapterModules(adapterWeights);

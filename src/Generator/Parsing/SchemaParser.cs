@@ -172,8 +172,10 @@ public static class SchemaParser
                 else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"unquantized\" lists module patterns such as \"final_layer.*\"", item.Span));
             }
 
+        bool float32Activations = reader.OptionalBool("float32_activations");
+
         reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates",
-            "body", "outputs", "input_gradients", "entries", "lora_formats", "trainable", "lora", "ignored_tensors", "unquantized");
+            "body", "outputs", "input_gradients", "entries", "lora_formats", "trainable", "lora", "ignored_tensors", "unquantized", "float32_activations");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
             diagnostics.ToEquatableArray())
@@ -183,6 +185,7 @@ public static class SchemaParser
             Lora = lora,
             IgnoredTensors = ignored.ToEquatableArray(),
             Unquantized = unquantized.ToEquatableArray(),
+            Float32Activations = float32Activations,
         };
     }
 

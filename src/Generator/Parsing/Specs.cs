@@ -61,6 +61,12 @@ public sealed record GraphSpec(
     /// the layers every published quantized file of the model keeps unquantized.
     /// </summary>
     public EquatableArray<NameRef> Unquantized { get; init; }
+
+    /// <summary>
+    /// "float32_activations": the graph's forward keeps float32 activations even where the backend would store them
+    /// narrower (bf16 precision on CUDA): set for a graph measured to lose too much in bf16.
+    /// </summary>
+    public bool Float32Activations { get; init; }
 }
 
 /// <summary>

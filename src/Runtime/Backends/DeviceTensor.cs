@@ -3,7 +3,8 @@ using InFluxEdit.Runtime.Tensors;
 namespace InFluxEdit.Runtime.Backends;
 
 /// <summary>
-/// A tensor in a backend's memory. Activations are float32; weights keep the dtype the backend stores them in
+/// A tensor in a backend's memory. Activations are float32 (bf16 where <see cref="IBackend.AllocateActivation"/> stores
+/// them so); weights keep the dtype the backend stores them in
 /// (the CUDA backend keeps bf16/f16 weights as 16-bit words, the CPU backend widens them to float32, and holds a weight
 /// uploaded quantized in its blocks: DType F32, fewer <see cref="StoredBytes"/>).
 /// Disposing returns the memory to the backend.

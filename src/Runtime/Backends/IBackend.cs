@@ -7,7 +7,8 @@ namespace InFluxEdit.Runtime.Backends;
 /// <summary>
 /// The kernels a compiled model launches. One generated graph runs on every backend: the CPU backend with
 /// vectorised, multi-threaded managed code, the CUDA backend with ILGPU kernels and cuBLAS.
-/// Every op reads and writes float32 <see cref="View"/>s; an output view may alias an input of the same
+/// Every op reads and writes <see cref="View"/>s of float32 tensors (or of <see cref="AllocateActivation"/>'s narrower
+/// ones, on a backend that has them); an output view may alias an input of the same
 /// shape only where the op says so. Ops are enqueued in order; <see cref="Synchronize"/> waits for them.
 /// </summary>
 public interface IBackend : IDisposable
@@ -20,6 +21,14 @@ public interface IBackend : IDisposable
 
     /// <summary>A float32 tensor; its contents are undefined until written.</summary>
     DeviceTensor Allocate(int[] shape);
+
+    /// <summary>
+    /// An activation of a forward that only runs (no training pass reads it back); contents undefined until written.
+    /// float32 by default; a backend may store it narrower (the CUDA backend in bf16 precision stores bf16 words, which
+    /// halves the memory traffic of every op). Every op accepts such views wherever it accepts float32 ones (ops compute
+    /// in float32 and round on store), and <see cref="Download"/> widens them.
+    /// </summary>
+    DeviceTensor AllocateActivation(int[] shape) => Allocate(shape);
 
     /// <summary>Copies float32 host data to the device.</summary>
     DeviceTensor Upload(HostTensor host);

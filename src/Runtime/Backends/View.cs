@@ -3,7 +3,8 @@ using InFluxEdit.Runtime.Tensors;
 namespace InFluxEdit.Runtime.Backends;
 
 /// <summary>
-/// A strided window on a float32 <see cref="DeviceTensor"/>, seen as [Batch, Rows, Cols] with unit column stride.
+/// A strided window on an activation <see cref="DeviceTensor"/> (float32, or bf16 from
+/// <see cref="IBackend.AllocateActivation"/>; offsets and strides count elements), seen as [Batch, Rows, Cols] with unit column stride.
 /// Splits along columns or rows, and broadcasts of one row over many, are views, not copies: every backend op
 /// reads and writes through views, so the generated code never copies to slice.
 /// Element (b, r, c) lives at Offset + b·BatchStride + r·RowStride + c.

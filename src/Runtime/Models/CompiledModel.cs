@@ -42,7 +42,13 @@ public abstract class CompiledModel
         IReadOnlyDictionary<string, DeviceTensor> inputs, IActivationObserver? observer = null) =>
         Run(Entries[0].Name, inputs, observer);
 
-    protected DeviceTensor Allocate(params int[] shape) => _backend.Allocate(shape);
+    /// <summary>
+    /// A generated op's output: the backend's activation storage (bf16 on CUDA in bf16 precision) when the model only
+    /// runs, float32 in a training pass (whose backward ops read the forward's activations in float32) and for a graph
+    /// that asks for float32 activations.
+    /// </summary>
+    protected DeviceTensor Allocate(params int[] shape) =>
+        Training == null && !Info.Float32Activations ? _backend.AllocateActivation(shape) : _backend.Allocate(shape);
 
     /// <summary>
     /// One training pass on named inputs (see the generated ForwardBackward): the forward with

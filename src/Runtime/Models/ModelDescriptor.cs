@@ -36,6 +36,12 @@ public sealed record ModelDescriptor(
     public IReadOnlyList<string> AdapterModules { get; init; } = Array.Empty<string>();
 
     /// <summary>Whether a checkpoint key is one of <see cref="IgnoredTensors"/>.</summary>
+    /// <summary>
+    /// Whether the forward keeps float32 activations where the backend would store them narrower (the graph's
+    /// "float32_activations"): a graph measured to lose too much precision in bf16.
+    /// </summary>
+    public bool Float32Activations { get; init; }
+
     public bool Ignores(string key) => IgnoredTensors.Any(pattern => KeyPattern.Matches(pattern, key));
 }
 

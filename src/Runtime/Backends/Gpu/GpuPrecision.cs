@@ -10,9 +10,12 @@ public enum GpuPrecision
     Float32,
 
     /// <summary>
-    /// Activations are rounded to bf16 for the GEMM inputs so bf16 weights run on tensor cores (cublasGemmEx,
-    /// float32 accumulation and output), the precision PyTorch runs FLUX in. Only differs from Float32 on the
-    /// cuBLAS path with bf16 weights.
+    /// The precision PyTorch runs FLUX in. A forward that only runs (not a training pass) stores its activations as
+    /// bf16 (<see cref="IBackend.AllocateActivation"/>): every op reads bf16, computes in float32 (norms and softmax
+    /// accumulate in float32) and rounds its result to bf16; products with bf16 weights run cublasGemmEx on the bf16
+    /// views in place with float32 accumulation and bf16 output, attention multiplies bf16 q, k, v and probabilities.
+    /// Training passes keep float32 activations; their bf16-weight products round inputs to bf16 for GemmEx, and
+    /// float32 GEMMs may use TF32.
     /// </summary>
     BFloat16,
 }

@@ -27,11 +27,12 @@ public sealed partial class IlgpuBackend
     internal int GroupNormElementsPerBlock { get; set; } = 1 << 16;
 
     /// <summary>
-    /// The weight is first reordered, on the device, into a float32 tap-major [Cout, kh·kw·Cin] scratch matrix
-    /// (column (ky·kw + kx)·Cin + ci, the order of an im2col row of channels-last pixels), widening bf16/f16 on the
-    /// way; that costs one pass over the weight, negligible beside the GEMM's 2·outH·outW reuses of it, and keeps the
-    /// uploaded weight in its checkpoint layout and storage. So the conv GEMM is always float32 (sgemm on cuBLAS),
-    /// whatever <see cref="Precision"/> says. A 1×1, stride-1, unpadded conv multiplies x directly, without im2col.
+    /// The weight is first reordered, on the device, into a tap-major [Cout, kh·kw·Cin] scratch matrix (column
+    /// (ky·kw + kx)·Cin + ci, the order of an im2col row of channels-last pixels): float32 (widening bf16/f16 on the
+    /// way), or bf16 for a bf16 weight on bf16 activations; that costs one pass over the weight, negligible beside the
+    /// GEMM's 2·outH·outW reuses of it, and keeps the uploaded weight in its checkpoint layout and storage. So the conv
+    /// GEMM is float32 (sgemm on cuBLAS) except for a bf16 weight on bf16 activations: bf16 × bf16 (GemmEx, float32
+    /// accumulation). A 1×1, stride-1, unpadded conv multiplies x directly, without im2col.
     /// </summary>
     public void Conv2d(View y, View x, int height, int width, DeviceTensor weight, DeviceTensor? bias, int stride, Padding2d padding)
     {
@@ -45,18 +46,25 @@ public sealed partial class IlgpuBackend
         ConvShape.RequireDisjoint(y, x, nameof(x));
 
         int k = shape.PatchLength, cout = shape.OutChannels;
-        using var packed = new GpuTensor(this, [cout, k], floatPool.Rent((long)cout * k), pooled: true);
+        // A bf16 weight on bf16 activations (a bf16 forward) packs the weight and the patches as bf16, so the product
+        // is a bf16 GemmEx that reads and writes bf16 with no conversion pass; as in Linear, float32 weights and float32
+        // views keep the float32 GEMM.
+        bool narrow = x.Tensor.DType == DType.BF16 && w.DType == DType.BF16;
+        using var packed = narrow
+            ? new GpuTensor(this, [cout, k], DType.BF16, wordPool.Rent((long)cout * k), pooled: true)
+            : new GpuTensor(this, [cout, k], floatPool.Rent((long)cout * k), pooled: true);
+        var packedElements = ElementsOf(packed);
         int weightCount = (int)CheckedCount((long)cout * k);
         switch (w.DType)
         {
             case DType.F32:
-                ImageOps.RepackFloat32(weightCount, shape.InChannels, shape.KernelHeight, shape.KernelWidth, packed.Floats, w.Floats);
+                ImageOps.RepackFloat32(weightCount, shape.InChannels, shape.KernelHeight, shape.KernelWidth, packedElements, w.Floats);
                 break;
             case DType.BF16:
-                ImageOps.RepackBFloat16(weightCount, shape.InChannels, shape.KernelHeight, shape.KernelWidth, packed.Floats, w.Words);
+                ImageOps.RepackBFloat16(weightCount, shape.InChannels, shape.KernelHeight, shape.KernelWidth, packedElements, w.Words);
                 break;
             case DType.F16:
-                ImageOps.RepackFloat16(weightCount, shape.InChannels, shape.KernelHeight, shape.KernelWidth, packed.Floats, w.Words);
+                ImageOps.RepackFloat16(weightCount, shape.InChannels, shape.KernelHeight, shape.KernelWidth, packedElements, w.Words);
                 break;
             default:
                 throw new NotSupportedException($"conv weights stored as {w.DType}");
@@ -75,7 +83,9 @@ public sealed partial class IlgpuBackend
         int pixelsPerChunk = imagesPerChunk > 0 ? outPixels : (int)Math.Max(1, budget / k);
         imagesPerChunk = Math.Max(imagesPerChunk, 1);
         long scratchFloats = (long)imagesPerChunk * Math.Min(pixelsPerChunk, outPixels) * k;
-        using var columns = new GpuTensor(this, [checked((int)scratchFloats)], floatPool.Rent(scratchFloats), pooled: true);
+        using var columns = narrow
+            ? new GpuTensor(this, [checked((int)scratchFloats)], DType.BF16, wordPool.Rent(scratchFloats), pooled: true)
+            : new GpuTensor(this, [checked((int)scratchFloats)], floatPool.Rent(scratchFloats), pooled: true);
         var geometry = new ConvGeometry(shape.Height, shape.Width, shape.InChannels, shape.KernelHeight, shape.KernelWidth,
             shape.Stride, shape.Padding.Top, shape.Padding.Left, shape.OutWidth, outPixels);
 
@@ -87,7 +97,7 @@ public sealed partial class IlgpuBackend
                 int pixels = Math.Min(pixelsPerChunk, outPixels - p0);
                 long elements = (long)images * pixels * k;
                 // Safe to overwrite the scratch of the previous chunk: its GEMM ran earlier on the same stream.
-                ImageOps.Im2Col((int)CheckedCount(elements), geometry, pixels, b0, p0, columns.Floats, xs, xd);
+                ImageOps.Im2Col((int)CheckedCount(elements), geometry, pixels, b0, p0, ElementsOf(columns), xs, xd);
                 var patches = new View(columns, 0, images, pixels, k, (long)pixels * k, k);
                 var outputs = new View(y.Tensor, y.Offset + b0 * y.BatchStride + p0 * y.RowStride, images, pixels, cout,
                     y.BatchStride, y.RowStride);

@@ -129,7 +129,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
             long count = view.ElementCount;
             var words = wordPool.Rent(Math.Max(count, 1));
             scratch.Add(() => wordPool.Return(words));
-            var (layout, data) = Strided(view, "operand");
+            var (layout, data) = FloatStrided(view, "operand");
             kernels.RoundToBFloat16((int)CheckedCount(count), view.Cols, words.View.AsContiguous(), layout, data);
             return new DeviceOperand(default, words.NativePtr, sizeof(ushort), CuBlasNative.DataBFloat16, 0,
                 view.Batch == 1 ? 0 : (long)view.Rows * view.Cols, view.Cols);
@@ -245,7 +245,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     /// <summary>x = beta·x, or 0 without reading x when beta is 0.</summary>
     private void ScaleOrClear(View x, float beta)
     {
-        var (count, layout, data) = Output(x);
+        var (count, layout, data) = FloatOutput(x);
         if (count == 0 || beta == 1f) return;
         if (beta == 0f)
             Zero(x);
@@ -259,8 +259,8 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     {
         if (y.Rows != 1 || y.Cols != x.Cols || (y.Batch != x.Batch && y.Batch != 1))
             throw new ArgumentException($"SumRows: {y} must be [{x.Batch} or 1, 1, {x.Cols}] to hold the row sums of {x}", nameof(y));
-        var (_, ys, yd) = Output(y);
-        var (xs, xd) = Strided(x, nameof(x));
+        var (_, ys, yd) = FloatOutput(y);
+        var (xs, xd) = FloatStrided(x, nameof(x));
         ViewRules.RequireDistinctOutputElements(y, nameof(y));
         ViewRules.RequireDisjoint(y, x, nameof(x));
         if (y.ElementCount == 0) return;
@@ -296,10 +296,10 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void ModulateBackward(View dx, View dShift, View dScale, View dy, View x, View scale)
     {
-        var (_, dxs, dxd) = Output(dx);
-        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
-        var (scales, scaled) = SameShapeOperand(scale, dx, nameof(scale));
+        var (_, dxs, dxd) = FloatOutput(dx);
+        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
+        var (scales, scaled) = FloatSameShapeOperand(scale, dx, nameof(scale));
         var (shiftLayout, shiftData) = PerSampleVector(dShift, x, nameof(dShift), dx, dy, scale);
         var (scaleLayout, scaleData) = PerSampleVector(dScale, x, nameof(dScale), dx, dy, scale, dShift);
         if (x.Batch == 0 || x.Cols == 0) return;
@@ -321,10 +321,10 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void GatedResidualBackward(View dx, View dGate, View dy, View x, View gate)
     {
-        var (_, dxs, dxd) = Output(dx);
-        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
-        var (gates, gated) = SameShapeOperand(gate, dx, nameof(gate));
+        var (_, dxs, dxd) = FloatOutput(dx);
+        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
+        var (gates, gated) = FloatSameShapeOperand(gate, dx, nameof(gate));
         var (gateLayout, gateData) = PerSampleVector(dGate, x, nameof(dGate), dx, dy, gate);
         if (x.Batch == 0 || x.Cols == 0) return;
         var shape = ChunksFor(x.Batch, x.Cols, x.Rows, sums: 1);
@@ -349,7 +349,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     {
         if (vector.Batch != 1 || vector.Rows != x.Batch || vector.Cols != x.Cols)
             throw new ArgumentException($"{vector} must be [1, {x.Batch}, {x.Cols}], one row per sample of {x}", name);
-        var (_, data) = Strided(vector, name);
+        var (_, data) = FloatStrided(vector, name);
         ViewRules.RequireDistinctOutputElements(vector, name);
         ViewRules.RequireDisjoint(vector, x, name);
         foreach (var other in others) ViewRules.RequireDisjoint(vector, other, name);
@@ -360,9 +360,9 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void LayerNormBackward(View dx, View dy, View x, float eps)
     {
-        var (count, dxs, dxd) = Output(dx);
-        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
+        var (count, dxs, dxd) = FloatOutput(dx);
+        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
         if (count == 0) return;
         int rows = checked(dx.Batch * dx.Rows);
         int group = GroupSizeFor(dx.Cols, Math.Min(launch.RowGroup, BackwardKernels.MaxGroupSize));
@@ -371,9 +371,9 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void RmsNormBackward(View dx, View dy, View x, DeviceTensor scale, int groupSize, float eps)
     {
-        var (count, dxs, dxd) = Output(dx);
-        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
+        var (count, dxs, dxd) = FloatOutput(dx);
+        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
         if (groupSize <= 0 || dx.Cols % groupSize != 0)
             throw new ArgumentException($"RmsNormBackward: {dx.Cols} columns do not split into groups of {groupSize}", nameof(groupSize));
         var scaleTensor = OwnTensor(scale, nameof(scale)).AsFloat32();
@@ -394,17 +394,17 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         Action<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> kernel,
         View dx, View dy, View x)
     {
-        var (count, dxs, dxd) = Output(dx);
-        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
+        var (count, dxs, dxd) = FloatOutput(dx);
+        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
         if (count == 0) return;
         kernel(count, dx.Cols, dxs, dxd, dys, dyd, xs, xd);
     }
 
     public void ApplyRopeBackward(View dx, View dy, View pe, int headDim)
     {
-        var (count, dxs, dxd) = Output(dx);
-        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
+        var (count, dxs, dxd) = FloatOutput(dx);
+        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
         if (headDim <= 0 || headDim % 2 != 0 || dy.Cols % headDim != 0)
             throw new ArgumentException($"ApplyRopeBackward: {dy.Cols} columns do not split into heads of even width {headDim}", nameof(headDim));
         if (pe.Cols != headDim * 2)
@@ -516,7 +516,8 @@ public sealed partial class IlgpuBackend : ITrainingBackend
                     float beta = firstRow == 0 ? 0f : 1f;
 
                     ProductOrClear(heads, n, keyRows, qkDim, scale, queries, false, keys, true, 0f, p);
-                    kernels.SoftmaxRows(new KernelConfig(heads * n, group), keyRows, probabilities.View.SubView(0, heads * scoreStride).AsContiguous());
+                    var scoreRows = probabilities.View.SubView(0, heads * scoreStride).AsContiguous();
+                    kernels.SoftmaxRows(new KernelConfig(heads * n, group), keyRows, scoreRows, scoreRows);
                     ProductOrClear(heads, n, keyRows, valueDim, 1f, outputGradients, false, values, true, 0f, dS);
                     TrainingOps.SoftmaxBackwardRows(new KernelConfig(heads * n, group), keyRows, scale,
                         probabilities.View.SubView(0, heads * scoreStride).AsContiguous(), gradients.View.SubView(0, heads * scoreStride).AsContiguous());
@@ -601,7 +602,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         for (int i = 0, offset = 0; i < views.Length; offset += groups[i], i++)
         {
             if (groups[i] == 0) continue;
-            var (_, layout, data) = Output(views[i]);
+            var (_, layout, data) = FloatOutput(views[i]);
             TrainingOps.SumOfSquaresPartials(new KernelConfig(groups[i], group), views[i].ElementCount, views[i].Cols, layout, data, all.SubView(offset, groups[i]));
         }
         var host = new double[total];
@@ -618,7 +619,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void Scale(View x, float factor)
     {
-        var (count, layout, data) = Output(x);
+        var (count, layout, data) = FloatOutput(x);
         ViewRules.RequireDistinctOutputElements(x, nameof(x));
         if (count == 0) return;
         TrainingOps.ScaleInPlace(count, x.Cols, factor, layout, data);
@@ -626,12 +627,33 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void Zero(View x)
     {
-        var (count, layout, data) = Output(x);
+        var (count, layout, data) = FloatOutput(x);
         if (count == 0) return;
         // A dense view is one memset (cuMemsetD8Async on CUDA), the bandwidth-bound way to clear gradient buffers.
         if (x.IsContiguous)
             data.SubView(x.Offset, count).MemSetToZero();
         else
             TrainingOps.Fill(count, x.Cols, 0f, layout, data);
+    }
+
+    // Training keeps float32 activations and gradients (its kernels have only a float32 form): these are the view
+    // helpers of the forward ops, narrowed to float32 with an actionable error for a bf16 view.
+
+    private (int Count, StridedMatrix Layout, ArrayView<float> Data) FloatOutput(View y)
+    {
+        var (count, layout, data) = Output(y);
+        return (count, layout, data.Float32Only("a training op"));
+    }
+
+    private (StridedMatrix Layout, ArrayView<float> Data) FloatStrided(View view, string name)
+    {
+        var (layout, data) = Strided(view, name);
+        return (layout, data.Float32Only("a training op"));
+    }
+
+    private (StridedMatrix Layout, ArrayView<float> Data) FloatSameShapeOperand(View operand, View output, string name)
+    {
+        var (layout, data) = SameShapeOperand(operand, output, name);
+        return (layout, data.Float32Only("a training op"));
     }
 }

@@ -79,7 +79,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         {
             GemmPath = "ILGPU tiled GEMM";
             Name = "ilgpu-cpu";
-            Description = $"ILGPU CPU accelerator (GPU simulator, {accelerator.MaxNumThreadsPerGroup} threads per group), {GemmPath}";
+            Description = $"ILGPU CPU accelerator (GPU simulator, {accelerator.MaxNumThreadsPerGroup} threads per group), {GemmPath}, precision {precision}";
         }
     }
 
@@ -151,16 +151,20 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     }
 
     /// <summary>The backend on ILGPU's CPU accelerator: real kernels, simulated threads. For tests at tiny sizes.</summary>
-    public static IlgpuBackend CreateCpuSimulator() => CreateCpuSimulator(SimulatorDevice);
+    /// <remarks>
+    /// <see cref="GpuPrecision.BFloat16"/> stores activations in bf16 as on CUDA; with no cuBLAS here, Linear and
+    /// Attention run the ILGPU kernels on them (so tests check the bf16 paths of every kernel).
+    /// </remarks>
+    public static IlgpuBackend CreateCpuSimulator(GpuPrecision precision = GpuPrecision.Float32) => CreateCpuSimulator(SimulatorDevice, precision);
 
     /// <summary>The simulator on another simulated device: the flash kernels need warps of 32 threads.</summary>
-    internal static IlgpuBackend CreateCpuSimulator(CPUDevice device)
+    internal static IlgpuBackend CreateCpuSimulator(CPUDevice device, GpuPrecision precision = GpuPrecision.Float32)
     {
         var context = Context.Create(builder =>
             builder.CPU(device).EnableAlgorithms().Optimize(OptimizationLevel.O1));
         try
         {
-            return new IlgpuBackend(context, context.CreateCPUAccelerator(0), GpuPrecision.Float32, _ => { });
+            return new IlgpuBackend(context, context.CreateCPUAccelerator(0), precision, _ => { });
         }
         catch
         {
@@ -207,6 +211,20 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         accelerator.Bind();
         long length = HostTensor.ElementCount(shape);
         return new GpuTensor(this, (int[])shape.Clone(), floatPool.Rent(length), pooled: true);
+    }
+
+    /// <summary>
+    /// In <see cref="GpuPrecision.BFloat16"/>, bf16 words from the word pool (half the bytes every op moves);
+    /// otherwise float32, exactly <see cref="Allocate"/>.
+    /// </summary>
+    public DeviceTensor AllocateActivation(int[] shape)
+    {
+        if (Precision != GpuPrecision.BFloat16)
+            return Allocate(shape);
+        ThrowIfDisposed();
+        accelerator.Bind();
+        long length = HostTensor.ElementCount(shape);
+        return new GpuTensor(this, (int[])shape.Clone(), DType.BF16, wordPool.Rent(length), pooled: true);
     }
 
     public DeviceTensor Upload(HostTensor host)
@@ -264,12 +282,13 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         long count = HostTensor.ElementCount(shape);
         if (count != view.ElementCount)
             throw new ArgumentException($"{view} has {view.ElementCount} elements, shape {HostTensor.FormatShape(shape)} {count}");
-        var tensor = FloatTensor(view, nameof(view));
+        var tensor = ActivationTensor(view, nameof(view));
         CheckBounds(view, tensor, nameof(view));
         var data = new float[count];
         if (count == 0)
             return new HostTensor((int[])shape.Clone(), data);
-        if (view.IsContiguous)
+        // A bf16 activation is widened on the device by the copy below (exact), the strided case's one extra pass.
+        if (view.IsContiguous && tensor.DType == DType.F32)
         {
             tensor.Floats.SubView(view.Offset, count).CopyToCPU(new Span<float>(data));
         }
@@ -337,10 +356,10 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
             throw new ArgumentException($"cannot transpose {x} into {y}: each sample needs [rows, cols] → [cols, rows]");
         var (count, ys, yd) = Output(y);
         if (count == 0) return;
-        var xTensor = FloatTensor(x, nameof(x));
+        var xTensor = ActivationTensor(x, nameof(x));
         CheckBounds(x, xTensor, nameof(x));
         var xs = new StridedMatrix(x.Offset, x.Rows, x.BatchStride, x.RowStride);
-        kernels.Transpose(count, x.Rows, x.Cols, ys, yd, xs, xTensor.Floats);
+        kernels.Transpose(count, x.Rows, x.Cols, ys, yd, xs, ElementsOf(xTensor));
     }
 
     public void Add(View y, View a, View b)
@@ -372,7 +391,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         kernels.GatedResidual(count, y.Cols, ys, yd, rs, rd, xs, xd, gs, gd);
     }
 
-    private void Elementwise(Action<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> kernel,
+    private void Elementwise(Action<Index1D, int, StridedMatrix, Elements, StridedMatrix, Elements> kernel,
         View y, View x)
     {
         var (count, ys, yd) = Output(y);
@@ -452,7 +471,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
             throw new ArgumentException($"ids {ids} and pe {pe} disagree on batch or rows");
         var (_, ps, pd) = Output(pe);
         if (pe.ElementCount == 0) return;
-        var idsTensor = FloatTensor(ids, nameof(ids));
+        var idsTensor = ActivationTensor(ids, nameof(ids));
         CheckBounds(ids, idsTensor, nameof(ids));
         var idsLayout = new StridedMatrix(ids.Offset, pe.Rows, ids.BatchStride, ids.RowStride);
 
@@ -476,7 +495,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
             return a;
         });
         int count = (int)CheckedCount((long)pe.Batch * pe.Rows * angles);
-        kernels.Rope(count, angles, ps, pd, idsLayout, idsTensor.Floats, omega, axisOfAngle);
+        kernels.Rope(count, angles, ps, pd, idsLayout, ElementsOf(idsTensor), omega, axisOfAngle);
     }
 
     public void ApplyRope(View y, View x, View pe, int headDim)
@@ -490,12 +509,12 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         var (xs, xd) = SameShapeOperand(x, y, nameof(x));
         if (pe.Rows != y.Rows || (pe.Batch != y.Batch && pe.Batch != 1))
             throw new ArgumentException($"pe {pe} needs one row per token of {y}", nameof(pe));
-        var peTensor = FloatTensor(pe, nameof(pe));
+        var peTensor = ActivationTensor(pe, nameof(pe));
         CheckBounds(pe, peTensor, nameof(pe));
         var peLayout = new StridedMatrix(pe.Offset, y.Rows, pe.Batch == y.Batch ? pe.BatchStride : 0, pe.RowStride);
         int pairsPerRow = y.Cols / 2;
         int count = (int)CheckedCount(y.ElementCount / 2);
-        kernels.ApplyRope(count, pairsPerRow, headDim / 2, ys, yd, xs, xd, peLayout, peTensor.Floats);
+        kernels.ApplyRope(count, pairsPerRow, headDim / 2, ys, yd, xs, xd, peLayout, ElementsOf(peTensor));
     }
 
     // ---------------------------------------------------------------- attention
@@ -532,7 +551,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         }
         if (cublas is not null && AttentionOnCuBlasEnabled && attentionKernel != AttentionKernelChoice.Tiled &&
             CuBlasCanAddress(o) && CuBlasCanAddress(q) &&
-            CuBlasCanAddress(k) && CuBlasCanAddress(v))
+            CuBlasCanAddress(k) && CuBlasCanAddress(v) && OneStorageType(o, q, k, v))
         {
             AttentionOnCuBlas(o, q, k, v, heads, headDim, scale, bias, causal);
             return;
@@ -540,7 +559,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         // The tiled kernel keeps a query row's head in registers: the VAE's single 512-wide head needs cuBLAS.
         if (headDim > AttentionKernels.MaxHeadDim)
             throw new ArgumentException(
-                $"head dim {headDim} exceeds the attention kernel's {AttentionKernels.MaxHeadDim}; wider heads run through cuBLAS, which is {(cublas is null ? "not loaded" : "unable to address these views")}",
+                $"head dim {headDim} exceeds the attention kernel's {AttentionKernels.MaxHeadDim}; wider heads run through cuBLAS, which is {(cublas is null ? "not loaded" : "unable to address these views (each needs a row stride ≥ its width, and q, k, v, o one storage type)")}",
                 nameof(heads));
         LastAttentionPath = "ilgpu";
         var grid = new Index3D((q.Rows + AttentionKernels.QueryTile - 1) / AttentionKernels.QueryTile, heads, q.Batch);
@@ -550,6 +569,10 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
 
     /// <summary>A view cuBLAS can take as a column-major matrix per batch: leading dimension ≥ its columns, in int.</summary>
     private static bool CuBlasCanAddress(View view) => view.RowStride >= view.Cols && view.RowStride <= int.MaxValue;
+
+    /// <summary>Whether the attention operands share a storage type, as the cuBLAS products need (float32 or bf16).</summary>
+    private static bool OneStorageType(View o, View q, View k, View v) =>
+        o.Tensor.DType == q.Tensor.DType && k.Tensor.DType == q.Tensor.DType && v.Tensor.DType == q.Tensor.DType;
 
     /// <summary>
     /// Attention as two strided-batched GEMMs around a row softmax, per batch and chunk of query rows:
@@ -564,10 +587,12 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     /// gemm(N, N, m = Dh, n, k = Lk, A = V (column-major Dh × Lk), B = P (column-major Lk × n, ld Lk)).
     ///
     /// Precision: <see cref="GpuPrecision.Float32"/> runs cublasSgemmStridedBatched with the handle's default math
-    /// (no TF32), parity with the CPU backend. <see cref="GpuPrecision.BFloat16"/> runs cublasGemmStridedBatchedEx on
-    /// the same float32 buffers with CUBLAS_COMPUTE_32F_FAST_TF32: tensor cores with inputs rounded to TF32 (11
-    /// significant bits, more than bf16's 8), float32 accumulation; no conversion pass, scores and probabilities stay
-    /// float32. The softmax is float32 in both.
+    /// (no TF32), parity with the CPU backend. <see cref="GpuPrecision.BFloat16"/> on float32 views runs
+    /// cublasGemmStridedBatchedEx on the same float32 buffers with CUBLAS_COMPUTE_32F_FAST_TF32: tensor cores with
+    /// inputs rounded to TF32 (11 significant bits, more than bf16's 8), float32 accumulation. On bf16 views (the
+    /// activations of a bf16 forward) both products are bf16 × bf16 with float32 accumulation: the scores are written
+    /// float32, masked and soft-maxed in float32, and the softmax writes the probabilities as bf16 into a second
+    /// scratch for P·V, whose result lands in o as bf16. The softmax statistics are float32 in every case.
     ///
     /// Memory: the score scratch is heads·n·Lk floats from the pool, n chosen so it fits
     /// <see cref="AttentionScratchBudgetBytes"/>. At FLUX's size (24 heads, Lq = Lk = 4608) that is 1.9 GiB, one chunk;
@@ -585,10 +610,12 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     {
         var (biasLayout, biasData) = bias is View biasView ? Strided(biasView, "bias") : (default, default);
         int keyRows = k.Rows;
-        long bytesPerQueryRow = (long)heads * keyRows * sizeof(float);
+        bool bf16 = q.Tensor.DType == DType.BF16;
+        long bytesPerQueryRow = (long)heads * keyRows * (sizeof(float) + (bf16 ? sizeof(ushort) : 0));
         int chunk = (int)Math.Clamp(AttentionScratchBudgetBytes / bytesPerQueryRow, 1, q.Rows);
         var scores = floatPool.Rent((long)heads * chunk * keyRows);
-        bool tf32 = Precision == GpuPrecision.BFloat16;
+        var narrowProbabilities = bf16 ? wordPool.Rent((long)heads * chunk * keyRows) : null;
+        var product = bf16 ? AttentionProduct.BFloat16 : Precision == GpuPrecision.BFloat16 ? AttentionProduct.Tf32 : AttentionProduct.Float32;
         int group = GroupSizeFor(keyRows, Math.Min(launch.RowGroup, AttentionKernels.SoftmaxMaxGroup));
         int chunks = 0;
         try
@@ -600,22 +627,23 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
                 {
                     int n = Math.Min(chunk, q.Rows - firstRow);
                     long scoreStride = (long)n * keyRows;
-                    StridedBatchedGemm(tf32, CuBlasNative.OperationTranspose, CuBlasNative.OperationNone,
+                    StridedBatchedGemm(product, CuBlasNative.OperationTranspose, CuBlasNative.OperationNone,
                         keyRows, n, headDim, scale,
                         kPointer, (int)k.RowStride, headDim,
                         ElementPointer(q, b, firstRow), (int)q.RowStride, headDim,
-                        scores.NativePtr, keyRows, scoreStride, heads);
+                        scores.NativePtr, CuBlasNative.DataFloat32, keyRows, scoreStride, heads);
                     if (bias is not null || causal)
                         TextOps.MaskScores((int)CheckedCount(heads * scoreStride), keyRows, n, firstRow,
                             scores.View.SubView(0, heads * scoreStride).AsContiguous(), biasLayout, biasData,
                             bias is null ? 0 : 1, causal ? 1 : 0, q.Rows);
-                    kernels.SoftmaxRows(new KernelConfig(heads * n, group), keyRows,
-                        scores.View.SubView(0, heads * scoreStride).AsContiguous());
-                    StridedBatchedGemm(tf32, CuBlasNative.OperationNone, CuBlasNative.OperationNone,
+                    var scoreRows = scores.View.SubView(0, heads * scoreStride).AsContiguous();
+                    kernels.SoftmaxRows(new KernelConfig(heads * n, group), keyRows, scoreRows,
+                        narrowProbabilities is null ? scoreRows : Elements.BFloat16(narrowProbabilities.View.SubView(0, heads * scoreStride).AsContiguous()));
+                    StridedBatchedGemm(product, CuBlasNative.OperationNone, CuBlasNative.OperationNone,
                         headDim, n, keyRows, 1f,
                         vPointer, (int)v.RowStride, headDim,
-                        scores.NativePtr, keyRows, scoreStride,
-                        ElementPointer(o, b, firstRow), (int)o.RowStride, headDim, heads);
+                        narrowProbabilities?.NativePtr ?? scores.NativePtr, keyRows, scoreStride,
+                        ElementPointer(o, b, firstRow), bf16 ? CuBlasNative.DataBFloat16 : CuBlasNative.DataFloat32, (int)o.RowStride, headDim, heads);
                     chunks++;
                 }
             }
@@ -624,23 +652,35 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         {
             // Safe to reuse at once: later work on the same stream runs after these GEMMs.
             floatPool.Return(scores);
+            if (narrowProbabilities is not null) wordPool.Return(narrowProbabilities);
         }
         LastAttentionPath = $"cublas×{chunks}";
     }
 
-    private void StridedBatchedGemm(bool tf32, int transA, int transB, int m, int n, int k, float alpha,
-        IntPtr a, int lda, long strideA, IntPtr b, int ldb, long strideB, IntPtr c, int ldc, long strideC, int batchCount)
+    /// <summary>How attention's two products multiply: sgemm, TF32 tensor cores on float32, or bf16 tensor cores.</summary>
+    private enum AttentionProduct { Float32, Tf32, BFloat16 }
+
+    /// <summary>
+    /// One strided-batched product of attention: A and B in the product's storage (bf16 words for
+    /// <see cref="AttentionProduct.BFloat16"/>, else float32), C in <paramref name="cType"/>; float32 accumulation.
+    /// </summary>
+    private void StridedBatchedGemm(AttentionProduct product, int transA, int transB, int m, int n, int k, float alpha,
+        IntPtr a, int lda, long strideA, IntPtr b, int ldb, long strideB, IntPtr c, int cType, int ldc, long strideC, int batchCount)
     {
-        if (tf32)
-            cublas!.GemmStridedBatchedEx(transA, transB, m, n, k, alpha,
-                a, CuBlasNative.DataFloat32, lda, strideA, b, CuBlasNative.DataFloat32, ldb, strideB,
-                0f, c, CuBlasNative.DataFloat32, ldc, strideC, batchCount, CuBlasNative.ComputeFloat32FastTf32);
-        else
+        if (product == AttentionProduct.Float32)
             cublas!.SgemmStridedBatched(transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB,
                 0f, c, ldc, strideC, batchCount);
+        else
+        {
+            int inputType = product == AttentionProduct.BFloat16 ? CuBlasNative.DataBFloat16 : CuBlasNative.DataFloat32;
+            int compute = product == AttentionProduct.BFloat16 ? CuBlasNative.ComputeFloat32 : CuBlasNative.ComputeFloat32FastTf32;
+            cublas!.GemmStridedBatchedEx(transA, transB, m, n, k, alpha,
+                a, inputType, lda, strideA, b, inputType, ldb, strideB,
+                0f, c, cType, ldc, strideC, batchCount, compute);
+        }
     }
 
-    /// <summary>Device address of element (batch, row, 0) of a float32 view (bounds already checked).</summary>
+    /// <summary>Device address of element (batch, row, 0) of a view, float32 or bf16 (bounds already checked).</summary>
     private static IntPtr ElementPointer(View view, int batch, int row) =>
         ((GpuTensor)view.Tensor).DevicePointer(view.Offset + batch * view.BatchStride + row * view.RowStride);
 
@@ -656,7 +696,8 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         if (count == 0) return;
         int rows = checked(x.Batch * x.Rows);
         int group = GroupSizeFor(x.Cols, Math.Min(launch.RowGroup, AttentionKernels.SoftmaxMaxGroup));
-        kernels.SoftmaxRows(new KernelConfig(rows, group), x.Cols, data.SubView(x.Offset, x.ElementCount));
+        var scores = data.Float32Only(nameof(SoftmaxRowsInPlace)).SubView(x.Offset, x.ElementCount);
+        kernels.SoftmaxRows(new KernelConfig(rows, group), x.Cols, scores, scores);
     }
 
     // ---------------------------------------------------------------- linear
@@ -746,72 +787,62 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         if (y.RowStride < n || y.RowStride > int.MaxValue)
             throw new ArgumentException($"Linear output rows overlap or are too far apart for cuBLAS: {y}", nameof(y));
         var yTensor = (GpuTensor)y.Tensor;
-        IntPtr yPointer = yTensor.DevicePointer(y.Offset);
-        int ldy = (int)y.RowStride;
-
-        MemoryBuffer1D<float, Stride1D.Dense>? denseX = null;
-        MemoryBuffer1D<float, Stride1D.Dense>? wideWeights = null;
-        MemoryBuffer1D<ushort, Stride1D.Dense>? narrowX = null;
-        try
+        if (w.DType == DType.BF16 && Precision == GpuPrecision.BFloat16)
         {
-            if (w.DType == DType.BF16 && Precision == GpuPrecision.BFloat16)
-            {
-                narrowX = wordPool.Rent((long)m * kDim);
-                var (xs, xd) = Strided(x, nameof(x));
-                kernels.RoundToBFloat16((int)CheckedCount((long)m * kDim), kDim, narrowX.View.AsContiguous(), xs, xd);
+            // bf16 × bf16 on tensor cores, float32 accumulation, the result stored in y's own dtype: a bf16 activation
+            // is read and written in place, with no conversion pass; a float32 x (an uploaded input, a broadcast row)
+            // is rounded into a dense bf16 copy first.
+            var (xPointer, ldx, xScratch) = ProductOperand(x, DType.BF16);
+            using (xScratch)
                 cublas!.GemmEx(CuBlasNative.OperationTranspose, CuBlasNative.OperationNone, n, m, kDim, 1f,
                     w.DevicePointer(0), CuBlasNative.DataBFloat16, kDim,
-                    narrowX.NativePtr, CuBlasNative.DataBFloat16, kDim,
-                    0f, yPointer, CuBlasNative.DataFloat32, ldy);
-            }
-            else
-            {
-                IntPtr xPointer;
-                int ldx;
-                if (x.RowStride >= kDim && x.RowStride <= int.MaxValue)
-                {
-                    xPointer = ((GpuTensor)x.Tensor).DevicePointer(x.Offset);
-                    ldx = (int)x.RowStride;
-                }
-                else
-                {
-                    // Broadcast (stride 0) or overlapping rows: cuBLAS needs ld ≥ K, so materialise x.
-                    denseX = floatPool.Rent((long)m * kDim);
-                    var (xs, xd) = Strided(x, nameof(x));
-                    var denseLayout = new StridedMatrix(0, x.Rows, (long)x.Rows * kDim, kDim);
-                    kernels.Copy((int)CheckedCount((long)m * kDim), kDim, denseLayout, denseX.View.AsContiguous(), xs, xd);
-                    xPointer = denseX.NativePtr;
-                    ldx = kDim;
-                }
-
-                IntPtr wPointer;
-                if (w.DType == DType.F32)
-                {
-                    wPointer = w.DevicePointer(0);
-                }
-                else
-                {
-                    wideWeights = floatPool.Rent(w.Length);
-                    WidenWords(wideWeights.View.SubView(0, w.Length).AsContiguous(), w.Words, w.DType);
-                    wPointer = wideWeights.NativePtr;
-                }
-                cublas!.Sgemm(CuBlasNative.OperationTranspose, CuBlasNative.OperationNone, n, m, kDim, 1f,
-                    wPointer, kDim, xPointer, ldx, 0f, yPointer, ldy);
-            }
+                    xPointer, CuBlasNative.DataBFloat16, ldx,
+                    0f, yTensor.DevicePointer(y.Offset), yTensor.DType == DType.BF16 ? CuBlasNative.DataBFloat16 : CuBlasNative.DataFloat32,
+                    (int)y.RowStride);
         }
-        finally
+        else
         {
-            // Safe to reuse at once: later kernels on the same stream run after this GEMM.
-            if (denseX is not null) floatPool.Return(denseX);
-            if (wideWeights is not null) floatPool.Return(wideWeights);
-            if (narrowX is not null) wordPool.Return(narrowX);
+            var (xPointer, ldx, xScratch) = ProductOperand(x, DType.F32);
+            // sgemm writes float32: a bf16 y receives the product through a dense float32 scratch.
+            using var wideY = yTensor.DType == DType.F32 ? null : new GpuTensor(this, [m, n], floatPool.Rent((long)m * n), pooled: true);
+            using var wideWeights = w.DType == DType.F32 ? null : new GpuTensor(this, w.Shape, floatPool.Rent(w.Length), pooled: true);
+            using (xScratch)
+            {
+                if (wideWeights is not null)
+                    WidenWords(wideWeights.Floats, w.Words, w.DType);
+                cublas!.Sgemm(CuBlasNative.OperationTranspose, CuBlasNative.OperationNone, n, m, kDim, 1f,
+                    (wideWeights ?? w).DevicePointer(0), kDim, xPointer, ldx, 0f,
+                    wideY?.DevicePointer(0) ?? yTensor.DevicePointer(y.Offset), wideY is null ? (int)y.RowStride : n);
+            }
+            if (wideY is not null)
+                Copy(y, new View(wideY, 0, y.Batch, y.Rows, n, (long)y.Rows * n, n));
         }
+        // Scratch given back above is safe to reuse at once: later kernels on the same stream run after the GEMM.
 
         if (bias is not null)
         {
             var (_, ys, yd) = Output(y);
             kernels.AddBiasToRows((int)CheckedCount(y.ElementCount), n, ys, yd, bias.Floats);
         }
+    }
+
+    /// <summary>
+    /// x as a cuBLAS operand stored as <paramref name="storage"/> (F32 or BF16): its own memory where it is stored so
+    /// with a leading dimension ≥ its columns, else a dense copy (widened or rounded on the way: broadcast or overlapping
+    /// rows, or the other storage) in a pooled scratch tensor the caller disposes.
+    /// </summary>
+    private (IntPtr Pointer, int LeadingDimension, GpuTensor? Scratch) ProductOperand(View x, DType storage)
+    {
+        var tensor = (GpuTensor)x.Tensor;
+        if (tensor.DType == storage && x.RowStride >= x.Cols && x.RowStride <= int.MaxValue)
+            return (tensor.DevicePointer(x.Offset), (int)x.RowStride, null);
+        int rows = checked(x.Batch * x.Rows);
+        long count = (long)rows * x.Cols;
+        var scratch = storage == DType.BF16
+            ? new GpuTensor(this, [rows, x.Cols], DType.BF16, wordPool.Rent(count), pooled: true)
+            : new GpuTensor(this, [rows, x.Cols], floatPool.Rent(count), pooled: true);
+        Copy(new View(scratch, 0, x.Batch, x.Rows, x.Cols, (long)x.Rows * x.Cols, x.Cols), x);
+        return (scratch.DevicePointer(0), x.Cols, scratch);
     }
 
     private static View Batch(View view, int batch) =>
@@ -833,9 +864,21 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     {
         var tensor = OwnTensor(view.Tensor, name);
         if (tensor.DType != DType.F32)
-            throw new ArgumentException($"{name} views a {tensor.DType} tensor; views are float32", name);
+            throw new ArgumentException($"{name} views a {tensor.DType} tensor; this op reads float32 views only", name);
         return tensor;
     }
+
+    /// <summary>The tensor under an activation view: float32, or bf16 (<see cref="AllocateActivation"/> in BFloat16 precision).</summary>
+    private GpuTensor ActivationTensor(View view, string name)
+    {
+        var tensor = OwnTensor(view.Tensor, name);
+        if (tensor.DType is not (DType.F32 or DType.BF16))
+            throw new ArgumentException($"{name} views a {tensor.DType} tensor; activation views are float32 or bf16", name);
+        return tensor;
+    }
+
+    private static Elements ElementsOf(GpuTensor tensor) =>
+        tensor.DType == DType.BF16 ? Elements.BFloat16(tensor.Words) : Elements.Float32(tensor.Floats);
 
     private static void CheckBounds(View view, GpuTensor tensor, string name)
     {
@@ -848,15 +891,15 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
             throw new ArgumentException($"{name} {view} reaches element {last} of a tensor of {tensor.Length}", name);
     }
 
-    private (StridedMatrix Layout, ArrayView<float> Data) Strided(View view, string name)
+    private (StridedMatrix Layout, Elements Data) Strided(View view, string name)
     {
-        var tensor = FloatTensor(view, name);
+        var tensor = ActivationTensor(view, name);
         CheckBounds(view, tensor, name);
-        return (new StridedMatrix(view.Offset, view.Rows, view.BatchStride, view.RowStride), tensor.Floats);
+        return (new StridedMatrix(view.Offset, view.Rows, view.BatchStride, view.RowStride), ElementsOf(tensor));
     }
 
     /// <summary>Validates an output view and binds the accelerator; returns its element count for a 1-D launch.</summary>
-    private (int Count, StridedMatrix Layout, ArrayView<float> Data) Output(View y)
+    private (int Count, StridedMatrix Layout, Elements Data) Output(View y)
     {
         ThrowIfDisposed();
         accelerator.Bind();
@@ -868,7 +911,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     /// An input of an element-wise op, addressed with the output's flat rows: it has the output's columns and,
     /// per dimension, the output's size or 1 (broadcast with stride 0).
     /// </summary>
-    private (StridedMatrix Layout, ArrayView<float> Data) Operand(View operand, View output, string name)
+    private (StridedMatrix Layout, Elements Data) Operand(View operand, View output, string name)
     {
         if (operand.Cols != output.Cols)
             throw new ArgumentException($"{name} {operand} does not match or broadcast to {output}", name);
@@ -876,29 +919,29 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     }
 
     /// <summary>Like <see cref="Operand"/> without the column check: for per-row inputs such as timesteps.</summary>
-    private (StridedMatrix Layout, ArrayView<float> Data) RowOperand(View operand, View output, string name)
+    private (StridedMatrix Layout, Elements Data) RowOperand(View operand, View output, string name)
     {
-        var tensor = FloatTensor(operand, name);
+        var tensor = ActivationTensor(operand, name);
         CheckBounds(operand, tensor, name);
         if ((operand.Rows != output.Rows && operand.Rows != 1) || (operand.Batch != output.Batch && operand.Batch != 1))
             throw new ArgumentException($"{name} {operand} does not match or broadcast to {output}", name);
         long rowStride = operand.Rows == output.Rows ? operand.RowStride : 0;
         long batchStride = operand.Batch == output.Batch ? operand.BatchStride : 0;
-        return (new StridedMatrix(operand.Offset, output.Rows, batchStride, rowStride), tensor.Floats);
+        return (new StridedMatrix(operand.Offset, output.Rows, batchStride, rowStride), ElementsOf(tensor));
     }
 
     /// <summary>
     /// A fused kernel's operand: rows and batches as the output's or broadcast from 1; its columns are the generated
     /// kernel's business (a per-head weight, RoPE's matrices), so only the view's own bounds are checked.
     /// </summary>
-    internal (StridedMatrix Layout, ArrayView<float> Data) BroadcastOperand(View operand, View output, string name)
+    internal (StridedMatrix Layout, Elements Data) BroadcastOperand(View operand, View output, string name)
     {
         ThrowIfDisposed();
         accelerator.Bind();
         return RowOperand(operand, output, name);
     }
 
-    private (StridedMatrix Layout, ArrayView<float> Data) SameShapeOperand(View operand, View output, string name)
+    private (StridedMatrix Layout, Elements Data) SameShapeOperand(View operand, View output, string name)
     {
         if (operand.Batch != output.Batch || operand.Rows != output.Rows || operand.Cols != output.Cols)
             throw new ArgumentException($"{name} {operand} must have the shape of {output}", name);

@@ -27,8 +27,8 @@ public static class AttentionKernels
     private const int ScoreStride = KeyTile + 1;
 
     public static void Attention(int queryRows, int keyRows, int headDim, float scale,
-        StridedMatrix o, ArrayView<float> oData, StridedMatrix q, ArrayView<float> qData,
-        StridedMatrix k, ArrayView<float> kData, StridedMatrix v, ArrayView<float> vData, ScoreMask mask)
+        StridedMatrix o, Elements oData, StridedMatrix q, Elements qData,
+        StridedMatrix k, Elements kData, StridedMatrix v, Elements vData, ScoreMask mask)
     {
         var queries = SharedMemory.Allocate<float>(QueryTile * MaxHeadDim);
         var keysOrValues = SharedMemory.Allocate<float>(KeyTile * KeyStride);
@@ -138,7 +138,9 @@ public static class AttentionKernels
     public const int SoftmaxMaxGroup = 256;
 
     /// <summary>
-    /// In place, for each row of a dense row-major [rows, cols] float32 matrix: x ← exp(x − max)/Σexp(x − max).
+    /// For each row of a dense row-major [rows, cols] float32 score matrix: p = exp(x − max)/Σexp(x − max), written to
+    /// the same place in <paramref name="probabilities"/>: the scores themselves (in place), or bf16 words for a bf16
+    /// product with V. Every thread reads a column before writing it, so in place is safe.
     /// The score pass of attention on cuBLAS: the scale is already applied (the GEMM's alpha).
     /// Grid: one group per row; the group size a power of two up to <see cref="SoftmaxMaxGroup"/>.
     /// Pass 1: each thread keeps an online maximum and a sum of exp(x − maximum) over the columns
@@ -147,7 +149,7 @@ public static class AttentionKernels
     /// is 18 KB) and writes the probabilities. So the row is read twice and written once, and no overflow is
     /// possible whatever the scores' size.
     /// </summary>
-    public static void SoftmaxRows(int cols, ArrayView<float> data)
+    public static void SoftmaxRows(int cols, ArrayView<float> data, Elements probabilities)
     {
         var maxima = SharedMemory.Allocate<float>(SoftmaxMaxGroup);
         var sums = SharedMemory.Allocate<float>(SoftmaxMaxGroup);
@@ -193,10 +195,10 @@ public static class AttentionKernels
         float inverseSum = 1f / sums[0];
 
         for (int c = thread; c < cols; c += threads)
-            data[start + c] = XMath.Exp(data[start + c] - rowMax) * inverseSum;
+            probabilities[start + c] = XMath.Exp(data[start + c] - rowMax) * inverseSum;
     }
 
-    private static void LoadKeyTile(ArrayView<float> tile, StridedMatrix source, ArrayView<float> sourceData,
+    private static void LoadKeyTile(ArrayView<float> tile, StridedMatrix source, Elements sourceData,
         long firstFlatRow, int validRows, int headColumn, int headDim)
     {
         for (int e = Group.IdxX; e < validRows * headDim; e += Group.DimX)
@@ -214,11 +216,11 @@ public static class AttentionKernels
 public readonly struct ScoreMask
 {
     public readonly StridedMatrix Bias;
-    public readonly ArrayView<float> BiasData;
+    public readonly Elements BiasData;
     public readonly int HasBias;
     public readonly int Causal;
 
-    public ScoreMask(StridedMatrix bias, ArrayView<float> biasData, int hasBias, int causal)
+    public ScoreMask(StridedMatrix bias, Elements biasData, int hasBias, int causal)
     {
         Bias = bias;
         BiasData = biasData;

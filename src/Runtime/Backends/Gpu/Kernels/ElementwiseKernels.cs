@@ -11,7 +11,7 @@ namespace InFluxEdit.Runtime.Backends.Gpu.Kernels;
 public static class ElementwiseKernels
 {
     public static void Copy(Index1D index, int cols,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -19,7 +19,7 @@ public static class ElementwiseKernels
     }
 
     public static void ScaleShift(Index1D index, int cols, float scale, float shift,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -28,7 +28,7 @@ public static class ElementwiseKernels
 
     /// <summary>One thread per element of y: y[b, c, r] = x[b, r, c] (y has xCols rows of xRows columns).</summary>
     public static void Transpose(Index1D index, int xRows, int xCols,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData)
     {
         long flatRow = index / xRows;
         int r = index - (int)(flatRow * xRows);
@@ -38,8 +38,8 @@ public static class ElementwiseKernels
     }
 
     public static void Add(Index1D index, int cols,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix a, ArrayView<float> aData,
-        StridedMatrix b, ArrayView<float> bData)
+        StridedMatrix y, Elements yData, StridedMatrix a, Elements aData,
+        StridedMatrix b, Elements bData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -47,7 +47,7 @@ public static class ElementwiseKernels
     }
 
     public static void Silu(Index1D index, int cols,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -57,7 +57,7 @@ public static class ElementwiseKernels
     }
 
     public static void GeluTanh(Index1D index, int cols,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -68,8 +68,8 @@ public static class ElementwiseKernels
     }
 
     public static void Modulate(Index1D index, int cols,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData,
-        StridedMatrix shift, ArrayView<float> shiftData, StridedMatrix scale, ArrayView<float> scaleData)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData,
+        StridedMatrix shift, Elements shiftData, StridedMatrix scale, Elements scaleData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -79,8 +79,8 @@ public static class ElementwiseKernels
     }
 
     public static void GatedResidual(Index1D index, int cols,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix residual, ArrayView<float> residualData,
-        StridedMatrix x, ArrayView<float> xData, StridedMatrix gate, ArrayView<float> gateData)
+        StridedMatrix y, Elements yData, StridedMatrix residual, Elements residualData,
+        StridedMatrix x, Elements xData, StridedMatrix gate, Elements gateData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -90,7 +90,7 @@ public static class ElementwiseKernels
 
     /// <summary>y[row, col] += bias[col]: the bias of a cuBLAS GEMM, which itself computes only x·Wᵀ.</summary>
     public static void AddBiasToRows(Index1D index, int cols,
-        StridedMatrix y, ArrayView<float> yData, ArrayView<float> bias)
+        StridedMatrix y, Elements yData, ArrayView<float> bias)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -102,7 +102,7 @@ public static class ElementwiseKernels
     /// buffer: the GEMM input of <see cref="GpuPrecision.BFloat16"/>.
     /// </summary>
     public static void RoundToBFloat16(Index1D index, int cols,
-        ArrayView<ushort> dense, StridedMatrix x, ArrayView<float> xData)
+        ArrayView<ushort> dense, StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);

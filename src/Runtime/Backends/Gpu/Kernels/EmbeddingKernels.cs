@@ -12,7 +12,7 @@ public static class EmbeddingKernels
 {
     /// <summary>One thread per output element; y.Cols = 2·half, cos in the first half, sin in the second.</summary>
     public static void Timestep(Index1D index, int half, float timeFactor,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix t, ArrayView<float> tData, ArrayView<float> frequencies)
+        StridedMatrix y, Elements yData, StridedMatrix t, Elements tData, ArrayView<float> frequencies)
     {
         int cols = 2 * half;
         long flatRow = index / cols;
@@ -30,7 +30,7 @@ public static class EmbeddingKernels
     /// rotation matrix [cos, −sin, sin, cos] at columns 4p..4p+3.
     /// </summary>
     public static void Rope(Index1D index, int angles,
-        StridedMatrix pe, ArrayView<float> peData, StridedMatrix ids, ArrayView<float> idsData,
+        StridedMatrix pe, Elements peData, StridedMatrix ids, Elements idsData,
         ArrayView<double> omega, ArrayView<int> axisOfAngle)
     {
         long flatRow = index / angles;
@@ -51,8 +51,8 @@ public static class EmbeddingKernels
     /// pe's 2×2 matrix p of the same token. Reads both before writing both, so y may alias x.
     /// </summary>
     public static void ApplyRope(Index1D index, int pairsPerRow, int pairsPerHead,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData,
-        StridedMatrix pe, ArrayView<float> peData)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData,
+        StridedMatrix pe, Elements peData)
     {
         long flatRow = index / pairsPerRow;
         int pair = index - (int)(flatRow * pairsPerRow);

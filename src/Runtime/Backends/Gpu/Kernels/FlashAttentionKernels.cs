@@ -12,7 +12,7 @@ public readonly struct AttentionTensor
 {
     public readonly FusedOperand Operand;
 
-    public AttentionTensor(StridedMatrix layout, ArrayView<float> data) => Operand = new FusedOperand(layout, data);
+    public AttentionTensor(StridedMatrix layout, Elements data) => Operand = new FusedOperand(layout, data);
 
     public float Load(long flatRow, int col) => Operand.At(flatRow, col);
 

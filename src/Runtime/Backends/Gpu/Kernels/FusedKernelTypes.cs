@@ -7,9 +7,9 @@ namespace InFluxEdit.Runtime.Backends.Gpu.Kernels;
 public readonly struct FusedOperand
 {
     public readonly StridedMatrix Layout;
-    public readonly ArrayView<float> Data;
+    public readonly Elements Data;
 
-    public FusedOperand(StridedMatrix layout, ArrayView<float> data)
+    public FusedOperand(StridedMatrix layout, Elements data)
     {
         Layout = layout;
         Data = data;

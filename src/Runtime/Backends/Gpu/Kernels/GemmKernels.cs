@@ -48,22 +48,22 @@ public static class GemmKernels
 
     /// <summary>Grid (⌈N / 4·DimX⌉, ⌈M / 4·DimY⌉), group (DimX, DimY), DimX, DimY ≤ 16.</summary>
     public static void LinearFloat32(int m, int n, int k,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData,
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData,
         ArrayView<float> weights, ArrayView<float> bias, int hasBias) =>
         LinearTile(m, n, k, y, yData, x, xData, new Float32Weights(weights), bias, hasBias);
 
     public static void LinearBFloat16(int m, int n, int k,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData,
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData,
         ArrayView<ushort> weights, ArrayView<float> bias, int hasBias) =>
         LinearTile(m, n, k, y, yData, x, xData, new BFloat16Weights(weights), bias, hasBias);
 
     public static void LinearFloat16(int m, int n, int k,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData,
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData,
         ArrayView<ushort> weights, ArrayView<float> bias, int hasBias) =>
         LinearTile(m, n, k, y, yData, x, xData, new Float16Weights(weights), bias, hasBias);
 
     private static void LinearTile<TWeights>(int m, int n, int k,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData,
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData,
         TWeights weights, ArrayView<float> bias, int hasBias)
         where TWeights : struct, IWeightElements
     {
@@ -121,7 +121,7 @@ public static class GemmKernels
         Store(m, n, y, yData, bias, hasBias, row0 + 3 * dimY, col0, dimX, c30, c31, c32, c33);
     }
 
-    private static void Store(int m, int n, StridedMatrix y, ArrayView<float> yData,
+    private static void Store(int m, int n, StridedMatrix y, Elements yData,
         ArrayView<float> bias, int hasBias, int row, int col0, int colStep,
         float v0, float v1, float v2, float v3)
     {
@@ -133,7 +133,7 @@ public static class GemmKernels
         StoreOne(n, y, yData, bias, hasBias, row, col0 + 3 * colStep, v3);
     }
 
-    private static void StoreOne(int n, StridedMatrix y, ArrayView<float> yData,
+    private static void StoreOne(int n, StridedMatrix y, Elements yData,
         ArrayView<float> bias, int hasBias, int row, int col, float value)
     {
         if (col < n)

@@ -44,7 +44,7 @@ public static class ImageKernels
     /// i = row·K + col; row = localBatch·pixelsPerBatch + pixel offset; col = (ky·kw + kx)·Cin + ci. Zero outside the image.
     /// </summary>
     public static void Im2Col(Index1D index, ConvGeometry g, int pixelsPerBatch, int firstBatch, int firstPixel,
-        ArrayView<float> columns, StridedMatrix x, ArrayView<float> xData)
+        Elements columns, StridedMatrix x, Elements xData)
     {
         int k = g.PatchLength;
         int row = index / k;
@@ -65,21 +65,21 @@ public static class ImageKernels
         columns[index] = value;
     }
 
-    /// <summary>destination[co, (ky·kw + kx)·Cin + ci] = weight[co, ci, ky, kx] as float32; one thread per element.</summary>
+    /// <summary>destination[co, (ky·kw + kx)·Cin + ci] = weight[co, ci, ky, kx] (float32 or bf16 storage); one thread per element.</summary>
     public static void RepackConvWeightFloat32(Index1D index, int inChannels, int kernelHeight, int kernelWidth,
-        ArrayView<float> destination, ArrayView<float> weights) =>
+        Elements destination, ArrayView<float> weights) =>
         Repack(index, inChannels, kernelHeight, kernelWidth, destination, new Float32Weights(weights));
 
     public static void RepackConvWeightBFloat16(Index1D index, int inChannels, int kernelHeight, int kernelWidth,
-        ArrayView<float> destination, ArrayView<ushort> weights) =>
+        Elements destination, ArrayView<ushort> weights) =>
         Repack(index, inChannels, kernelHeight, kernelWidth, destination, new BFloat16Weights(weights));
 
     public static void RepackConvWeightFloat16(Index1D index, int inChannels, int kernelHeight, int kernelWidth,
-        ArrayView<float> destination, ArrayView<ushort> weights) =>
+        Elements destination, ArrayView<ushort> weights) =>
         Repack(index, inChannels, kernelHeight, kernelWidth, destination, new Float16Weights(weights));
 
     private static void Repack<TWeights>(Index1D index, int inChannels, int kernelHeight, int kernelWidth,
-        ArrayView<float> destination, TWeights weights)
+        Elements destination, TWeights weights)
         where TWeights : struct, IWeightElements
     {
         int taps = kernelHeight * kernelWidth;
@@ -95,7 +95,7 @@ public static class ImageKernels
     /// y[b, Y·2w + X, c] = x[b, (Y/2)·w + X/2, c]; one thread per element of y (flat index over B·4hw rows × cols).
     /// </summary>
     public static void UpsampleNearest2x(Index1D index, int cols, int width, int inPixels,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -132,7 +132,7 @@ public static class ImageKernels
 
     /// <summary>y = (x − mean)·rstd·scale[c] + bias[c]; one thread per element; mean and rstd of its (batch, group).</summary>
     public static void GroupNormApply(Index1D index, GroupNormShape s,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData,
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData,
         ArrayView<double> stats, ArrayView<float> scale, ArrayView<float> bias)
     {
         long flatRow = index / s.Channels;
@@ -159,7 +159,7 @@ public static class GroupNormKernels
     /// sums x and x² over rows [chunk·rowsPerChunk, +rowsPerChunk) and the GroupSize channels of group bg % groups
     /// of batch bg / groups, in float64, into partials[2·(bg·chunks + chunk)] and the element after it.
     /// </summary>
-    public static void Partials(GroupNormShape s, int rowsPerChunk, StridedMatrix x, ArrayView<float> xData,
+    public static void Partials(GroupNormShape s, int rowsPerChunk, StridedMatrix x, Elements xData,
         ArrayView<double> partials)
     {
         var shared = SharedMemory.Allocate<double>(2 * MaxGroupSize);

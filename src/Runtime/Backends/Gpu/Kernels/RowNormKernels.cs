@@ -15,7 +15,7 @@ public static class RowNormKernels
 
     /// <summary>Grid: one group per flat row.</summary>
     public static void LayerNorm(int cols, float eps,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData)
     {
         var partials = SharedMemory.Allocate<float>(MaxGroupSize);
         long flatRow = Grid.IdxX;
@@ -47,7 +47,7 @@ public static class RowNormKernels
 
     /// <summary>Grid: one group per (flat row, column group); groupsPerRow = cols / groupSize.</summary>
     public static void RmsNorm(int groupSize, int groupsPerRow, float eps,
-        StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData, ArrayView<float> scale)
+        StridedMatrix y, Elements yData, StridedMatrix x, Elements xData, ArrayView<float> scale)
     {
         var partials = SharedMemory.Allocate<float>(MaxGroupSize);
         long flatRow = Grid.IdxX / groupsPerRow;

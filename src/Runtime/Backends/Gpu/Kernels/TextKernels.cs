@@ -10,21 +10,21 @@ namespace InFluxEdit.Runtime.Backends.Gpu.Kernels;
 /// </summary>
 public static class TextKernels
 {
-    public static void EmbeddingFloat32(Index1D index, int cols, int vocab, StridedMatrix y, ArrayView<float> yData,
-        StridedMatrix ids, ArrayView<float> idsData, ArrayView<float> table) =>
+    public static void EmbeddingFloat32(Index1D index, int cols, int vocab, StridedMatrix y, Elements yData,
+        StridedMatrix ids, Elements idsData, ArrayView<float> table) =>
         Gather(index, cols, vocab, y, yData, ids, idsData, new Float32Weights(table));
 
-    public static void EmbeddingBFloat16(Index1D index, int cols, int vocab, StridedMatrix y, ArrayView<float> yData,
-        StridedMatrix ids, ArrayView<float> idsData, ArrayView<ushort> table) =>
+    public static void EmbeddingBFloat16(Index1D index, int cols, int vocab, StridedMatrix y, Elements yData,
+        StridedMatrix ids, Elements idsData, ArrayView<ushort> table) =>
         Gather(index, cols, vocab, y, yData, ids, idsData, new BFloat16Weights(table));
 
-    public static void EmbeddingFloat16(Index1D index, int cols, int vocab, StridedMatrix y, ArrayView<float> yData,
-        StridedMatrix ids, ArrayView<float> idsData, ArrayView<ushort> table) =>
+    public static void EmbeddingFloat16(Index1D index, int cols, int vocab, StridedMatrix y, Elements yData,
+        StridedMatrix ids, Elements idsData, ArrayView<ushort> table) =>
         Gather(index, cols, vocab, y, yData, ids, idsData, new Float16Weights(table));
 
     /// <summary>y[row, col] = table[ids[row], col]; an id that is not a whole number in [0, vocab) gives NaN (a kernel cannot throw).</summary>
-    private static void Gather<TTable>(Index1D index, int cols, int vocab, StridedMatrix y, ArrayView<float> yData,
-        StridedMatrix ids, ArrayView<float> idsData, TTable table) where TTable : struct, IWeightElements
+    private static void Gather<TTable>(Index1D index, int cols, int vocab, StridedMatrix y, Elements yData,
+        StridedMatrix ids, Elements idsData, TTable table) where TTable : struct, IWeightElements
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -34,8 +34,8 @@ public static class TextKernels
     }
 
     /// <summary>y[b, r, c] = x[b, r, c] + table[r, c] (table float32, row-major with cols columns).</summary>
-    public static void AddPosition(Index1D index, int cols, int rows, StridedMatrix y, ArrayView<float> yData,
-        StridedMatrix x, ArrayView<float> xData, ArrayView<float> table)
+    public static void AddPosition(Index1D index, int cols, int rows, StridedMatrix y, Elements yData,
+        StridedMatrix x, Elements xData, ArrayView<float> table)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -43,7 +43,7 @@ public static class TextKernels
         yData[y.IndexOf(flatRow, col)] = xData[x.IndexOf(flatRow, col)] + table[position * cols + col];
     }
 
-    public static void QuickGelu(Index1D index, int cols, StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData)
+    public static void QuickGelu(Index1D index, int cols, StridedMatrix y, Elements yData, StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -52,8 +52,8 @@ public static class TextKernels
         yData[y.IndexOf(flatRow, col)] = v / (1f + XMath.Exp(-1.702f * v));
     }
 
-    public static void Multiply(Index1D index, int cols, StridedMatrix y, ArrayView<float> yData,
-        StridedMatrix a, ArrayView<float> aData, StridedMatrix b, ArrayView<float> bData)
+    public static void Multiply(Index1D index, int cols, StridedMatrix y, Elements yData,
+        StridedMatrix a, Elements aData, StridedMatrix b, Elements bData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -64,7 +64,7 @@ public static class TextKernels
     /// bias[h, i, j] = table[bucket[j − i + queries − 1], h] over a [heads, queries, keys] view (flat rows h·queries + i);
     /// table float32 [buckets, heads], buckets from <see cref="Numerics.RelativePositionBuckets"/>.
     /// </summary>
-    public static void RelativePositionBias(Index1D index, int keys, int queries, int heads, StridedMatrix bias, ArrayView<float> biasData,
+    public static void RelativePositionBias(Index1D index, int keys, int queries, int heads, StridedMatrix bias, Elements biasData,
         ArrayView<int> buckets, ArrayView<float> table)
     {
         long flatRow = index / keys;
@@ -79,7 +79,7 @@ public static class TextKernels
     /// adds bias[h, query, j] (when hasBias is 1) and sets −∞ where causal hides key j &gt; query.
     /// </summary>
     public static void MaskScores(Index1D index, int keys, int n, int firstQuery, ArrayView<float> scores,
-        StridedMatrix bias, ArrayView<float> biasData, int hasBias, int causal, int biasRows)
+        StridedMatrix bias, Elements biasData, int hasBias, int causal, int biasRows)
     {
         long flatRow = index / keys;
         int j = index - (int)(flatRow * keys);
@@ -97,8 +97,8 @@ public static class TextKernels
     /// One thread per element of y [B, 1, C] (flat row b): y[b, c] = x[b, argmax(ids[b, :]), c], the first position of
     /// the largest id. Each thread scans its sample's ids (a few hundred at most).
     /// </summary>
-    public static void GatherArgmaxRows(Index1D index, int cols, int positions, StridedMatrix y, ArrayView<float> yData,
-        StridedMatrix x, ArrayView<float> xData, StridedMatrix ids, ArrayView<float> idsData)
+    public static void GatherArgmaxRows(Index1D index, int cols, int positions, StridedMatrix y, Elements yData,
+        StridedMatrix x, Elements xData, StridedMatrix ids, Elements idsData)
     {
         long sample = index / cols;
         int col = index - (int)(sample * cols);
@@ -124,7 +124,7 @@ public static class TextRowKernels
     /// Grid: one group per flat row. LayerNorm as <see cref="RowNormKernels.LayerNorm"/> (two passes, float32), then
     /// ·scale[c] + bias[c] (bias read only when hasBias is 1).
     /// </summary>
-    public static void AffineLayerNorm(int cols, float eps, StridedMatrix y, ArrayView<float> yData, StridedMatrix x, ArrayView<float> xData,
+    public static void AffineLayerNorm(int cols, float eps, StridedMatrix y, Elements yData, StridedMatrix x, Elements xData,
         ArrayView<float> scale, ArrayView<float> bias, int hasBias)
     {
         var partials = SharedMemory.Allocate<float>(RowNormKernels.MaxGroupSize);
