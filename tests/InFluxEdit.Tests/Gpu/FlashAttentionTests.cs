@@ -14,8 +14,9 @@ namespace InFluxEdit.Tests.Gpu;
 /// </summary>
 public sealed class FlashSimulatorFixture : IDisposable
 {
+    // bf16 precision: Allocate still gives float32 tensors, AllocateActivation bf16 ones, so both storages are tested.
     public IlgpuBackend Backend { get; } = IlgpuBackend.CreateCpuSimulator(
-        new CPUDevice(numThreadsPerWarp: TensorCoreMma.WarpLanes, numWarpsPerMultiprocessor: 1, numMultiprocessors: 1));
+        new CPUDevice(numThreadsPerWarp: TensorCoreMma.WarpLanes, numWarpsPerMultiprocessor: 1, numMultiprocessors: 1), GpuPrecision.BFloat16);
 
     public FlashSimulatorFixture() => Backend.AttentionKernel = AttentionKernelChoice.Flash;
 
@@ -41,6 +42,33 @@ public sealed class FlashAttentionTests(FlashSimulatorFixture fixture) : IClassF
     [InlineData(1, 1, 48, 33, 33)]
     public void BackwardMatchesFloat64OfTheSameBf16Inputs(int batch, int heads, int headDim, int queryRows, int keyRows) =>
         new FlashAttentionChecks(fixture.Backend).Backward(batch, heads, headDim, queryRows, keyRows);
+
+    /// <summary>
+    /// On bf16 activations (what a bf16 forward stores) the kernel reads the words as they are: its output is the output
+    /// on float32 views of the same values, rounded to bf16, bit for bit.
+    /// </summary>
+    [Fact]
+    public void OnBf16ActivationsFlashGivesTheFloat32ViewsOutputRounded()
+    {
+        var backend = fixture.Backend;
+        var random = new Random(31);
+        int[] qkvShape = [2, 19, 3 * 32], outShape = [2, 19, 32];
+        var values = Enumerable.Range(0, 2 * 19 * 96).Select(_ => (float)FlashAttentionChecks.Bf16(random.NextDouble() * 3 - 1.5)).ToArray();
+        using var wide = backend.Upload(new HostTensor(qkvShape, values));
+        using var narrow = backend.AllocateActivation(qkvShape);
+        backend.Copy(narrow.AsView(), wide.AsView());
+        Assert.Equal(DType.BF16, narrow.DType);
+        using var wideOut = backend.Allocate(outShape);
+        using var narrowOut = backend.AllocateActivation(outShape);
+        foreach (var (qkv, o) in new[] { (wide, wideOut), (narrow, narrowOut) })
+        {
+            View all = qkv.AsView();
+            backend.Attention(o.AsView(), all.Columns(0, 32), all.Columns(32, 32), all.Columns(64, 32), 2, 0.25f);
+            Assert.Equal("flash", backend.LastAttentionPath);
+        }
+        float[] expected = backend.Download(wideOut, outShape).Data.Select(x => (float)FlashAttentionChecks.Bf16(x)).ToArray();
+        Assert.Equal(expected, backend.Download(narrowOut, outShape).Data);
+    }
 
     [Fact]
     public void FlashRefusesHeadDimsItCannotTile()
