@@ -82,4 +82,54 @@ public sealed class FusedKernelLauncher
         launch(new KernelConfig((int)groups, threads), new FusedLaunch(segment, shape.Cols / segment, bound));
         Interlocked.Increment(ref launches);
     }
+
+    /// <summary>Threads the partial sums of <see cref="SumRows"/> aim at: enough to fill a GPU, few partials per column.</summary>
+    private const long ColumnSumThreads = 1 << 16;
+
+    private readonly object scratchGate = new();
+    private MemoryBuffer1D<float, Stride1D.Dense>? scratch;
+    private Action<Index1D, ColumnChunks, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, int, ArrayView<float>>? columnSumPartials;
+    private Action<Index1D, ColumnChunks, int, float, StridedMatrix, ArrayView<float>, ArrayView<float>>? finishColumnSums;
+
+    /// <summary>
+    /// The per-sample sums a fused backward group leaves to a separate launch: y[0, b, c] = Σ_r dy[b, r, c]·factor[b, r, c]
+    /// (factor null: Σ_r dy) + beta·y, y [1, dy.Batch, dy.Cols] (beta 0 does not read y). Deterministic: partials per
+    /// chunk of rows, added in row order, then the chunks in order (in float64), the scheme of the unfused backward ops.
+    /// </summary>
+    public void SumRows(View y, View dy, View? factor, float beta)
+    {
+        if (timedLauncher is not null)
+        {
+            time!(nameof(SumRows), () => timedLauncher.SumRows(y, dy, factor, beta));
+            return;
+        }
+        if (y.Batch != 1 || y.Rows != dy.Batch || y.Cols != dy.Cols)
+            throw new ArgumentException($"SumRows: {y} must be [1, {dy.Batch}, {dy.Cols}], one row per sample of {dy}", nameof(y));
+        var (dyLayout, dyData) = backend.BroadcastOperand(dy, dy, "dy of SumRows");
+        var (factorLayout, factorData) = factor is { } f ? backend.BroadcastOperand(f, dy, "factor of SumRows") : (dyLayout, dyData);
+        var (yLayout, yData) = backend.BroadcastOperand(y, y, "y of SumRows");
+        if (y.ElementCount == 0) return;
+        long columns = (long)dy.Batch * dy.Cols;
+        int rows = Math.Max(dy.Rows, 1);
+        int wanted = (int)Math.Clamp((ColumnSumThreads + columns - 1) / columns, 1, rows);
+        int rowsPerChunk = (rows + wanted - 1) / wanted;
+        int chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
+        long partialCount = columns * chunks;
+        if (partialCount > int.MaxValue) throw new NotSupportedException($"{partialCount} partial sums exceed one launch's int range");
+        var shape = new ColumnChunks(dy.Cols, chunks, rowsPerChunk, dy.Rows, partialCount);
+        lock (scratchGate)
+        {
+            if (scratch == null || scratch.Length < partialCount)
+            {
+                scratch?.Dispose();
+                scratch = backend.Accelerator.Allocate1D<float>(partialCount);
+            }
+            columnSumPartials ??= backend.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ColumnChunks, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, int, ArrayView<float>>(FusedReductionKernels.ColumnSumPartials);
+            finishColumnSums ??= backend.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ColumnChunks, int, float, StridedMatrix, ArrayView<float>, ArrayView<float>>(BackwardKernels.FinishColumnSums);
+            var partials = scratch.View.SubView(0, partialCount);
+            columnSumPartials((int)partialCount, shape, dyLayout, dyData, factorLayout, factorData, factor is null ? 0 : 1, partials);
+            finishColumnSums((int)columns, shape, 0, beta, yLayout, yData, partials);
+        }
+        Interlocked.Add(ref launches, 2);
+    }
 }
