@@ -7,10 +7,10 @@ using InFluxEdit.Generator.Planning;
 namespace InFluxEdit.Generator.Emit;
 
 /// <summary>
-/// The training pass's fused backward groups: where a group's last step stands, its kernel on the ILGPU backend (then
-/// the per-sample sums of modulate and gated residual as deterministic column-sum launches), else the steps' backward
-/// ops one by one. The gradients the group leaves behind are declared before the branch, so both branches fill the
-/// same buffers and the rest of the pass reads them alike.
+/// The training pass's fused backward groups: where a group's last step stands, its kernel on the ILGPU backend, then
+/// the per-sample sums of its modulate and gated residual (all of a group in one pair of deterministic column-sum
+/// launches); else the steps' backward ops one by one. The gradients the group leaves behind are declared before the
+/// branch, so both branches fill the same buffers and the rest of the pass reads them alike.
 /// </summary>
 public sealed partial class ModelEmitter
 {
@@ -110,12 +110,10 @@ public sealed partial class ModelEmitter
         _w.Open($"if (_fused != null{condition})");
         _w.Line($"_fused.Launch(FusedKernels.{FusedBackwardEmitter.KernelName(group)}, {dy}, {group.Segment}, {group.Lanes}, " +
                 string.Join(", ", layout.Operands.Select(Operand)) + ");");
-        foreach (var sum in sums)
-        {
-            string gradient = sum.Step == 0 ? dy : targetViews[sum.Step - 1]!;
-            string factor = sum.Factor == null ? "null" : View(sum.Factor);
-            _w.Line($"_fused.SumRows({sum.Target}, {gradient}, {factor}, {(sum.Accumulates ? "1f" : "0f")});");
-        }
+        if (sums.Count > 0)
+            _w.Line("_fused.SumRows(" + string.Join(", ", sums.Select(sum =>
+                $"new FusedColumnSum({sum.Target}, {(sum.Step == 0 ? dy : targetViews[sum.Step - 1])}, " +
+                $"{(sum.Factor == null ? "null" : View(sum.Factor))}, {(sum.Accumulates ? "1f" : "0f")})")) + ");");
         _w.Close();
         _w.Open("else");
         EmitUnfusedBackwardGroup(group, dy, targets, targetViews, sums);

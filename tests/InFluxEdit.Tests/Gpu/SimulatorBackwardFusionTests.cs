@@ -68,9 +68,7 @@ public sealed class SimulatorBackwardFusionTests(SimulatorBackendFixture fixture
 
         Fused.Launch(FluxFillTiny.FusedKernels.ModulateLayerNormGatedResidualBackward17, dy, features, 1,
             dy, Over(scale), x, dStream, Over(gate), dBranch);
-        Fused.SumRows(dShift, dy, null, 0f);
-        Fused.SumRows(dScale, dy, normed, 0f);
-        Fused.SumRows(dGate, dStream, branch, 0f);
+        Fused.SumRows(new FusedColumnSum(dShift, dy, null, 0f), new FusedColumnSum(dScale, dy, normed, 0f), new FusedColumnSum(dGate, dStream, branch, 0f));
 
         Backend.ModulateBackward(normedGradient, referenceShift, referenceScale, dy, normed, Over(scale));
         Backend.LayerNormBackward(reference, normedGradient, x, 1e-6f);
@@ -124,7 +122,7 @@ public sealed class SimulatorBackwardFusionTests(SimulatorBackendFixture fixture
         using var sums = Backend.Allocate([2, 24]);
         using var ones = Backend.Upload(new HostTensor([2, 24], Enumerable.Repeat(1f, 48).ToArray()));
 
-        Fused.SumRows(target, dy, factor, 1f);
+        Fused.SumRows(new FusedColumnSum(target, dy, factor, 1f));
         // Σ dy·x per sample is the gate gradient of a gated residual; the reference adds it after.
         Backend.GatedResidualBackward(dx, sums, dy, factor, View.Of(ones).BroadcastRows(7));
         Backend.Add(reference, reference, sums);
@@ -165,11 +163,11 @@ public sealed class SimulatorBackwardFusionTests(SimulatorBackendFixture fixture
             double error = TensorComparison.RelativeL2(simulated.Gradients[name], expected);
             Assert.True(error <= 1e-5, $"{name}: fused simulator gradient differs from the CPU backend's by {error:E2} (relative L2)");
         }
-        // Per step: one kernel per group, two launches per per-sample sum. Groups: the final layer's and each single
-        // block's modulate > LayerNorm, each single block's RoPE > RMSNorm for q and k, and per double block and stream
-        // the MLP's modulate > LayerNorm > gated residual and the attention's modulate > LayerNorm (FluxFillTiny: 2 + 2
-        // blocks, 15 groups); sums: shift and scale per modulate (11), the gate per gated residual (4).
-        Assert.Equal(15 + 2 * (2 * 11 + 4), fusedLaunches);
+        // Per step: one kernel per group, and two for the per-sample sums of each group that has a modulate. Groups: the
+        // final layer's and each single block's modulate > LayerNorm, each single block's RoPE > RMSNorm for q and k, and
+        // per double block and stream the MLP's modulate > LayerNorm > gated residual and the attention's modulate >
+        // LayerNorm (FluxFillTiny: 2 + 2 blocks, 15 groups, 11 of them with sums).
+        Assert.Equal(15 + 2 * 11, fusedLaunches);
         output.WriteLine($"tiny FLUX training step, ops and kernels launched: {reference.Calls} unfused (CPU backend), {simulated.Calls} with the fused backward (simulator)");
         Assert.True(simulated.Calls < reference.Calls, $"the fused step launched {simulated.Calls}, the unfused {reference.Calls}");
     }
