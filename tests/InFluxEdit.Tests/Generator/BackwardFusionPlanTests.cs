@@ -11,18 +11,12 @@ namespace InFluxEdit.Tests.Generator;
 /// <summary>The backward fusion planner on training passes: which backward rules become one kernel, and where a chain must stop.</summary>
 public class BackwardFusionPlanTests(ITestOutputHelper output)
 {
-    private static BackwardFusionPlan Plan(string model, string graph)
-    {
-        var graphSpec = SchemaParser.ParseGraph("/schemas/graphs/g.json", graph);
-        graphSpec.Diagnostics.ShouldBeEmpty();
-        var (bound, diagnostics) = GraphBinder.Bind(SchemaParser.ParseModel("/schemas/m.json", model), graphSpec, unrollLoops: true);
-        diagnostics.ShouldBeEmpty();
-        var entry = bound!.Entries[0];
-        return BackwardFusionPlan.Create(entry, GradientPlan.Create(entry));
-    }
+    private static BackwardFusionPlan Plan(BoundEntry entry) => BackwardFusionPlan.Create(entry, GradientPlan.Create(entry));
+
+    private static BackwardFusionPlan Plan(string model, string graph) => Plan(BoundEntries.First(model, graph, unrollLoops: true));
 
     private static BackwardFusionPlan PlanRepoModel(string model) =>
-        Plan(File.ReadAllText(Path.Combine(TestPaths.SchemasDir, model)), File.ReadAllText(Path.Combine(TestPaths.SchemasDir, "graphs/flux-transformer.json")));
+        Plan(BoundEntries.RepoModel(model, "graphs/flux-transformer.json", unrollLoops: true));
 
     private static string Ops(BackwardFusionGroup group) => string.Join(" > ", group.Steps.Select(s => s.Op.Definition.Name));
 

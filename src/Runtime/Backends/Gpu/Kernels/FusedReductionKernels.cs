@@ -1,5 +1,4 @@
 using ILGPU;
-using ILGPU.Algorithms;
 
 namespace InFluxEdit.Runtime.Backends.Gpu.Kernels;
 
@@ -49,26 +48,19 @@ public static class FusedReductionKernels
     /// <summary>One thread per (sample, chunk, column): every sum's partial over the chunk's rows.</summary>
     public static void ColumnSumPartials(Index1D index, FusedColumnSums sums, ArrayView<float> partials)
     {
-        var s = sums.Shape;
-        int col = index % s.Cols;
-        int rest = index / s.Cols;
-        int chunk = rest % s.Chunks;
-        int output = rest / s.Chunks;
-        int first = chunk * s.RowsPerChunk;
-        int end = XMath.Min(first + s.RowsPerChunk, s.RowsPerOutput);
-        long flatRow0 = (long)output * s.RowsPerOutput;
+        var cell = sums.Shape.Cell(index);
         for (int k = 0; k < sums.Count; k++)
         {
             var gradient = sums.Gradient(k);
             var factor = sums.Factor(k);
             bool withFactor = (sums.Factors & (1 << k)) != 0;
             float sum = 0f;
-            for (int r = first; r < end; r++)
+            for (int r = cell.First; r < cell.End; r++)
             {
-                float g = gradient.At(flatRow0 + r, col);
-                sum += withFactor ? g * factor.At(flatRow0 + r, col) : g;
+                float g = gradient.At(cell.FlatRow0 + r, cell.Col);
+                sum += withFactor ? g * factor.At(cell.FlatRow0 + r, cell.Col) : g;
             }
-            partials[k * s.PartialsPerSum + index] = sum;
+            partials[k * sums.Shape.PartialsPerSum + index] = sum;
         }
     }
 
