@@ -30,10 +30,12 @@ internal sealed record BackwardOperand(BackwardOperandRole Role, int Step, Bound
 /// </summary>
 internal sealed class BackwardKernelLayout
 {
-    public BackwardKernelLayout(BackwardFusionGroup group, IReadOnlyList<BackwardTarget> targets)
+    public BackwardKernelLayout(BackwardFusionGroup group, IReadOnlyList<BackwardTarget> targets, int sums, int accumulatingSums)
     {
         Group = group;
         Targets = targets;
+        Sums = sums;
+        AccumulatingSums = accumulatingSums;
         var operands = new List<BackwardOperand> { new(BackwardOperandRole.InputGradient, -1, group.First.Output, null) };
         for (int k = 0; k < group.Steps.Count; k++)
         {
@@ -65,6 +67,21 @@ internal sealed class BackwardKernelLayout
     public BackwardFusionGroup Group { get; }
     public IReadOnlyList<BackwardTarget> Targets { get; }
     public IReadOnlyList<BackwardOperand> Operands { get; }
+
+    /// <summary>The per-sample sums launched after the kernel, and how many of them add into an existing gradient.</summary>
+    public int Sums { get; }
+    public int AccumulatingSums { get; }
+
+    private int Accumulations => Targets.Count(t => t == BackwardTarget.Accumulate);
+
+    /// <summary>Tensor round trips the kernel saves: a link's gradient and an accumulation's temporary, each written and read again.</summary>
+    public int SavedRoundTrips => Group.Links + Accumulations;
+
+    /// <summary>
+    /// Backend calls the group saves: unfused, one per rule and one add per accumulation (a sum's too); fused, the kernel
+    /// and one call for all the sums.
+    /// </summary>
+    public int SavedCalls => Group.Steps.Count + Accumulations + AccumulatingSums - 1 - (Sums > 0 ? 1 : 0);
 
     public int IndexOf(BackwardOperandRole role, int step) => Operands.ToList().FindIndex(o => o.Role == role && o.Step == step);
 }
@@ -101,7 +118,7 @@ internal sealed class FusedBackwardEmitter
     {
         _w.Line("/// <summary>");
         _w.Line($"/// Backward group {_group.Number}, over {Escape(_group.First.Output.ShapeText)} in segments of {_group.Segment} columns" +
-                (Lanes > 1 ? $", {Lanes} adjacent columns per thread" : "") + $" (saves {_group.SavedRoundTrips} round trips of the tensor and {LaunchesSaved} launches):");
+                (Lanes > 1 ? $", {Lanes} adjacent columns per thread" : "") + $" (saves {_layout.SavedRoundTrips} round trips of the tensor and {_layout.SavedCalls} backend calls):");
         for (int k = 0; k < _group.Steps.Count; k++)
             _w.Line($"///   d {Escape(_group.Steps[k].Op.Describe())}: {TargetText(k)}");
         _w.Line("/// Operands: " + Escape(string.Join(", ", _layout.Operands.Select((o, i) => $"A{i} = {Describe(o)}"))) + ".");
@@ -123,9 +140,6 @@ internal sealed class FusedBackwardEmitter
         _w.Close();
         _w.Close();
     }
-
-    /// <summary>The unfused rules' launches: a rule and, per accumulation, an add, against the kernel's one.</summary>
-    private int LaunchesSaved => _group.Steps.Count + _layout.Targets.Count(t => t == BackwardTarget.Accumulate) - 1;
 
     private string TargetText(int k) => _layout.Targets[k] switch
     {

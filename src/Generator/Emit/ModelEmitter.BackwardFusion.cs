@@ -93,7 +93,7 @@ public sealed partial class ModelEmitter
             targetViews.Add(Gradient(input));
         }
         var sums = PerSampleSums(group);
-        var layout = new BackwardKernelLayout(group, targets);
+        var layout = new BackwardKernelLayout(group, targets, sums.Count, sums.Count(s => s.Accumulates));
         _backwardKernels.Add(layout);
 
         var shape = group.First.Output;

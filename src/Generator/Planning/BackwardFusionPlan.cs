@@ -109,11 +109,10 @@ public sealed class BackwardFusionGroup
         Steps.Where(s => s.Kind == BackwardStepKind.RmsNorm && s.Op.IsTrainable).Select(s => s.Op.Weights["scale"]!);
 
     /// <summary>
-    /// Whole-tensor round trips through memory the kernel saves against the rules one by one: each link keeps the
-    /// gradient it passes in registers (one write and one read), and each step whose gradient is added into an existing
-    /// one (or copied into a new one) saves that temporary's write and read as well.
+    /// Gradients passed from one step to the next inside the kernel: each would otherwise be written by one backward op
+    /// and read again by the next, one round trip of the [rows, C] tensor through memory.
     /// </summary>
-    public int SavedRoundTrips => 2 * (Steps.Count - 1) + Steps.Count;
+    public int Links => Steps.Count - 1;
 }
 
 /// <summary>
@@ -123,8 +122,9 @@ public sealed class BackwardFusionGroup
 /// is the op that computed the value whose gradient the chain holds, with the same shape and segment; backward rules
 /// of other chains may stand between (q's and k's rotations and norms interleave) provided none of them reads or writes
 /// a gradient the chain touches. Chains stop at the boundaries of recomputed blocks, where the backward runs a block's
-/// forward again. A chain of one step stays the op's own rule: every group of two or more saves at least three
-/// round trips of a [rows, C] tensor and two launches. A pure function of the entry and its gradient plan.
+/// forward again. A chain of one step stays the op's own rule: every group of two or more keeps at least one
+/// gradient in registers and adds into an existing gradient without a temporary (each a round trip of a [rows, C]
+/// tensor through memory), and saves at least two launches. A pure function of the entry and its gradient plan.
 /// </summary>
 public sealed class BackwardFusionPlan
 {

@@ -81,7 +81,7 @@ public class BackwardFusionPlanTests(ITestOutputHelper output)
         (plan.Groups[0].Segment, plan.Groups[0].Lanes).ShouldBe((8L, 1));
         // The residual stream's chain: the norm's gradient is added into y's, which the gate's branch then reads.
         plan.Groups[0].Last.Input.Name.ShouldBe("a");
-        plan.Groups[0].SavedRoundTrips.ShouldBe(2 * 2 + 3);
+        plan.Groups[0].Links.ShouldBe(2);
         // The norms' scales are not trainable here: the kernel always stands in for the rules.
         plan.Groups.SelectMany(g => g.UntrainedScales).ShouldBeEmpty();
     }
@@ -119,6 +119,6 @@ public class BackwardFusionPlanTests(ITestOutputHelper output)
         tiny.Groups.Select(Ops).Distinct().OrderBy(o => o).ShouldBe(counts.Keys.OrderBy(o => o));
         int rules = dev.Groups.Sum(g => g.Steps.Count);
         output.WriteLine($"flux-fill-dev training backward: {rules} rules in {dev.Groups.Count} fused kernels, " +
-                         $"{dev.Groups.Sum(g => g.SavedRoundTrips)} whole-tensor round trips saved");
+                         $"{dev.Groups.Sum(g => g.Links)} gradients kept in registers between rules");
     }
 }
