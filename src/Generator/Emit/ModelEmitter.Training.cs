@@ -59,6 +59,7 @@ public sealed partial class ModelEmitter
         _weightGradientNames.Clear();
         _temporaryCount = 0;
         _gradients = GradientPlan.Create(entry);
+        _backwardFusion = BackwardPlans[entry];
         _recompute = RecomputePlan.Create(entry, _plan);
         string parameters = string.Join(", ", entry.Inputs.Select(i => "View " + CSharpNames.Camel(i.EmitName)));
         bool handsBackInputs = entry.InputGradients.Count > 0;
@@ -142,6 +143,7 @@ public sealed partial class ModelEmitter
         _declared.Pop();
         _w.Close();
         _training = false;
+        _backwardFusion = null;
     }
 
     private RecomputePlan _recompute = null!;
@@ -230,6 +232,7 @@ public sealed partial class ModelEmitter
             return;
         }
         if (statement is not BoundOp op) return;
+        if (EmitFusedBackward(op)) return;
         bool outputsHaveGradients = op.Outputs.Any(o => HasGradient(o));
         bool inputsNeedGradients = BufferPlan.Reads(op).Any(_gradients.NeedsGradient);
         if (!outputsHaveGradients || !(inputsNeedGradients || op.IsTrainable) || op.Definition is SplitOp or TapOp) return;

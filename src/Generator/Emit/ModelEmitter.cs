@@ -37,7 +37,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
     /// <summary>Releases after a fused group's earlier ops, held until the group's kernel has run.</summary>
     private readonly List<Storage> _deferredReleases = new();
 
-    private bool HasFusion => _fusionPlans.Values.Any(plan => plan.Groups.Count > 0);
+    private bool HasFusion => _fusionPlans.Values.Any(plan => plan.Groups.Count > 0) || HasBackwardFusion;
 
     /// <summary>The training pass: the model bound with every loop unrolled, and its plan.</summary>
     public sealed record TrainingPass(BoundModel Model, BoundEntry Entry, BufferPlan Plan);
@@ -63,6 +63,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         foreach (var entry in _model.Entries)
             if (_fusionPlans.TryGetValue(entry, out var fusion) && fusion.Groups.Count > 0)
                 _w.Line($"// Fusion: one {entry.Name} runs {fusion.UnfusedLaunches} element-wise and row-wise launches as {fusion.FusedLaunches} on the ILGPU backend (fused kernels: {fusion.Groups.Count}).");
+        EmitBackwardFusionSummary();
         _w.Line("#nullable enable");
         _w.Line();
         _w.Line("using System;");
@@ -115,6 +116,7 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             first = false;
             FusedKernelEmitter.Emit(group, _w);
         }
+        EmitBackwardKernels();
         _w.Close();
     }
 

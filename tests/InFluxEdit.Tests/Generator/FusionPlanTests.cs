@@ -10,18 +10,11 @@ namespace InFluxEdit.Tests.Generator;
 /// <summary>The fusion planner on bound graphs: which ops become one kernel, what each kernel stores, and when a chain must stop.</summary>
 public class FusionPlanTests(ITestOutputHelper output)
 {
-    private static (BoundEntry Entry, FusionPlan Fusion) Plan(string model, string graph)
-    {
-        var graphSpec = SchemaParser.ParseGraph("/schemas/graphs/g.json", graph);
-        graphSpec.Diagnostics.ShouldBeEmpty();
-        var (bound, diagnostics) = GraphBinder.Bind(SchemaParser.ParseModel("/schemas/m.json", model), graphSpec);
-        diagnostics.ShouldBeEmpty();
-        var entry = bound!.Entries[0];
-        return (entry, FusionPlan.Create(entry, BufferPlan.Create(entry)));
-    }
+    private static (BoundEntry Entry, FusionPlan Fusion) Plan(BoundEntry entry) => (entry, FusionPlan.Create(entry, BufferPlan.Create(entry)));
 
-    private static (BoundEntry Entry, FusionPlan Fusion) PlanRepoModel(string model, string graph) =>
-        Plan(File.ReadAllText(Path.Combine(TestPaths.SchemasDir, model)), File.ReadAllText(Path.Combine(TestPaths.SchemasDir, graph)));
+    private static (BoundEntry Entry, FusionPlan Fusion) Plan(string model, string graph) => Plan(BoundEntries.First(model, graph));
+
+    private static (BoundEntry Entry, FusionPlan Fusion) PlanRepoModel(string model, string graph) => Plan(BoundEntries.RepoModel(model, graph));
 
     private static string Ops(FusionGroup group) => string.Join(" > ", group.Steps.Select(s => s.Op.Definition.Name));
 

@@ -20,14 +20,9 @@ public sealed class SimulatorFusionTests(SimulatorBackendFixture fixture) : ICla
     private IlgpuBackend Backend => fixture.Backend;
     private FusedKernelLauncher Fused => FusedKernelLauncher.For(Backend)!;
 
-    private DeviceTensor Random(Random random, params int[] shape)
-    {
-        var host = new HostTensor(shape);
-        for (int i = 0; i < host.Data.Length; i++) host.Data[i] = (float)(random.NextDouble() * 2 - 1);
-        return Backend.Upload(host);
-    }
-
-    private DeviceTensor Copy(DeviceTensor tensor) => Backend.Upload(Backend.Download(tensor, tensor.Shape));
+    private SimulatorTensors Tensors => new(Backend);
+    private DeviceTensor Random(Random random, params int[] shape) => Tensors.Random(random, shape);
+    private DeviceTensor Copy(DeviceTensor tensor) => Tensors.Copy(tensor);
 
     private void ShouldMatch(View fused, View unfused)
     {

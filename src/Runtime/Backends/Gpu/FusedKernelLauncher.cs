@@ -82,4 +82,76 @@ public sealed class FusedKernelLauncher
         launch(new KernelConfig((int)groups, threads), new FusedLaunch(segment, shape.Cols / segment, bound));
         Interlocked.Increment(ref launches);
     }
+
+    /// <summary>Threads the partial sums of <see cref="SumRows"/> aim at: enough to fill a GPU, few partials per column.</summary>
+    private const long ColumnSumThreads = 1 << 16;
+
+    private readonly object scratchGate = new();
+    private MemoryBuffer1D<float, Stride1D.Dense>? scratch;
+    private Action<Index1D, FusedColumnSums, ArrayView<float>>? columnSumPartials, finishColumnSums;
+
+    /// <summary>
+    /// The per-sample sums a fused backward group leaves to separate launches, up to three over one shape in one pair of
+    /// launches: each <see cref="FusedColumnSum"/> sets y[0, b, c] = Σ_r dy[b, r, c]·factor[b, r, c] (no factor: Σ_r dy)
+    /// + beta·y, y [1, dy.Batch, dy.Cols] (beta 0 does not read y). Deterministic: partials per chunk of rows, added in
+    /// row order, then the chunks in order in float64, the scheme of the unfused backward ops.
+    /// </summary>
+    public void SumRows(params FusedColumnSum[] sums)
+    {
+        if (timedLauncher is not null)
+        {
+            time!("Fused" + nameof(SumRows), () => timedLauncher.SumRows(sums));
+            return;
+        }
+        if (sums.Length is 0 or > FusedColumnSums.MaxSums)
+            throw new ArgumentException($"SumRows takes 1 to {FusedColumnSums.MaxSums} sums, got {sums.Length}", nameof(sums));
+        var shape = sums[0].Gradient;
+        var gradients = new FusedOperand[sums.Length];
+        var factors = new FusedOperand?[sums.Length];
+        var targets = new FusedOperand[sums.Length];
+        for (int i = 0; i < sums.Length; i++)
+        {
+            var (y, dy, factor) = (sums[i].Target, sums[i].Gradient, sums[i].Factor);
+            if (dy.Batch != shape.Batch || dy.Rows != shape.Rows || dy.Cols != shape.Cols)
+                throw new ArgumentException($"SumRows: gradient {dy} of sum {i} must have the shape of {shape}", nameof(sums));
+            if (y.Batch != 1 || y.Rows != dy.Batch || y.Cols != dy.Cols)
+                throw new ArgumentException($"SumRows: {y} must be [1, {dy.Batch}, {dy.Cols}], one row per sample of {dy}", nameof(sums));
+            gradients[i] = Operand(dy, dy, $"gradient of sum {i}");
+            if (factor is { } f) factors[i] = Operand(f, dy, $"factor of sum {i}");
+            targets[i] = Operand(y, y, $"target of sum {i}");
+        }
+        if (shape.Batch == 0 || shape.Cols == 0) return;
+        long columns = (long)shape.Batch * shape.Cols;
+        int rows = Math.Max(shape.Rows, 1);
+        int wanted = (int)Math.Clamp((ColumnSumThreads + columns - 1) / columns, 1, rows);
+        int rowsPerChunk = (rows + wanted - 1) / wanted;
+        int chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
+        long perSum = columns * chunks;
+        if (perSum * sums.Length > int.MaxValue) throw new NotSupportedException($"{perSum * sums.Length} partial sums exceed one launch's int range");
+        var launch = new FusedColumnSums(new ColumnChunks(shape.Cols, chunks, rowsPerChunk, shape.Rows, perSum),
+            gradients, factors, targets, sums.Select(s => s.Beta).ToArray());
+        lock (scratchGate)
+        {
+            if (scratch == null || scratch.Length < perSum * sums.Length)
+            {
+                scratch?.Dispose();
+                scratch = backend.Accelerator.Allocate1D<float>(perSum * sums.Length);
+            }
+            columnSumPartials ??= backend.Accelerator.LoadAutoGroupedStreamKernel<Index1D, FusedColumnSums, ArrayView<float>>(FusedReductionKernels.ColumnSumPartials);
+            finishColumnSums ??= backend.Accelerator.LoadAutoGroupedStreamKernel<Index1D, FusedColumnSums, ArrayView<float>>(FusedReductionKernels.FinishColumnSums);
+            var partials = scratch.View.SubView(0, perSum * sums.Length);
+            columnSumPartials((int)perSum, launch, partials);
+            finishColumnSums((int)(columns * sums.Length), launch, partials);
+        }
+        Interlocked.Add(ref launches, 2);
+    }
+
+    private FusedOperand Operand(View operand, View shape, string name)
+    {
+        var (layout, data) = backend.BroadcastOperand(operand, shape, name);
+        return new FusedOperand(layout, data);
+    }
 }
+
+/// <summary>One per-sample sum of <see cref="FusedKernelLauncher.SumRows"/>: Σ over rows of gradient (times factor) into target, plus beta·target.</summary>
+public readonly record struct FusedColumnSum(View Target, View Gradient, View? Factor, float Beta);

@@ -63,6 +63,32 @@ public readonly struct ColumnChunks
         RowsPerOutput = rowsPerOutput;
         PartialsPerSum = partialsPerSum;
     }
+
+    /// <summary>What the partials thread <paramref name="index"/> (one per output, chunk, column) sums over.</summary>
+    public ChunkCell Cell(int index)
+    {
+        int col = index % Cols;
+        int rest = index / Cols;
+        int chunk = rest % Chunks;
+        int output = rest / Chunks;
+        int first = chunk * RowsPerChunk;
+        return new ChunkCell(col, first, XMath.Min(first + RowsPerChunk, RowsPerOutput), (long)output * RowsPerOutput);
+    }
+}
+
+/// <summary>A partials thread's column and rows: FlatRow0 + r for r in [First, End).</summary>
+public readonly struct ChunkCell
+{
+    public readonly int Col, First, End;
+    public readonly long FlatRow0;
+
+    public ChunkCell(int col, int first, int end, long flatRow0)
+    {
+        Col = col;
+        First = first;
+        End = end;
+        FlatRow0 = flatRow0;
+    }
 }
 
 /// <summary>The float32 scalars of one AdamW step (computed on the host in float64, as torch does).</summary>
@@ -184,13 +210,9 @@ public static class BackwardKernels
     public static void SumRowsPartials(Index1D index, ColumnChunks s,
         StridedMatrix x, ArrayView<float> xData, ArrayView<float> partials)
     {
-        int col = index % s.Cols;
-        int rest = index / s.Cols;
-        int chunk = rest % s.Chunks;
-        int output = rest / s.Chunks;
-        int first = chunk * s.RowsPerChunk;
-        int end = XMath.Min(first + s.RowsPerChunk, s.RowsPerOutput);
-        long flatRow0 = (long)output * s.RowsPerOutput;
+        var cell = s.Cell(index);
+        int col = cell.Col, first = cell.First, end = cell.End;
+        long flatRow0 = cell.FlatRow0;
         float sum = 0f;
         for (int r = first; r < end; r++)
             sum += xData[x.IndexOf(flatRow0 + r, col)];
@@ -206,13 +228,9 @@ public static class BackwardKernels
         StridedMatrix x, ArrayView<float> xData, StridedMatrix scale, ArrayView<float> scaleData,
         ArrayView<float> partials)
     {
-        int col = index % s.Cols;
-        int rest = index / s.Cols;
-        int chunk = rest % s.Chunks;
-        int output = rest / s.Chunks;
-        int first = chunk * s.RowsPerChunk;
-        int end = XMath.Min(first + s.RowsPerChunk, s.RowsPerOutput);
-        long flatRow0 = (long)output * s.RowsPerOutput;
+        var cell = s.Cell(index);
+        int col = cell.Col, first = cell.First, end = cell.End;
+        long flatRow0 = cell.FlatRow0;
         float shiftSum = 0f, scaleSum = 0f;
         for (int r = first; r < end; r++)
         {
@@ -237,13 +255,9 @@ public static class BackwardKernels
         StridedMatrix x, ArrayView<float> xData, StridedMatrix gate, ArrayView<float> gateData,
         ArrayView<float> partials)
     {
-        int col = index % s.Cols;
-        int rest = index / s.Cols;
-        int chunk = rest % s.Chunks;
-        int output = rest / s.Chunks;
-        int first = chunk * s.RowsPerChunk;
-        int end = XMath.Min(first + s.RowsPerChunk, s.RowsPerOutput);
-        long flatRow0 = (long)output * s.RowsPerOutput;
+        var cell = s.Cell(index);
+        int col = cell.Col, first = cell.First, end = cell.End;
+        long flatRow0 = cell.FlatRow0;
         float gateSum = 0f;
         for (int r = first; r < end; r++)
         {
