@@ -75,10 +75,12 @@ echo "results in $results; PyTorch baseline: $python"
 row "forward 1024² bf16 vs PyTorch eager bf16" forward:ratio=0.55,products=650,attention=450 -- \
   "$cli" bench forward --device $device --precision bf16 "${big[@]}" "${timed[@]}" --baseline auto --python "$python" --profile
 
-# ==== other engineers' rows: the same forward with --attention flash and --attention cublas (add them here, e.g.)
-# row "forward 1024² bf16, flash attention" forward:ratio=0.55,attention=450 -- \
-#   "$cli" bench forward --device $device --precision bf16 "${big[@]}" "${timed[@]}" --attention flash --baseline none --profile
-# ==== end of the attention rows
+# The row above runs --attention auto: the flash kernel in bf16. The same forward and step with the cuBLAS attention
+# (two bf16 strided-batched products around a float32 softmax) say what flash gains, in the same run.
+if [ "$device" = cuda ]; then
+  row "forward 1024² bf16, cuBLAS attention" forward:attention=450 -- \
+    "$cli" bench forward --device $device --precision bf16 "${big[@]}" "${timed[@]}" --attention cublas --baseline none --profile
+fi
 
 row "parity $device fp32 (manifest tolerances)" parity -- "$cli" parity "$golden" --device $device
 row "parity $device bf16" parity:rel=1e-2 -- "$cli" parity "$golden" --device $device --precision bf16
@@ -91,6 +93,11 @@ done
 
 row "LoRA step 1024² bf16 vs PyTorch" train:kept_s=0.45,recompute_s=0.60,recompute_gb=30 -- \
   "$cli" bench train --device $device --precision bf16 "${big[@]}" "${timed[@]}" --baseline auto --python "$python"
+
+if [ "$device" = cuda ]; then
+  row "LoRA step 1024² bf16, cuBLAS attention" train -- \
+    "$cli" bench train --device $device --precision bf16 "${big[@]}" "${timed[@]}" --attention cublas --baseline none
+fi
 
 row "edit 1024², 50 steps (no text encoders)" edit:s=8 -- \
   "$cli" bench edit --device $device --precision bf16 "${vae[@]}" --steps 50
