@@ -44,11 +44,11 @@ public abstract class CompiledModel
 
     /// <summary>
     /// A generated op's output: the backend's activation storage (bf16 on CUDA in bf16 precision) when the model only
-    /// runs, float32 in a training pass (whose backward ops read the forward's activations in float32) and for a graph
-    /// that asks for float32 activations.
+    /// runs (adapters only applied, an unmerged LoRA, included), float32 when anything trains (the backward ops read the
+    /// forward's activations in float32) and for a graph that asks for float32 activations.
     /// </summary>
     protected DeviceTensor Allocate(params int[] shape) =>
-        Training == null && !Info.Float32Activations ? _backend.AllocateActivation(shape) : _backend.Allocate(shape);
+        (Training == null || Training.AppliesOnly) && !Info.Float32Activations ? _backend.AllocateActivation(shape) : _backend.Allocate(shape);
 
     /// <summary>
     /// One training pass on named inputs (see the generated ForwardBackward): the forward with
@@ -88,12 +88,25 @@ public abstract class CompiledModel
     {
         if (Training == null || !Training.Adapters.TryGetValue(module, out var adapters)) return null;
         var activations = new LoraActivations();
+        // The training products take float32 views: narrower activations (bf16, a LoRA applied over a bf16 forward) are
+        // widened for x and the adapter's share is added into y by an element-wise op, which reads and writes any storage.
+        using var wideX = x.Tensor.DType == DType.F32 ? null : _backend.Allocate(new[] { x.Batch, x.Rows, x.Cols });
+        if (wideX != null) _backend.Copy(wideX, x);
+        View input = wideX ?? x;
         foreach (var adapter in adapters)
         {
             var down = _backend.Allocate(new[] { x.Batch, x.Rows, adapter.Rank });
             activations.Downs.Add(down);
-            TrainingBackend.Gemm(down, x, false, adapter.A, true, 1f, 0f);
-            TrainingBackend.Gemm(y.Columns(adapter.RowOffset, adapter.Rows), down, false, adapter.B, true, adapter.Scale, 1f);
+            TrainingBackend.Gemm(down, input, false, adapter.A, true, 1f, 0f);
+            View rows = y.Columns(adapter.RowOffset, adapter.Rows);
+            if (y.Tensor.DType == DType.F32)
+            {
+                TrainingBackend.Gemm(rows, down, false, adapter.B, true, adapter.Scale, 1f);
+                continue;
+            }
+            using var share = _backend.Allocate(new[] { y.Batch, y.Rows, adapter.Rows });
+            TrainingBackend.Gemm(share, down, false, adapter.B, true, adapter.Scale, 0f);
+            _backend.Add(rows, rows, share);
         }
         return activations;
     }

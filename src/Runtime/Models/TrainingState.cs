@@ -22,6 +22,9 @@ public sealed class LoraAdapter(DeviceTensor a, DeviceTensor b, float scale, Dev
     public DeviceTensor GradB => gradB ?? throw NotTrained();
     public int Rank => A.Shape[0];
 
+    /// <summary>False for an adapter only applied (<see cref="Applied"/>): it has no gradients.</summary>
+    public bool Trained => gradA != null;
+
     private static InvalidOperationException NotTrained() =>
         new("this LoRA adapter is applied only (kept unmerged for inference) and has no gradients: a training pass needs adapters made by LoraInit");
 }
@@ -41,6 +44,9 @@ public sealed class TrainingState
         list.Add(adapter);
     }
     public Dictionary<string, DeviceTensor> WeightGradients { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Nothing here trains: adapters only applied in the forward (a LoRA kept unmerged for inference).</summary>
+    public bool AppliesOnly => WeightGradients.Count == 0 && Adapters.Values.All(list => list.All(adapter => !adapter.Trained));
 
     /// <summary>
     /// Per-block recomputation (gradient checkpointing): the forward keeps only the values that cross a repeated

@@ -5,6 +5,7 @@ using InFluxEdit.Tests.Quantization;
 using InFluxEdit.Models;
 using InFluxEdit.Runtime.Backends;
 using InFluxEdit.Runtime.Backends.Cpu;
+using InFluxEdit.Runtime.Backends.Gpu;
 using InFluxEdit.Runtime.Lora;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Numerics;
@@ -275,5 +276,45 @@ public class UnmergedLoraTests(ITestOutputHelper output)
         kept.LowRank.AddRange(overQ8.Unmerged);
         foreach (var (key, delta) in kept.ToDeltas(Tiny.Descriptor)) delta.Data.ShouldBe(merged[key].Data, "the kept pieces carry each file's scale");
         log.ToString().ShouldContain($"lora: {onQuantized.Count} low-rank pieces kept unmerged beside the q8_0 base (no requantization)");
+    }
+
+    /// <summary>
+    /// A LoRA kept unmerged does not push a bf16 forward back to float32 activations: on the simulator in bf16 precision
+    /// the model's output is stored bf16 and carries the LoRA's change within bf16's error of the CPU's float32 forward.
+    /// </summary>
+    [Fact]
+    public void AnUnmergedLoraRunsOverBFloat16Activations()
+    {
+        var pieces = Pieces(Tiny.Descriptor);
+        (float[] Values, DType Stored) Run(IBackend backend, bool withLora)
+        {
+            using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
+            var weights = WeightLoader.Load(Tiny.Descriptor.Parameters, [file], backend, ignored: Tiny.Descriptor.Ignores);
+            using var adapters = withLora ? UnmergedLora.Upload(backend, pieces, Tiny.Descriptor) : null;
+            using var data = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny-forward.safetensors"));
+            var model = Tiny.Create(backend, weights);
+            model.Training = adapters?.State;
+            var inputs = model.InputNames.ToDictionary(n => n, n => backend.Upload(data.ReadFloat32(n)));
+            try
+            {
+                using var result = model.Run(inputs).Values.Single();
+                return (backend.Download(result, result.Shape).Data, result.DType);
+            }
+            finally
+            {
+                foreach (var t in inputs.Values.Concat(weights.Values)) t.Dispose();
+            }
+        }
+        using var cpu = new CpuBackend();
+        var reference = Run(cpu, withLora: true);
+        var baseOnly = Run(cpu, withLora: false);
+        using var simulator = IlgpuBackend.CreateCpuSimulator(GpuPrecision.BFloat16);
+        var narrow = Run(simulator, withLora: true);
+        narrow.Stored.ShouldBe(DType.BF16);
+        double error = TensorComparison.RelativeL2(narrow.Values, reference.Values);
+        double change = TensorComparison.RelativeL2(baseOnly.Values, reference.Values);
+        output.WriteLine($"bf16 activations with the LoRA unmerged: rel L2 {error:E2} against float32; the LoRA's own change {change:E2}");
+        error.ShouldBeLessThan(1e-2);
+        change.ShouldBeGreaterThan(5 * error, "the LoRA's change must stand well above bf16's error, or this shows nothing");
     }
 }
