@@ -40,8 +40,8 @@ public static class WeightConverter
         // A scaled fp8 weight copied as stored keeps its scale tensors (and the file its marker) beside it, in
         // safetensors; one that is decoded (into GGUF, or to another format) has its scale applied to its values.
         ModelDescriptor? model = to is { } quantized && quantized.AsDType() == null && models != null ? Recognized(file, models) : null;
-        var unquantized = model == null ? new HashSet<string>()
-            : CheckpointKeys.Of(file).Where(t => model.Parameters.Any(p => p.Unquantized && p.Name == t.Key)).Select(t => t.StoredName).ToHashSet();
+        var unquantizedKeys = model?.Parameters.Where(p => p.Unquantized).Select(p => p.Name).ToHashSet() ?? [];
+        var unquantized = CheckpointKeys.Of(file).Where(t => unquantizedKeys.Contains(t.Key)).Select(t => t.StoredName).ToHashSet();
         var targets = file.StoredTensors.Where(t => t.Format != null && !t.IsScaleMetadata)
             .ToDictionary(t => t.Name, t => unquantized.Contains(t.Name)
                 ? TargetFormat(t.Format!.Value, t.Shape, to: null, toGguf)

@@ -74,6 +74,19 @@ public readonly struct ColumnChunks
         int first = chunk * RowsPerChunk;
         return new ChunkCell(col, first, XMath.Min(first + RowsPerChunk, RowsPerOutput), (long)output * RowsPerOutput);
     }
+
+    /// <summary>
+    /// Sum <paramref name="sum"/>'s partials of (<paramref name="output"/>, <paramref name="col"/>) added in chunk order,
+    /// in float64: the grid depends on the sizes alone, so the same gradients give the same total on every run.
+    /// </summary>
+    public double Total(ArrayView<float> partials, int sum, int output, int col)
+    {
+        long first = sum * PartialsPerSum + (long)output * Chunks * Cols + col;
+        double total = 0;
+        for (int j = 0; j < Chunks; j++)
+            total += partials[first + (long)j * Cols];
+        return total;
+    }
 }
 
 /// <summary>A partials thread's column and rows: FlatRow0 + r for r in [First, End).</summary>
@@ -278,12 +291,8 @@ public static class BackwardKernels
     {
         int col = index % s.Cols;
         int output = index / s.Cols;
-        long first = sum * s.PartialsPerSum + (long)output * s.Chunks * s.Cols + col;
-        double total = 0;
-        for (int j = 0; j < s.Chunks; j++)
-            total += partials[first + (long)j * s.Cols];
         long at = y.IndexOf(output, col);
-        float value = (float)total;
+        float value = (float)s.Total(partials, sum, output, col);
         yData[at] = beta == 0f ? value : value + beta * yData[at];
     }
 

@@ -73,13 +73,9 @@ public static class FusedReductionKernels
         int within = index - k * perSum;
         int col = within % s.Cols;
         int output = within / s.Cols;
-        long first = k * s.PartialsPerSum + (long)output * s.Chunks * s.Cols + col;
-        double total = 0;
-        for (int j = 0; j < s.Chunks; j++)
-            total += partials[first + (long)j * s.Cols];
         var target = sums.Target(k);
         float beta = sums.Beta(k);
-        float value = (float)total;
+        float value = (float)s.Total(partials, k, output, col);
         target.Set(output, col, beta == 0f ? value : value + beta * target.At(output, col));
     }
 }
