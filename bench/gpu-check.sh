@@ -61,13 +61,13 @@ if [ "$dry" = "--dry-cpu" ]; then
   big=(--model flux-fill-tiny --tokens 64 --txt-tokens 16)
   half=(--model flux-fill-tiny --tokens 16 --txt-tokens 16)
   mid=(--model flux-fill-tiny)
-  vae=(--model flux-fill-tiny --vae-model flux-vae-tiny --width 64 --height 64)
+  vae=(--model flux-fill-toy --vae-model flux-vae-toy --clip-model clip-tiny --t5-model t5-tiny --width 64 --height 64)
 else
   device=cuda
   big=(--model flux-fill-dev --tokens 4096 --txt-tokens 512)
   half=(--model flux-fill-dev --tokens 1024 --txt-tokens 512)
   mid=(--model flux-mid)
-  vae=(--model flux-fill-dev --vae-model flux-vae --width 1024 --height 1024)
+  vae=(--model flux-fill-dev --vae-model flux-vae --clip-model clip-l --t5-model t5-xxl --width 1024 --height 1024)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 fi
 timed=(--runs 3 --warmup 1)
@@ -104,7 +104,7 @@ if [ "$device" = cuda ]; then
     "$cli" bench train --device $device --precision bf16 "${big[@]}" "${timed[@]}" --attention cublas --baseline none
 fi
 
-row "edit 1024², 50 steps (no text encoders)" edit:s=8 -- \
+row "edit 1024², 50 steps, CLIP-L and T5-XXL included" edit:s=8 -- \
   "$cli" bench edit --device $device --precision bf16 "${vae[@]}" --steps 50
 
 for base in q8_0 q4_k; do

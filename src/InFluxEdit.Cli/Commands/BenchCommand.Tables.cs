@@ -50,6 +50,8 @@ public static partial class BenchCommand
         table.AddCells(result.Model, result.Vae, result.Device, $"{result.Width}×{result.Height}", result.Method.ToString().ToLowerInvariant(),
             F(result.SecondsPerStep, "F3"), F(result.SecondsPerImage, "F2"), result.Steps.ToString(CultureInfo.InvariantCulture));
         output.Write(table);
+        if (result.TextEncoders != null)
+            output.Log.WriteLine($"the image's time includes encoding the prompt with {result.TextEncoders}: {F(result.TextEncodingSeconds ?? double.NaN, "F3")} s");
         if (result.PeakDeviceBytes != null) output.Log.WriteLine("edit" + PeakDevice(result.PeakDeviceBytes).TrimStart(';'));
     }
 
