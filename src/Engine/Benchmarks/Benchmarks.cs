@@ -339,7 +339,7 @@ public static partial class Benchmarks
     {
         using var file = Runtime.WeightFiles.WeightFile.Open(path);
         return WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, StageProgress.Of(progress, "loading weights", "tensors"),
-            ignored: info.Descriptor.Ignores, precision: precision ?? BasePrecision.Keep);
+            ignored: info.Descriptor.Ignores, precision: precision ?? BasePrecision.Keep, canonicalKey: info.Descriptor.CanonicalKey);
     }
 
     /// <summary>

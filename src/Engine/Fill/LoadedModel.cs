@@ -81,7 +81,7 @@ public sealed class LoadedModel : IDisposable
     {
         using var file = WeightFile.Open(checkpoint);
         var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, ignored: info.Descriptor.Ignores,
-            precision: precision, keepFloat: keepFloat);
+            precision: precision, keepFloat: keepFloat, canonicalKey: info.Descriptor.CanonicalKey);
         UnmergedLora? adapters = null;
         try
         {
@@ -135,7 +135,7 @@ public sealed class LoadedModel : IDisposable
             var info = candidates.First(m => m.Descriptor == match.Model);
             // An fp8 or GGUF encoder (t5xxl_fp8_e4m3fn, a T5 Q8_0 GGUF) stays quantized in memory: T5-XXL decoded is 19 GB.
             var weights = WeightLoader.Load(info.Descriptor.Parameters, files, backend, progress, ignored: info.Descriptor.Ignores,
-                precision: BasePrecision.Keep);
+                precision: BasePrecision.Keep, canonicalKey: info.Descriptor.CanonicalKey);
             try
             {
                 return new LoadedModel(info.Create(backend, weights), weights, match.Reason);

@@ -22,6 +22,7 @@ public static class WeightLoader
     /// <param name="precision">
     /// How weight matrices are held (see <see cref="BasePrecision"/>); null: as stored, quantized ones decoded.
     /// </param>
+    /// <param name="canonicalKey">A file's key under the model's names (<see cref="ModelDescriptor.CanonicalKey"/>: another tool's naming).</param>
     /// <param name="keepFloat">
     /// Parameters held in float32 whatever the precision and the stored dtype: weights trained in place (img_in with
     /// --train-img-in), whose optimizer updates need a float32 master copy beside a bf16 or quantized base.
@@ -35,11 +36,12 @@ public static class WeightLoader
         IReadOnlyDictionary<string, HostTensor>? replacements = null,
         Func<string, bool>? ignored = null,
         BasePrecision? precision = null,
-        Func<string, bool>? keepFloat = null)
+        Func<string, bool>? keepFloat = null,
+        Func<string, string>? canonicalKey = null)
     {
         if (files.Count == 0)
             throw new ArgumentException("no weight files were given", nameof(files));
-        Dictionary<string, CheckpointTensor> found = Validate(table, files, ignored ?? (_ => false));
+        Dictionary<string, CheckpointTensor> found = Validate(table, files, ignored ?? (_ => false), canonicalKey ?? (key => key));
         RequireFits(table, deltas, "delta", nameof(deltas));
         RequireFits(table, replacements, "replacement", nameof(replacements));
 
@@ -166,7 +168,7 @@ public static class WeightLoader
     }
 
     private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<IWeightFile> files,
-        Func<string, bool> ignored)
+        Func<string, bool> ignored, Func<string, string> canonicalKey)
     {
         var expected = new Dictionary<string, ParameterInfo>(StringComparer.Ordinal);
         foreach (ParameterInfo parameter in table)
@@ -179,8 +181,9 @@ public static class WeightLoader
         var inSeveralFiles = new List<string>();
         foreach (IWeightFile file in files)
         {
-            foreach (CheckpointTensor tensor in CheckpointKeys.Of(file))
+            foreach (CheckpointTensor stored in CheckpointKeys.Of(file))
             {
+                var tensor = stored with { Key = canonicalKey(stored.Key) };
                 if (!found.TryAdd(tensor.Key, tensor))
                     inSeveralFiles.Add($"{tensor.Key}: in {found[tensor.Key].File.Path} and {file.Path}");
             }

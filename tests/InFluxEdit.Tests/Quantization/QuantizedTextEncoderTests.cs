@@ -4,6 +4,8 @@ using InFluxEdit.Runtime.Backends.Cpu;
 using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Numerics;
 using InFluxEdit.Runtime.Quantization;
+using InFluxEdit.Runtime.SafeTensors;
+using InFluxEdit.Runtime.Gguf;
 using InFluxEdit.Runtime.WeightFiles;
 using InFluxEdit.Text;
 using Shouldly;
@@ -62,4 +64,60 @@ public class QuantizedTextEncoderTests
             foreach (var weight in decoded.Values) weight.Dispose();
         }
     }
+
+    /// <summary>
+    /// llama.cpp's names for a T5 encoder's tensors (its LLM_ARCH_T5ENCODER table), which city96's T5 GGUF files use,
+    /// written out here by hand from that table: the schema's key_renames must map every one to the Hugging Face key.
+    /// </summary>
+    private static string LlamaCppName(string huggingFace)
+    {
+        if (huggingFace == "shared.weight") return "token_embd.weight";
+        if (huggingFace == "encoder.final_layer_norm.weight") return "enc.output_norm.weight";
+        var parts = huggingFace.Split('.'); // encoder.block.{i}.layer.{0|1}.{module...}.weight
+        string block = $"enc.blk.{parts[2]}.";
+        string module = string.Join('.', parts[5..^1]);
+        string name = (parts[4], module) switch
+        {
+            ("0", "SelfAttention.q") => "attn_q",
+            ("0", "SelfAttention.k") => "attn_k",
+            ("0", "SelfAttention.v") => "attn_v",
+            ("0", "SelfAttention.o") => "attn_o",
+            ("0", "SelfAttention.relative_attention_bias") => "attn_rel_b",
+            ("0", "layer_norm") => "attn_norm",
+            ("1", "DenseReluDense.wi_0") => "ffn_gate",
+            ("1", "DenseReluDense.wi_1") => "ffn_up",
+            ("1", "DenseReluDense.wo") => "ffn_down",
+            ("1", "layer_norm") => "ffn_norm",
+            _ => throw new ArgumentException($"no llama.cpp name for {huggingFace}"),
+        };
+        return block + name + ".weight";
+    }
+
+    [Fact]
+    public void AT5GgufWithLlamaCppNamesLoadsAndEncodesAsTheHuggingFaceFile()
+    {
+        using var dir = new TempDir();
+        string gguf = dir.File("t5-v1_1-tiny-encoder-Q8_0.gguf");
+        using (var golden = SafeTensorsFile.Open(TestPaths.Golden("t5-tiny.safetensors")))
+        {
+            var tensors = golden.StoredTensors.Select(t =>
+            {
+                var values = golden.ReadFloat32(t);
+                // Q8_0 where a row is whole blocks (as llama.cpp's quantize leaves the rest), F32 otherwise.
+                var format = t.Shape.Length == 2 && t.Shape[1] % 32 == 0 ? TensorFormat.Q8_0 : TensorFormat.F32;
+                return EncodedTensor.Encode(LlamaCppName(t.Name), values, format);
+            }).ToList();
+            GgufWriter.Write(gguf, tensors);
+        }
+        using var backend = new CpuBackend();
+        var catalog = ModelCatalog.All.Where(m => m.Descriptor.Family == TextEncoders.T5Family).ToList();
+        using var fromGguf = LoadedModel.LoadFiles([gguf], null, TextEncoders.T5Family, backend, catalog);
+        fromGguf.Model.Info.Name.ShouldBe("t5-tiny");
+        using var fromSafetensors = LoadedModel.LoadFiles([TestPaths.Golden("t5-tiny.safetensors")], null, TextEncoders.T5Family, backend, catalog);
+        int[] ids = [5, 17, 999, 1, 0, 42];
+        double error = TensorComparison.RelativeL2(TextEncoders.EncodeT5(fromGguf.Model, [ids]).Data, TextEncoders.EncodeT5(fromSafetensors.Model, [ids]).Data);
+        error.ShouldBeGreaterThan(0, "the GGUF's matrices are Q8_0");
+        error.ShouldBeLessThan(2e-2);
+    }
 }
+
