@@ -76,7 +76,7 @@ public abstract class TextEncoderOptions : DeviceOptions
     [Option("clip", HelpText = "The CLIP-L text encoder: a .safetensors file (Hugging Face CLIPTextModel keys) or a folder of them with config.json.")]
     public string? Clip { get; set; }
 
-    [Option("t5", HelpText = "The T5-XXL encoder: a .safetensors file (Hugging Face T5EncoderModel keys) or a folder of shards with config.json.")]
+    [Option("t5", HelpText = "The T5-XXL encoder: a .safetensors file (Hugging Face T5EncoderModel keys; fp8 too, e.g. t5xxl_fp8_e4m3fn.safetensors), a GGUF file (llama.cpp's tensor names too, e.g. t5-v1_1-xxl-encoder-Q8_0.gguf) or a folder of shards with config.json. fp8 and GGUF matrices stay quantized in memory.")]
     public string? T5 { get; set; }
 
     [Option("clip-tokenizer", HelpText = "The folder with CLIP's vocab.json and merges.txt.")]
