@@ -87,7 +87,7 @@ if [ "$device" = cuda ]; then
     "$cli" bench forward --device $device --precision bf16 "${big[@]}" "${timed[@]}" --attention cublas --baseline none --profile
 fi
 
-row "parity $device fp32 (manifest tolerances)" parity -- "$cli" parity "$golden" --device $device
+row "parity $device fp32 (manifest tolerances)" parity -- "$cli" parity "$golden" --device $device --precision fp32
 row "parity $device bf16" parity:rel=1e-2 -- "$cli" parity "$golden" --device $device --precision bf16
 
 # The baseline's own numerics on this GPU: its forward of the golden tiny case against the float64 reference.
@@ -124,8 +124,8 @@ row "forward 1024² q4_k --offload, 4 GiB budget" forward -- \
 
 row "LoRA step 512² bf16 (the 40 GB bar with recomputation)" train:recompute_gb=40 -- \
   "$cli" bench train --device $device --precision bf16 "${half[@]}" "${timed[@]}" --baseline none
-row "forward, mid-size fp32" forward -- "$cli" bench forward --device $device "${mid[@]}" --baseline none
-row "LoRA step, mid-size fp32" train -- "$cli" bench train --device $device "${mid[@]}" --baseline none
+row "forward, mid-size fp32" forward -- "$cli" bench forward --device $device --precision fp32 "${mid[@]}" --baseline none
+row "LoRA step, mid-size fp32" train -- "$cli" bench train --device $device --precision fp32 "${mid[@]}" --baseline none
 
 # --train-img-in over a bf16 base: img_in trained as a float32 master copy beside the bf16 words, 20 toy steps.
 work=$(mktemp -d)

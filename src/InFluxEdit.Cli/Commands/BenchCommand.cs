@@ -93,7 +93,7 @@ public static partial class BenchCommand
         var output = options.CommandOutput;
         using var backend = options.CreateBackend(output.Log);
         // The CPU computes in float32 whatever --precision says; on CUDA the baseline runs in the precision our products do.
-        bool bf16 = backend.Name == "cuda" && Runtime.Backends.BackendFactory.ParsePrecision(options.Precision) == Runtime.Backends.Gpu.GpuPrecision.BFloat16;
+        bool bf16 = backend.Name == "cuda" && options.PrecisionInEffect == Runtime.Backends.Gpu.GpuPrecision.BFloat16;
         settings = settings with { BaselineDType = bf16 ? "bf16" : "fp32" };
         if (options.What == "edit")
         {

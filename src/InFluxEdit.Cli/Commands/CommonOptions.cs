@@ -2,6 +2,7 @@ using System.Reflection;
 using CommandLine;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Backends.Gpu;
 
 namespace InFluxEdit.Cli.Commands;
 
@@ -25,8 +26,15 @@ public abstract class DeviceOptions : OutputOptions
     [Option("device", Default = "auto", HelpText = "Where to run: auto (CUDA when a GPU is present, else CPU), cpu or cuda.")]
     public string Device { get; set; } = "auto";
 
-    [Option("precision", Default = "fp32", HelpText = "CUDA arithmetic: fp32 (exact float32, for parity) or bf16 (the speed of the real model: matrix products on tensor cores with bf16 inputs and float32 accumulation; a forward that only runs, as in edit and bench forward, also stores its activations in bf16, with norms and softmax accumulating in float32; training keeps float32 activations).")]
-    public string Precision { get; set; } = "fp32";
+    [Option("precision", Default = "auto", HelpText = "CUDA arithmetic: auto (bf16, as the Python tools run FLUX; parity: fp32), fp32 (exact float32, for parity; products without tensor cores, several times slower) or bf16 (the speed of the real model: matrix products on tensor cores with bf16 inputs and float32 accumulation; a forward that only runs, as in edit and bench forward, also stores its activations in bf16, with norms and softmax accumulating in float32; training keeps float32 activations). The CPU computes in float32 whatever this says.")]
+    public string Precision { get; set; } = "auto";
+
+    /// <summary>What --precision auto means for this command: bf16, the speed users expect of a GPU; parity keeps exact float32.</summary>
+    protected virtual GpuPrecision AutoPrecision => GpuPrecision.BFloat16;
+
+    /// <summary>--precision as the backend takes it.</summary>
+    public GpuPrecision PrecisionInEffect =>
+        Precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? AutoPrecision : BackendFactory.ParsePrecision(Precision);
 
     [Option("attention", Default = "auto", HelpText = "CUDA attention kernel: auto (flash with --precision bf16 where the head size is a multiple of 16 up to 128, else cublas), flash (FlashAttention-2 on bf16 tensor cores, float32 softmax statistics, no score matrix; compute 8.0+), cublas (float32 score matrix between two cuBLAS products: the reference) or tiled (the scalar ILGPU kernel).")]
     public string Attention { get; set; } = "auto";
@@ -50,7 +58,7 @@ public abstract class DeviceOptions : OutputOptions
     /// <param name="localRank">A data-parallel rank's index on its machine: the GPU it takes.</param>
     public IBackend CreateBackend(TextWriter log, int localRank = 0)
     {
-        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank, WeightOffloadRequest(),
+        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), PrecisionInEffect, localRank, WeightOffloadRequest(),
             BackendFactory.ParseAttention(Attention));
         log.WriteLine($"device: {backend.Description}");
         return backend;
