@@ -49,7 +49,7 @@ public sealed partial class IlgpuBackend
         $", at most {WeightResidency.Format(residency.PeakResidentBytes)} of them on the device at once (budget {WeightResidency.Format(residency.BudgetBytes)}), " +
         $"{residency.CopyCount} copies ({WeightResidency.Format(residency.CopiedBytes)}) so far";
 
-    private bool Offloads(int[] shape) => residency is not null && shape.Length >= 2 && HostTensor.ElementCount(shape) > 0;
+    private bool Offloads(int[] shape) => GpuMemoryPolicy.Offloads(residency is not null, shape);
 
     private GpuTensor UploadOffloaded(int[] shape, DType dtype, ReadOnlySpan<byte> deviceBytes) =>
         new(this, shape, dtype, residency!.Register(deviceBytes, $"a {dtype}{HostTensor.FormatShape(shape)} weight"));

@@ -51,7 +51,10 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         wordPool.ResetPeak();
     }
 
-    private int ColumnSumThreadTarget => ColumnSumThreads > 0 ? ColumnSumThreads : launch == LaunchShape.Gpu ? 1 << 17 : 4096;
+    internal int ColumnSumThreadTarget => ColumnSumThreads > 0 ? ColumnSumThreads : launch == LaunchShape.Gpu ? GpuColumnSumThreads : 4096;
+
+    /// <summary>The threads a column sum aims at on a GPU (a memory plan sizes the partials with it).</summary>
+    internal const int GpuColumnSumThreads = 1 << 17;
 
     // ---------------------------------------------------------------- products
 
@@ -285,13 +288,9 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     /// </summary>
     private ColumnChunks ChunksFor(int outputs, int cols, int rowsPerOutput, int sums)
     {
-        long columns = Math.Max(1L * outputs * cols, 1);
-        int wanted = (int)Math.Clamp((ColumnSumThreadTarget + columns - 1) / columns, 1, Math.Max(rowsPerOutput, 1));
-        int rowsPerChunk = Math.Max(1, (rowsPerOutput + wanted - 1) / wanted);
-        int chunks = Math.Max(1, (rowsPerOutput + rowsPerChunk - 1) / rowsPerChunk);
-        long perSum = columns * chunks;
-        CheckedCount(perSum * sums);
-        return new ColumnChunks(cols, chunks, rowsPerChunk, rowsPerOutput, perSum);
+        var shape = GpuMemoryPolicy.ColumnChunks(ColumnSumThreadTarget, outputs, cols, rowsPerOutput);
+        CheckedCount(shape.PartialsPerSum * sums);
+        return shape;
     }
 
     public void ModulateBackward(View dx, View dShift, View dScale, View dy, View x, View scale)
@@ -488,8 +487,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
             return;
         }
 
-        long bytesPerQueryRow = 2L * heads * keyRows * sizeof(float);
-        int chunk = (int)Math.Clamp(AttentionScratchBudgetBytes / bytesPerQueryRow, 1, queryRows);
+        int chunk = GpuMemoryPolicy.AttentionBackwardChunkRows(AttentionScratchBudgetBytes, heads, keyRows, queryRows);
         long scoreFloats = (long)heads * chunk * keyRows;
         var probabilities = floatPool.Rent(scoreFloats);
         var gradients = floatPool.Rent(scoreFloats);
