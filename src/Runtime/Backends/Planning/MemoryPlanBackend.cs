@@ -1,5 +1,6 @@
 using InFluxEdit.Runtime.Backends.Gpu;
 using InFluxEdit.Runtime.Backends.Gpu.Kernels;
+using InFluxEdit.Runtime.Models;
 using InFluxEdit.Runtime.Quantization;
 using InFluxEdit.Runtime.Tensors;
 
@@ -53,6 +54,17 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
     {
         floatPool.Trim();
         wordPool.Trim();
+        floatPool.ResetPeak();
+        wordPool.ResetPeak();
+        PeakTotalBytes = WeightBytes + AllocatedBytes;
+    }
+
+    /// <summary>
+    /// Restarts the high-water marks from what is held now, parked buffers included (what the next phase of a pipeline
+    /// finds on the device: the ILGPU backend's pools keep an earlier phase's buffers until trimmed).
+    /// </summary>
+    public void StartPhase()
+    {
         floatPool.ResetPeak();
         wordPool.ResetPeak();
         PeakTotalBytes = WeightBytes + AllocatedBytes;
@@ -148,6 +160,28 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
     }
 
     public bool HoldsQuantizedWeights => true;
+
+    /// <summary>
+    /// Every parameter of <paramref name="model"/> placed as loading a checkpoint in the schema's dtypes would hold it:
+    /// as stored, or with <paramref name="precision"/> (--base-precision) in the format it picks for each tensor (the
+    /// schema's "unquantized" layers and vectors stay float; quantized matrices keep their blocks unless decoded at load).
+    /// </summary>
+    public IReadOnlyDictionary<string, DeviceTensor> PlaceWeights(ModelDescriptor model, BasePrecision? precision = null)
+    {
+        var weights = new Dictionary<string, DeviceTensor>();
+        foreach (var parameter in model.Parameters)
+        {
+            TensorFormat? held = precision?.FormatFor(parameter.DType.ToFormat(), parameter.Shape, parameter.Unquantized);
+            weights[parameter.Name] = held switch
+            {
+                null => PlaceWeight(parameter.Shape, parameter.DType),
+                { } format when format.AsDType() is DType dtype => PlaceWeight(parameter.Shape, dtype),
+                { } format when parameter.Shape.Length == 2 && !precision!.DecodeAtLoad => PlaceQuantizedWeight(parameter.Shape, format),
+                _ => PlaceWeight(parameter.Shape, DType.F32),
+            };
+        }
+        return weights;
+    }
 
     private void RequireFitsArena(long bytes, string what)
     {
