@@ -162,29 +162,10 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
 
     public void AttentionBackward(View dq, View dk, View dv, View dOut, View q, View k, View v, int heads, float scale)
     {
-        if (heads <= 0 || q.Cols % heads != 0 || v.Cols % heads != 0)
-            throw new ArgumentException($"AttentionBackward: {heads} heads do not split q ({q.Cols}) and v ({v.Cols}) columns", nameof(heads));
-        if (k.Cols != q.Cols) throw new ArgumentException($"AttentionBackward: keys {k} and queries {q} differ in columns");
-        if (q.Batch != k.Batch || q.Batch != v.Batch || q.Batch != dOut.Batch) throw new ArgumentException("AttentionBackward: q, k, v and dOut differ in batch");
-        if (dOut.Rows != q.Rows || dOut.Cols != v.Cols)
-            throw new ArgumentException($"AttentionBackward: output gradient {dOut} does not match queries {q} and values {v}");
-        if (v.Rows != k.Rows) throw new ArgumentException($"AttentionBackward: values {v} and keys {k} differ in rows");
-        if (k.Rows == 0 && q.Rows > 0) throw new ArgumentException("AttentionBackward: attention over zero keys is undefined");
-        foreach (var (gradient, like, name) in new[] { (dq, q, nameof(dq)), (dk, k, nameof(dk)), (dv, v, nameof(dv)) })
-        {
-            if (gradient.Batch != like.Batch || gradient.Rows != like.Rows || gradient.Cols != like.Cols)
-                throw new ArgumentException($"AttentionBackward: {name} {gradient} must have the shape of {like}", name);
-        }
+        ViewRules.AttentionBackwardShapes(dq, dk, dv, dOut, q, k, v, heads);
         foreach (var (view, name) in new[] { (q, nameof(q)), (k, nameof(k)), (v, nameof(v)), (dOut, nameof(dOut)), (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)) })
             Float(view, name);
-        foreach (var (gradient, name) in new[] { (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)) })
-        {
-            ViewRules.RequireDistinctOutputElements(gradient, name);
-            foreach (View input in new[] { q, k, v, dOut }) ViewRules.RequireDisjoint(gradient, input, name);
-        }
-        ViewRules.RequireDisjoint(dq, dk, nameof(dk));
-        ViewRules.RequireDisjoint(dq, dv, nameof(dv));
-        ViewRules.RequireDisjoint(dk, dv, nameof(dv));
+        ViewRules.RequireAttentionGradientsApart(dq, dk, dv, dOut, q, k, v);
         int qkDim = q.Cols / heads, valueDim = v.Cols / heads;
         if (q.Batch == 0 || k.Rows == 0 || q.Rows == 0) return;
         if (qkDim == valueDim && Device.UsesFlashAttention(qkDim))
