@@ -41,8 +41,12 @@ public sealed record MemoryPlanSettings
     public int ImageTokens => Width / 16 * (Height / 16);
 }
 
-/// <summary>Device bytes of one planned run: the weights, the most the pools held (activations and scratch), and the most of both at once.</summary>
-public sealed record MemoryFigures(long WeightBytes, long ActivationPeakBytes, long TotalPeakBytes);
+/// <summary>
+/// Device bytes of one planned run: the weights, the most the pools held (activations and scratch, parked buffers
+/// included: the backend's own count), the most of both at once, and the most the run needs (parked buffers left out,
+/// as a pool frees them when the device runs out).
+/// </summary>
+public sealed record MemoryFigures(long WeightBytes, long ActivationPeakBytes, long TotalPeakBytes, long NeededBytes);
 
 /// <summary>One row of a memory plan: what ran, with which base precision and options, and its figures.</summary>
 public sealed record MemoryPlanRow(string Work, string Base, bool Offload, MemoryFigures Figures);
@@ -90,7 +94,7 @@ public static class MemoryPlan
         new(PlannedDevice.Cuda(settings.Precision, settings.Attention, offload ? settings.OffloadBudgetBytes : null));
 
     private static MemoryFigures Figures(MemoryPlanBackend plan, long weightBytes) =>
-        new(weightBytes, plan.PeakAllocatedBytes, plan.PeakTotalBytes);
+        new(weightBytes, plan.PeakAllocatedBytes, plan.PeakTotalBytes, plan.PeakNeededBytes);
 
     /// <summary>CLIP and T5 loaded as stored, one prompt encoded at the settings' T5 length, as edit and train encode captions before the transformer loads.</summary>
     private static MemoryFigures EncodePrompt(MemoryPlanBackend plan, MemoryPlanSettings settings)
@@ -153,7 +157,7 @@ public static class MemoryPlan
             BasePrecision = basePrecision,
         };
         long peak = LoraStepPeak(plan, bench, recompute, model => plan.PlaceWeights(model, basePrecision), out long weightBytes);
-        return new MemoryFigures(weightBytes, peak, plan.PeakTotalBytes);
+        return new MemoryFigures(weightBytes, peak, plan.PeakTotalBytes, plan.PeakNeededBytes);
     }
 
     /// <summary>

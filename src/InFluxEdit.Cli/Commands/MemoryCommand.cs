@@ -78,12 +78,14 @@ public static class MemoryCommand
         output.Log.WriteLine($"GPU memory PLANNED for {settings.Model} on --device cuda --precision {options.Precision} --attention {options.Attention}, " +
             $"{width}x{height} ({settings.ImageTokens} image + {settings.TextTokens} text tokens), LoRA rank {settings.Rank} ({settings.Preset}); " +
             "counted from the CUDA backend's allocation rules on shapes alone, not measured on a GPU:");
-        var table = output.Table("work", "base", "offload", "weights GB", "activations peak GB", "total GB");
+        var table = output.Table("work", "base", "offload", "weights GB", "activations peak GB", "total GB", "needed GB");
         foreach (var row in rows)
-            table.AddCells(row.Work, row.Base, row.Offload ? "yes" : "", Gb(row.Figures.WeightBytes), Gb(row.Figures.ActivationPeakBytes), Gb(row.Figures.TotalPeakBytes));
+            table.AddCells(row.Work, row.Base, row.Offload ? "yes" : "", Gb(row.Figures.WeightBytes), Gb(row.Figures.ActivationPeakBytes),
+                Gb(row.Figures.TotalPeakBytes), Gb(row.Figures.NeededBytes));
         output.Write(table);
         output.Log.WriteLine("GB = 10^9 bytes. activations: the most the backend's buffer pools hold (activations, gradients, adapters, AdamW moments, scratch, " +
-            "parked buffers, the offload arena); total: weights and pools at their fullest moment. The edit rows start after the text encoders, " +
+            "parked buffers, the offload arena), the backend's own count; total: weights and pools at their fullest moment; needed: the same without " +
+            "parked buffers, which a pool frees when the GPU runs out (the least free memory the run needs). The edit rows start after the text encoders, " +
             "whose weights are freed first but whose parked buffers stay (as on the GPU), and include the VAE's weights and its tiled encode and decode; " +
             "the training rows are the transformer alone (captions and latents encoded beforehand). CUDA's own context (~0.3-0.5 GB) and cuBLAS workspaces come on top.");
         output.Result = new { Planned = true, settings.Model, Width = width, Height = height, settings.ImageTokens, settings.TextTokens, Rows = rows };

@@ -63,6 +63,8 @@ public sealed class MemoryPlanTests
             planPeak.ShouldBe(simulatorPeak, $"the IMemoryStatistics peak of {what}");
             // Weights and pools at their fullest moment: at least the weights, at most both peaks added.
             plan.PeakTotalBytes.ShouldBeInRange(planWeights, planWeights + planPeak, what);
+            // What the run needs leaves parked buffers out: no more than that total.
+            plan.PeakNeededBytes.ShouldBeInRange(planWeights, plan.PeakTotalBytes, what);
         }
     }
 

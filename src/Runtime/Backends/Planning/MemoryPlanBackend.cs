@@ -56,7 +56,7 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
         wordPool.Trim();
         floatPool.ResetPeak();
         wordPool.ResetPeak();
-        PeakTotalBytes = WeightBytes + AllocatedBytes;
+        RestartTotals();
     }
 
     /// <summary>
@@ -67,7 +67,7 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
     {
         floatPool.ResetPeak();
         wordPool.ResetPeak();
-        PeakTotalBytes = WeightBytes + AllocatedBytes;
+        RestartTotals();
     }
 
     /// <summary>Device bytes of the weights alive now (exact allocations outside the pools).</summary>
@@ -76,6 +76,12 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
     /// <summary>The most weights plus pools plus arena have held at once since creation or <see cref="ResetPeak"/>.</summary>
     public long PeakTotalBytes { get; private set; }
 
+    /// <summary>
+    /// The most weights, arena and buffers in use (parked ones left out) have taken at once: what the device must have,
+    /// since a pool that runs out of memory frees its parked buffers and tries again.
+    /// </summary>
+    public long PeakNeededBytes { get; private set; }
+
     /// <summary>Frees parked buffers, as <see cref="IlgpuBackend.TrimPool"/> (between a pipeline's phases).</summary>
     public void TrimPool()
     {
@@ -83,7 +89,17 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
         wordPool.Trim();
     }
 
-    private void TrackTotal() => PeakTotalBytes = Math.Max(PeakTotalBytes, WeightBytes + AllocatedBytes);
+    private void TrackTotal()
+    {
+        PeakTotalBytes = Math.Max(PeakTotalBytes, WeightBytes + AllocatedBytes);
+        PeakNeededBytes = Math.Max(PeakNeededBytes, WeightBytes + floatPool.InUseBytes + wordPool.InUseBytes + OffloadArenaBytes);
+    }
+
+    private void RestartTotals()
+    {
+        PeakTotalBytes = WeightBytes + AllocatedBytes;
+        PeakNeededBytes = WeightBytes + floatPool.InUseBytes + wordPool.InUseBytes + OffloadArenaBytes;
+    }
 
     internal PlannedTensor Rent(int[] shape, DType dtype)
     {

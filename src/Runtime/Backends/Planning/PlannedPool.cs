@@ -13,6 +13,9 @@ internal sealed class PlannedPool(int elementBytes)
     /// <summary>Bytes the pool's buffers would take on the device, in use or parked.</summary>
     public long AllocatedBytes { get; private set; }
 
+    /// <summary>Bytes of the buffers rented and not given back (what a pool that trimmed its parked buffers would still need).</summary>
+    public long InUseBytes { get; private set; }
+
     /// <summary>The most <see cref="AllocatedBytes"/> has been since creation or <see cref="ResetPeak"/>.</summary>
     public long PeakBytes { get; private set; }
 
@@ -20,6 +23,7 @@ internal sealed class PlannedPool(int elementBytes)
     public long Rent(long length)
     {
         long bucket = GpuBufferPool<float>.BucketLength(length);
+        InUseBytes += bucket * elementBytes;
         if (parked.TryGetValue(bucket, out int count) && count > 0)
         {
             parked[bucket] = count - 1;
@@ -30,7 +34,11 @@ internal sealed class PlannedPool(int elementBytes)
         return bucket;
     }
 
-    public void Return(long bucket) => parked[bucket] = parked.GetValueOrDefault(bucket) + 1;
+    public void Return(long bucket)
+    {
+        parked[bucket] = parked.GetValueOrDefault(bucket) + 1;
+        InUseBytes -= bucket * elementBytes;
+    }
 
     /// <summary>Frees every parked buffer.</summary>
     public void Trim()
