@@ -127,8 +127,13 @@ public static class MemoryPlan
         var plan = NewBackend(settings, offload);
         EncodePrompt(plan, settings);
         plan.StartPhase();
-        var transformerInfo = Benchmarks.Compiled(settings.Model);
-        var vaeInfo = Benchmarks.Compiled(settings.VaeModel);
+        return Edit(plan, Benchmarks.Compiled(settings.Model), Benchmarks.Compiled(settings.VaeModel), settings, basePrecision);
+    }
+
+    /// <summary>The transformer and VAE phase of an edit (its weights, the tiled encode, two steps, the decode) on <paramref name="plan"/>.</summary>
+    private static MemoryFigures Edit(MemoryPlanBackend plan, CompiledModelInfo transformerInfo, CompiledModelInfo vaeInfo, MemoryPlanSettings settings,
+        BasePrecision? basePrecision)
+    {
         var transformerWeights = plan.PlaceWeights(transformerInfo.Descriptor, basePrecision);
         var vaeWeights = plan.PlaceWeights(vaeInfo.Descriptor);
         long weightBytes = plan.WeightBytes;
@@ -199,6 +204,60 @@ public static class MemoryPlan
         for (int step = 0; step < steps; step++) rig.Step();
         return statistics.PeakAllocatedBytes;
     }
+
+    /// <summary>
+    /// On CUDA, refuses an edit whose planned need (transformer and VAE loaded, the image encoded, sampled and decoded)
+    /// exceeds the GPU's free memory before anything loads, naming the settings that would fit; elsewhere does nothing.
+    /// The plan takes a few seconds at real size, against minutes of loading into a GPU that cannot hold the run.
+    /// </summary>
+    public static void RequireFitsGpuForEditing(IBackend backend, CompiledModelInfo transformer, CompiledModelInfo vae, int width, int height,
+        int textTokens, BasePrecision? basePrecision, VaeTiling tiling)
+    {
+        if (backend is not IlgpuBackend gpu || gpu.FreeDeviceBytes() is not long free) return;
+        if (GpuShortfallForEditing(PlannedDevice.Of(gpu), free, gpu.Description.Split(',')[0], transformer, vae, width, height, textTokens, basePrecision, tiling)
+            is string shortfall)
+            throw new InsufficientMemoryException(shortfall);
+    }
+
+    /// <summary>The planned bytes an edit needs on <paramref name="device"/> (see <see cref="MemoryFigures.NeededBytes"/>).</summary>
+    public static long EditNeededBytes(PlannedDevice device, CompiledModelInfo transformer, CompiledModelInfo vae, int width, int height,
+        int textTokens, BasePrecision? basePrecision, VaeTiling tiling) =>
+        Edit(new MemoryPlanBackend(device), transformer, vae,
+            new MemoryPlanSettings { Width = width, Height = height, TextTokens = textTokens, VaeTiling = tiling }, basePrecision).NeededBytes;
+
+    /// <summary>
+    /// Null when the planned edit fits <paramref name="freeBytes"/>; else why not, with the settings planned to fit
+    /// (a smaller --base-precision, --offload at its default budget, --precision bf16).
+    /// </summary>
+    public static string? GpuShortfallForEditing(PlannedDevice device, long freeBytes, string deviceName, CompiledModelInfo transformer, CompiledModelInfo vae,
+        int width, int height, int textTokens, BasePrecision? basePrecision, VaeTiling tiling)
+    {
+        long free = freeBytes;
+        long Needed(PlannedDevice on, BasePrecision? precision) => EditNeededBytes(on, transformer, vae, width, height, textTokens, precision, tiling);
+        long needed = Needed(device, basePrecision);
+        if (needed <= free) return null;
+        var fitting = new List<string>();
+        foreach (string format in new[] { "q8_0", "q4_k" })
+        {
+            var cheaper = BasePrecision.Parse(format);
+            if (basePrecision?.Format != cheaper!.Format && Needed(device, cheaper) is var bytes && bytes <= free)
+                fitting.Add($"--base-precision {format} ({Gb(bytes)} GB)");
+        }
+        if (device.OffloadBudgetBytes is null)
+        {
+            long budget = (long)(free * WeightOffload.DefaultShareOfFreeMemory);
+            if (Needed(device with { OffloadBudgetBytes = budget }, basePrecision) is var bytes && bytes <= free)
+                fitting.Add($"--offload ({Gb(bytes)} GB with its default budget of {Gb(budget)} GB)");
+        }
+        if (device.Precision != GpuPrecision.BFloat16 && Needed(device with { Precision = GpuPrecision.BFloat16 }, basePrecision) is var narrow && narrow <= free)
+            fitting.Add($"--precision bf16 ({Gb(narrow)} GB)");
+        return $"editing at {width}x{height} needs about {Gb(needed)} GB of GPU memory (planned from the CUDA backend's allocation rules), " +
+            $"and {deviceName} has {Gb(free)} GB free: " +
+            (fitting.Count > 0 ? $"planned to fit: {string.Join("; ", fitting)}" : "give a smaller --input") +
+            " ('influx-cli memory' plans every setting).";
+    }
+
+    private static string Gb(long bytes) => (bytes / 1e9).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
 
     private static IMemoryStatistics Statistics(IBackend backend) => backend as IMemoryStatistics
         ?? throw new ArgumentException($"the {backend.Name} backend does not count its memory");

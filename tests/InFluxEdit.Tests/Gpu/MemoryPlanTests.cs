@@ -44,6 +44,28 @@ public sealed class MemoryPlanTests
         Compare(IlgpuBackend.CreateCpuSimulator(GpuPrecision.Float32), budget, (Work.Forward, null), (Work.Forward, "fp8"));
     }
 
+    /// <summary>
+    /// The check edit runs on CUDA before loading: a plan that fits the free memory passes, one that does not is refused
+    /// naming its need and a setting whose own plan fits. Planned for a CUDA device (no GPU needed to plan one).
+    /// </summary>
+    [Fact]
+    public void AnEditBeyondTheFreeMemoryIsRefusedWithASettingThatFits()
+    {
+        var transformer = global::InFluxEdit.Benchmarks.Benchmarks.Compiled(Model);
+        var vae = global::InFluxEdit.Benchmarks.Benchmarks.Compiled(FluxVaeTiny.Descriptor.Name);
+        var device = PlannedDevice.Cuda(GpuPrecision.Float32);
+        var tiling = global::InFluxEdit.Fill.VaeTiling.Default;
+        long Needed(string? basePrecision) => MemoryPlan.EditNeededBytes(device, transformer, vae, 64, 48, 8, BasePrecision.Parse(basePrecision), tiling);
+        string? Shortfall(long free) => MemoryPlan.GpuShortfallForEditing(device, free, "the test GPU", transformer, vae, 64, 48, 8, null, tiling);
+        long asStored = Needed(null), quantized = Needed("q4_k");
+        quantized.ShouldBeLessThan(asStored);
+
+        Shortfall(asStored).ShouldBeNull();
+        string refusal = Shortfall(quantized).ShouldNotBeNull();
+        refusal.ShouldContain("the test GPU");
+        refusal.ShouldContain("--base-precision q4_k");
+    }
+
     /// <summary>Runs each work on the simulator and on a plan of it, in the same order (pools carry over), and compares every one.</summary>
     private static void Compare(IlgpuBackend simulator, long? offloadBudget, params (Work Work, string? Base)[] works)
     {

@@ -36,6 +36,14 @@ public sealed partial class IlgpuBackend
             (residency.CopiesOverlapCompute ? " on a second stream" : " in order with the kernels (simulator)");
     }
 
+    /// <summary>The device's free memory now (cuMemGetInfo); null on the simulator.</summary>
+    public long? FreeDeviceBytes()
+    {
+        ThrowIfDisposed();
+        accelerator.Bind();
+        return accelerator is CudaAccelerator ? CudaDriverNative.Instance.MemoryInfo().Free : null;
+    }
+
     /// <summary>The offload arena's device bytes (0 without offloading): part of the memory statistics.</summary>
     private long OffloadArenaBytes => residency?.BudgetBytes ?? 0;
 

@@ -35,7 +35,7 @@ public sealed record PlannedDevice(
             offloadBudgetBytes);
 
     /// <summary>The settings of an existing backend (the simulator in tests), so a plan can be checked against its count.</summary>
-    internal static PlannedDevice Of(IlgpuBackend backend) =>
+    public static PlannedDevice Of(IlgpuBackend backend) =>
         new(backend.Precision, backend.UsesCuBlas && backend.TrainingGemmOnCuBlasEnabled && backend.AttentionOnCuBlasEnabled,
             backend.Accelerator.AcceleratorType == ILGPU.Runtime.AcceleratorType.Cuda, backend.AttentionKernel,
             backend.ColumnSumThreadTarget, backend.Accelerator.NumMultiprocessors, backend.Offload?.BudgetBytes,
