@@ -190,8 +190,10 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Open("private static ParameterInfo[] CreateParameterTable()");
         _w.Line("var table = new List<ParameterInfo>();");
         string dtype = "DType." + spec.WeightsDType;
+        // Only tensors of two or more dimensions could be held quantized, so only theirs say who reads them.
         string Parameter(BoundWeight weight, string key) =>
-            $"table.Add(new ParameterInfo({key}, new[] {{ {string.Join(", ", weight.Shape)} }}, {dtype}{(weight.Unquantized ? ", Unquantized: true" : "")}));";
+            $"table.Add(new ParameterInfo({key}, new[] {{ {string.Join(", ", weight.Shape)} }}, {dtype}{(weight.Unquantized ? ", Unquantized: true" : "")}" +
+            $"{(weight.ReadOutsideProducts && weight.Shape.Count >= 2 ? ", ReadOutsideProducts: true" : "")}));";
         foreach (var weight in _model.Weights.Where(w => w.Block == null))
             _w.Line(Parameter(weight, CSharpNames.Literal(weight.Key)));
         foreach (var block in Blocks)

@@ -52,7 +52,7 @@ public static class WeightLoader
                 HostTensor? delta = replacement == null ? deltas?.GetValueOrDefault(parameter.Name) : null;
                 CheckpointTensor tensor = found[parameter.Name];
                 BasePrecision? held = keepFloat?.Invoke(parameter.Name) == true ? FloatMaster : precision;
-                loaded.Add(parameter.Name, Upload(backend, tensor, replacement, delta, held, parameter.Unquantized));
+                loaded.Add(parameter.Name, Upload(backend, tensor, replacement, delta, held, parameter));
                 progress?.Report((loaded.Count, table.Count));
             }
         }
@@ -100,7 +100,7 @@ public static class WeightLoader
 
     /// <summary>The quantized format a parameter is held in under <paramref name="precision"/>, or null when it is held as floats.</summary>
     private static TensorFormat? BlockFormat(BasePrecision precision, Dictionary<string, TensorFormat> stored, ParameterInfo parameter) =>
-        precision.FormatFor(stored.GetValueOrDefault(parameter.Name, TensorFormat.F32), parameter.Shape, parameter.Unquantized) is { } held
+        precision.FormatFor(stored.GetValueOrDefault(parameter.Name, TensorFormat.F32), parameter) is { } held
         && held.AsDType() == null && !precision.DecodeAtLoad ? held : null;
 
     /// <summary>Every delta or replacement names a weight of the table and has its shape.</summary>
@@ -124,7 +124,8 @@ public static class WeightLoader
     /// the file already holds it so and nothing changes it; a merged LoRA is quantized again with the sum), or quantized
     /// and decoded at load when asked.
     /// </summary>
-    private static DeviceTensor Upload(IBackend backend, CheckpointTensor tensor, HostTensor? replacement, HostTensor? delta, BasePrecision? precision, bool unquantized)
+    private static DeviceTensor Upload(IBackend backend, CheckpointTensor tensor, HostTensor? replacement, HostTensor? delta, BasePrecision? precision,
+        ParameterInfo parameter)
     {
         StoredTensor stored = tensor.Stored;
         int[] shape = (int[])stored.Shape.Clone();
@@ -133,7 +134,7 @@ public static class WeightLoader
         bool changed = replacement != null || delta != null;
         // A scaled fp8 checkpoint's weight is its stored values times a scale: float bytes cannot go up as stored then.
         bool unscaled = stored.Scale == 1f;
-        TensorFormat? held = precision?.FormatFor(storedFormat, shape, unquantized);
+        TensorFormat? held = precision?.FormatFor(storedFormat, parameter);
         if (held is { } same && same == storedFormat && !changed && (same.AsDType() != null ? unscaled : !precision!.DecodeAtLoad && shape.Length == 2))
         {
             if (same.AsDType() is DType dtype) return backend.UploadWeight(shape, dtype, tensor.File.GetStoredBytes(stored));

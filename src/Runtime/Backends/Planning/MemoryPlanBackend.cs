@@ -187,7 +187,7 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
         var weights = new Dictionary<string, DeviceTensor>();
         foreach (var parameter in model.Parameters)
         {
-            TensorFormat? held = precision?.FormatFor(parameter.DType.ToFormat(), parameter.Shape, parameter.Unquantized);
+            TensorFormat? held = precision?.FormatFor(parameter.DType.ToFormat(), parameter);
             weights[parameter.Name] = held switch
             {
                 null => PlaceWeight(parameter.Shape, parameter.DType),
