@@ -121,6 +121,8 @@ public static class ImageEditor
         Runtime.Training.MemoryEstimate.RequireForEditing(transformerInfo.Descriptor, vaeInfo.Descriptor, request.VaeTiling.PeakPixels(pixels), pixels / 256 + request.TextInEffect.PromptLength,
             Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)",
             LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, precision));
+        Benchmarks.MemoryPlan.RequireFitsGpuForEditing(backend, transformerInfo, vaeInfo, autoencodedWidth, plan.Height, request.TextInEffect.PromptLength,
+            precision, request.VaeTiling);
 
         var text = CaptionEncodings.Encode([request.Prompt], request.TextInEffect, transformerInfo.Descriptor,
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
