@@ -351,7 +351,7 @@ public static partial class Benchmarks
     {
         if (settings.Python == null) return null;
         // Our pool's cached buffers would otherwise stay reserved on the GPU while PyTorch needs it whole.
-        (device as Runtime.Backends.Gpu.IlgpuBackend)?.TrimPool();
+        device.ReleaseCachedMemory();
         string[] weights;
         if (settings.Weights != null && !train) weights = ["--weights", settings.Weights];
         else

@@ -118,14 +118,15 @@ public static class MemoryPlan
     }
 
     /// <summary>
-    /// An edit as the CLI runs one on a fresh backend: the prompt encoded first (its pooled buffers stay parked, as on
-    /// the GPU), then the transformer and the VAE loaded, the image encoded, two sampling steps, the decode. The
+    /// An edit as the CLI runs one on a fresh backend: the prompt encoded first (its parked buffers released after, as
+    /// edit does), then the transformer and the VAE loaded, the image encoded, two sampling steps, the decode. The
     /// figures are those of the phase after the text encoders.
     /// </summary>
     private static MemoryFigures Edit(MemoryPlanSettings settings, BasePrecision? basePrecision, bool offload)
     {
         var plan = NewBackend(settings, offload);
         EncodePrompt(plan, settings);
+        plan.ReleaseCachedMemory();
         plan.StartPhase();
         return Edit(plan, Benchmarks.Compiled(settings.Model), Benchmarks.Compiled(settings.VaeModel), settings, basePrecision);
     }

@@ -126,6 +126,8 @@ public static class ImageEditor
 
         var text = CaptionEncodings.Encode([request.Prompt], request.TextInEffect, transformerInfo.Descriptor,
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
+        // The encoders are gone; their parked buffers would sit beside the transformer's weights.
+        backend.ReleaseCachedMemory();
         cancellation.ThrowIfCancellationRequested();
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
         if (request.BasePrecision != null)

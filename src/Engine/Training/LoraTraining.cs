@@ -115,6 +115,8 @@ public static class LoraTraining
             () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, request.CaptionPrefix, log, stages, cacheOnly: !root).SelectMany(list => list).ToList(),
             request.ValidationLossEvery, settings.Steps, log);
         if (root) group.Barrier("the caches rank 0 builds", unbounded: true);
+        // The encoders and the VAE are gone; their parked buffers would sit beside the transformer for the whole run.
+        backend.ReleaseCachedMemory();
 
         // The base may be held quantized (--base-precision); adapters, and img_in when it is trained, stay float beside it.
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend, precision: precision,

@@ -86,7 +86,7 @@ public static class MemoryCommand
         output.Log.WriteLine("GB = 10^9 bytes. activations: the most the backend's buffer pools hold (activations, gradients, adapters, AdamW moments, scratch, " +
             "parked buffers, the offload arena), the backend's own count; total: weights and pools at their fullest moment; needed: the same without " +
             "parked buffers, which a pool frees when the GPU runs out (the least free memory the run needs). The edit rows start after the text encoders, " +
-            "whose weights are freed first but whose parked buffers stay (as on the GPU), and include the VAE's weights and its tiled encode and decode; " +
+            "whose weights and parked buffers are freed first (as edit frees them), and include the VAE's weights and its tiled encode and decode; " +
             "the training rows are the transformer alone (captions and latents encoded beforehand). CUDA's own context (~0.3-0.5 GB) and cuBLAS workspaces come on top.");
         output.Result = new { Planned = true, settings.Model, Width = width, Height = height, settings.ImageTokens, settings.TextTokens, Rows = rows };
         return 0;

@@ -309,7 +309,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     }
 
     /// <summary>Frees pooled buffers no tensor uses (after a forward pass of another size, say).</summary>
-    public long TrimPool() => floatPool.Trim() + wordPool.Trim();
+    public long ReleaseCachedMemory() => floatPool.Trim() + wordPool.Trim();
 
     internal void ReturnToPool(MemoryBuffer1D<float, Stride1D.Dense> buffer)
     {

@@ -82,12 +82,8 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
     /// </summary>
     public long PeakNeededBytes { get; private set; }
 
-    /// <summary>Frees parked buffers, as <see cref="IlgpuBackend.TrimPool"/> (between a pipeline's phases).</summary>
-    public void TrimPool()
-    {
-        floatPool.Trim();
-        wordPool.Trim();
-    }
+    /// <summary>Frees parked buffers, as <see cref="IlgpuBackend.ReleaseCachedMemory"/> (between a pipeline's phases).</summary>
+    public long ReleaseCachedMemory() => floatPool.Trim() + wordPool.Trim();
 
     private void TrackTotal()
     {

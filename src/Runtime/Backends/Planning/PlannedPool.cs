@@ -40,11 +40,13 @@ internal sealed class PlannedPool(int elementBytes)
         InUseBytes -= bucket * elementBytes;
     }
 
-    /// <summary>Frees every parked buffer.</summary>
-    public void Trim()
+    /// <summary>Frees every parked buffer; returns their bytes.</summary>
+    public long Trim()
     {
-        foreach (var (bucket, count) in parked) AllocatedBytes -= bucket * elementBytes * count;
+        long freed = parked.Sum(p => p.Key * elementBytes * p.Value);
+        AllocatedBytes -= freed;
         parked.Clear();
+        return freed;
     }
 
     public void ResetPeak() => PeakBytes = AllocatedBytes;
