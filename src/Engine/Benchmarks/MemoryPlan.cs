@@ -71,14 +71,18 @@ public static class MemoryPlan
             throw new ArgumentException($"--resolution {settings.Width}x{settings.Height}: both sides must be positive multiples of 16 (the transformer packs 16×16 pixels per token)");
         if (settings.TextTokens < 1) throw new ArgumentException($"--t5-length must be at least 1 (got {settings.TextTokens})");
         var offloads = settings.OffloadBudgetBytes is null ? new[] { false } : new[] { false, true };
-        int total = 1 + settings.Bases.Count * offloads.Length * 3, done = 0;
+        // T5 as its checkpoint stores it (bf16), and as t5xxl_fp8_e4m3fn.safetensors does: an fp8 file stays fp8 in memory.
+        BasePrecision?[] t5Precisions = [null, BasePrecision.Parse("fp8")];
+        int total = t5Precisions.Length + settings.Bases.Count * offloads.Length * 3, done = 0;
         var rows = new List<MemoryPlanRow>();
         void Add(MemoryPlanRow row)
         {
             rows.Add(row);
             progress?.Report((++done, total));
         }
-        Add(new MemoryPlanRow(TextEncoderWork, "as stored", false, EncodePrompt(NewBackend(settings, offload: false), settings)));
+        foreach (var t5Precision in t5Precisions)
+            Add(new MemoryPlanRow(TextEncoderWork, t5Precision is null ? "as stored" : $"T5 {t5Precision}", false,
+                EncodePrompt(NewBackend(settings, offload: false), settings, t5Precision)));
         foreach (bool offload in offloads)
             foreach (var basePrecision in settings.Bases)
             {
@@ -96,13 +100,16 @@ public static class MemoryPlan
     private static MemoryFigures Figures(MemoryPlanBackend plan, long weightBytes) =>
         new(weightBytes, plan.PeakAllocatedBytes, plan.PeakTotalBytes, plan.PeakNeededBytes);
 
-    /// <summary>CLIP and T5 loaded as stored, one prompt encoded at the settings' T5 length, as edit and train encode captions before the transformer loads.</summary>
-    private static MemoryFigures EncodePrompt(MemoryPlanBackend plan, MemoryPlanSettings settings)
+    /// <summary>
+    /// CLIP as stored and T5 as stored or held in <paramref name="t5Precision"/> (a T5 file in that format), one prompt
+    /// encoded at the settings' T5 length, as edit and train encode captions before the transformer loads.
+    /// </summary>
+    private static MemoryFigures EncodePrompt(MemoryPlanBackend plan, MemoryPlanSettings settings, BasePrecision? t5Precision = null)
     {
         var clipInfo = Benchmarks.Compiled(settings.ClipModel);
         var t5Info = Benchmarks.Compiled(settings.T5Model);
         var clipWeights = plan.PlaceWeights(clipInfo.Descriptor);
-        var t5Weights = plan.PlaceWeights(t5Info.Descriptor);
+        var t5Weights = plan.PlaceWeights(t5Info.Descriptor, t5Precision);
         long weightBytes = plan.WeightBytes;
         try
         {
