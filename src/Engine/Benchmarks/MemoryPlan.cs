@@ -34,6 +34,9 @@ public sealed record MemoryPlanSettings
     /// <summary>--gpu-memory-budget of the --offload rows; null: no offload rows.</summary>
     public long? OffloadBudgetBytes { get; init; }
 
+    /// <summary>The transformer checkpoint's stored format per tensor (an fp8 or GGUF file); null: the schema's dtypes.</summary>
+    public IReadOnlyDictionary<string, TensorFormat>? TransformerFormats { get; init; }
+
     /// <summary>The VAE's tiling (--vae-tile), as edit runs it.</summary>
     public VaeTiling VaeTiling { get; init; } = VaeTiling.Default;
 
@@ -142,7 +145,7 @@ public static class MemoryPlan
     private static MemoryFigures Edit(MemoryPlanBackend plan, CompiledModelInfo transformerInfo, CompiledModelInfo vaeInfo, MemoryPlanSettings settings,
         BasePrecision? basePrecision)
     {
-        var transformerWeights = plan.PlaceWeights(transformerInfo.Descriptor, basePrecision);
+        var transformerWeights = plan.PlaceWeights(transformerInfo.Descriptor, basePrecision, settings.TransformerFormats);
         var vaeWeights = plan.PlaceWeights(vaeInfo.Descriptor);
         long weightBytes = plan.WeightBytes;
         try
@@ -219,29 +222,32 @@ public static class MemoryPlan
     /// The plan takes a few seconds at real size, against minutes of loading into a GPU that cannot hold the run.
     /// </summary>
     public static void RequireFitsGpuForEditing(IBackend backend, CompiledModelInfo transformer, CompiledModelInfo vae, int width, int height,
-        int textTokens, BasePrecision? basePrecision, VaeTiling tiling)
+        int textTokens, BasePrecision? basePrecision, VaeTiling tiling, IReadOnlyDictionary<string, TensorFormat>? storedFormats = null)
     {
         if (backend is not IlgpuBackend gpu || gpu.FreeDeviceBytes() is not long free) return;
-        if (GpuShortfallForEditing(PlannedDevice.Of(gpu), free, gpu.Description.Split(',')[0], transformer, vae, width, height, textTokens, basePrecision, tiling)
+        if (GpuShortfallForEditing(PlannedDevice.Of(gpu), free, gpu.Description.Split(',')[0], transformer, vae, width, height, textTokens, basePrecision, tiling,
+                storedFormats)
             is string shortfall)
             throw new InsufficientMemoryException(shortfall);
     }
 
     /// <summary>The planned bytes an edit needs on <paramref name="device"/> (see <see cref="MemoryFigures.NeededBytes"/>).</summary>
     public static long EditNeededBytes(PlannedDevice device, CompiledModelInfo transformer, CompiledModelInfo vae, int width, int height,
-        int textTokens, BasePrecision? basePrecision, VaeTiling tiling) =>
+        int textTokens, BasePrecision? basePrecision, VaeTiling tiling, IReadOnlyDictionary<string, TensorFormat>? storedFormats = null) =>
         Edit(new MemoryPlanBackend(device), transformer, vae,
-            new MemoryPlanSettings { Width = width, Height = height, TextTokens = textTokens, VaeTiling = tiling }, basePrecision).NeededBytes;
+            new MemoryPlanSettings { Width = width, Height = height, TextTokens = textTokens, VaeTiling = tiling, TransformerFormats = storedFormats },
+            basePrecision).NeededBytes;
 
     /// <summary>
     /// Null when the planned edit fits <paramref name="freeBytes"/>; else why not, with the settings planned to fit
     /// (a smaller --base-precision, --offload at its default budget, --precision bf16).
     /// </summary>
     public static string? GpuShortfallForEditing(PlannedDevice device, long freeBytes, string deviceName, CompiledModelInfo transformer, CompiledModelInfo vae,
-        int width, int height, int textTokens, BasePrecision? basePrecision, VaeTiling tiling)
+        int width, int height, int textTokens, BasePrecision? basePrecision, VaeTiling tiling, IReadOnlyDictionary<string, TensorFormat>? storedFormats = null)
     {
         long free = freeBytes;
-        long Needed(PlannedDevice on, BasePrecision? precision) => EditNeededBytes(on, transformer, vae, width, height, textTokens, precision, tiling);
+        long Needed(PlannedDevice on, BasePrecision? precision) =>
+            EditNeededBytes(on, transformer, vae, width, height, textTokens, precision, tiling, storedFormats);
         long needed = Needed(device, basePrecision);
         if (needed <= free) return null;
         var fitting = new List<string>();

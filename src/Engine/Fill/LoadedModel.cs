@@ -96,6 +96,13 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
+    /// <summary>Each of the checkpoint's tensors' stored format, under the model's names (for planning its memory).</summary>
+    public static IReadOnlyDictionary<string, TensorFormat> StoredFormats(string checkpoint, CompiledModelInfo info)
+    {
+        using var file = WeightFile.Open(checkpoint);
+        return WeightLoader.StoredFormats([file], info.Descriptor.CanonicalKey);
+    }
+
     /// <summary>
     /// The checkpoint's weight matrices that <paramref name="precision"/> keeps in quantized blocks on a backend that holds
     /// them, from the file's header alone: where a LoRA merged at load would have to be quantized again.

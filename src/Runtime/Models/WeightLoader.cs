@@ -91,12 +91,13 @@ public static class WeightLoader
         return table.Where(p => p.Shape.Length == 2 && BlockFormat(precision, stored, p) != null).Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
     }
 
-    private static Dictionary<string, TensorFormat> StoredFormats(IReadOnlyList<IWeightFile> files)
+    /// <summary>Each tensor's stored format, by checkpoint key (under the model's names with <paramref name="canonicalKey"/>).</summary>
+    public static Dictionary<string, TensorFormat> StoredFormats(IReadOnlyList<IWeightFile> files, Func<string, string>? canonicalKey = null)
     {
         var stored = new Dictionary<string, TensorFormat>(StringComparer.Ordinal);
         foreach (IWeightFile file in files)
             foreach (CheckpointTensor tensor in CheckpointKeys.Of(file))
-                if (tensor.Stored.Format is { } format) stored.TryAdd(tensor.Key, format);
+                if (tensor.Stored.Format is { } format) stored.TryAdd(canonicalKey?.Invoke(tensor.Key) ?? tensor.Key, format);
         return stored;
     }
 

@@ -66,6 +66,34 @@ public sealed class MemoryPlanTests
         refusal.ShouldContain("--base-precision q4_k");
     }
 
+    /// <summary>
+    /// A file's own formats decide what loading holds (an fp8 or GGUF file stays quantized under "keep", the default,
+    /// and decodes to float32 without a precision): the plan places them from the file's stored formats exactly as the
+    /// simulator's loader holds them, byte for byte.
+    /// </summary>
+    [Theory]
+    [InlineData("flux-tiny-fp8.safetensors", TensorFormat.F8_E4M3)]
+    [InlineData("flux-tiny-Q4_K.gguf", TensorFormat.Q4_K)]
+    public void APlanPlacesAFilesStoredFormatsAsLoadingHoldsThem(string name, TensorFormat format)
+    {
+        using var dir = new TempDir();
+        string path = dir.File(name);
+        Runtime.WeightFiles.WeightConverter.Convert(TestPaths.Golden("flux-tiny.safetensors"), path, format);
+        using var file = Runtime.WeightFiles.WeightFile.Open(path);
+        var descriptor = FluxFillTiny.Descriptor;
+        var stored = Runtime.Models.WeightLoader.StoredFormats([file], descriptor.CanonicalKey);
+        using var simulator = IlgpuBackend.CreateCpuSimulator(GpuPrecision.BFloat16);
+        foreach (var precision in new[] { BasePrecision.Keep, null })
+        {
+            var loaded = Runtime.Models.WeightLoader.Load(descriptor.Parameters, [file], simulator, ignored: descriptor.Ignores, precision: precision);
+            long loadedBytes = loaded.Values.Sum(w => w.StoredBytes);
+            foreach (var w in loaded.Values) w.Dispose();
+            var plan = new MemoryPlanBackend(PlannedDevice.Of(simulator));
+            var placed = plan.PlaceWeights(descriptor, precision, stored);
+            placed.Values.Sum(w => w.StoredBytes).ShouldBe(loadedBytes, $"{name} held as {precision?.ToString() ?? "stored, decoded"}");
+        }
+    }
+
     /// <summary>Runs each work on the simulator and on a plan of it, in the same order (pools carry over), and compares every one.</summary>
     private static void Compare(IlgpuBackend simulator, long? offloadBudget, params (Work Work, string? Base)[] works)
     {

@@ -174,23 +174,25 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
     public bool HoldsQuantizedWeights => true;
 
     /// <summary>
-    /// Every parameter of <paramref name="model"/> placed as loading a checkpoint in the schema's dtypes would hold it:
-    /// as stored, or with <paramref name="precision"/> (--base-precision) in the format it picks for each tensor (the
-    /// schema's "unquantized" layers and vectors stay float; quantized matrices keep their blocks unless decoded at load).
+    /// Every parameter of <paramref name="model"/> placed as loading a checkpoint would hold it: a checkpoint storing each
+    /// tensor as <paramref name="stored"/> says (null, or a tensor it leaves out: the schema's dtype), as stored (quantized
+    /// ones decoded to float32, as WeightLoader does without a precision), or with <paramref name="precision"/>
+    /// (--base-precision) in the format it picks for each tensor (the schema's "unquantized" layers and vectors stay float;
+    /// quantized matrices keep their blocks unless decoded at load).
     /// </summary>
-    public IReadOnlyDictionary<string, DeviceTensor> PlaceWeights(ModelDescriptor model, BasePrecision? precision = null)
+    public IReadOnlyDictionary<string, DeviceTensor> PlaceWeights(ModelDescriptor model, BasePrecision? precision = null,
+        IReadOnlyDictionary<string, TensorFormat>? stored = null)
     {
         var weights = new Dictionary<string, DeviceTensor>();
         foreach (var parameter in model.Parameters)
         {
-            TensorFormat? held = precision?.FormatFor(parameter.DType.ToFormat(), parameter);
-            weights[parameter.Name] = held switch
-            {
-                null => PlaceWeight(parameter.Shape, parameter.DType),
-                { } format when format.AsDType() is DType dtype => PlaceWeight(parameter.Shape, dtype),
-                { } format when parameter.Shape.Length == 2 && !precision!.DecodeAtLoad => PlaceQuantizedWeight(parameter.Shape, format),
-                _ => PlaceWeight(parameter.Shape, DType.F32),
-            };
+            TensorFormat storedFormat = stored?.GetValueOrDefault(parameter.Name) ?? parameter.DType.ToFormat();
+            TensorFormat held = precision?.FormatFor(storedFormat, parameter) ?? (storedFormat.AsDType() is null ? TensorFormat.F32 : storedFormat);
+            weights[parameter.Name] = held.AsDType() is DType dtype
+                ? PlaceWeight(parameter.Shape, dtype)
+                : parameter.Shape.Length == 2 && !precision!.DecodeAtLoad
+                    ? PlaceQuantizedWeight(parameter.Shape, held)
+                    : PlaceWeight(parameter.Shape, DType.F32);
         }
         return weights;
     }
