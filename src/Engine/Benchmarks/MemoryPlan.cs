@@ -207,7 +207,7 @@ public static class MemoryPlan
         Func<ModelDescriptor, IReadOnlyDictionary<string, DeviceTensor>>? weights, out long weightBytes, int steps = 2)
     {
         var statistics = Statistics(backend);
-        using var rig = new LoraBenchRig(settings with { Batch = 1 }, backend, Benchmarks.Seed, null, weights);
+        using var rig = new LoraBenchRig(settings, backend, Benchmarks.Seed, null, weights);
         weightBytes = rig.Weights.Values.Sum(w => w.StoredBytes);
         rig.Model.Training = rig.State;
         rig.State.Recompute = recompute;
@@ -268,6 +268,55 @@ public static class MemoryPlan
         return $"editing at {width}x{height} needs about {Gb(needed)} GB of GPU memory (planned from the CUDA backend's allocation rules), " +
             $"and {deviceName} has {Gb(free)} GB free: " +
             (fitting.Count > 0 ? $"planned to fit: {string.Join("; ", fitting)}" : "give a smaller --input") +
+            " ('influx-cli memory' plans every setting).";
+    }
+
+    /// <summary>
+    /// On CUDA, refuses LoRA training whose planned need (the transformer's LoRA steps at the largest batch of tokens the
+    /// run trains on) exceeds the GPU's free memory before the transformer loads, naming the settings planned to fit
+    /// (--recompute, a smaller --base-precision, --offload); elsewhere does nothing.
+    /// </summary>
+    public static void RequireFitsGpuForTraining(IBackend backend, CompiledModelInfo transformer, int imageTokens, int textTokens, int batch,
+        int rank, string preset, bool recompute, BasePrecision? basePrecision, IReadOnlyDictionary<string, TensorFormat>? storedFormats)
+    {
+        if (backend is not IlgpuBackend gpu || gpu.FreeDeviceBytes() is not long free) return;
+        if (GpuShortfallForTraining(PlannedDevice.Of(gpu), free, gpu.Description.Split(',')[0], transformer, imageTokens, textTokens, batch, rank, preset,
+                recompute, basePrecision, storedFormats) is string shortfall)
+            throw new InsufficientMemoryException(shortfall);
+    }
+
+    /// <summary>Null when the planned LoRA training fits <paramref name="free"/> bytes; else why not, with the settings planned to fit.</summary>
+    public static string? GpuShortfallForTraining(PlannedDevice device, long free, string deviceName, CompiledModelInfo transformer, int imageTokens,
+        int textTokens, int batch, int rank, string preset, bool recompute, BasePrecision? basePrecision, IReadOnlyDictionary<string, TensorFormat>? storedFormats)
+    {
+        long Needed(PlannedDevice on, BasePrecision? precision, bool withRecompute)
+        {
+            var plan = new MemoryPlanBackend(on);
+            var settings = new BenchSettings
+            {
+                Model = transformer.Descriptor.Name, ImageTokens = imageTokens, TextTokens = textTokens, Batch = batch, Rank = rank, Preset = preset,
+                BasePrecision = precision,
+            };
+            LoraStepPeak(plan, settings, withRecompute, model => plan.PlaceWeights(model, precision, storedFormats), out _);
+            return plan.PeakNeededBytes;
+        }
+        long needed = Needed(device, basePrecision, recompute);
+        if (needed <= free) return null;
+        var fitting = new List<string>();
+        if (!recompute && Needed(device, basePrecision, true) is var recomputed && recomputed <= free)
+            fitting.Add($"--recompute ({Gb(recomputed)} GB)");
+        foreach (string format in new[] { "q8_0", "q4_k" })
+            if (BasePrecision.Parse(format) is { } cheaper && basePrecision?.Format != cheaper.Format && Needed(device, cheaper, true) is var bytes && bytes <= free)
+                fitting.Add($"--base-precision {format} --recompute ({Gb(bytes)} GB)");
+        if (device.OffloadBudgetBytes is null)
+        {
+            long budget = (long)(free * WeightOffload.DefaultShareOfFreeMemory);
+            if (Needed(device with { OffloadBudgetBytes = budget }, basePrecision, true) is var bytes && bytes <= free)
+                fitting.Add($"--offload --recompute ({Gb(bytes)} GB with its default budget of {Gb(budget)} GB)");
+        }
+        return $"training at {imageTokens} image + {textTokens} text tokens per example, batch {batch}, needs about {Gb(needed)} GB of GPU memory " +
+            $"(planned from the CUDA backend's allocation rules), and {deviceName} has {Gb(free)} GB free: " +
+            (fitting.Count > 0 ? $"planned to fit: {string.Join("; ", fitting)}" : "lower --resolution or --batch-size") +
             " ('influx-cli memory' plans every setting).";
     }
 

@@ -95,6 +95,11 @@ public static class LoraTraining
         MemoryEstimate.RequireForTraining(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
             settings.Recompute, settings.Full, MemoryEstimate.AvailableBytes(backend), "lower --resolution", "use --recompute",
             LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, precision));
+        // On CUDA a plan of the run's LoRA step (a few seconds) refuses, before any caching or loading, what the GPU cannot hold.
+        if (!settings.Full)
+            Benchmarks.MemoryPlan.RequireFitsGpuForTraining(backend, transformerInfo, (int)(pixels / 256), request.TextInEffect.PromptLength,
+                Math.Max(1, settings.BatchSize / group.Size), settings.Rank, settings.Preset, settings.Recompute, precision,
+                LoadedModel.StoredFormats(checkpoint, transformerInfo));
         using var runFolder = !root ? null : RunFolder.Claim(request.Output, new RunFolderPolicy("--output", "checkpoint-*.safetensors",
             ["lora-*.safetensors", transformerInfo.Descriptor.Name + ".safetensors"], request.Resume != null, request.Overwrite), note => log.WriteLine("note: " + note));
 

@@ -66,6 +66,25 @@ public sealed class MemoryPlanTests
         refusal.ShouldContain("--base-precision q4_k");
     }
 
+    /// <summary>The check train runs on CUDA before caching and loading: the need of the run's own LoRA step, and what fits instead.</summary>
+    [Fact]
+    public void TrainingBeyondTheFreeMemoryIsRefusedWithRecomputationThatFits()
+    {
+        var transformer = global::InFluxEdit.Benchmarks.Benchmarks.Compiled(Model);
+        var device = PlannedDevice.Cuda(GpuPrecision.Float32);
+        string? Shortfall(long free, bool recompute) =>
+            MemoryPlan.GpuShortfallForTraining(device, free, "the test GPU", transformer, 64, 8, 2, 4, "diffusers", recompute, null, null);
+        var plan = new MemoryPlanBackend(device);
+        var settings = new BenchSettings { Model = Model, ImageTokens = 64, TextTokens = 8, Batch = 2, Rank = 4, Preset = "diffusers" };
+        MemoryPlan.LoraStepPeak(plan, settings, recompute: false, model => plan.PlaceWeights(model), out _);
+        long kept = plan.PeakNeededBytes;
+        Shortfall(kept, recompute: false).ShouldBeNull();
+        string refusal = Shortfall(kept - 1, recompute: false).ShouldNotBeNull();
+        refusal.ShouldContain("the test GPU");
+        refusal.ShouldContain("--recompute (");
+        refusal.ShouldContain("batch 2");
+    }
+
     /// <summary>
     /// A file's own formats decide what loading holds (an fp8 or GGUF file stays quantized under "keep", the default,
     /// and decodes to float32 without a precision): the plan places them from the file's stored formats exactly as the
