@@ -220,14 +220,6 @@ public sealed class SimulatorBFloat16ActivationTests(BFloat16SimulatorFixture fi
         Assert.Equal(DType.F32, wide.DType);
     }
 
-    [Fact]
-    public void TrainingOpsRejectBFloat16ViewsByName()
-    {
-        using var narrow = backend.AllocateActivation([2, 3]);
-        var error = Assert.Throws<NotSupportedException>(() => backend.Zero(narrow));
-        Assert.Contains("float32 activations only", error.Message);
-    }
-
     /// <summary>
     /// The autoencoder's graph keeps float32 activations ("float32_activations"): with bf16 activations the tiny VAE
     /// case measured rel L2 1.6e-2 (z) and 2.9e-2 (decoded) on this simulator, beyond the 1e-2 bf16 bar.
