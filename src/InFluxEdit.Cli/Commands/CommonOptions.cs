@@ -25,7 +25,7 @@ public abstract class DeviceOptions : OutputOptions
     [Option("device", Default = "auto", HelpText = "Where to run: auto (CUDA when a GPU is present, else CPU), cpu or cuda.")]
     public string Device { get; set; } = "auto";
 
-    [Option("precision", Default = "fp32", HelpText = "CUDA arithmetic: fp32 (exact float32, for parity) or bf16 (the speed of the real model: matrix products on tensor cores with bf16 inputs and float32 accumulation; a forward that only runs, as in edit and bench forward, also stores its activations in bf16, with norms and softmax accumulating in float32; training keeps float32 activations).")]
+    [Option("precision", Default = "fp32", HelpText = "CUDA arithmetic: fp32 (exact float32, for parity) or bf16 (the speed of the real model: matrix products on tensor cores with bf16 inputs and float32 accumulation; activations are stored in bf16 too, in forwards and training steps alike, with norms, softmax and reductions accumulating in float32; LoRA factors, trained weights, their gradients and optimizer state stay float32).")]
     public string Precision { get; set; } = "fp32";
 
     [Option("attention", Default = "auto", HelpText = "CUDA attention kernel: auto (flash with --precision bf16 where the head size is a multiple of 16 up to 128, else cublas), flash (FlashAttention-2 on bf16 tensor cores, float32 softmax statistics, no score matrix; compute 8.0+), cublas (float32 score matrix between two cuBLAS products: the reference) or tiled (the scalar ILGPU kernel).")]

@@ -61,7 +61,7 @@ public sealed class SimulatorBFloat16TrainingMemoryTests(ITestOutputHelper outpu
         using var backend = IlgpuBackend.CreateCpuSimulator(precision);
         using var file = SafeTensorsFile.Open(TestPaths.Golden("flux-tiny.safetensors"));
         var weights = WeightLoader.Load(FluxFillTiny.Descriptor.Parameters, new[] { file }, backend);
-        var inputs = BenchInputs.Create(FluxFillTiny.Descriptor, batch: 1, imageTokens: 48, textTokens: 8)
+        var inputs = BenchInputs.Create(FluxFillTiny.Descriptor, batch: 1, imageTokens: 32, textTokens: 8)
             .ToDictionary(p => p.Key, p => backend.Upload(p.Value));
         var targets = LoraTargets.Preset("kohya", FluxFillTiny.Descriptor);
         var parameters = LoraInit.Create(backend, targets, 4, LoraInitKind.Gaussian, new TrainingRandom(7));
