@@ -11,7 +11,7 @@ namespace InFluxEdit.Tests.Gpu;
 /// applied to the wrong element size, or an intermediate kept at the wrong precision. A parameter's gradient (a LoRA
 /// factor's, a trained weight's) is float32 in the bf16 pass too and must equal the float32 pass's exactly; float32
 /// parameters (LoRA factors, norm scales) and bf16 weights are shared by both passes. Views have offsets and row and
-/// batch gaps; attention's scores fit one chunk (later chunks add into the stored dk and dv, a second rounding).
+/// batch gaps.
 /// </summary>
 public sealed class SimulatorBFloat16TrainingOpTests(BFloat16SimulatorFixture fixture) : IClassFixture<BFloat16SimulatorFixture>
 {
@@ -23,7 +23,7 @@ public sealed class SimulatorBFloat16TrainingOpTests(BFloat16SimulatorFixture fi
     {
         "GemmBFloat16Weight", "GemmLoraFactors", "GemmWeightGradient", "GemmBatchedTransposes", "SumRows",
         "ModulateBackward", "ModulateBackwardAliasingDy", "GatedResidualBackward", "LayerNormBackward", "RmsNormBackward",
-        "SiluBackward", "GeluTanhBackward", "ApplyRopeBackward", "AttentionBackward", "AttentionBackwardFusedQkv",
+        "SiluBackward", "GeluTanhBackward", "ApplyRopeBackward", "AttentionBackward", "AttentionBackwardFusedQkv", "AttentionBackwardInChunks",
         "ScaleZeroAndSumOfSquares",
     };
 
@@ -150,6 +150,24 @@ public sealed class SimulatorBFloat16TrainingOpTests(BFloat16SimulatorFixture fi
                 var (dq, dkv) = (Activation(2, 5, 16), Activation(2, 7, 32, sliceable: true));
                 Check(op, on => training.AttentionBackward(on(dq), on(dkv).Columns(0, 16), on(dkv).Columns(16, 16), on(dOut),
                     on(q), on(kv).Columns(0, 16), on(kv).Columns(16, 16), 2, 0.35f), dq, dkv);
+                break;
+            }
+            case "AttentionBackwardInChunks":
+            {
+                // Score scratch for two query rows at a time: three chunks, whose dk and dv sums a bf16 pass keeps in float32.
+                var (qkv, dkv, dOut, dq) = (Activation(1, 5, 48, scale: 2f), Activation(1, 5, 32, sliceable: true), Activation(1, 5, 16), Activation(1, 5, 16));
+                long budget = backend.AttentionScratchBudgetBytes;
+                backend.AttentionScratchBudgetBytes = 2L * 2 * 2 * 5 * sizeof(float);
+                try
+                {
+                    Check(op, on => training.AttentionBackward(on(dq), on(dkv).Columns(0, 16), on(dkv).Columns(16, 16), on(dOut),
+                        on(qkv).Columns(0, 16), on(qkv).Columns(16, 16), on(qkv).Columns(32, 16), 2, 0.35f), dq, dkv);
+                    Assert.Equal("ilgpu×3", backend.LastAttentionBackwardPath);
+                }
+                finally
+                {
+                    backend.AttentionScratchBudgetBytes = budget;
+                }
                 break;
             }
             case "AttentionBackwardFusedQkv":

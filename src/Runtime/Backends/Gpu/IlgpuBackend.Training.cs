@@ -7,10 +7,11 @@ using InFluxEdit.Runtime.Tensors;
 namespace InFluxEdit.Runtime.Backends.Gpu;
 
 /// <summary>
-/// The training ops (<see cref="ITrainingBackend"/>) on an ILGPU accelerator. Products run on cuBLAS where it is
-/// loaded (sgemm, strided-batched sgemm, GemmEx for bf16 weights under <see cref="GpuPrecision.BFloat16"/>) and on
-/// <see cref="BackwardKernels.GeneralGemm"/> elsewhere (the simulator, a GPU without libcublas, a view cuBLAS cannot
-/// address). Attention's backward is written once over those products (see <see cref="AttentionBackward"/>).
+/// The training ops (<see cref="ITrainingBackend"/>) on an ILGPU accelerator, on float32 or bf16 activation views alike
+/// (every kernel reads and writes through <see cref="Elements"/>: float32 arithmetic, one rounding on the store).
+/// Products run on cuBLAS where it is loaded (sgemm and strided-batched sgemm on float32, GemmEx where bf16 takes part)
+/// and on <see cref="BackwardKernels.GeneralGemm"/> elsewhere (the simulator, a GPU without libcublas, a view cuBLAS
+/// cannot address). Attention's backward is written once over those products (see <see cref="AttentionBackward"/>).
 /// Column sums (bias, modulation and gate gradients) are split into row chunks whose partials are added in a fixed
 /// order, so gradients are the same on every run.
 /// </summary>
@@ -526,14 +527,23 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         int group = GroupSizeFor(keyRows, Math.Min(launch.RowGroup, AttentionKernels.SoftmaxMaxGroup));
         int chunks = 0;
         bool onCuBlas = cublas is not null && TrainingGemmOnCuBlasEnabled;
+        // Later chunks add into dk and dv: bf16 ones would be rounded after every chunk, so their sums build up in a
+        // float32 [keyRows, cols] scratch per batch and are rounded once, as the float32 views' sums are.
+        bool chunked = queryRows > chunk;
+        using var keySums = chunked && dkTensor.DType != DType.F32 ? (GpuTensor)Allocate([keyRows, dk.Cols]) : null;
+        using var valueSums = chunked && dvTensor.DType != DType.F32 ? (GpuTensor)Allocate([keyRows, dv.Cols]) : null;
         try
         {
             for (int b = 0; b < batches; b++)
             {
                 var keys = Operand(kTensor, k.Offset + b * k.BatchStride, qkDim, k.RowStride);
                 var values = Operand(vTensor, v.Offset + b * v.BatchStride, valueDim, v.RowStride);
-                var keyGradients = Operand(dkTensor, dk.Offset + b * dk.BatchStride, qkDim, dk.RowStride);
-                var valueGradients = Operand(dvTensor, dv.Offset + b * dv.BatchStride, valueDim, dv.RowStride);
+                var keyGradients = keySums is null
+                    ? Operand(dkTensor, dk.Offset + b * dk.BatchStride, qkDim, dk.RowStride)
+                    : Operand(keySums, 0, qkDim, dk.Cols);
+                var valueGradients = valueSums is null
+                    ? Operand(dvTensor, dv.Offset + b * dv.BatchStride, valueDim, dv.RowStride)
+                    : Operand(valueSums, 0, valueDim, dv.Cols);
                 for (int firstRow = 0; firstRow < queryRows; firstRow += chunk)
                 {
                     int n = Math.Min(chunk, queryRows - firstRow);
@@ -556,6 +566,8 @@ public sealed partial class IlgpuBackend : ITrainingBackend
                     ProductOrClear(heads, n, qkDim, keyRows, 1f, dS, false, keys, false, 0f, queryGradients);
                     chunks++;
                 }
+                if (keySums is not null) Copy(Batch(dk, b), View.Of(keySums).Reshape(1, keyRows, dk.Cols));
+                if (valueSums is not null) Copy(Batch(dv, b), View.Of(valueSums).Reshape(1, keyRows, dv.Cols));
             }
         }
         finally
