@@ -210,7 +210,7 @@ public sealed class SimulatorBFloat16TrainingOpTests(BFloat16SimulatorFixture fi
         long rowStride = cols + 3, batchStride = sliceable ? rows * rowStride : rows * rowStride + 5, start = sliceable ? 0 : 7;
         var host = new float[start + batch * batchStride];
         for (int i = 0; i < host.Length; i++)
-            host[i] = GpuOpChecks.BFloat16Round(offset + scale * (float)(random.NextDouble() * 2 - 1));
+            host[i] = BFloat16Twins.Value(random, scale, offset);
         var wide = backend.Upload(new HostTensor([host.Length], host));
         var twin = allocateTwin([host.Length]);
         backend.Copy(twin.AsView(), wide.AsView());
@@ -218,15 +218,7 @@ public sealed class SimulatorBFloat16TrainingOpTests(BFloat16SimulatorFixture fi
         return new View(wide, start, batch, rows, cols, batchStride, rowStride);
     }
 
-    private DeviceTensor Weight(int[] shape, DType dtype = DType.F32)
-    {
-        var values = new float[HostTensor.ElementCount(shape)];
-        for (int i = 0; i < values.Length; i++)
-            values[i] = GpuOpChecks.BFloat16Round((float)(random.NextDouble() * 2 - 1));
-        return dtype == DType.BF16
-            ? backend.UploadWeight(shape, DType.BF16, GpuOpChecks.BFloat16Bytes(values))
-            : backend.UploadWeight(shape, DType.F32, System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
-    }
+    private DeviceTensor Weight(int[] shape, DType dtype = DType.F32) => BFloat16Twins.Weight(backend, random, shape, dtype);
 
     /// <summary>
     /// Runs <paramref name="op"/> on the float32 views (the argument maps a view to the run's storage) and on their twins,
@@ -246,23 +238,12 @@ public sealed class SimulatorBFloat16TrainingOpTests(BFloat16SimulatorFixture fi
                 var expected = backend.Download(output, shape).Data;
                 var twin = Twin(output);
                 var actual = backend.Download(twin, shape).Data;
-                bool narrow = twin.Tensor.DType == DType.BF16;
-                for (int i = 0; i < expected.Length; i++)
-                {
-                    float wanted = narrow ? GpuOpChecks.BFloat16Round(expected[i]) : expected[i];
-                    if (BitConverter.SingleToInt32Bits(wanted) != BitConverter.SingleToInt32Bits(actual[i]) && !(float.IsNaN(wanted) && float.IsNaN(actual[i])))
-                        Assert.Fail($"{what}: element {i} of {output} is {actual[i]} on {twin.Tensor.DType} views, the float32 op gives {expected[i]} → {wanted}");
-                }
+                BFloat16Twins.RequireRounded($"{what}, {output}", expected, actual, twin.Tensor.DType == DType.BF16);
             }
         }
         finally
         {
-            foreach (var (wide, twin) in twins)
-            {
-                wide.Dispose();
-                twin.Dispose();
-            }
-            twins.Clear();
+            BFloat16Twins.DisposeAll(twins);
         }
     }
 }
