@@ -7,9 +7,10 @@
 # Each row runs with --json (its usual lines on stderr, one JSON object on stdout into RESULTS/NN.json) under a
 # timeout, and the script ends with ONE table built from those objects by bench/gpu_table.py:
 #   row | ours | baseline | ratio or figure | bar | ok?
-# Rows come in priority order for a 10-minute window: the 1024² bf16 forward against PyTorch eager bf16 (with the
-# products' and attention's TFLOP/s), parity on CUDA in float32 and bf16, the 1024² LoRA step against PyTorch (kept
-# and recomputed), the 50-step 1024² edit, the quantized and offloaded rows, then the rest.
+# Rows come in priority order for a 10-minute window: doctor (every kernel built by the driver), the 1024² bf16
+# forward against PyTorch eager bf16 (with the products' and attention's TFLOP/s), parity on CUDA in float32 and bf16,
+# the 1024² LoRA step against PyTorch (kept and recomputed), the 50-step 1024² edit, the quantized and offloaded rows,
+# then the rest.
 # Environment: ROW_SECONDS (default 150) bounds each row; CHECK_SECONDS (default 540) bounds the whole script: a row
 # that would not finish inside it is listed as skipped, so the table is always printed; RESULTS (default: a new
 # temporary folder) keeps the JSON objects (point it under $OUT to bring them back); PYTHON: the Python with torch.
@@ -60,17 +61,21 @@ if [ "$dry" = "--dry-cpu" ]; then
   big=(--model flux-fill-tiny --tokens 64 --txt-tokens 16)
   half=(--model flux-fill-tiny --tokens 16 --txt-tokens 16)
   mid=(--model flux-fill-tiny)
-  vae=(--model flux-fill-tiny --vae-model flux-vae-tiny --width 64 --height 64)
+  vae=(--model flux-fill-toy --vae-model flux-vae-toy --clip-model clip-tiny --t5-model t5-tiny --width 64 --height 64)
 else
   device=cuda
   big=(--model flux-fill-dev --tokens 4096 --txt-tokens 512)
   half=(--model flux-fill-dev --tokens 1024 --txt-tokens 512)
   mid=(--model flux-mid)
-  vae=(--model flux-fill-dev --vae-model flux-vae --width 1024 --height 1024)
+  vae=(--model flux-fill-dev --vae-model flux-vae --clip-model clip-l --t5-model t5-xxl --width 1024 --height 1024)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 fi
 timed=(--runs 3 --warmup 1)
 echo "results in $results; PyTorch baseline: $python"
+
+# First: every kernel built by the driver up front, so a kernel the JIT rejects is named with ptxas's message (its
+# registers and spills too) instead of failing deep inside a row below. Seconds; on the CPU it says there is no GPU.
+row "doctor: every kernel built by the driver" doctor -- "$cli" doctor --kernels
 
 row "forward 1024² bf16 vs PyTorch eager bf16" forward:ratio=0.55,products=650,attention=450 -- \
   "$cli" bench forward --device $device --precision bf16 "${big[@]}" "${timed[@]}" --baseline auto --python "$python" --profile
@@ -82,7 +87,7 @@ if [ "$device" = cuda ]; then
     "$cli" bench forward --device $device --precision bf16 "${big[@]}" "${timed[@]}" --attention cublas --baseline none --profile
 fi
 
-row "parity $device fp32 (manifest tolerances)" parity -- "$cli" parity "$golden" --device $device
+row "parity $device fp32 (manifest tolerances)" parity -- "$cli" parity "$golden" --device $device --precision fp32
 row "parity $device bf16" parity:rel=1e-2 -- "$cli" parity "$golden" --device $device --precision bf16
 
 # The baseline's own numerics on this GPU: its forward of the golden tiny case against the float64 reference.
@@ -99,7 +104,7 @@ if [ "$device" = cuda ]; then
     "$cli" bench train --device $device --precision bf16 "${big[@]}" "${timed[@]}" --attention cublas --baseline none
 fi
 
-row "edit 1024², 50 steps (no text encoders)" edit:s=8 -- \
+row "edit 1024², 50 steps, CLIP-L and T5-XXL included" edit:s=8 -- \
   "$cli" bench edit --device $device --precision bf16 "${vae[@]}" --steps 50
 
 for base in q8_0 q4_k; do
@@ -119,8 +124,8 @@ row "forward 1024² q4_k --offload, 4 GiB budget" forward -- \
 
 row "LoRA step 512² bf16 (the 40 GB bar with recomputation)" train:recompute_gb=40 -- \
   "$cli" bench train --device $device --precision bf16 "${half[@]}" "${timed[@]}" --baseline none
-row "forward, mid-size fp32" forward -- "$cli" bench forward --device $device "${mid[@]}" --baseline none
-row "LoRA step, mid-size fp32" train -- "$cli" bench train --device $device "${mid[@]}" --baseline none
+row "forward, mid-size fp32" forward -- "$cli" bench forward --device $device --precision fp32 "${mid[@]}" --baseline none
+row "LoRA step, mid-size fp32" train -- "$cli" bench train --device $device --precision fp32 "${mid[@]}" --baseline none
 
 # --train-img-in over a bf16 base: img_in trained as a float32 master copy beside the bf16 words, 20 toy steps.
 work=$(mktemp -d)

@@ -10,6 +10,7 @@ KIND[:KEY=VALUE,...]; KIND says how to read the row's JSON, the keys are the iss
   edit     s (seconds per image, at most)
   parity   rel (largest relative L2 over every tensor, at most); without it: the manifest's tolerances
   check    pytorch_flux_forward.py --check's own line: its rel L2 against its dtype's tolerance
+  doctor   influx-cli doctor: kernels the driver built; a sub-row for each family that spills registers or fails
   run      the command's exit status alone
 A row without bars shows its figures and '-' in ok?; one that failed, timed out or was skipped says so.
 """
@@ -97,7 +98,21 @@ def parity_rows(name, result, bars):
     return [(name, counts, "-", "max rel L2 %.2e" % worst if worst is not None else "-", "manifest", "yes" if result["failed"] == 0 else "NO")]
 
 
-READERS = {"forward": forward_rows, "train": train_rows, "edit": edit_rows, "parity": parity_rows}
+def doctor_rows(name, result, bars):
+    if not result["cuda"]:
+        return [(name, "no CUDA device", "-", result["device"][:60], "-", "NO")]
+    kernels = result["kernels"]
+    built = sum(1 for k in kernels if k["error"] is None)
+    rows = [(name, "%d/%d kernels built" % (built, len(kernels)), "-", "%.1f GB free of %.1f GB" % (result["freeBytes"] / 1e9, result["totalBytes"] / 1e9),
+             "all build", "yes" if built == len(kernels) else "NO")]
+    for family in result["families"]:
+        if family["spilling"] or family["built"] < family["kernels"]:
+            rows.append(("  " + family["family"], "%d/%d built" % (family["built"], family["kernels"]), "-",
+                         "%d spill, ≤ %d registers" % (family["spilling"], family["mostRegisters"]), "-", "-"))
+    return rows
+
+
+READERS = {"doctor": doctor_rows, "forward": forward_rows, "train": train_rows, "edit": edit_rows, "parity": parity_rows}
 
 
 def parse_bars(text):

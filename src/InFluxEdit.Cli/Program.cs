@@ -23,7 +23,7 @@ public static class Program
             settings.CaseInsensitiveEnumValues = true;
             settings.AllowMultiInstance = true;
         });
-        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions, CompareOptions, TrainVaeOptions, PretrainToyOptions, DemoOptions, ConvertOptions, LoraOptions>(args);
+        var result = parser.ParseArguments<ParityOptions, EditOptions, TrainOptions, BenchOptions, ModelsOptions, InspectOptions, DatasetOptions, CompareOptions, TrainVaeOptions, PretrainToyOptions, DemoOptions, ConvertOptions, LoraOptions, DoctorOptions, MemoryOptions>(args);
         // --quiet, --json and whether stdout is a terminal decide where the command prints (none before parsing succeeds).
         var output = (result.Value as OutputOptions)?.CommandOutput;
         int Dispatch() => result.MapResult(
@@ -40,6 +40,8 @@ public static class Program
                 (TrainVaeOptions o) => TrainVaeCommand.Run(o),
                 (ConvertOptions o) => ConvertCommand.Run(o),
                 (LoraOptions o) => LoraCommand.Run(o),
+                (DoctorOptions o) => DoctorCommand.Run(o),
+                (MemoryOptions o) => MemoryCommand.Run(o),
                 errors => ShowHelp(result, errors, args.Contains("--json")));
         try
         {

@@ -45,6 +45,13 @@ public sealed record BenchSettings
     public int Steps { get; init; } = 4;
     public EditMethod Method { get; init; } = EditMethod.Channel;
 
+    /// <summary>
+    /// The compiled CLIP and T5 encoders (e.g. clip-l and t5-xxl) whose encoding of one prompt (<see cref="TextTokens"/>
+    /// T5 tokens) the edit's time includes, as <c>edit --prompt</c> runs them; null: random text conditioning.
+    /// </summary>
+    public string? ClipModel { get; init; }
+    public string? T5Model { get; init; }
+
     // Training:
     public int Rank { get; init; } = 16;
     public string Preset { get; init; } = "diffusers";
@@ -101,9 +108,10 @@ public sealed record TrainStepComparison(bool Recompute, double StepMs, long Pea
 }
 
 /// <summary>A whole edit's median seconds per sampling step (the first, which includes the VAE encode, left out) and per image.</summary>
-/// <param name="PeakDeviceBytes">As <see cref="ForwardBenchResult.PeakDeviceBytes"/>, over the whole edit.</param>
+/// <param name="PeakDeviceBytes">As <see cref="ForwardBenchResult.PeakDeviceBytes"/>: the most held in any phase (the text encoders', then the transformer's and VAE's, each with its weights).</param>
+/// <param name="SecondsPerImage">The whole edit: the prompt's encoding (<paramref name="TextEncodingSeconds"/>, with text encoders), VAE encode, the steps, decode.</param>
 public sealed record EditBenchResult(string Model, string Vae, string Device, int Width, int Height, EditMethod Method, int Steps,
-    double SecondsPerStep, double SecondsPerImage, long? PeakDeviceBytes = null);
+    double SecondsPerStep, double SecondsPerImage, long? PeakDeviceBytes = null, string? TextEncoders = null, double? TextEncodingSeconds = null);
 
 /// <summary>A training step with or without per-block recomputation.</summary>
 /// <param name="PeakBytes">The weights plus the backend's peak, or the process's peak working set where the backend does not count.</param>
@@ -124,7 +132,7 @@ public sealed record TrainBenchResult(string Model, string Device, string Adapte
 }
 
 /// <summary>Timings of the compiled models with seeded random weights (or a checkpoint): forward, whole edit, training step.</summary>
-public static class Benchmarks
+public static partial class Benchmarks
 {
     internal const int Seed = 1234;
 
@@ -203,24 +211,22 @@ public static class Benchmarks
     {
         var transformerInfo = Compiled(settings.Model);
         var vaeInfo = Compiled(settings.VaeModel);
+        // As edit --prompt does: the encoders run and are released before the transformer's weights exist.
+        var random = new Random(3);
+        var (text, encoders) = settings.ClipModel is null && settings.T5Model is null
+            ? (new TextConditioning(RandomTensor(random, 1, settings.TextTokens, TextConditioning.IntParam(transformerInfo.Descriptor, "context_in_dim")),
+                RandomTensor(random, 1, TextConditioning.IntParam(transformerInfo.Descriptor, "vec_in_dim"))), null)
+            : EncodeRandomPrompt(settings, backend, progress);
+        text.Validate(transformerInfo.Descriptor, $"bench edit's text encoders ({settings.ClipModel}, {settings.T5Model})");
         var transformerWeights = RandomWeights.Upload(transformerInfo.Descriptor, backend, Seed, StageProgress.Of(progress, "random transformer weights", "tensors"),
             settings.BasePrecision);
         var vaeWeights = RandomWeights.Upload(vaeInfo.Descriptor, backend, Seed, StageProgress.Of(progress, "random vae weights", "tensors"));
         try
         {
             var pipeline = new FillPipeline(transformerInfo.Create(backend, transformerWeights), vaeInfo.Create(backend, vaeWeights));
-            int Param(string name) => int.Parse(transformerInfo.Descriptor.Params[name], CultureInfo.InvariantCulture);
-            var random = new Random(3);
-            HostTensor Random(params int[] shape)
-            {
-                var t = new HostTensor(shape);
-                for (int i = 0; i < t.Data.Length; i++) t.Data[i] = (float)(random.NextDouble() * 2 - 1);
-                return t;
-            }
-            var request = new FillEditRequest(Random(1, 3, settings.Height, settings.Width),
+            var request = new FillEditRequest(RandomTensor(random, 1, 3, settings.Height, settings.Width),
                 settings.Method == EditMethod.Fill ? new HostTensor(1, 1, settings.Height, settings.Width) : null,
-                settings.Method, new TextConditioning(Random(1, 128, Param("context_in_dim")), Random(1, Param("vec_in_dim"))),
-                settings.Steps, Seed: 1);
+                settings.Method, text, settings.Steps, Seed: 1);
 
             var statistics = backend as IMemoryStatistics;
             statistics?.ResetPeak();
@@ -228,12 +234,13 @@ public static class Benchmarks
             var stepTimes = new List<double>();
             var whole = Stopwatch.StartNew();
             pipeline.Edit(request, new StepTimer(stepTimes));
-            double total = whole.Elapsed.TotalSeconds;
+            double total = whole.Elapsed.TotalSeconds + (encoders?.Seconds ?? 0);
             stepTimes.Sort();
             double perStep = stepTimes.Count == 0 ? double.NaN : stepTimes[stepTimes.Count / 2];
             return new EditBenchResult(transformerInfo.Descriptor.Name, vaeInfo.Descriptor.Name, backend.Name, settings.Width, settings.Height,
                 settings.Method, settings.Steps, perStep, total,
-                transformerWeights.Values.Concat(vaeWeights.Values).Sum(w => w.StoredBytes) + statistics?.PeakAllocatedBytes);
+                MaxOf(transformerWeights.Values.Concat(vaeWeights.Values).Sum(w => w.StoredBytes) + statistics?.PeakAllocatedBytes, encoders?.PeakDeviceBytes),
+                encoders?.Names, encoders?.Seconds);
         }
         finally
         {
@@ -332,7 +339,7 @@ public static class Benchmarks
     {
         using var file = Runtime.WeightFiles.WeightFile.Open(path);
         return WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, StageProgress.Of(progress, "loading weights", "tensors"),
-            ignored: info.Descriptor.Ignores, precision: precision);
+            ignored: info.Descriptor.Ignores, precision: precision ?? BasePrecision.Keep, canonicalKey: info.Descriptor.CanonicalKey);
     }
 
     /// <summary>
@@ -344,7 +351,7 @@ public static class Benchmarks
     {
         if (settings.Python == null) return null;
         // Our pool's cached buffers would otherwise stay reserved on the GPU while PyTorch needs it whole.
-        (device as Runtime.Backends.Gpu.IlgpuBackend)?.TrimPool();
+        device.ReleaseCachedMemory();
         string[] weights;
         if (settings.Weights != null && !train) weights = ["--weights", settings.Weights];
         else

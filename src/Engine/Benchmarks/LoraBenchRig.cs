@@ -13,13 +13,16 @@ namespace InFluxEdit.Benchmarks;
 /// </summary>
 internal sealed class LoraBenchRig : IDisposable
 {
-    public LoraBenchRig(BenchSettings settings, IBackend backend, int seed, IProgress<StageProgress>? progress)
+    /// <param name="weights">The model's weights on the backend; null: seeded random ones at the settings' base precision.</param>
+    public LoraBenchRig(BenchSettings settings, IBackend backend, int seed, IProgress<StageProgress>? progress,
+        Func<ModelDescriptor, IReadOnlyDictionary<string, DeviceTensor>>? weights = null)
     {
         Info = Benchmarks.Compiled(settings.Model);
         Backend = backend;
         Training = backend as ITrainingBackend
             ?? throw new NotSupportedException($"the {backend.Name} backend has no training ops: bench train runs with --device cpu or --device cuda");
-        Weights = RandomWeights.Upload(Info.Descriptor, backend, seed, StageProgress.Of(progress, "random weights", "tensors"), settings.BasePrecision);
+        Weights = weights?.Invoke(Info.Descriptor)
+            ?? RandomWeights.Upload(Info.Descriptor, backend, seed, StageProgress.Of(progress, "random weights", "tensors"), settings.BasePrecision);
         Model = Info.Create(backend, Weights);
         Inputs = BenchInputs.Create(Info.Descriptor, settings.Batch, settings.ImageTokens, settings.TextTokens)
             .ToDictionary(p => p.Key, p => backend.Upload(p.Value));

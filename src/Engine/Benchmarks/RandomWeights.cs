@@ -66,7 +66,7 @@ public static class RandomWeights
         {
             foreach (var parameter in model.Parameters)
             {
-                TensorFormat? held = precision?.FormatFor(parameter.DType.ToFormat(), parameter.Shape, parameter.Unquantized);
+                TensorFormat? held = precision?.FormatFor(parameter.DType.ToFormat(), parameter);
                 weights[parameter.Name] = held switch
                 {
                     { } blocks when blocks.IsBlockQuantized() && parameter.Shape.Length == 2 && !precision!.DecodeAtLoad =>

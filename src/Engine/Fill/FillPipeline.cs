@@ -87,6 +87,10 @@ public sealed class FillPipeline
         }
 
         var condition = FillConditioning.Build(request.Method, image, mask, Encode);
+        // Each phase's buffers (the VAE's full-resolution float32 activations, then the transformer's) are released before
+        // the next, which has other sizes: they would otherwise sit parked beside it.
+        var backend = _vae.Backend;
+        backend.ReleaseCachedMemory();
         int[] noiseShape = NoiseShape(request.Method, image.Shape[2], image.Shape[3]);
         var noise = request.Noise ?? GaussianNoise.Create(request.Seed, noiseShape);
         if (!noise.Shape.AsSpan().SequenceEqual(noiseShape))
@@ -96,6 +100,7 @@ public sealed class FillPipeline
         var schedule = FlowMatchSchedule.Shifted(request.Steps, condition.Tokens);
         var latent = _transformer.Denoise(packedNoise, condition, request.Text, schedule, request.Guidance, progress);
         var unpacked = LatentPacking.Unpack(latent, condition.LatentHeight, condition.LatentWidth);
+        backend.ReleaseCachedMemory();
         var decoded = Decode(unpacked);
         var edited = request.Method == EditMethod.Concat
             ? ImageSizing.Crop(decoded, 0, image.Shape[3], image.Shape[2], image.Shape[3])

@@ -116,12 +116,18 @@ public static class ImageEditor
         // The autoencoder sees the processed image, both halves of the diptych for concat.
         int autoencodedWidth = plan.Width * (request.Method == EditMethod.Concat ? 2 : 1);
         long pixels = (long)autoencodedWidth * plan.Height;
+        // A quantized file (fp8, GGUF) stays quantized in memory unless --base-precision says otherwise: it is why users hold one.
+        var precision = request.BasePrecision ?? Runtime.Quantization.BasePrecision.Keep;
         Runtime.Training.MemoryEstimate.RequireForEditing(transformerInfo.Descriptor, vaeInfo.Descriptor, request.VaeTiling.PeakPixels(pixels), pixels / 256 + request.TextInEffect.PromptLength,
             Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)",
-            LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, request.BasePrecision));
+            LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, precision));
+        Benchmarks.MemoryPlan.RequireFitsGpuForEditing(backend, transformerInfo, vaeInfo, autoencodedWidth, plan.Height, request.TextInEffect.PromptLength,
+            precision, request.VaeTiling);
 
         var text = CaptionEncodings.Encode([request.Prompt], request.TextInEffect, transformerInfo.Descriptor,
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];
+        // The encoders are gone; their parked buffers would sit beside the transformer's weights.
+        backend.ReleaseCachedMemory();
         cancellation.ThrowIfCancellationRequested();
         log.WriteLine($"transformer: {modelName} — {transformerReason}");
         if (request.BasePrecision != null)
@@ -129,13 +135,13 @@ public static class ImageEditor
                 ? $"transformer weight matrices held as {request.BasePrecision} (--base-precision)"
                 : $"transformer weight matrices in {request.BasePrecision}, decoded to float32 at upload: the {backend.Name} backend has no quantized kernels yet");
         // Over matrices held in quantized blocks, low-rank pieces act unmerged: merging would quantize the sum again.
-        var quantized = request.BasePrecision != null && request.Loras.Count > 0 && backend.HoldsQuantizedWeights && backend is ITrainingBackend
-            ? LoadedModel.QuantizedMatrices(checkpoint, transformerInfo, request.BasePrecision)
+        var quantized = request.Loras.Count > 0 && backend.HoldsQuantizedWeights && backend is ITrainingBackend
+            ? LoadedModel.QuantizedMatrices(checkpoint, transformerInfo, precision)
             : [];
         var lora = LoraMerge.Split(request.Loras, transformerInfo.Descriptor, log, request.StrictLora, LoraSet.BaseWeightsOf(checkpoint),
-            quantized, request.BasePrecision?.ToString() ?? "");
+            quantized, precision.ToString());
         using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
-            StageProgress.Of(progress, "loading transformer", "tensors"), lora.Merged, request.BasePrecision, unmerged: lora.Unmerged);
+            StageProgress.Of(progress, "loading transformer", "tensors"), lora.Merged, precision, unmerged: lora.Unmerged);
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, StageProgress.Of(progress, "loading vae", "tensors"));
         cancellation.ThrowIfCancellationRequested();

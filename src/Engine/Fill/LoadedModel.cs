@@ -81,7 +81,7 @@ public sealed class LoadedModel : IDisposable
     {
         using var file = WeightFile.Open(checkpoint);
         var weights = WeightLoader.Load(info.Descriptor.Parameters, new[] { file }, backend, progress, deltas, ignored: info.Descriptor.Ignores,
-            precision: precision, keepFloat: keepFloat);
+            precision: precision, keepFloat: keepFloat, canonicalKey: info.Descriptor.CanonicalKey);
         UnmergedLora? adapters = null;
         try
         {
@@ -133,7 +133,9 @@ public sealed class LoadedModel : IDisposable
             foreach (string path in paths) files.Add(WeightFile.Open(path));
             var match = ModelRecognizer.Recognize(files, configPath == null ? null : File.ReadAllText(configPath), candidates.Select(m => m.Descriptor));
             var info = candidates.First(m => m.Descriptor == match.Model);
-            var weights = WeightLoader.Load(info.Descriptor.Parameters, files, backend, progress, ignored: info.Descriptor.Ignores);
+            // An fp8 or GGUF encoder (t5xxl_fp8_e4m3fn, a T5 Q8_0 GGUF) stays quantized in memory: T5-XXL decoded is 19 GB.
+            var weights = WeightLoader.Load(info.Descriptor.Parameters, files, backend, progress, ignored: info.Descriptor.Ignores,
+                precision: BasePrecision.Keep, canonicalKey: info.Descriptor.CanonicalKey);
             try
             {
                 return new LoadedModel(info.Create(backend, weights), weights, match.Reason);

@@ -34,7 +34,8 @@ public abstract record ModelSelection
     /// <summary>The text settings in effect: <see cref="Text"/>, its model folder defaulting to <see cref="FluxDir"/>.</summary>
     public TextEncoderSettings TextInEffect => Text with { FluxDir = Text.FluxDir ?? FluxDir };
 
-    /// <summary>How the transformer's weight matrices are held (--base-precision); null: as stored, quantized ones decoded at load.</summary>
+    /// <summary>How the transformer's weight matrices are held (--base-precision); null: as the file stores them ("keep": fp8 and GGUF
+    /// matrices stay quantized), except that full training decodes them to train them in float32.</summary>
     public Runtime.Quantization.BasePrecision? BasePrecision { get; init; }
 
     /// <summary>The autoencoder: <see cref="Vae"/>, else <see cref="FluxDir"/>'s.</summary>

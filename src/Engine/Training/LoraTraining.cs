@@ -89,9 +89,12 @@ public static class LoraTraining
         // The largest image a pass sees, at any resolution: a concat diptych is two halves of its bucket (as LatentCache sizes them).
         long pixels = bucketSets.SelectMany(buckets => dataset.Pairs.Select(p => diptychResolution ? buckets.DiptychHalf(p.Width, p.Height) : buckets.Assign(p.Width, p.Height)))
             .Select(b => (long)b.Width * b.Height).DefaultIfEmpty(0).Max() * (request.Method == EditMethod.Concat ? 2 : 1);
+        // A quantized file (fp8, GGUF) stays quantized under a LoRA unless --base-precision says otherwise; full training
+        // updates every weight in float32, so it decodes them.
+        var precision = request.BasePrecision ?? (request.Full ? null : BasePrecision.Keep);
         MemoryEstimate.RequireForTraining(transformerInfo.Descriptor, vaeInfo.Descriptor, pixels, pixels / 256 + request.TextInEffect.PromptLength,
             settings.Recompute, settings.Full, MemoryEstimate.AvailableBytes(backend), "lower --resolution", "use --recompute",
-            LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, request.BasePrecision));
+            LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, precision));
         using var runFolder = !root ? null : RunFolder.Claim(request.Output, new RunFolderPolicy("--output", "checkpoint-*.safetensors",
             ["lora-*.safetensors", transformerInfo.Descriptor.Name + ".safetensors"], request.Resume != null, request.Overwrite), note => log.WriteLine("note: " + note));
 
@@ -112,9 +115,11 @@ public static class LoraTraining
             () => LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend), texts, request.CaptionPrefix, log, stages, cacheOnly: !root).SelectMany(list => list).ToList(),
             request.ValidationLossEvery, settings.Steps, log);
         if (root) group.Barrier("the caches rank 0 builds", unbounded: true);
+        // The encoders and the VAE are gone; their parked buffers would sit beside the transformer for the whole run.
+        backend.ReleaseCachedMemory();
 
         // The base may be held quantized (--base-precision); adapters, and img_in when it is trained, stay float beside it.
-        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend, precision: request.BasePrecision,
+        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend, precision: precision,
             keepFloat: name => (settings.TrainImgIn || settings.SeedFrozenImgIn) && name.StartsWith("img_in.", StringComparison.Ordinal));
         using var validationVae = validation == null || !root || !request.ValidationEdits ? null : LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend);
         // Full training updates the weights in place: writable copies (loaded weights are read-only), and a model on them.

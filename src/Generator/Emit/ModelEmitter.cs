@@ -162,7 +162,8 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         var ignored = _model.Graph.IgnoredTensors;
         var adapterWeights = AdapterWeights();
         bool float32Activations = _model.Graph.Float32Activations;
-        if (_model.LoraAliases.Count == 0 && _model.Lora == null && ignored.Count == 0 && adapterWeights.Count == 0 && !float32Activations)
+        var renames = _model.Graph.KeyRenames;
+        if (_model.LoraAliases.Count == 0 && _model.Lora == null && ignored.Count == 0 && adapterWeights.Count == 0 && !float32Activations && renames.Count == 0)
         {
             _w.Line("    Parameters: CreateParameterTable());");
         }
@@ -181,6 +182,13 @@ public sealed partial class ModelEmitter : IBackwardEmitter
             if (_model.Lora is { } lora) EmitLoraPresets(lora);
             if (ignored.Count > 0)
                 _w.Line($"    IgnoredTensors = new[] {{ {string.Join(", ", ignored.Select(CSharpNames.Literal))} }},");
+            if (renames.Count > 0)
+            {
+                _w.Line("    KeyRenames = new KeyRename[]");
+                _w.Line("    {");
+                foreach (var rename in renames) _w.Line($"        new({CSharpNames.Literal(rename.From)}, {CSharpNames.Literal(rename.To)}),");
+                _w.Line("    },");
+            }
             if (adapterWeights.Count > 0) _w.Line("    AdapterModules = CreateAdapterModules(),");
             if (float32Activations) _w.Line("    Float32Activations = true,");
             _w.Line("};");
@@ -190,8 +198,10 @@ public sealed partial class ModelEmitter : IBackwardEmitter
         _w.Open("private static ParameterInfo[] CreateParameterTable()");
         _w.Line("var table = new List<ParameterInfo>();");
         string dtype = "DType." + spec.WeightsDType;
+        // Only tensors of two or more dimensions could be held quantized, so only theirs say who reads them.
         string Parameter(BoundWeight weight, string key) =>
-            $"table.Add(new ParameterInfo({key}, new[] {{ {string.Join(", ", weight.Shape)} }}, {dtype}{(weight.Unquantized ? ", Unquantized: true" : "")}));";
+            $"table.Add(new ParameterInfo({key}, new[] {{ {string.Join(", ", weight.Shape)} }}, {dtype}{(weight.Unquantized ? ", Unquantized: true" : "")}" +
+            $"{(weight.ReadOutsideProducts && weight.Shape.Count >= 2 ? ", ReadOutsideProducts: true" : "")}));";
         foreach (var weight in _model.Weights.Where(w => w.Block == null))
             _w.Line(Parameter(weight, CSharpNames.Literal(weight.Key)));
         foreach (var block in Blocks)

@@ -134,6 +134,9 @@ public sealed class BoundWeight
     /// <summary>Named by the graph's "unquantized" patterns: quantizing at load leaves it in its float dtype.</summary>
     public bool Unquantized { get; set; }
 
+    /// <summary>An op other than a product reads it (an embedding table, a convolution kernel): it is always held as floats.</summary>
+    public bool ReadOutsideProducts { get; set; }
+
     /// <summary>
     /// For a looped block's weight in a graph bound with every loop unrolled (the training pass): the loop's key
     /// prefix ("double_blocks.{i}.") and this iteration's index, so code can reach the weight in the block array.

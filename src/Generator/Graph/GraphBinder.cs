@@ -111,9 +111,22 @@ public sealed class GraphBinder
 
         var model = new BoundModel(_model, _graph, _allWeights, entries);
         MarkUnquantized(model);
+        CheckKeyRenames(model);
         if (!_unrollLoops) BindLoraAliases(model, root);
         if (!_unrollLoops && _graph.Lora != null) model.Lora = BindLoraPresets(model, _graph.Lora);
         return model;
+    }
+
+    /// <summary>
+    /// The renames run on every key of a file, the schema's own names included: text that occurs in one of them would
+    /// rename a checkpoint that already fits, so it is an error.
+    /// </summary>
+    private void CheckKeyRenames(BoundModel model)
+    {
+        foreach (var rename in _graph.KeyRenames)
+            if (model.Weights.FirstOrDefault(w => w.Key.Contains(rename.From)) is { } clash)
+                Error(DiagnosticIds.InvalidSchema,
+                    $"\"key_renames\": '{rename.From}' occurs in the graph's own key '{clash.Key}', so it would rename checkpoints that already fit", rename.Span);
     }
 
     /// <summary>Flags the weight matrices the graph's "unquantized" patterns name; a pattern that names none is an error.</summary>

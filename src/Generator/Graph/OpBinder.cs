@@ -110,6 +110,7 @@ public sealed class OpBinder
         if (lookup.Weight != null)
         {
             lookup.Weight.IsUsed = true;
+            if (!Op.Definition.ReadsWeightsAsProducts) lookup.Weight.ReadOutsideProducts = true;
             return lookup.Weight;
         }
         if (lookup.DisabledByCondition)

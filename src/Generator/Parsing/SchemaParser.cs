@@ -172,10 +172,23 @@ public static class SchemaParser
                 else diagnostics.Add(Error(DiagnosticIds.InvalidSchema, "\"unquantized\" lists module patterns such as \"final_layer.*\"", item.Span));
             }
 
+        var keyRenames = new List<KeyRenameSpec>();
+        var renamesNode = reader.Optional("key_renames", JsonKind.Object);
+        if (renamesNode != null)
+            foreach (var member in renamesNode.Members.Where(m => m.Key.Value != "comment"))
+            {
+                if (member.Key.Value.Length > 0 && member.Value.Kind == JsonKind.String && member.Value.Text!.Length > 0)
+                    keyRenames.Add(new KeyRenameSpec(member.Key.Value, member.Value.Text!, member.Key.Span));
+                else
+                    diagnostics.Add(Error(DiagnosticIds.InvalidSchema,
+                        "\"key_renames\" maps text in another tool's checkpoint keys to the schema's, such as \"enc.blk.\": \"encoder.block.\"", member.Key.Span));
+            }
+
         bool float32Activations = reader.OptionalBool("float32_activations");
 
         reader.RejectUnknown("$schema", "graph", "description", "params", "let", "require", "sizes", "inputs", "weights", "templates",
-            "body", "outputs", "input_gradients", "entries", "lora_formats", "trainable", "lora", "ignored_tensors", "unquantized", "float32_activations");
+            "body", "outputs", "input_gradients", "entries", "lora_formats", "trainable", "lora", "ignored_tensors", "unquantized", "key_renames",
+            "float32_activations");
         return new GraphSpec(path, name, description, parameters.ToEquatableArray(), lets.ToEquatableArray(),
             requirements.ToEquatableArray(), sizes.ToEquatableArray(), weights, entries.ToEquatableArray(),
             diagnostics.ToEquatableArray())
@@ -185,6 +198,7 @@ public static class SchemaParser
             Lora = lora,
             IgnoredTensors = ignored.ToEquatableArray(),
             Unquantized = unquantized.ToEquatableArray(),
+            KeyRenames = keyRenames.ToEquatableArray(),
             Float32Activations = float32Activations,
         };
     }

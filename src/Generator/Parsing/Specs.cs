@@ -63,6 +63,12 @@ public sealed record GraphSpec(
     public EquatableArray<NameRef> Unquantized { get; init; }
 
     /// <summary>
+    /// "key_renames": another tool's names for the checkpoint keys (llama.cpp's GGUF names for T5), as text replacements
+    /// applied in order to every key of a file before it is matched with the weights.
+    /// </summary>
+    public EquatableArray<KeyRenameSpec> KeyRenames { get; init; }
+
+    /// <summary>
     /// "float32_activations": the graph's forward keeps float32 activations even where the backend would store them
     /// narrower (bf16 precision on CUDA): set for a graph measured to lose too much in bf16.
     /// </summary>
@@ -127,6 +133,9 @@ public sealed record SizeSpec(string Name, string Description, SourceSpan Span);
 public sealed record TensorDeclarationSpec(string Name, EquatableArray<AttributeValue> Shape, string? Condition, SourceSpan Span);
 
 public sealed record NameRef(string Name, SourceSpan Span);
+
+/// <summary>One "key_renames" entry: text <paramref name="From"/> in a file's keys reads as <paramref name="To"/>.</summary>
+public sealed record KeyRenameSpec(string From, string To, SourceSpan Span);
 
 public enum StatementKind { Op, Repeat, If }
 

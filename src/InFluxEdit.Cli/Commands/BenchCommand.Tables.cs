@@ -29,7 +29,7 @@ public static partial class BenchCommand
                 F(result.Flops / (ms / 1000) / 1e9, "F1"), "1.00x", Bytes(baseline.PeakBytes));
         output.Log.WriteLine($"forward of {result.Model}: batch {options.Batch}, {options.ImageTokens} image + {options.TextTokens} text tokens, " +
                                  $"{result.Flops / 1e9:F1} GFLOP per pass, median of {options.Runs} after {options.Warmup} warm-up");
-        output.Log.WriteLine($"weights held on the device: {TrainingProgress.FormatBytes(result.WeightBytes)} ({options.BasePrecision ?? "as the model's dtype"}); " +
+        output.Log.WriteLine($"weights held on the device: {TrainingProgress.FormatBytes(result.WeightBytes)} ({options.BasePrecision ?? (options.Weights != null ? "keep: as the file stores them" : "as the model's dtype")}); " +
                              $"peak process memory: {TrainingProgress.FormatBytes(result.PeakProcessBytes)}" + PeakDevice(result.PeakDeviceBytes));
         output.Write(table);
         if (result.Profile != null) WriteProfile(result.Profile, output);
@@ -50,6 +50,8 @@ public static partial class BenchCommand
         table.AddCells(result.Model, result.Vae, result.Device, $"{result.Width}×{result.Height}", result.Method.ToString().ToLowerInvariant(),
             F(result.SecondsPerStep, "F3"), F(result.SecondsPerImage, "F2"), result.Steps.ToString(CultureInfo.InvariantCulture));
         output.Write(table);
+        if (result.TextEncoders != null)
+            output.Log.WriteLine($"the image's time includes encoding the prompt with {result.TextEncoders}: {F(result.TextEncodingSeconds ?? double.NaN, "F3")} s");
         if (result.PeakDeviceBytes != null) output.Log.WriteLine("edit" + PeakDevice(result.PeakDeviceBytes).TrimStart(';'));
     }
 

@@ -24,7 +24,7 @@ public sealed class BenchOptions : DeviceOptions
     [Option("tokens", Default = 1024, HelpText = "Image tokens (a 512x512 image packs to 1024, 1024x1024 to 4096).")]
     public int ImageTokens { get; set; } = 1024;
 
-    [Option("txt-tokens", Default = 128, HelpText = "Text tokens (FLUX Fill uses 128 or 512).")]
+    [Option("txt-tokens", Default = 128, HelpText = "Text tokens (FLUX Fill uses 128 or 512); bench edit: the prompt's T5 tokens.")]
     public int TextTokens { get; set; } = 128;
 
     [Option("batch", Default = 1, HelpText = "Batch size.")]
@@ -54,6 +54,12 @@ public sealed class BenchOptions : DeviceOptions
     [Option("method", Default = EditMethod.Channel, HelpText = "bench edit: fill, channel or concat (concat samples a diptych twice as wide).")]
     public EditMethod Method { get; set; } = EditMethod.Channel;
 
+    [Option("clip-model", HelpText = "bench edit: also time the prompt's encoding, as edit --prompt runs it, with this compiled CLIP (clip-l for the real one; seeded random weights and token ids). Give --t5-model with it.")]
+    public string? ClipModel { get; set; }
+
+    [Option("t5-model", HelpText = "bench edit: the compiled T5 encoder for --clip-model's timing (t5-xxl for the real one), over --txt-tokens tokens; the encoders are released before the transformer's weights are made, as in edit.")]
+    public string? T5Model { get; set; }
+
     [Option("rank", Default = 16, HelpText = "bench train: LoRA rank.")]
     public int Rank { get; set; } = 16;
 
@@ -78,7 +84,7 @@ public static partial class BenchCommand
         {
             Model = options.Model, Weights = options.Weights, ImageTokens = options.ImageTokens, TextTokens = options.TextTokens, Batch = options.Batch,
             Runs = options.Runs, Warmup = options.Warmup, Profile = options.Profile, Python = options.Baseline == "none" ? null : options.Python,
-            VaeModel = options.VaeModel, Width = options.Width, Height = options.Height, Steps = options.Steps, Method = options.Method,
+            VaeModel = options.VaeModel, ClipModel = options.ClipModel, T5Model = options.T5Model, Width = options.Width, Height = options.Height, Steps = options.Steps, Method = options.Method,
             Rank = options.Rank, Preset = options.Preset, BasePrecision = Runtime.Quantization.BasePrecision.Parse(options.BasePrecision),
         };
         if (options.What is not ("forward" or "edit" or "train"))
@@ -87,7 +93,7 @@ public static partial class BenchCommand
         var output = options.CommandOutput;
         using var backend = options.CreateBackend(output.Log);
         // The CPU computes in float32 whatever --precision says; on CUDA the baseline runs in the precision our products do.
-        bool bf16 = backend.Name == "cuda" && Runtime.Backends.BackendFactory.ParsePrecision(options.Precision) == Runtime.Backends.Gpu.GpuPrecision.BFloat16;
+        bool bf16 = backend.Name == "cuda" && options.PrecisionInEffect == Runtime.Backends.Gpu.GpuPrecision.BFloat16;
         settings = settings with { BaselineDType = bf16 ? "bf16" : "fp32" };
         if (options.What == "edit")
         {

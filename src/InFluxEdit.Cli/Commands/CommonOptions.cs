@@ -2,6 +2,7 @@ using System.Reflection;
 using CommandLine;
 using InFluxEdit.Cli.Console;
 using InFluxEdit.Runtime.Backends;
+using InFluxEdit.Runtime.Backends.Gpu;
 
 namespace InFluxEdit.Cli.Commands;
 
@@ -25,8 +26,15 @@ public abstract class DeviceOptions : OutputOptions
     [Option("device", Default = "auto", HelpText = "Where to run: auto (CUDA when a GPU is present, else CPU), cpu or cuda.")]
     public string Device { get; set; } = "auto";
 
-    [Option("precision", Default = "fp32", HelpText = "CUDA arithmetic: fp32 (exact float32, for parity) or bf16 (the speed of the real model: matrix products on tensor cores with bf16 inputs and float32 accumulation; activations are stored in bf16 too, in forwards and training steps alike, with norms, softmax and reductions accumulating in float32; LoRA factors, trained weights, their gradients and optimizer state stay float32).")]
-    public string Precision { get; set; } = "fp32";
+    [Option("precision", Default = "auto", HelpText = "CUDA arithmetic: auto (bf16, as the Python tools run FLUX; parity: fp32), fp32 (exact float32, for parity; products without tensor cores, several times slower) or bf16 (the speed of the real model: matrix products on tensor cores with bf16 inputs and float32 accumulation; activations are stored in bf16 too, in forwards and training steps alike, with norms, softmax and reductions accumulating in float32; LoRA factors, trained weights, their gradients and optimizer state stay float32). The CPU computes in float32 whatever this says.")]
+    public string Precision { get; set; } = "auto";
+
+    /// <summary>What --precision auto means for this command: bf16, the speed users expect of a GPU; parity keeps exact float32.</summary>
+    protected virtual GpuPrecision AutoPrecision => GpuPrecision.BFloat16;
+
+    /// <summary>--precision as the backend takes it.</summary>
+    public GpuPrecision PrecisionInEffect =>
+        Precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? AutoPrecision : BackendFactory.ParsePrecision(Precision);
 
     [Option("attention", Default = "auto", HelpText = "CUDA attention kernel: auto (flash with --precision bf16 where the head size is a multiple of 16 up to 128, else cublas), flash (FlashAttention-2 on bf16 tensor cores, float32 softmax statistics, no score matrix; compute 8.0+), cublas (float32 score matrix between two cuBLAS products: the reference) or tiled (the scalar ILGPU kernel).")]
     public string Attention { get; set; } = "auto";
@@ -50,7 +58,7 @@ public abstract class DeviceOptions : OutputOptions
     /// <param name="localRank">A data-parallel rank's index on its machine: the GPU it takes.</param>
     public IBackend CreateBackend(TextWriter log, int localRank = 0)
     {
-        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), BackendFactory.ParsePrecision(Precision), localRank, WeightOffloadRequest(),
+        var backend = BackendFactory.Create(BackendFactory.ParseChoice(Device), PrecisionInEffect, localRank, WeightOffloadRequest(),
             BackendFactory.ParseAttention(Attention));
         log.WriteLine($"device: {backend.Description}");
         return backend;
@@ -76,7 +84,7 @@ public abstract class TextEncoderOptions : DeviceOptions
     [Option("clip", HelpText = "The CLIP-L text encoder: a .safetensors file (Hugging Face CLIPTextModel keys) or a folder of them with config.json.")]
     public string? Clip { get; set; }
 
-    [Option("t5", HelpText = "The T5-XXL encoder: a .safetensors file (Hugging Face T5EncoderModel keys) or a folder of shards with config.json.")]
+    [Option("t5", HelpText = "The T5-XXL encoder: a .safetensors file (Hugging Face T5EncoderModel keys; fp8 too, e.g. t5xxl_fp8_e4m3fn.safetensors), a GGUF file (llama.cpp's tensor names too, e.g. t5-v1_1-xxl-encoder-Q8_0.gguf) or a folder of shards with config.json. fp8 and GGUF matrices stay quantized in memory.")]
     public string? T5 { get; set; }
 
     [Option("clip-tokenizer", HelpText = "The folder with CLIP's vocab.json and merges.txt.")]

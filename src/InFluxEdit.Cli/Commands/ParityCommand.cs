@@ -18,6 +18,9 @@ public sealed class ParityOptions : DeviceOptions
 
     [Option("case", HelpText = "Run only the cases whose name contains this text.")]
     public string? CaseFilter { get; set; }
+
+    /// <summary>Parity checks the exact path unless told otherwise: --precision auto is fp32 here.</summary>
+    protected override GpuPrecision AutoPrecision => GpuPrecision.Float32;
 }
 
 public static class ParityCommand
@@ -31,7 +34,7 @@ public static class ParityCommand
         var manifest = GoldenManifest.Load(options.Directory);
         using var backend = options.CreateBackend(output.Log);
         // bf16 precision is checked against the bf16 bar, not float32's tolerances (the CPU ignores the precision).
-        bool bf16 = backend.Name == "cuda" && BackendFactory.ParsePrecision(options.Precision) == GpuPrecision.BFloat16;
+        bool bf16 = backend.Name == "cuda" && options.PrecisionInEffect == GpuPrecision.BFloat16;
         var runner = new ParityRunner(manifest, backend) { ToleranceFloor = bf16 ? ParityRunner.BFloat16Tolerance : 0 };
         var table = output.Table("case", "tensor", "rel L2", "tolerance", "ok");
         var rows = new List<ParityRow>();

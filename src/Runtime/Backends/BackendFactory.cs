@@ -20,7 +20,7 @@ public static class BackendFactory
     {
         "fp32" or "float32" => GpuPrecision.Float32,
         "bf16" or "bfloat16" => GpuPrecision.BFloat16,
-        _ => throw new ArgumentException($"--precision must be fp32 or bf16, not '{text}'"),
+        _ => throw new ArgumentException($"--precision must be auto, fp32 or bf16, not '{text}'"),
     };
 
     public static AttentionKernelChoice ParseAttention(string text) => text.ToLowerInvariant() switch

@@ -73,6 +73,7 @@ public sealed partial class CountingBackend : IBackend
     public string Description => _inner.Description;
 
     public DeviceTensor Allocate(int[] shape) => _inner.Allocate(shape);
+    public long ReleaseCachedMemory() => _inner.ReleaseCachedMemory();
     public DeviceTensor AllocateActivation(int[] shape) => _inner.AllocateActivation(shape);
     public DeviceTensor Upload(HostTensor host) => _inner.Upload(host);
     public DeviceTensor UploadWeight(int[] shape, DType dtype, ReadOnlySpan<byte> raw) => _inner.UploadWeight(shape, dtype, raw);

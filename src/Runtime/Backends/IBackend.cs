@@ -30,6 +30,13 @@ public interface IBackend : IDisposable
     /// </summary>
     DeviceTensor AllocateActivation(int[] shape) => Allocate(shape);
 
+    /// <summary>
+    /// Frees the memory a backend keeps for reuse (a GPU's parked pool buffers) and returns its bytes: called between a
+    /// pipeline's phases (text encoders, VAE, transformer), whose sizes differ, so one phase's buffers do not sit
+    /// beside the next one's. A backend that keeps nothing returns 0.
+    /// </summary>
+    long ReleaseCachedMemory() => 0;
+
     /// <summary>Copies float32 host data to the device.</summary>
     DeviceTensor Upload(HostTensor host);
 

@@ -69,6 +69,17 @@ internal readonly record struct ConvShape(
         return new ConvShape(x.Batch, height, width, cin, cout, kh, kw, stride, padding, outHeight, outWidth);
     }
 
+    /// <summary>The sizes <see cref="IBackend.UpsampleNearest2x"/> needs: x is [B, height·width, C], y [B, 2height·2width, C], rows apart.</summary>
+    public static void ValidateUpsample2x(View y, View x, int height, int width)
+    {
+        if (height <= 0 || width <= 0) throw new ArgumentOutOfRangeException(nameof(height), $"image of {height}×{width} pixels");
+        if ((long)height * width != x.Rows) throw new ArgumentException($"x {x} must have height·width = {height}·{width} rows", nameof(x));
+        if (y.Batch != x.Batch || y.Cols != x.Cols || y.Rows != 4L * x.Rows)
+            throw new ArgumentException($"y {y} must be [{x.Batch}, {2 * height}·{2 * width}, {x.Cols}] for x {x}", nameof(y));
+        RequireUnitColumnRows(x, nameof(x));
+        RequireUnitColumnRows(y, nameof(y));
+    }
+
     /// <summary>Rejects an output whose element range meets the input's in the same tensor (ops that read neighbours).</summary>
     public static void RequireDisjoint(View y, View x, string name)
     {

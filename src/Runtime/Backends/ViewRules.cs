@@ -34,6 +34,41 @@ internal static class ViewRules
         return (m, n, k, products, sumOverBatches);
     }
 
+    /// <summary>
+    /// The sizes <see cref="ITrainingBackend.AttentionBackward"/> needs: heads that split q and v, keys and values of
+    /// one length, every gradient the shape of its input.
+    /// </summary>
+    public static void AttentionBackwardShapes(View dq, View dk, View dv, View dOut, View q, View k, View v, int heads)
+    {
+        if (heads <= 0 || q.Cols % heads != 0 || v.Cols % heads != 0)
+            throw new ArgumentException($"AttentionBackward: {heads} heads do not split q ({q.Cols}) and v ({v.Cols}) columns", nameof(heads));
+        if (k.Cols != q.Cols) throw new ArgumentException($"AttentionBackward: keys {k} and queries {q} differ in columns");
+        if (q.Batch != k.Batch || q.Batch != v.Batch || q.Batch != dOut.Batch)
+            throw new ArgumentException("AttentionBackward: q, k, v and dOut differ in batch");
+        if (dOut.Rows != q.Rows || dOut.Cols != v.Cols)
+            throw new ArgumentException($"AttentionBackward: output gradient {dOut} does not match queries {q} and values {v}");
+        if (v.Rows != k.Rows) throw new ArgumentException($"AttentionBackward: values {v} and keys {k} differ in rows");
+        if (k.Rows == 0 && q.Rows > 0) throw new ArgumentException("AttentionBackward: attention over zero keys is undefined");
+        foreach (var (gradient, like, name) in new[] { (dq, q, nameof(dq)), (dk, k, nameof(dk)), (dv, v, nameof(dv)) })
+        {
+            if (gradient.Batch != like.Batch || gradient.Rows != like.Rows || gradient.Cols != like.Cols)
+                throw new ArgumentException($"AttentionBackward: {name} {gradient} must have the shape of {like}", name);
+        }
+    }
+
+    /// <summary>Attention's gradients address distinct elements and share none with the inputs or each other.</summary>
+    public static void RequireAttentionGradientsApart(View dq, View dk, View dv, View dOut, View q, View k, View v)
+    {
+        foreach (var (gradient, name) in new[] { (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)) })
+        {
+            RequireDistinctOutputElements(gradient, name);
+            foreach (View input in new[] { q, k, v, dOut }) RequireDisjoint(gradient, input, name);
+        }
+        RequireDisjoint(dq, dk, nameof(dk));
+        RequireDisjoint(dq, dv, nameof(dv));
+        RequireDisjoint(dk, dv, nameof(dv));
+    }
+
     /// <summary>Rejects an output that shares elements with an input of the op.</summary>
     public static void RequireDisjoint(View output, View input, string name)
     {

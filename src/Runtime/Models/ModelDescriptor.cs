@@ -35,15 +35,31 @@ public sealed record ModelDescriptor(
     /// </summary>
     public IReadOnlyList<string> AdapterModules { get; init; } = Array.Empty<string>();
 
-    /// <summary>Whether a checkpoint key is one of <see cref="IgnoredTensors"/>.</summary>
+    /// <summary>
+    /// Another tool's names for the checkpoint keys (the schema's "key_renames": llama.cpp's GGUF names for T5), as text
+    /// replacements applied in order to every key of a file: <see cref="CanonicalKey"/>.
+    /// </summary>
+    public IReadOnlyList<KeyRename> KeyRenames { get; init; } = Array.Empty<KeyRename>();
+
     /// <summary>
     /// Whether the forward keeps float32 activations where the backend would store them narrower (the graph's
     /// "float32_activations"): a graph measured to lose too much precision in bf16.
     /// </summary>
     public bool Float32Activations { get; init; }
 
+    /// <summary>Whether a checkpoint key is one of <see cref="IgnoredTensors"/>.</summary>
     public bool Ignores(string key) => IgnoredTensors.Any(pattern => KeyPattern.Matches(pattern, key));
+
+    /// <summary>A file's key under the schema's names: <see cref="KeyRenames"/> applied in order (the schema's own keys contain none).</summary>
+    public string CanonicalKey(string key)
+    {
+        foreach (var rename in KeyRenames) key = key.Replace(rename.From, rename.To, StringComparison.Ordinal);
+        return key;
+    }
 }
+
+/// <summary>Text <paramref name="From"/> in another tool's checkpoint keys stands for <paramref name="To"/> in the schema's.</summary>
+public sealed record KeyRename(string From, string To);
 
 /// <summary>Checkpoint key patterns: "*" matches any run of characters (dots included), everything else itself.</summary>
 public static class KeyPattern

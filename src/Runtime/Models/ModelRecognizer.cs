@@ -102,7 +102,7 @@ public static class ModelRecognizer
     private static List<string> TensorDifferences(ModelDescriptor model, IReadOnlyList<CheckpointTensor> tensors)
     {
         var byKey = new Dictionary<string, CheckpointTensor>(StringComparer.Ordinal);
-        foreach (CheckpointTensor tensor in tensors) byKey.TryAdd(tensor.Key, tensor);
+        foreach (CheckpointTensor tensor in tensors) byKey.TryAdd(model.CanonicalKey(tensor.Key), tensor);
         var wanted = new HashSet<string>(model.Parameters.Select(p => p.Name), StringComparer.Ordinal);
 
         var misShaped = new List<string>();
@@ -114,7 +114,8 @@ public static class ModelRecognizer
             else if (!tensor.Shape.AsSpan().SequenceEqual(parameter.Shape))
                 misShaped.Add($"{parameter.Name} is {HostTensor.FormatShape(tensor.Shape)} here, the schema expects {HostTensor.FormatShape(parameter.Shape)}");
         }
-        var unexpected = tensors.Where(t => !wanted.Contains(t.Key) && !model.Ignores(t.Key)).Select(t => $"{t.Key} is not in the schema");
+        var unexpected = tensors.Select(t => model.CanonicalKey(t.Key)).Where(key => !wanted.Contains(key) && !model.Ignores(key))
+            .Select(key => $"{key} is not in the schema");
         // Shapes first: a wrong shape says most about which variant a file is.
         return misShaped.Concat(missing).Concat(unexpected).ToList();
     }

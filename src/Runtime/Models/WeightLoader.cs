@@ -22,6 +22,7 @@ public static class WeightLoader
     /// <param name="precision">
     /// How weight matrices are held (see <see cref="BasePrecision"/>); null: as stored, quantized ones decoded.
     /// </param>
+    /// <param name="canonicalKey">A file's key under the model's names (<see cref="ModelDescriptor.CanonicalKey"/>: another tool's naming).</param>
     /// <param name="keepFloat">
     /// Parameters held in float32 whatever the precision and the stored dtype: weights trained in place (img_in with
     /// --train-img-in), whose optimizer updates need a float32 master copy beside a bf16 or quantized base.
@@ -35,11 +36,12 @@ public static class WeightLoader
         IReadOnlyDictionary<string, HostTensor>? replacements = null,
         Func<string, bool>? ignored = null,
         BasePrecision? precision = null,
-        Func<string, bool>? keepFloat = null)
+        Func<string, bool>? keepFloat = null,
+        Func<string, string>? canonicalKey = null)
     {
         if (files.Count == 0)
             throw new ArgumentException("no weight files were given", nameof(files));
-        Dictionary<string, CheckpointTensor> found = Validate(table, files, ignored ?? (_ => false));
+        Dictionary<string, CheckpointTensor> found = Validate(table, files, ignored ?? (_ => false), canonicalKey ?? (key => key));
         RequireFits(table, deltas, "delta", nameof(deltas));
         RequireFits(table, replacements, "replacement", nameof(replacements));
 
@@ -52,7 +54,7 @@ public static class WeightLoader
                 HostTensor? delta = replacement == null ? deltas?.GetValueOrDefault(parameter.Name) : null;
                 CheckpointTensor tensor = found[parameter.Name];
                 BasePrecision? held = keepFloat?.Invoke(parameter.Name) == true ? FloatMaster : precision;
-                loaded.Add(parameter.Name, Upload(backend, tensor, replacement, delta, held, parameter.Unquantized));
+                loaded.Add(parameter.Name, Upload(backend, tensor, replacement, delta, held, parameter));
                 progress?.Report((loaded.Count, table.Count));
             }
         }
@@ -100,7 +102,7 @@ public static class WeightLoader
 
     /// <summary>The quantized format a parameter is held in under <paramref name="precision"/>, or null when it is held as floats.</summary>
     private static TensorFormat? BlockFormat(BasePrecision precision, Dictionary<string, TensorFormat> stored, ParameterInfo parameter) =>
-        precision.FormatFor(stored.GetValueOrDefault(parameter.Name, TensorFormat.F32), parameter.Shape, parameter.Unquantized) is { } held
+        precision.FormatFor(stored.GetValueOrDefault(parameter.Name, TensorFormat.F32), parameter) is { } held
         && held.AsDType() == null && !precision.DecodeAtLoad ? held : null;
 
     /// <summary>Every delta or replacement names a weight of the table and has its shape.</summary>
@@ -124,7 +126,8 @@ public static class WeightLoader
     /// the file already holds it so and nothing changes it; a merged LoRA is quantized again with the sum), or quantized
     /// and decoded at load when asked.
     /// </summary>
-    private static DeviceTensor Upload(IBackend backend, CheckpointTensor tensor, HostTensor? replacement, HostTensor? delta, BasePrecision? precision, bool unquantized)
+    private static DeviceTensor Upload(IBackend backend, CheckpointTensor tensor, HostTensor? replacement, HostTensor? delta, BasePrecision? precision,
+        ParameterInfo parameter)
     {
         StoredTensor stored = tensor.Stored;
         int[] shape = (int[])stored.Shape.Clone();
@@ -133,7 +136,7 @@ public static class WeightLoader
         bool changed = replacement != null || delta != null;
         // A scaled fp8 checkpoint's weight is its stored values times a scale: float bytes cannot go up as stored then.
         bool unscaled = stored.Scale == 1f;
-        TensorFormat? held = precision?.FormatFor(storedFormat, shape, unquantized);
+        TensorFormat? held = precision?.FormatFor(storedFormat, parameter);
         if (held is { } same && same == storedFormat && !changed && (same.AsDType() != null ? unscaled : !precision!.DecodeAtLoad && shape.Length == 2))
         {
             if (same.AsDType() is DType dtype) return backend.UploadWeight(shape, dtype, tensor.File.GetStoredBytes(stored));
@@ -165,7 +168,7 @@ public static class WeightLoader
     }
 
     private static Dictionary<string, CheckpointTensor> Validate(IReadOnlyList<ParameterInfo> table, IReadOnlyList<IWeightFile> files,
-        Func<string, bool> ignored)
+        Func<string, bool> ignored, Func<string, string> canonicalKey)
     {
         var expected = new Dictionary<string, ParameterInfo>(StringComparer.Ordinal);
         foreach (ParameterInfo parameter in table)
@@ -178,8 +181,9 @@ public static class WeightLoader
         var inSeveralFiles = new List<string>();
         foreach (IWeightFile file in files)
         {
-            foreach (CheckpointTensor tensor in CheckpointKeys.Of(file))
+            foreach (CheckpointTensor stored in CheckpointKeys.Of(file))
             {
+                var tensor = stored with { Key = canonicalKey(stored.Key) };
                 if (!found.TryAdd(tensor.Key, tensor))
                     inSeveralFiles.Add($"{tensor.Key}: in {found[tensor.Key].File.Path} and {file.Path}");
             }

@@ -1,3 +1,5 @@
+using InFluxEdit.Runtime.Models;
+
 namespace InFluxEdit.Runtime.Quantization;
 
 /// <summary>
@@ -27,16 +29,21 @@ public sealed record BasePrecision(TensorFormat? Format, bool DecodeAtLoad = fal
     }
 
     /// <summary>
-    /// The format a [shape] tensor stored as <paramref name="stored"/> is held in: a float dtype's format, a quantized format, or
-    /// null to load it as now. An <paramref name="unquantized"/> weight (the model's "unquantized" layers) is never quantized
-    /// here; a file that stores it quantized still has it held so under "keep".
+    /// The format <paramref name="parameter"/>, stored as <paramref name="stored"/>, is held in: a float dtype's format, a
+    /// quantized format, or null to load it as now. A weight of the model's "unquantized" layers is never quantized here; a
+    /// file that stores it quantized still has it held so under "keep". One that an op other than a product reads (an
+    /// embedding table) is never held in quantized blocks, which only products can read.
     /// </summary>
-    public TensorFormat? FormatFor(TensorFormat stored, IReadOnlyList<int> shape, bool unquantized)
+    public TensorFormat? FormatFor(TensorFormat stored, ParameterInfo parameter)
     {
-        if (Format is not { } requested)
-            return stored.AsDType() == null && shape.Count >= 2 ? stored : null;
-        if (requested.AsDType() != null) return shape.Count >= 2 ? requested : null;
-        return unquantized ? null : QuantizationPlan.FormatFor(requested, shape);
+        int[] shape = parameter.Shape;
+        TensorFormat? held = Format switch
+        {
+            null => stored.AsDType() == null && shape.Length >= 2 ? stored : null,
+            { } requested when requested.AsDType() != null => shape.Length >= 2 ? requested : null,
+            { } requested => parameter.Unquantized ? null : QuantizationPlan.FormatFor(requested, shape),
+        };
+        return held is { } format && format.AsDType() == null && parameter.ReadOutsideProducts ? null : held;
     }
 
     public override string ToString() => Format?.ToString().ToLowerInvariant() ?? "keep";

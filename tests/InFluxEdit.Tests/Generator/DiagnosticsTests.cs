@@ -292,4 +292,15 @@ public class DiagnosticsTests
         // A bias is no matrix: a pattern that names only vectors is refused too.
         Single(Compile(Graph.Replace("\"body\": [", "\"unquantized\": [\"fc1.bias\"],\n  \"body\": [")), DiagnosticIds.UnknownWeight);
     }
+
+    [Fact]
+    public void AKeyRenameThatOccursInTheGraphsOwnKeysIsReportedAtItsLine()
+    {
+        string graph = Graph.Replace("\"body\": [", "\"key_renames\": { \"comment\": \"a note\", \"ffn1.\": \"fc1.\", \"c1.\": \"layer1.\" },\n  \"body\": [");
+        var d = Single(Compile(graph), DiagnosticIds.InvalidSchema);
+        d.Message.ShouldContain("'c1.' occurs in the graph's own key 'fc1.");
+        (d.Span.Line + 1).ShouldBe(LineOf(graph, "key_renames"));
+        Compile(Graph.Replace("\"body\": [", "\"key_renames\": { \"ffn1.\": \"fc1.\" },\n  \"body\": [")).ShouldBeEmpty();
+    }
 }
+

@@ -64,6 +64,21 @@ public class ScriptingOutputTests
     private static List<string> Written(JsonElement report) => report.GetProperty("written").EnumerateArray().Select(p => p.GetString()!).ToList();
 
     [Fact]
+    public void DoctorWithoutAGpuSaysWhyAndSucceeds()
+    {
+        if (Runtime.Backends.Gpu.IlgpuBackend.IsCudaAvailable())
+            return; // with a GPU it builds every kernel: bench/gpu-check.sh's first row
+        var run = Run("doctor", "--json");
+        run.ExitCode.ShouldBe(0, run.Stderr);
+        var report = run.Report();
+        ShouldBeSuccess(report, "doctor");
+        var result = report.GetProperty("result");
+        result.GetProperty("cuda").GetBoolean().ShouldBeFalse();
+        result.GetProperty("device").GetString().ShouldBe(Runtime.Backends.Gpu.IlgpuBackend.CudaAvailability);
+        run.Stderr.ShouldContain("no CUDA device");
+    }
+
+    [Fact]
     public void ModelsPrintsAMarkdownTableOrOneJsonObjectOrNothing()
     {
         var plain = Run("models");

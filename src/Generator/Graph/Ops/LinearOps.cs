@@ -7,6 +7,7 @@ public sealed class LinearOp : OpDefinition
 {
     public override string Name => "linear";
     public override string Signature => "x, weight [out, in], bias? [out]";
+    public override bool ReadsWeightsAsProducts => true;
 
     public override void Bind(OpBinder b)
     {

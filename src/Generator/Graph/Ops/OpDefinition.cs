@@ -17,6 +17,12 @@ public abstract class OpDefinition
     /// <summary>The value argument whose memory the output may reuse when the schema writes back to its name.</summary>
     public virtual string? AliasableInput => null;
 
+    /// <summary>
+    /// True when the op reads its weights only as the matrix of a product (Linear and the products of its backward),
+    /// the one use a backend's quantized blocks serve; any other reader (an embedding lookup, a convolution) needs floats.
+    /// </summary>
+    public virtual bool ReadsWeightsAsProducts => false;
+
     /// <summary>True when the outputs are views of an input's memory (nothing is allocated or computed).</summary>
     public virtual bool OutputsAreViews => false;
 

@@ -35,12 +35,7 @@ public sealed unsafe partial class CpuBackend
 
     public void UpsampleNearest2x(View y, View x, int height, int width)
     {
-        if (height <= 0 || width <= 0) throw new ArgumentOutOfRangeException(nameof(height), $"image of {height}×{width} pixels");
-        if ((long)height * width != x.Rows) throw new ArgumentException($"x {x} must have height·width = {height}·{width} rows", nameof(x));
-        if (y.Batch != x.Batch || y.Cols != x.Cols || y.Rows != 4L * x.Rows)
-            throw new ArgumentException($"y {y} must be [{x.Batch}, {2 * height}·{2 * width}, {x.Cols}] for x {x}", nameof(y));
-        ConvShape.RequireUnitColumnRows(x, nameof(x));
-        ConvShape.RequireUnitColumnRows(y, nameof(y));
+        ConvShape.ValidateUpsample2x(y, x, height, width);
         RequireInside(x, nameof(x));
         RequireInside(y, nameof(y));
         if (y.ElementCount == 0) return;

@@ -3,8 +3,9 @@ using System.Runtime.InteropServices;
 namespace InFluxEdit.Runtime.Backends.Gpu;
 
 /// <summary>
-/// The CUDA driver calls weight offloading needs and ILGPU 1.5.3 does not expose: events recorded on one stream and
-/// waited for by another (ILGPU has no cuStreamWaitEvent), and the device's free memory. Bound at run time from the
+/// The CUDA driver calls ILGPU 1.5.3 does not expose: events recorded on one stream and waited for by another (ILGPU
+/// has no cuStreamWaitEvent) for weight offloading, the device's free memory, and a module load that keeps the JIT's
+/// logs and reads each kernel's registers and local memory (ILGPU's own load keeps neither). Bound at run time from the
 /// driver library ILGPU itself loads, as cuBLAS and NCCL are bound, so nothing is touched on a machine without CUDA.
 /// Every call uses the CUDA context current on the calling thread (the backend binds its accelerator first).
 /// </summary>
@@ -17,6 +18,10 @@ internal sealed unsafe class CudaDriverNative
     private readonly delegate* unmanaged<IntPtr, IntPtr, int> eventRecord;
     private readonly delegate* unmanaged<IntPtr, IntPtr, uint, int> streamWaitEvent;
     private readonly delegate* unmanaged<nuint*, nuint*, int> memGetInfo;
+    private readonly delegate* unmanaged<IntPtr*, byte*, uint, int*, IntPtr*, int> moduleLoadDataEx;
+    private readonly delegate* unmanaged<IntPtr, int> moduleUnload;
+    private readonly delegate* unmanaged<IntPtr*, IntPtr, byte*, int> moduleGetFunction;
+    private readonly delegate* unmanaged<int*, int, IntPtr, int> functionGetAttribute;
 
     private CudaDriverNative(IntPtr library)
     {
@@ -26,6 +31,10 @@ internal sealed unsafe class CudaDriverNative
         eventRecord = (delegate* unmanaged<IntPtr, IntPtr, int>)Export("cuEventRecord");
         streamWaitEvent = (delegate* unmanaged<IntPtr, IntPtr, uint, int>)Export("cuStreamWaitEvent");
         memGetInfo = (delegate* unmanaged<nuint*, nuint*, int>)Export("cuMemGetInfo_v2");
+        moduleLoadDataEx = (delegate* unmanaged<IntPtr*, byte*, uint, int*, IntPtr*, int>)Export("cuModuleLoadDataEx");
+        moduleUnload = (delegate* unmanaged<IntPtr, int>)Export("cuModuleUnload");
+        moduleGetFunction = (delegate* unmanaged<IntPtr*, IntPtr, byte*, int>)Export("cuModuleGetFunction");
+        functionGetAttribute = (delegate* unmanaged<int*, int, IntPtr, int>)Export("cuFuncGetAttribute");
     }
 
     private static readonly Lazy<CudaDriverNative> Shared = new(() =>
@@ -62,9 +71,66 @@ internal sealed unsafe class CudaDriverNative
         return ((long)free, (long)total);
     }
 
+    /// <summary>
+    /// JIT-compiles <paramref name="ptx"/> into the current context as the driver does at a kernel's first launch, then
+    /// reads <paramref name="entry"/>'s resources and unloads the module. On failure: the JIT's error log (ptxas's
+    /// messages with their PTX line numbers), which a plain load discards.
+    /// </summary>
+    public JitResult JitCompile(string ptx, string entry)
+    {
+        const int logBytes = 16 * 1024;
+        byte[] image = System.Text.Encoding.ASCII.GetBytes(ptx + "\0");
+        byte[] name = System.Text.Encoding.ASCII.GetBytes(entry + "\0");
+        byte[] errorLog = new byte[logBytes], infoLog = new byte[logBytes];
+        fixed (byte* imagePointer = image, namePointer = name, errorPointer = errorLog, infoPointer = infoLog)
+        {
+            // CU_JIT_INFO_LOG_BUFFER(_SIZE_BYTES) = 3, 4; CU_JIT_ERROR_LOG_BUFFER(_SIZE_BYTES) = 5, 6; CU_JIT_LOG_VERBOSE = 12.
+            // Each option's value travels in a pointer-sized slot.
+            int* options = stackalloc int[] { 3, 4, 5, 6, 12 };
+            IntPtr* values = stackalloc IntPtr[] { (IntPtr)infoPointer, logBytes, (IntPtr)errorPointer, logBytes, 1 };
+            IntPtr module;
+            int status = moduleLoadDataEx(&module, imagePointer, 5, options, values);
+            if (status != 0)
+                return new JitResult(false, $"cuModuleLoadDataEx failed with CUDA error {status}: {LogText(errorLog)}", 0, 0, 0, 0);
+            try
+            {
+                IntPtr function;
+                Check(moduleGetFunction(&function, module, namePointer), "cuModuleGetFunction");
+                // CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0, SHARED_SIZE_BYTES = 1, LOCAL_SIZE_BYTES = 3, NUM_REGS = 4.
+                return new JitResult(true, LogText(infoLog), Attribute(function, 4), Attribute(function, 3), Attribute(function, 1),
+                    Attribute(function, 0));
+            }
+            finally
+            {
+                moduleUnload(module);
+            }
+        }
+    }
+
+    private int Attribute(IntPtr function, int attribute)
+    {
+        int value;
+        Check(functionGetAttribute(&value, attribute, function), "cuFuncGetAttribute");
+        return value;
+    }
+
+    private static string LogText(byte[] log)
+    {
+        int end = Array.IndexOf(log, (byte)0);
+        return System.Text.Encoding.ASCII.GetString(log, 0, end < 0 ? log.Length : end).Trim();
+    }
+
     private static void Check(int status, string call)
     {
         if (status != 0)
             throw new InvalidOperationException($"{call} failed with CUDA error {status}");
     }
 }
+
+/// <summary>
+/// What the driver's JIT made of one kernel: whether it compiled, its log (the error log on failure, ptxas's
+/// info otherwise), and per thread its registers and local memory (register spills land there), the static shared
+/// memory of a group and the most threads a group may have with those registers.
+/// </summary>
+internal sealed record JitResult(bool Compiled, string Log, int Registers, int LocalBytesPerThread, int SharedBytes, int MaxThreadsPerGroup);
+

@@ -15,6 +15,7 @@ namespace InFluxEdit.Runtime.Backends.Gpu;
 public sealed class FusedKernelLauncher
 {
     private readonly IlgpuBackend backend;
+    private readonly Planning.MemoryPlanBackend? plan;
     private readonly int largestGroup;
     private readonly ConcurrentDictionary<MethodInfo, Action<KernelConfig, FusedLaunch>> loaded = new();
     private readonly FusedKernelLauncher? timedLauncher;
@@ -26,10 +27,21 @@ public sealed class FusedKernelLauncher
         this.largestGroup = largestGroup;
     }
 
+    /// <summary>
+    /// The launcher of a memory plan: a model takes its fused path (with the fused path's buffers, as on the GPU), whose
+    /// operands are checked and nothing is launched.
+    /// </summary>
+    internal FusedKernelLauncher(Planning.MemoryPlanBackend plan)
+    {
+        this.plan = plan;
+        backend = null!;
+    }
+
     /// <summary>The launcher of a profiling backend: each launch of <paramref name="inner"/>, timed per kernel.</summary>
     private FusedKernelLauncher(FusedKernelLauncher inner, Action<string, Action> time)
     {
         backend = inner.backend;
+        plan = inner.plan;
         largestGroup = inner.largestGroup;
         timedLauncher = inner;
         this.time = time;
@@ -44,6 +56,7 @@ public sealed class FusedKernelLauncher
     public static FusedKernelLauncher? For(IBackend backend) => backend switch
     {
         IlgpuBackend gpu => gpu.FusedKernels,
+        Planning.MemoryPlanBackend plan => plan.FusedKernels,
         CountingBackend counting when For(counting.Inner) is { } inner => new FusedKernelLauncher(inner, counting.Time),
         _ => null,
     };
@@ -66,12 +79,9 @@ public sealed class FusedKernelLauncher
             throw new ArgumentException($"segment {segment} (lanes {lanes}) does not tile the {shape.Cols} columns of {shape}", nameof(segment));
         var bound = new FusedOperand[operands.Length];
         for (int i = 0; i < operands.Length; i++)
-        {
-            var (layout, data) = backend.BroadcastOperand(operands[i], shape, $"operand {i} of {kernel.Method.Name}");
-            bound[i] = new FusedOperand(layout, data);
-        }
+            bound[i] = Operand(operands[i], shape, $"operand {i} of {kernel.Method.Name}");
         long groups = (long)shape.Batch * shape.Rows * (shape.Cols / segment);
-        if (groups == 0) return;
+        if (groups == 0 || plan is not null) return;
         if (groups > int.MaxValue)
             throw new NotSupportedException($"{groups} segments exceed one launch's int range");
         var launch = loaded.GetOrAdd(kernel.Method, method => backend.Accelerator.LoadStreamKernel<FusedLaunch>(
@@ -120,7 +130,8 @@ public sealed class FusedKernelLauncher
             if (factor is { } f) factors[i] = Operand(f, dy, $"factor of sum {i}");
             targets[i] = Operand(y, y, $"target of sum {i}");
         }
-        if (shape.Batch == 0 || shape.Cols == 0) return;
+        // The partials' scratch below is the launcher's own, outside the pools: the backend's memory count leaves it out, as does a plan.
+        if (shape.Batch == 0 || shape.Cols == 0 || plan is not null) return;
         long columns = (long)shape.Batch * shape.Cols;
         int rows = Math.Max(shape.Rows, 1);
         int wanted = (int)Math.Clamp((ColumnSumThreads + columns - 1) / columns, 1, rows);
@@ -148,6 +159,11 @@ public sealed class FusedKernelLauncher
 
     private FusedOperand Operand(View operand, View shape, string name)
     {
+        if (plan is not null)
+        {
+            plan.BroadcastOperand(operand, shape, name);
+            return default;
+        }
         var (layout, data) = backend.BroadcastOperand(operand, shape, name);
         return new FusedOperand(layout, data);
     }

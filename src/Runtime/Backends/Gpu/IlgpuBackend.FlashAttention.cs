@@ -46,7 +46,7 @@ public sealed partial class IlgpuBackend
         return null;
     }
 
-    private static string? FlashHeadLimitation(int headDim) =>
+    internal static string? FlashHeadLimitation(int headDim) =>
         headDim > 0 && headDim % 16 == 0 && headDim <= FlashAttentionKernels.MaxHeadDim
             ? null
             : $"the flash kernel takes head dims that are multiples of 16 up to {FlashAttentionKernels.MaxHeadDim}, this one is {headDim}";
@@ -93,8 +93,7 @@ public sealed partial class IlgpuBackend
         int headDim, float scale)
     {
         int batches = q.Batch, queryRows = q.Rows, keyRows = k.Rows, width = heads * headDim;
-        long outputCount = (long)batches * queryRows * width;
-        long statisticCount = (long)batches * heads * queryRows;
+        var (outputCount, statisticCount) = GpuMemoryPolicy.FlashBackwardWorkspace(batches, queryRows, width, heads);
         var output = floatPool.Rent(outputCount);
         var queryGradient = floatPool.Rent(outputCount);
         var logSumExp = floatPool.Rent(statisticCount);

@@ -78,11 +78,7 @@ public sealed partial class IlgpuBackend
 
         // Chunks of whole images when one fits the scratch budget, else of output pixels within one image.
         int outPixels = shape.OutPixels;
-        long budget = Math.Max(k, Math.Min(ConvScratchFloats, int.MaxValue));
-        int imagesPerChunk = (int)Math.Clamp(budget / ((long)outPixels * k), 0, shape.Batch);
-        int pixelsPerChunk = imagesPerChunk > 0 ? outPixels : (int)Math.Max(1, budget / k);
-        imagesPerChunk = Math.Max(imagesPerChunk, 1);
-        long scratchFloats = (long)imagesPerChunk * Math.Min(pixelsPerChunk, outPixels) * k;
+        var (imagesPerChunk, pixelsPerChunk, scratchFloats) = GpuMemoryPolicy.ConvChunks(ConvScratchFloats, k, outPixels, shape.Batch);
         using var columns = narrow
             ? new GpuTensor(this, [checked((int)scratchFloats)], DType.BF16, wordPool.Rent(scratchFloats), pooled: true)
             : new GpuTensor(this, [checked((int)scratchFloats)], floatPool.Rent(scratchFloats), pooled: true);
@@ -133,10 +129,7 @@ public sealed partial class IlgpuBackend
         int pairs = checked(y.Batch * groups);
         int rows = y.Rows;
         // Enough groups to fill the device, none reducing more than GroupNormElementsPerBlock elements.
-        int wanted = Math.Max(1, (4 * accelerator.NumMultiprocessors + pairs - 1) / pairs);
-        int rowsPerChunk = Math.Min((rows + wanted - 1) / wanted, Math.Max(1, GroupNormElementsPerBlock / shape.GroupSize));
-        rowsPerChunk = Math.Max(rowsPerChunk, 1);
-        int chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
+        var (rowsPerChunk, chunks) = GpuMemoryPolicy.GroupNormChunks(accelerator.NumMultiprocessors, pairs, rows, shape.GroupSize, GroupNormElementsPerBlock);
 
         var partials = floatPool.Rent(4L * pairs * chunks);
         var stats = floatPool.Rent(4L * pairs);
@@ -160,14 +153,7 @@ public sealed partial class IlgpuBackend
 
     public void UpsampleNearest2x(View y, View x, int height, int width)
     {
-        if (height <= 0 || width <= 0)
-            throw new ArgumentOutOfRangeException(nameof(height), $"image of {height}×{width} pixels");
-        if ((long)height * width != x.Rows)
-            throw new ArgumentException($"x {x} must have height·width = {height}·{width} rows", nameof(x));
-        if (y.Batch != x.Batch || y.Cols != x.Cols || y.Rows != 4L * x.Rows)
-            throw new ArgumentException($"y {y} must be [{x.Batch}, {2 * height}·{2 * width}, {x.Cols}] for x {x}", nameof(y));
-        ConvShape.RequireUnitColumnRows(x, nameof(x));
-        ConvShape.RequireUnitColumnRows(y, nameof(y));
+        ConvShape.ValidateUpsample2x(y, x, height, width);
         var (count, ys, yd) = Output(y);
         var (xs, xd) = Strided(x, nameof(x));
         if (count == 0)

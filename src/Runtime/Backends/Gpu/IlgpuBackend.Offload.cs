@@ -36,6 +36,14 @@ public sealed partial class IlgpuBackend
             (residency.CopiesOverlapCompute ? " on a second stream" : " in order with the kernels (simulator)");
     }
 
+    /// <summary>The device's free memory now (cuMemGetInfo); null on the simulator.</summary>
+    public long? FreeDeviceBytes()
+    {
+        ThrowIfDisposed();
+        accelerator.Bind();
+        return accelerator is CudaAccelerator ? CudaDriverNative.Instance.MemoryInfo().Free : null;
+    }
+
     /// <summary>The offload arena's device bytes (0 without offloading): part of the memory statistics.</summary>
     private long OffloadArenaBytes => residency?.BudgetBytes ?? 0;
 
@@ -49,7 +57,7 @@ public sealed partial class IlgpuBackend
         $", at most {WeightResidency.Format(residency.PeakResidentBytes)} of them on the device at once (budget {WeightResidency.Format(residency.BudgetBytes)}), " +
         $"{residency.CopyCount} copies ({WeightResidency.Format(residency.CopiedBytes)}) so far";
 
-    private bool Offloads(int[] shape) => residency is not null && shape.Length >= 2 && HostTensor.ElementCount(shape) > 0;
+    private bool Offloads(int[] shape) => GpuMemoryPolicy.Offloads(residency is not null, shape);
 
     private GpuTensor UploadOffloaded(int[] shape, DType dtype, ReadOnlySpan<byte> deviceBytes) =>
         new(this, shape, dtype, residency!.Register(deviceBytes, $"a {dtype}{HostTensor.FormatShape(shape)} weight"));

@@ -52,7 +52,10 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         wordPool.ResetPeak();
     }
 
-    private int ColumnSumThreadTarget => ColumnSumThreads > 0 ? ColumnSumThreads : launch == LaunchShape.Gpu ? 1 << 17 : 4096;
+    internal int ColumnSumThreadTarget => ColumnSumThreads > 0 ? ColumnSumThreads : launch == LaunchShape.Gpu ? GpuColumnSumThreads : 4096;
+
+    /// <summary>The threads a column sum aims at on a GPU (a memory plan sizes the partials with it).</summary>
+    internal const int GpuColumnSumThreads = 1 << 17;
 
     // ---------------------------------------------------------------- products
 
@@ -316,13 +319,9 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     /// </summary>
     private ColumnChunks ChunksFor(int outputs, int cols, int rowsPerOutput, int sums)
     {
-        long columns = Math.Max(1L * outputs * cols, 1);
-        int wanted = (int)Math.Clamp((ColumnSumThreadTarget + columns - 1) / columns, 1, Math.Max(rowsPerOutput, 1));
-        int rowsPerChunk = Math.Max(1, (rowsPerOutput + wanted - 1) / wanted);
-        int chunks = Math.Max(1, (rowsPerOutput + rowsPerChunk - 1) / rowsPerChunk);
-        long perSum = columns * chunks;
-        CheckedCount(perSum * sums);
-        return new ColumnChunks(cols, chunks, rowsPerChunk, rowsPerOutput, perSum);
+        var shape = GpuMemoryPolicy.ColumnChunks(ColumnSumThreadTarget, outputs, cols, rowsPerOutput);
+        CheckedCount(shape.PartialsPerSum * sums);
+        return shape;
     }
 
     public void ModulateBackward(View dx, View dShift, View dScale, View dy, View x, View scale)
@@ -466,18 +465,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     {
         ThrowIfDisposed();
         accelerator.Bind();
-        if (heads <= 0 || q.Cols % heads != 0 || v.Cols % heads != 0)
-            throw new ArgumentException($"AttentionBackward: {heads} heads do not split q ({q.Cols}) and v ({v.Cols}) columns", nameof(heads));
-        if (k.Cols != q.Cols) throw new ArgumentException($"AttentionBackward: keys {k} and queries {q} differ in columns");
-        if (q.Batch != k.Batch || q.Batch != v.Batch || q.Batch != dOut.Batch)
-            throw new ArgumentException("AttentionBackward: q, k, v and dOut differ in batch");
-        if (dOut.Rows != q.Rows || dOut.Cols != v.Cols)
-            throw new ArgumentException($"AttentionBackward: output gradient {dOut} does not match queries {q} and values {v}");
-        if (v.Rows != k.Rows) throw new ArgumentException($"AttentionBackward: values {v} and keys {k} differ in rows");
-        if (k.Rows == 0 && q.Rows > 0) throw new ArgumentException("AttentionBackward: attention over zero keys is undefined");
-        RequireShape(dq, q, nameof(dq));
-        RequireShape(dk, k, nameof(dk));
-        RequireShape(dv, v, nameof(dv));
+        ViewRules.AttentionBackwardShapes(dq, dk, dv, dOut, q, k, v, heads);
         var qTensor = ActivationTensor(q, nameof(q));
         var kTensor = ActivationTensor(k, nameof(k));
         var vTensor = ActivationTensor(v, nameof(v));
@@ -492,14 +480,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         CheckBounds(dq, dqTensor, nameof(dq));
         CheckBounds(dk, dkTensor, nameof(dk));
         CheckBounds(dv, dvTensor, nameof(dv));
-        foreach (var (gradient, name) in new[] { (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)) })
-        {
-            ViewRules.RequireDistinctOutputElements(gradient, name);
-            foreach (View input in new[] { q, k, v, dOut }) ViewRules.RequireDisjoint(gradient, input, name);
-        }
-        ViewRules.RequireDisjoint(dq, dk, nameof(dk));
-        ViewRules.RequireDisjoint(dq, dv, nameof(dv));
-        ViewRules.RequireDisjoint(dk, dv, nameof(dv));
+        ViewRules.RequireAttentionGradientsApart(dq, dk, dv, dOut, q, k, v);
 
         int batches = q.Batch, queryRows = q.Rows, keyRows = k.Rows;
         int qkDim = q.Cols / heads, valueDim = v.Cols / heads;
@@ -519,8 +500,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
             return;
         }
 
-        long bytesPerQueryRow = 2L * heads * keyRows * sizeof(float);
-        int chunk = (int)Math.Clamp(AttentionScratchBudgetBytes / bytesPerQueryRow, 1, queryRows);
+        int chunk = GpuMemoryPolicy.AttentionBackwardChunkRows(AttentionScratchBudgetBytes, heads, keyRows, queryRows);
         long scoreFloats = (long)heads * chunk * keyRows;
         var probabilities = floatPool.Rent(scoreFloats);
         var gradients = floatPool.Rent(scoreFloats);
@@ -593,12 +573,6 @@ public sealed partial class IlgpuBackend : ITrainingBackend
             return;
         }
         Product(heads, 1, m, n, k, alpha, a, transposeA, b, transposeB, beta, c);
-    }
-
-    private static void RequireShape(View gradient, View like, string name)
-    {
-        if (gradient.Batch != like.Batch || gradient.Rows != like.Rows || gradient.Cols != like.Cols)
-            throw new ArgumentException($"AttentionBackward: {name} {gradient} must have the shape of {like}", name);
     }
 
     // ---------------------------------------------------------------- optimizer and reductions

@@ -248,7 +248,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
 
         // Matrices keep 16-bit storage (that is what lets the bf16 model fit); vectors (biases, norm scales) are
         // tiny and widened so the element-wise kernels need only one element type.
-        if (dtype is DType.BF16 or DType.F16 && shape.Length >= 2)
+        if (GpuMemoryPolicy.WeightStorage(shape, dtype) != DType.F32)
         {
             if (Offloads(shape))
                 return UploadOffloaded(shape, dtype, raw);
@@ -309,7 +309,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     }
 
     /// <summary>Frees pooled buffers no tensor uses (after a forward pass of another size, say).</summary>
-    public long TrimPool() => floatPool.Trim() + wordPool.Trim();
+    public long ReleaseCachedMemory() => floatPool.Trim() + wordPool.Trim();
 
     internal void ReturnToPool(MemoryBuffer1D<float, Stride1D.Dense> buffer)
     {
@@ -611,8 +611,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         var (biasLayout, biasData) = bias is View biasView ? Strided(biasView, "bias") : (default, default);
         int keyRows = k.Rows;
         bool bf16 = q.Tensor.DType == DType.BF16;
-        long bytesPerQueryRow = (long)heads * keyRows * (sizeof(float) + (bf16 ? sizeof(ushort) : 0));
-        int chunk = (int)Math.Clamp(AttentionScratchBudgetBytes / bytesPerQueryRow, 1, q.Rows);
+        int chunk = GpuMemoryPolicy.AttentionChunkRows(AttentionScratchBudgetBytes, heads, keyRows, q.Rows, bf16);
         var scores = floatPool.Rent((long)heads * chunk * keyRows);
         var narrowProbabilities = bf16 ? wordPool.Rent((long)heads * chunk * keyRows) : null;
         var product = bf16 ? AttentionProduct.BFloat16 : Precision == GpuPrecision.BFloat16 ? AttentionProduct.Tf32 : AttentionProduct.Float32;
