@@ -26,7 +26,7 @@ public abstract class DeviceOptions : OutputOptions
     [Option("device", Default = "auto", HelpText = "Where to run: auto (CUDA when a GPU is present, else CPU), cpu or cuda.")]
     public string Device { get; set; } = "auto";
 
-    [Option("precision", Default = "auto", HelpText = "CUDA arithmetic: auto (bf16, as the Python tools run FLUX; parity: fp32), fp32 (exact float32, for parity; products without tensor cores, several times slower) or bf16 (the speed of the real model: matrix products on tensor cores with bf16 inputs and float32 accumulation; a forward that only runs, as in edit and bench forward, also stores its activations in bf16, with norms and softmax accumulating in float32; training keeps float32 activations). The CPU computes in float32 whatever this says.")]
+    [Option("precision", Default = "auto", HelpText = "CUDA arithmetic: auto (bf16, as the Python tools run FLUX; parity: fp32), fp32 (exact float32, for parity; products without tensor cores, several times slower) or bf16 (the speed of the real model: matrix products on tensor cores with bf16 inputs and float32 accumulation; activations are stored in bf16 too, in forwards and training steps alike, with norms, softmax and reductions accumulating in float32; LoRA factors, trained weights, their gradients and optimizer state stay float32). The CPU computes in float32 whatever this says.")]
     public string Precision { get; set; } = "auto";
 
     /// <summary>What --precision auto means for this command: bf16, the speed users expect of a GPU; parity keeps exact float32.</summary>

@@ -35,7 +35,7 @@ public sealed class MemoryOptions : OutputOptions
     [Option("preset", Default = "diffusers", HelpText = "LoRA preset of the training rows (FLUX: diffusers or kohya).")]
     public string Preset { get; set; } = "diffusers";
 
-    [Option("precision", Default = "bf16", HelpText = "The --precision planned for: bf16 (bf16 activations at edit, bf16 scratch for dequantized weights) or fp32.")]
+    [Option("precision", Default = "bf16", HelpText = "The --precision planned for: bf16 (bf16 activations at edit and in training, bf16 scratch for dequantized weights) or fp32.")]
     public string Precision { get; set; } = "bf16";
 
     [Option("attention", Default = "auto", HelpText = "The --attention planned for: auto (flash with bf16), flash, cublas (a float32 score matrix of up to 2 GiB) or tiled.")]

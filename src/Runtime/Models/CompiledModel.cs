@@ -43,12 +43,18 @@ public abstract class CompiledModel
         Run(Entries[0].Name, inputs, observer);
 
     /// <summary>
-    /// A generated op's output: the backend's activation storage (bf16 on CUDA in bf16 precision) when the model only
-    /// runs (adapters only applied, an unmerged LoRA, included), float32 when anything trains (the backward ops read the
-    /// forward's activations in float32) and for a graph that asks for float32 activations.
+    /// A generated op's output, a training pass's saved activations and activation gradients included: the backend's
+    /// activation storage (bf16 on CUDA in bf16 precision; the training ops read and write it), float32 for a graph that
+    /// asks for float32 activations.
     /// </summary>
     protected DeviceTensor Allocate(params int[] shape) =>
-        (Training == null || Training.AppliesOnly) && !Info.Float32Activations ? _backend.AllocateActivation(shape) : _backend.Allocate(shape);
+        Info.Float32Activations ? _backend.Allocate(shape) : _backend.AllocateActivation(shape);
+
+    /// <summary>
+    /// A generated op's output that stays float32 under bf16 activations (the generator picks them: the residual stream
+    /// and per-sample vectors, see ModelEmitter.KeepsFloat32).
+    /// </summary>
+    protected DeviceTensor AllocateFloat32(params int[] shape) => _backend.Allocate(shape);
 
     /// <summary>
     /// One training pass on named inputs (see the generated ForwardBackward): the forward with
@@ -72,10 +78,10 @@ public abstract class CompiledModel
     private ITrainingBackend TrainingBackend => _backend as ITrainingBackend
         ?? throw new NotSupportedException($"the {_backend.Name} backend has no training ops (ITrainingBackend): train with --device cpu or --device cuda");
 
-    /// <summary>A gradient buffer, zero-filled: contributions add into it.</summary>
+    /// <summary>A gradient buffer in activation storage, zero-filled: contributions add into it.</summary>
     protected DeviceTensor Zeros(params int[] shape)
     {
-        var tensor = _backend.Allocate(shape);
+        var tensor = Allocate(shape);
         TrainingBackend.Zero(tensor);
         return tensor;
     }
@@ -88,25 +94,13 @@ public abstract class CompiledModel
     {
         if (Training == null || !Training.Adapters.TryGetValue(module, out var adapters)) return null;
         var activations = new LoraActivations();
-        // The training products take float32 views: narrower activations (bf16, a LoRA applied over a bf16 forward) are
-        // widened for x and the adapter's share is added into y by an element-wise op, which reads and writes any storage.
-        using var wideX = x.Tensor.DType == DType.F32 ? null : _backend.Allocate(new[] { x.Batch, x.Rows, x.Cols });
-        if (wideX != null) _backend.Copy(wideX, x);
-        View input = wideX ?? x;
+        // Products take x, y and x·Aᵀ in their activation storage (bf16 words included) as they are.
         foreach (var adapter in adapters)
         {
-            var down = _backend.Allocate(new[] { x.Batch, x.Rows, adapter.Rank });
+            var down = Allocate(x.Batch, x.Rows, adapter.Rank);
             activations.Downs.Add(down);
-            TrainingBackend.Gemm(down, input, false, adapter.A, true, 1f, 0f);
-            View rows = y.Columns(adapter.RowOffset, adapter.Rows);
-            if (y.Tensor.DType == DType.F32)
-            {
-                TrainingBackend.Gemm(rows, down, false, adapter.B, true, adapter.Scale, 1f);
-                continue;
-            }
-            using var share = _backend.Allocate(new[] { y.Batch, y.Rows, adapter.Rows });
-            TrainingBackend.Gemm(share, down, false, adapter.B, true, adapter.Scale, 0f);
-            _backend.Add(rows, rows, share);
+            TrainingBackend.Gemm(down, x, false, adapter.A, true, 1f, 0f);
+            TrainingBackend.Gemm(y.Columns(adapter.RowOffset, adapter.Rows), down, false, adapter.B, true, adapter.Scale, 1f);
         }
         return activations;
     }
@@ -124,7 +118,7 @@ public abstract class CompiledModel
             var adapter = adapters[i];
             var rows = dy.Columns(adapter.RowOffset, adapter.Rows);
             training.Gemm(adapter.GradB, rows, true, activations.Downs[i], false, adapter.Scale, 1f);
-            using var dDown = _backend.Allocate(new[] { x.Batch, x.Rows, adapter.Rank });
+            using var dDown = Allocate(x.Batch, x.Rows, adapter.Rank);
             training.Gemm(dDown, rows, false, adapter.B, false, adapter.Scale, 0f);
             training.Gemm(adapter.GradA, dDown, true, x, false, 1f, 1f);
             if (dx is View target) training.Gemm(target, dDown, false, adapter.A, false, 1f, 1f);

@@ -45,9 +45,6 @@ public sealed class TrainingState
     }
     public Dictionary<string, DeviceTensor> WeightGradients { get; } = new(StringComparer.Ordinal);
 
-    /// <summary>Nothing here trains: adapters only applied in the forward (a LoRA kept unmerged for inference).</summary>
-    public bool AppliesOnly => WeightGradients.Count == 0 && Adapters.Values.All(list => list.All(adapter => !adapter.Trained));
-
     /// <summary>
     /// Per-block recomputation (gradient checkpointing): the forward keeps only the values that cross a repeated
     /// block's boundary and frees the rest as each block ends; the backward runs each block's forward again (adapters

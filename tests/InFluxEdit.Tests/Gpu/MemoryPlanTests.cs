@@ -32,8 +32,9 @@ public sealed class MemoryPlanTests
             (Work.Forward, null), (Work.LoraStep, null), (Work.LoraStepRecompute, "q8_0"));
 
     [Fact]
-    public void BFloat16ForwardsOnBf16AndQ4KBasesAndAVaeRoundTrip() =>
-        Compare(IlgpuBackend.CreateCpuSimulator(GpuPrecision.BFloat16), null, (Work.Forward, null), (Work.Forward, "q4_k"), (Work.VaeRoundTrip, null));
+    public void BFloat16ForwardsOnBf16AndQ4KBasesLoraStepsAndAVaeRoundTrip() =>
+        Compare(IlgpuBackend.CreateCpuSimulator(GpuPrecision.BFloat16), null, (Work.Forward, null), (Work.Forward, "q4_k"),
+            (Work.LoraStep, null), (Work.LoraStepRecompute, "q4_k"), (Work.VaeRoundTrip, null));
 
     [Fact]
     public void ForwardWithWeightsOffloaded()

@@ -10,12 +10,13 @@ public enum GpuPrecision
     Float32,
 
     /// <summary>
-    /// The precision PyTorch runs FLUX in. A forward that only runs (not a training pass) stores its activations as
-    /// bf16 (<see cref="IBackend.AllocateActivation"/>): every op reads bf16, computes in float32 (norms and softmax
-    /// accumulate in float32) and rounds its result to bf16; products with bf16 weights run cublasGemmEx on the bf16
-    /// views in place with float32 accumulation and bf16 output, attention multiplies bf16 q, k, v and probabilities.
-    /// Training passes keep float32 activations; their bf16-weight products round inputs to bf16 for GemmEx, and
-    /// float32 GEMMs may use TF32.
+    /// The precision PyTorch runs FLUX in. Forwards and training passes store their activations (and a training pass
+    /// its activation gradients) as bf16 (<see cref="IBackend.AllocateActivation"/>): every op reads bf16, computes in
+    /// float32 (norms, softmax and reductions accumulate in float32) and rounds its result to bf16; products run
+    /// cublasGemmEx on bf16 views in place with float32 accumulation, a small float32 operand beside them (a LoRA
+    /// factor) rounded to bf16 as autocast does, and a trained weight's gradient written in float32; attention multiplies
+    /// bf16 q, k, v and probabilities. Parameters, their gradients and optimizer state stay float32, as do the values a
+    /// model's generated code allocates float32 (the residual stream, per-sample vectors); float32 GEMMs may use TF32.
     /// </summary>
     BFloat16,
 }

@@ -7,10 +7,11 @@ using InFluxEdit.Runtime.Tensors;
 namespace InFluxEdit.Runtime.Backends.Gpu;
 
 /// <summary>
-/// The training ops (<see cref="ITrainingBackend"/>) on an ILGPU accelerator. Products run on cuBLAS where it is
-/// loaded (sgemm, strided-batched sgemm, GemmEx for bf16 weights under <see cref="GpuPrecision.BFloat16"/>) and on
-/// <see cref="BackwardKernels.GeneralGemm"/> elsewhere (the simulator, a GPU without libcublas, a view cuBLAS cannot
-/// address). Attention's backward is written once over those products (see <see cref="AttentionBackward"/>).
+/// The training ops (<see cref="ITrainingBackend"/>) on an ILGPU accelerator, on float32 or bf16 activation views alike
+/// (every kernel reads and writes through <see cref="Elements"/>: float32 arithmetic, one rounding on the store).
+/// Products run on cuBLAS where it is loaded (sgemm and strided-batched sgemm on float32, GemmEx where bf16 takes part)
+/// and on <see cref="BackwardKernels.GeneralGemm"/> elsewhere (the simulator, a GPU without libcublas, a view cuBLAS
+/// cannot address). Attention's backward is written once over those products (see <see cref="AttentionBackward"/>).
 /// Column sums (bias, modulation and gate gradients) are split into row chunks whose partials are added in a fixed
 /// order, so gradients are the same on every run.
 /// </summary>
@@ -68,7 +69,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
             return;
         }
         var (m, n, k, products, sumOverBatches) = ViewRules.GemmSizes(c, a, transposeA, b, transposeB);
-        var cTensor = FloatTensor(c, nameof(c));
+        var cTensor = ActivationTensor(c, nameof(c));
         CheckBounds(c, cTensor, nameof(c));
         var aTensor = OwnTensor(a.Tensor, nameof(a));
         CheckBounds(a, aTensor, nameof(a));
@@ -91,8 +92,8 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         try
         {
             long aStride = a.Batch == 1 ? 0 : a.BatchStride, bStride = b.Batch == 1 ? 0 : b.BatchStride;
-            var aOperand = ProductOperand(a, aTensor, aStride, b, bTensor, scratch);
-            var bOperand = ProductOperand(b, bTensor, bStride, a, aTensor, scratch);
+            var aOperand = ProductOperand(a, aTensor, aStride, scratch);
+            var bOperand = ProductOperand(b, bTensor, bStride, scratch);
 
             // One larger product where the batches lie as consecutive rows (as the CPU does): dx = dy·W over a batch
             // is one product with Batch·M rows, dW = Σ dyᵀ·x one with Batch·K reduction rows.
@@ -111,35 +112,19 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         }
     }
 
-    /// <summary>Whether an operand's batches lie as consecutive rows of one matrix (its scratch copy is dense).</summary>
+    /// <summary>Whether an operand's batches lie as consecutive rows of one matrix.</summary>
     private static bool StacksAsRows(DeviceOperand operand, View view) =>
         view.Batch == 1 || operand.BatchStride == view.Rows * operand.RowStride;
 
     /// <summary>
-    /// A product operand: a float32 view as it is; a 16-bit weight as bf16 words for GemmEx where cuBLAS runs
-    /// <see cref="GpuPrecision.BFloat16"/> (then the float32 <paramref name="other"/> operand is rounded to bf16 as well),
-    /// else widened into a float32 scratch copy of the whole tensor (so the view's offsets stay valid).
-    /// A float32 operand multiplied by a bf16 weight under GemmEx is rounded into a dense bf16 scratch.
+    /// A product operand in its own storage (float32, or bf16 words: activations in bf16 precision, bf16 weights), which
+    /// both product paths read; an f16 weight widened into a float32 scratch copy of the whole tensor (so the view's
+    /// offsets stay valid). <see cref="Product"/> converts what cuBLAS cannot mix.
     /// </summary>
-    private DeviceOperand ProductOperand(View view, GpuTensor tensor, long batchStride, View other, GpuTensor otherTensor, List<Action> scratch)
+    private DeviceOperand ProductOperand(View view, GpuTensor tensor, long batchStride, List<Action> scratch)
     {
-        bool gemmEx = UsesGemmEx(tensor, otherTensor);
-        if (tensor.DType == DType.F32)
-        {
-            if (!gemmEx)
-                return Operand(tensor, view.Offset, batchStride, view.RowStride);
-            // The float32 partner of a bf16 weight: rounded to bf16, dense [Batch·Rows, Cols].
-            long count = view.ElementCount;
-            var words = wordPool.Rent(Math.Max(count, 1));
-            scratch.Add(() => wordPool.Return(words));
-            var (layout, data) = FloatStrided(view, "operand");
-            kernels.RoundToBFloat16((int)CheckedCount(count), view.Cols, words.View.AsContiguous(), layout, data);
-            return new DeviceOperand(default, words.NativePtr, sizeof(ushort), CuBlasNative.DataBFloat16, 0,
-                view.Batch == 1 ? 0 : (long)view.Rows * view.Cols, view.Cols);
-        }
-        if (gemmEx)
-            return new DeviceOperand(default, tensor.DevicePointer(0), sizeof(ushort), CuBlasNative.DataBFloat16,
-                view.Offset, batchStride, view.RowStride);
+        if (tensor.DType is DType.F32 or DType.BF16)
+            return Operand(tensor, view.Offset, batchStride, view.RowStride);
         var wide = floatPool.Rent(tensor.Length);
         scratch.Add(() => floatPool.Return(wide));
         WidenWords(wide.View.SubView(0, tensor.Length).AsContiguous(), tensor.Words, tensor.DType);
@@ -147,13 +132,11 @@ public sealed partial class IlgpuBackend : ITrainingBackend
             view.Offset, batchStride, view.RowStride);
     }
 
-    /// <summary>A bf16 weight meets a float32 operand on cuBLAS under bf16 precision: both go to GemmEx as bf16.</summary>
-    private bool UsesGemmEx(GpuTensor tensor, GpuTensor other) =>
-        cublas is not null && TrainingGemmOnCuBlasEnabled && Precision == GpuPrecision.BFloat16 &&
-        (tensor.DType == DType.BF16 && other.DType == DType.F32 || tensor.DType == DType.F32 && other.DType == DType.BF16);
-
+    /// <summary>A float32 or bf16 tensor's elements as a product operand.</summary>
     private static DeviceOperand Operand(GpuTensor tensor, long offset, long batchStride, long rowStride) =>
-        new(tensor.Floats, tensor.DevicePointer(0), sizeof(float), CuBlasNative.DataFloat32, offset, batchStride, rowStride);
+        tensor.DType == DType.BF16
+            ? new(Elements.BFloat16(tensor.Words), tensor.DevicePointer(0), sizeof(ushort), CuBlasNative.DataBFloat16, offset, batchStride, rowStride)
+            : new(tensor.Floats, tensor.DevicePointer(0), sizeof(float), CuBlasNative.DataFloat32, offset, batchStride, rowStride);
 
     private static DeviceOperand Operand(MemoryBuffer1D<float, Stride1D.Dense> buffer, long offset, long batchStride, long rowStride) =>
         new(buffer.View.AsContiguous(), buffer.NativePtr, sizeof(float), CuBlasNative.DataFloat32, offset, batchStride, rowStride);
@@ -162,7 +145,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     /// A row-major matrix operand of <see cref="Product"/>: element (product p, row r, column q) at
     /// Offset + p·BatchStride + r·RowStride + q of Data (ILGPU) or, in bytes, of Base (cuBLAS).
     /// </summary>
-    private readonly record struct DeviceOperand(ArrayView<float> Data, IntPtr Base, int ElementBytes, int CudaType,
+    private readonly record struct DeviceOperand(Elements Data, IntPtr Base, int ElementBytes, int CudaType,
         long Offset, long BatchStride, long RowStride)
     {
         public IntPtr At(long element) => Base + checked((nint)((Offset + element) * ElementBytes));
@@ -170,9 +153,47 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     }
 
     /// <summary>
+    /// Whether cuBLAS multiplies in bf16 (GemmEx: bf16 a and b, float32 accumulation, c in its own storage): for a bf16
+    /// output, and in <see cref="GpuPrecision.BFloat16"/> wherever a bf16 operand takes part, as autocast does. Otherwise
+    /// sgemm on float32 operands, a bf16 weight widened exactly (float32 precision keeps the CPU's results).
+    /// </summary>
+    private bool MultipliesInBFloat16(DeviceOperand a, DeviceOperand b, DeviceOperand c) =>
+        !c.IsFloat32 || Precision == GpuPrecision.BFloat16 && (!a.IsFloat32 || !b.IsFloat32);
+
+    /// <summary>
+    /// An operand of a cuBLAS product in the storage the product takes: itself, or a dense copy (rounded to bf16 — a small
+    /// float32 LoRA factor or trained weight beside bf16 activations, as autocast casts it — or widened) in a scratch
+    /// buffer released with <paramref name="scratch"/>. <paramref name="matrices"/> stored [rows, cols] matrices at its
+    /// batch stride (one where the stride is 0).
+    /// </summary>
+    private DeviceOperand InStorage(DeviceOperand operand, bool bf16, int matrices, int rows, int cols, List<Action> scratch)
+    {
+        if (operand.IsFloat32 != bf16) return operand;
+        if (operand.BatchStride == 0) matrices = 1;
+        long count = (long)matrices * rows * cols;
+        int launchCount = (int)CheckedCount(count);
+        var source = new StridedMatrix(operand.Offset, rows, operand.BatchStride, operand.RowStride);
+        var dense = new StridedMatrix(0, rows, (long)rows * cols, cols);
+        long batchStride = matrices == 1 ? 0 : (long)rows * cols;
+        if (bf16)
+        {
+            var words = wordPool.Rent(Math.Max(count, 1));
+            scratch.Add(() => wordPool.Return(words));
+            var data = Elements.BFloat16(words.View.AsContiguous());
+            if (count > 0) kernels.Copy(launchCount, cols, dense, data, source, operand.Data);
+            return new DeviceOperand(data, words.NativePtr, sizeof(ushort), CuBlasNative.DataBFloat16, 0, batchStride, cols);
+        }
+        var floats = floatPool.Rent(Math.Max(count, 1));
+        scratch.Add(() => floatPool.Return(floats));
+        if (count > 0) kernels.Copy(launchCount, cols, dense, floats.View.AsContiguous(), source, operand.Data);
+        return Operand(floats, 0, batchStride, cols);
+    }
+
+    /// <summary>
     /// outputs × sumCount row-major products: c_o = alpha·Σ_s op(a_p)·op(b_p) + beta·c_o with p = o·sumCount + s, each
-    /// [M, N] = [M, K]·[K, N] after the transposes. cuBLAS when loaded and every operand is addressable by it, else
-    /// the ILGPU kernel (float32 operands only). alpha ≠ 0 and K > 0 here.
+    /// [M, N] = [M, K]·[K, N] after the transposes, every operand float32 or bf16. cuBLAS when loaded and every operand is
+    /// addressable by it (see <see cref="MultipliesInBFloat16"/> for its storage), else the ILGPU kernel, which reads each
+    /// operand in its own storage and rounds c once on the store. alpha ≠ 0 and K > 0 here.
     /// </summary>
     private void Product(int outputs, int sumCount, int m, int n, int k, float alpha,
         DeviceOperand a, bool transposeA, DeviceOperand b, bool transposeB, float beta, DeviceOperand c)
@@ -182,11 +203,21 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         if (cublas is not null && TrainingGemmOnCuBlasEnabled
             && LeadingDimension(a, aRows, aCols) > 0 && LeadingDimension(b, bRows, bCols) > 0 && LeadingDimension(c, m, n) > 0)
         {
-            ProductOnCuBlas(outputs, sumCount, m, n, k, alpha, a, transposeA, b, transposeB, beta, c);
+            bool bf16 = MultipliesInBFloat16(a, b, c);
+            var scratch = new List<Action>();
+            try
+            {
+                int matrices = outputs * sumCount;
+                ProductOnCuBlas(outputs, sumCount, m, n, k, alpha, InStorage(a, bf16, matrices, aRows, aCols, scratch), transposeA,
+                    InStorage(b, bf16, matrices, bRows, bCols, scratch), transposeB, beta, c);
+            }
+            finally
+            {
+                // Safe to reuse at once: later work on the same stream runs after the product.
+                foreach (var release in scratch) release();
+            }
             return;
         }
-        if (!a.IsFloat32 || !b.IsFloat32)
-            throw new InvalidOperationException("Gemm: bf16 operands need cuBLAS; the ILGPU product takes float32");
         int side = launch.GemmThreadsPerSide;
         var grid = new Index3D((n + 4 * side - 1) / (4 * side), (m + 4 * side - 1) / (4 * side), outputs);
         TrainingOps.GeneralGemm(new KernelConfig(grid, new Index3D(side, side, 1)),
@@ -217,7 +248,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         int ldc = LeadingDimension(c, m, n);
         int opA = transposeB ? CuBlasNative.OperationTranspose : CuBlasNative.OperationNone;
         int opB = transposeA ? CuBlasNative.OperationTranspose : CuBlasNative.OperationNone;
-        bool float32 = a.IsFloat32 && b.IsFloat32;
+        bool float32 = a.IsFloat32 && b.IsFloat32 && c.IsFloat32;
         for (int s = 0; s < sumCount; s++)
         {
             float stepBeta = s == 0 ? beta : 1f;
@@ -229,7 +260,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
                     cublas!.Sgemm(opA, opB, n, m, k, alpha, bPointer, ldb, aPointer, lda, stepBeta, cPointer, ldc);
                 else
                     cublas!.GemmEx(opA, opB, n, m, k, alpha, bPointer, b.CudaType, ldb, aPointer, a.CudaType, lda,
-                        stepBeta, cPointer, CuBlasNative.DataFloat32, ldc);
+                        stepBeta, cPointer, c.CudaType, ldc);
             }
             else if (float32)
             {
@@ -239,7 +270,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
             else
             {
                 cublas!.GemmStridedBatchedEx(opA, opB, n, m, k, alpha, bPointer, b.CudaType, ldb, strideB,
-                    aPointer, a.CudaType, lda, strideA, stepBeta, cPointer, CuBlasNative.DataFloat32, ldc, c.BatchStride,
+                    aPointer, a.CudaType, lda, strideA, stepBeta, cPointer, c.CudaType, ldc, c.BatchStride,
                     outputs, CuBlasNative.ComputeFloat32);
             }
         }
@@ -248,7 +279,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     /// <summary>x = beta·x, or 0 without reading x when beta is 0.</summary>
     private void ScaleOrClear(View x, float beta)
     {
-        var (count, layout, data) = FloatOutput(x);
+        var (count, layout, data) = Output(x);
         if (count == 0 || beta == 1f) return;
         if (beta == 0f)
             Zero(x);
@@ -262,8 +293,8 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     {
         if (y.Rows != 1 || y.Cols != x.Cols || (y.Batch != x.Batch && y.Batch != 1))
             throw new ArgumentException($"SumRows: {y} must be [{x.Batch} or 1, 1, {x.Cols}] to hold the row sums of {x}", nameof(y));
-        var (_, ys, yd) = FloatOutput(y);
-        var (xs, xd) = FloatStrided(x, nameof(x));
+        var (_, ys, yd) = Output(y);
+        var (xs, xd) = Strided(x, nameof(x));
         ViewRules.RequireDistinctOutputElements(y, nameof(y));
         ViewRules.RequireDisjoint(y, x, nameof(x));
         if (y.ElementCount == 0) return;
@@ -295,10 +326,10 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void ModulateBackward(View dx, View dShift, View dScale, View dy, View x, View scale)
     {
-        var (_, dxs, dxd) = FloatOutput(dx);
-        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
-        var (scales, scaled) = FloatSameShapeOperand(scale, dx, nameof(scale));
+        var (_, dxs, dxd) = Output(dx);
+        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
+        var (scales, scaled) = SameShapeOperand(scale, dx, nameof(scale));
         var (shiftLayout, shiftData) = PerSampleVector(dShift, x, nameof(dShift), dx, dy, scale);
         var (scaleLayout, scaleData) = PerSampleVector(dScale, x, nameof(dScale), dx, dy, scale, dShift);
         if (x.Batch == 0 || x.Cols == 0) return;
@@ -320,10 +351,10 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void GatedResidualBackward(View dx, View dGate, View dy, View x, View gate)
     {
-        var (_, dxs, dxd) = FloatOutput(dx);
-        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
-        var (gates, gated) = FloatSameShapeOperand(gate, dx, nameof(gate));
+        var (_, dxs, dxd) = Output(dx);
+        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
+        var (gates, gated) = SameShapeOperand(gate, dx, nameof(gate));
         var (gateLayout, gateData) = PerSampleVector(dGate, x, nameof(dGate), dx, dy, gate);
         if (x.Batch == 0 || x.Cols == 0) return;
         var shape = ChunksFor(x.Batch, x.Cols, x.Rows, sums: 1);
@@ -344,11 +375,11 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     /// A per-sample gradient vector: [1, batch, cols], one row per sample of <paramref name="x"/>, sharing no element
     /// with x or the op's other views; as a layout whose flat row is the sample.
     /// </summary>
-    private (StridedMatrix Layout, ArrayView<float> Data) PerSampleVector(View vector, View x, string name, params View[] others)
+    private (StridedMatrix Layout, Elements Data) PerSampleVector(View vector, View x, string name, params View[] others)
     {
         if (vector.Batch != 1 || vector.Rows != x.Batch || vector.Cols != x.Cols)
             throw new ArgumentException($"{vector} must be [1, {x.Batch}, {x.Cols}], one row per sample of {x}", name);
-        var (_, data) = FloatStrided(vector, name);
+        var (_, data) = Strided(vector, name);
         ViewRules.RequireDistinctOutputElements(vector, name);
         ViewRules.RequireDisjoint(vector, x, name);
         foreach (var other in others) ViewRules.RequireDisjoint(vector, other, name);
@@ -359,9 +390,9 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void LayerNormBackward(View dx, View dy, View x, float eps)
     {
-        var (count, dxs, dxd) = FloatOutput(dx);
-        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
+        var (count, dxs, dxd) = Output(dx);
+        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
         if (count == 0) return;
         int rows = checked(dx.Batch * dx.Rows);
         int group = GroupSizeFor(dx.Cols, Math.Min(launch.RowGroup, BackwardKernels.MaxGroupSize));
@@ -370,9 +401,9 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void RmsNormBackward(View dx, View dy, View x, DeviceTensor scale, int groupSize, float eps)
     {
-        var (count, dxs, dxd) = FloatOutput(dx);
-        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
+        var (count, dxs, dxd) = Output(dx);
+        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
         if (groupSize <= 0 || dx.Cols % groupSize != 0)
             throw new ArgumentException($"RmsNormBackward: {dx.Cols} columns do not split into groups of {groupSize}", nameof(groupSize));
         var scaleTensor = OwnTensor(scale, nameof(scale)).AsFloat32();
@@ -390,32 +421,32 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     public void GeluTanhBackward(View dx, View dy, View x) => ElementwiseBackward(TrainingOps.GeluTanhBackward, dx, dy, x);
 
     private void ElementwiseBackward(
-        Action<Index1D, int, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>, StridedMatrix, ArrayView<float>> kernel,
+        Action<Index1D, int, StridedMatrix, Elements, StridedMatrix, Elements, StridedMatrix, Elements> kernel,
         View dx, View dy, View x)
     {
-        var (count, dxs, dxd) = FloatOutput(dx);
-        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
-        var (xs, xd) = FloatSameShapeOperand(x, dx, nameof(x));
+        var (count, dxs, dxd) = Output(dx);
+        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
+        var (xs, xd) = SameShapeOperand(x, dx, nameof(x));
         if (count == 0) return;
         kernel(count, dx.Cols, dxs, dxd, dys, dyd, xs, xd);
     }
 
     public void ApplyRopeBackward(View dx, View dy, View pe, int headDim)
     {
-        var (count, dxs, dxd) = FloatOutput(dx);
-        var (dys, dyd) = FloatSameShapeOperand(dy, dx, nameof(dy));
+        var (count, dxs, dxd) = Output(dx);
+        var (dys, dyd) = SameShapeOperand(dy, dx, nameof(dy));
         if (headDim <= 0 || headDim % 2 != 0 || dy.Cols % headDim != 0)
             throw new ArgumentException($"ApplyRopeBackward: {dy.Cols} columns do not split into heads of even width {headDim}", nameof(headDim));
         if (pe.Cols != headDim * 2)
             throw new ArgumentException($"ApplyRopeBackward: {pe} must have {headDim / 2}·4 columns", nameof(pe));
         if (pe.Rows != dy.Rows || (pe.Batch != dy.Batch && pe.Batch != 1))
             throw new ArgumentException($"ApplyRopeBackward: {pe} needs one row per token of {dy}", nameof(pe));
-        var peTensor = FloatTensor(pe, nameof(pe));
+        var peTensor = ActivationTensor(pe, nameof(pe));
         CheckBounds(pe, peTensor, nameof(pe));
         if (count == 0) return;
         var peLayout = new StridedMatrix(pe.Offset, dy.Rows, pe.Batch == dy.Batch ? pe.BatchStride : 0, pe.RowStride);
         TrainingOps.ApplyRopeBackward((int)CheckedCount(dx.ElementCount / 2), dx.Cols / 2, headDim / 2,
-            dxs, dxd, dys, dyd, peLayout, peTensor.Floats);
+            dxs, dxd, dys, dyd, peLayout, ElementsOf(peTensor));
     }
 
     // ---------------------------------------------------------------- attention
@@ -435,13 +466,13 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         ThrowIfDisposed();
         accelerator.Bind();
         ViewRules.AttentionBackwardShapes(dq, dk, dv, dOut, q, k, v, heads);
-        var qTensor = FloatTensor(q, nameof(q));
-        var kTensor = FloatTensor(k, nameof(k));
-        var vTensor = FloatTensor(v, nameof(v));
-        var dOutTensor = FloatTensor(dOut, nameof(dOut));
-        var dqTensor = FloatTensor(dq, nameof(dq));
-        var dkTensor = FloatTensor(dk, nameof(dk));
-        var dvTensor = FloatTensor(dv, nameof(dv));
+        var qTensor = ActivationTensor(q, nameof(q));
+        var kTensor = ActivationTensor(k, nameof(k));
+        var vTensor = ActivationTensor(v, nameof(v));
+        var dOutTensor = ActivationTensor(dOut, nameof(dOut));
+        var dqTensor = ActivationTensor(dq, nameof(dq));
+        var dkTensor = ActivationTensor(dk, nameof(dk));
+        var dvTensor = ActivationTensor(dv, nameof(dv));
         CheckBounds(q, qTensor, nameof(q));
         CheckBounds(k, kTensor, nameof(k));
         CheckBounds(v, vTensor, nameof(v));
@@ -476,14 +507,23 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         int group = GroupSizeFor(keyRows, Math.Min(launch.RowGroup, AttentionKernels.SoftmaxMaxGroup));
         int chunks = 0;
         bool onCuBlas = cublas is not null && TrainingGemmOnCuBlasEnabled;
+        // Later chunks add into dk and dv: bf16 ones would be rounded after every chunk, so their sums build up in a
+        // float32 [keyRows, cols] scratch per batch and are rounded once, as the float32 views' sums are.
+        bool chunked = queryRows > chunk;
+        using var keySums = chunked && dkTensor.DType != DType.F32 ? (GpuTensor)Allocate([keyRows, dk.Cols]) : null;
+        using var valueSums = chunked && dvTensor.DType != DType.F32 ? (GpuTensor)Allocate([keyRows, dv.Cols]) : null;
         try
         {
             for (int b = 0; b < batches; b++)
             {
                 var keys = Operand(kTensor, k.Offset + b * k.BatchStride, qkDim, k.RowStride);
                 var values = Operand(vTensor, v.Offset + b * v.BatchStride, valueDim, v.RowStride);
-                var keyGradients = Operand(dkTensor, dk.Offset + b * dk.BatchStride, qkDim, dk.RowStride);
-                var valueGradients = Operand(dvTensor, dv.Offset + b * dv.BatchStride, valueDim, dv.RowStride);
+                var keyGradients = keySums is null
+                    ? Operand(dkTensor, dk.Offset + b * dk.BatchStride, qkDim, dk.RowStride)
+                    : Operand(keySums, 0, qkDim, dk.Cols);
+                var valueGradients = valueSums is null
+                    ? Operand(dvTensor, dv.Offset + b * dv.BatchStride, valueDim, dv.RowStride)
+                    : Operand(valueSums, 0, valueDim, dv.Cols);
                 for (int firstRow = 0; firstRow < queryRows; firstRow += chunk)
                 {
                     int n = Math.Min(chunk, queryRows - firstRow);
@@ -506,6 +546,8 @@ public sealed partial class IlgpuBackend : ITrainingBackend
                     ProductOrClear(heads, n, qkDim, keyRows, 1f, dS, false, keys, false, 0f, queryGradients);
                     chunks++;
                 }
+                if (keySums is not null) Copy(Batch(dk, b), View.Of(keySums).Reshape(1, keyRows, dk.Cols));
+                if (valueSums is not null) Copy(Batch(dv, b), View.Of(valueSums).Reshape(1, keyRows, dv.Cols));
             }
         }
         finally
@@ -576,7 +618,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
         for (int i = 0, offset = 0; i < views.Length; offset += groups[i], i++)
         {
             if (groups[i] == 0) continue;
-            var (_, layout, data) = FloatOutput(views[i]);
+            var (_, layout, data) = Output(views[i]);
             TrainingOps.SumOfSquaresPartials(new KernelConfig(groups[i], group), views[i].ElementCount, views[i].Cols, layout, data, all.SubView(offset, groups[i]));
         }
         var host = new double[total];
@@ -593,7 +635,7 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void Scale(View x, float factor)
     {
-        var (count, layout, data) = FloatOutput(x);
+        var (count, layout, data) = Output(x);
         ViewRules.RequireDistinctOutputElements(x, nameof(x));
         if (count == 0) return;
         TrainingOps.ScaleInPlace(count, x.Cols, factor, layout, data);
@@ -601,33 +643,14 @@ public sealed partial class IlgpuBackend : ITrainingBackend
 
     public void Zero(View x)
     {
-        var (count, layout, data) = FloatOutput(x);
+        var (count, layout, data) = Output(x);
         if (count == 0) return;
         // A dense view is one memset (cuMemsetD8Async on CUDA), the bandwidth-bound way to clear gradient buffers.
-        if (x.IsContiguous)
-            data.SubView(x.Offset, count).MemSetToZero();
+        if (x.IsContiguous && data.IsBFloat16 != 0)
+            data.Words.SubView(x.Offset, count).MemSetToZero();
+        else if (x.IsContiguous)
+            data.Floats.SubView(x.Offset, count).MemSetToZero();
         else
             TrainingOps.Fill(count, x.Cols, 0f, layout, data);
-    }
-
-    // Training keeps float32 activations and gradients (its kernels have only a float32 form): these are the view
-    // helpers of the forward ops, narrowed to float32 with an actionable error for a bf16 view.
-
-    private (int Count, StridedMatrix Layout, ArrayView<float> Data) FloatOutput(View y)
-    {
-        var (count, layout, data) = Output(y);
-        return (count, layout, data.Float32Only("a training op"));
-    }
-
-    private (StridedMatrix Layout, ArrayView<float> Data) FloatStrided(View view, string name)
-    {
-        var (layout, data) = Strided(view, name);
-        return (layout, data.Float32Only("a training op"));
-    }
-
-    private (StridedMatrix Layout, ArrayView<float> Data) FloatSameShapeOperand(View operand, View output, string name)
-    {
-        var (layout, data) = SameShapeOperand(operand, output, name);
-        return (layout, data.Float32Only("a training op"));
     }
 }

@@ -691,11 +691,11 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
     {
         if (!x.IsContiguous)
             throw new ArgumentException($"softmax rows need a dense view, got {x}", nameof(x));
-        var (count, _, data) = Output(x);
+        var (count, _, _) = Output(x);
         if (count == 0) return;
         int rows = checked(x.Batch * x.Rows);
         int group = GroupSizeFor(x.Cols, Math.Min(launch.RowGroup, AttentionKernels.SoftmaxMaxGroup));
-        var scores = data.Float32Only(nameof(SoftmaxRowsInPlace)).SubView(x.Offset, x.ElementCount);
+        var scores = FloatTensor(x, nameof(x)).Floats.SubView(x.Offset, x.ElementCount);
         kernels.SoftmaxRows(new KernelConfig(rows, group), x.Cols, scores, scores);
     }
 

@@ -4,33 +4,12 @@ using InFluxEdit.Runtime.Tensors;
 namespace InFluxEdit.Runtime.Backends.Planning;
 
 /// <summary>
-/// The training ops of the plan: the ILGPU backend's checks (float32 views, <see cref="ViewRules"/>) and its scratch:
-/// dequantized or widened weights and bf16-rounded operands of the products, column-sum partials, attention's
-/// score or flash workspaces.
+/// The training ops of the plan: the ILGPU backend's checks (float32 or bf16 views, <see cref="ViewRules"/>) and its
+/// scratch: dequantized or widened weights and the operands cuBLAS converts, column-sum partials, attention's score or
+/// flash workspaces and its float32 dk and dv sums.
 /// </summary>
 public sealed partial class MemoryPlanBackend : ITrainingBackend
 {
-    /// <summary>A training op's view: float32 only, as the ILGPU training kernels take.</summary>
-    private PlannedTensor Float(View view, string name)
-    {
-        var tensor = Activation(view, name);
-        if (tensor.DType != DType.F32)
-            throw new ArgumentException($"{name} views a {tensor.DType} tensor; a training op reads float32 views only", name);
-        return tensor;
-    }
-
-    private bool FloatOutput(View y)
-    {
-        Float(y, nameof(y));
-        return y.ElementCount > 0;
-    }
-
-    private void FloatSameShape(View operand, View output, string name)
-    {
-        SameShape(operand, output, name);
-        Float(operand, name);
-    }
-
     public void Gemm(View c, View a, bool transposeA, View b, bool transposeB, float alpha, float beta)
     {
         var (_, _, k, _, sumOverBatches) = ViewRules.GemmSizes(c, a, transposeA, b, transposeB);
@@ -41,7 +20,7 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
             Gemm(c, a, transposeA, View.Of(decoded), transposeB, alpha, beta);
             return;
         }
-        Float(c, nameof(c));
+        Activation(c, nameof(c));
         var aTensor = Own(a.Tensor, nameof(a));
         CheckBounds(a, aTensor, nameof(a));
         var bTensor = Own(b.Tensor, nameof(b));
@@ -50,29 +29,29 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
         ViewRules.RequireDisjoint(c, a, nameof(a));
         ViewRules.RequireDisjoint(c, b, nameof(b));
         if (c.ElementCount == 0 || alpha == 0f || k == 0) return;
-        using var aScratch = ProductOperand(a, aTensor, bTensor);
-        using var bScratch = ProductOperand(b, bTensor, aTensor);
+        using var aWide = WidenedWeight(aTensor);
+        using var bWide = WidenedWeight(bTensor);
+        // cuBLAS multiplies in one storage (IlgpuBackend.Training's MultipliesInBFloat16 and InStorage): an operand in the
+        // other one is copied densely, converted.
+        bool bf16 = c.Tensor.DType == DType.BF16 || Device.Precision == GpuPrecision.BFloat16 && (aTensor.DType != DType.F32 || bTensor.DType != DType.F32);
+        using var aConverted = Device.CuBlas && (aTensor.DType == DType.F32) == bf16 ? Scratch(ConvertedLength(a), bf16 ? DType.BF16 : DType.F32) : null;
+        using var bConverted = Device.CuBlas && (bTensor.DType == DType.F32) == bf16 ? Scratch(ConvertedLength(b), bf16 ? DType.BF16 : DType.F32) : null;
     }
 
-    /// <summary>
-    /// The scratch of a product operand (IlgpuBackend.Training's ProductOperand): a float32 partner of a bf16 weight
-    /// rounded to dense bf16 for GemmEx; a 16-bit weight not on GemmEx widened whole to float32; else none.
-    /// </summary>
-    private PlannedTensor? ProductOperand(View view, PlannedTensor tensor, PlannedTensor other)
-    {
-        bool gemmEx = Device.CuBlas && Device.Precision == GpuPrecision.BFloat16 &&
-            (tensor.DType == DType.BF16 && other.DType == DType.F32 || tensor.DType == DType.F32 && other.DType == DType.BF16);
-        if (tensor.DType == DType.F32)
-            return gemmEx ? Scratch(Math.Max(view.ElementCount, 1), DType.BF16) : null;
-        return gemmEx ? null : Scratch(tensor.Length, DType.F32);
-    }
+    /// <summary>An f16 weight, which the products read widened whole to float32 (float32 and bf16 tensors are read as stored).</summary>
+    private PlannedTensor? WidenedWeight(PlannedTensor tensor) =>
+        tensor.DType is DType.F32 or DType.BF16 ? null : Scratch(tensor.Length, DType.F32);
+
+    /// <summary>The dense copy of a product operand: one matrix where its batches share one (batch stride 0).</summary>
+    private static long ConvertedLength(View view) =>
+        Math.Max(view.Batch == 1 || view.BatchStride == 0 ? (long)view.Rows * view.Cols : view.ElementCount, 1);
 
     public void SumRows(View y, View x, float beta)
     {
         if (y.Rows != 1 || y.Cols != x.Cols || (y.Batch != x.Batch && y.Batch != 1))
             throw new ArgumentException($"SumRows: {y} must be [{x.Batch} or 1, 1, {x.Cols}] to hold the row sums of {x}", nameof(y));
-        FloatOutput(y);
-        Float(x, nameof(x));
+        Output(y);
+        Activation(x, nameof(x));
         ViewRules.RequireDistinctOutputElements(y, nameof(y));
         ViewRules.RequireDisjoint(y, x, nameof(x));
         if (y.ElementCount == 0) return;
@@ -88,16 +67,16 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
 
     public void LayerNormBackward(View dx, View dy, View x, float eps)
     {
-        FloatOutput(dx);
-        FloatSameShape(dy, dx, nameof(dy));
-        FloatSameShape(x, dx, nameof(x));
+        Output(dx);
+        SameShape(dy, dx, nameof(dy));
+        SameShape(x, dx, nameof(x));
     }
 
     public void RmsNormBackward(View dx, View dy, View x, DeviceTensor scale, int groupSize, float eps)
     {
-        FloatOutput(dx);
-        FloatSameShape(dy, dx, nameof(dy));
-        FloatSameShape(x, dx, nameof(x));
+        Output(dx);
+        SameShape(dy, dx, nameof(dy));
+        SameShape(x, dx, nameof(x));
         if (groupSize <= 0 || dx.Cols % groupSize != 0)
             throw new ArgumentException($"RmsNormBackward: {dx.Cols} columns do not split into groups of {groupSize}", nameof(groupSize));
         var s = Own(scale, nameof(scale)).AsFloat32();
@@ -106,10 +85,10 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
 
     public void ModulateBackward(View dx, View dShift, View dScale, View dy, View x, View scale)
     {
-        FloatOutput(dx);
-        FloatSameShape(dy, dx, nameof(dy));
-        FloatSameShape(x, dx, nameof(x));
-        FloatSameShape(scale, dx, nameof(scale));
+        Output(dx);
+        SameShape(dy, dx, nameof(dy));
+        SameShape(x, dx, nameof(x));
+        SameShape(scale, dx, nameof(scale));
         PerSampleVector(dShift, x, nameof(dShift), dx, dy, scale);
         PerSampleVector(dScale, x, nameof(dScale), dx, dy, scale, dShift);
         if (x.Batch == 0 || x.Cols == 0) return;
@@ -118,10 +97,10 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
 
     public void GatedResidualBackward(View dx, View dGate, View dy, View x, View gate)
     {
-        FloatOutput(dx);
-        FloatSameShape(dy, dx, nameof(dy));
-        FloatSameShape(x, dx, nameof(x));
-        FloatSameShape(gate, dx, nameof(gate));
+        Output(dx);
+        SameShape(dy, dx, nameof(dy));
+        SameShape(x, dx, nameof(x));
+        SameShape(gate, dx, nameof(gate));
         PerSampleVector(dGate, x, nameof(dGate), dx, dy, gate);
         if (x.Batch == 0 || x.Cols == 0) return;
         ColumnSumPartials(x.Batch, x.Cols, x.Rows, sums: 1);
@@ -131,7 +110,7 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
     {
         if (vector.Batch != 1 || vector.Rows != x.Batch || vector.Cols != x.Cols)
             throw new ArgumentException($"{vector} must be [1, {x.Batch}, {x.Cols}], one row per sample of {x}", name);
-        Float(vector, name);
+        Activation(vector, name);
         ViewRules.RequireDistinctOutputElements(vector, name);
         ViewRules.RequireDisjoint(vector, x, name);
         foreach (var other in others) ViewRules.RequireDisjoint(vector, other, name);
@@ -143,28 +122,28 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
 
     private void ElementwiseBackward(View dx, View dy, View x)
     {
-        FloatOutput(dx);
-        FloatSameShape(dy, dx, nameof(dy));
-        FloatSameShape(x, dx, nameof(x));
+        Output(dx);
+        SameShape(dy, dx, nameof(dy));
+        SameShape(x, dx, nameof(x));
     }
 
     public void ApplyRopeBackward(View dx, View dy, View pe, int headDim)
     {
-        FloatOutput(dx);
-        FloatSameShape(dy, dx, nameof(dy));
+        Output(dx);
+        SameShape(dy, dx, nameof(dy));
         if (headDim <= 0 || headDim % 2 != 0 || dy.Cols % headDim != 0)
             throw new ArgumentException($"ApplyRopeBackward: {dy.Cols} columns do not split into heads of even width {headDim}", nameof(headDim));
         if (pe.Cols != headDim * 2) throw new ArgumentException($"ApplyRopeBackward: {pe} must have {headDim / 2}·4 columns", nameof(pe));
         if (pe.Rows != dy.Rows || (pe.Batch != dy.Batch && pe.Batch != 1))
             throw new ArgumentException($"ApplyRopeBackward: {pe} needs one row per token of {dy}", nameof(pe));
-        Float(pe, nameof(pe));
+        Activation(pe, nameof(pe));
     }
 
     public void AttentionBackward(View dq, View dk, View dv, View dOut, View q, View k, View v, int heads, float scale)
     {
         ViewRules.AttentionBackwardShapes(dq, dk, dv, dOut, q, k, v, heads);
         foreach (var (view, name) in new[] { (q, nameof(q)), (k, nameof(k)), (v, nameof(v)), (dOut, nameof(dOut)), (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)) })
-            Float(view, name);
+            Activation(view, name);
         ViewRules.RequireAttentionGradientsApart(dq, dk, dv, dOut, q, k, v);
         int qkDim = q.Cols / heads, valueDim = v.Cols / heads;
         if (q.Batch == 0 || k.Rows == 0 || q.Rows == 0) return;
@@ -180,8 +159,14 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
         }
         // Probabilities and their gradients for one chunk of query rows.
         int chunk = GpuMemoryPolicy.AttentionBackwardChunkRows(Device.AttentionScratchBudgetBytes, heads, k.Rows, q.Rows);
-        using var probabilities = Scratch((long)heads * chunk * k.Rows, DType.F32);
-        using var gradients = Scratch((long)heads * chunk * k.Rows, DType.F32);
+        long scores = (long)heads * chunk * k.Rows;
+        using var probabilities = Scratch(scores, DType.F32);
+        using var gradients = Scratch(scores, DType.F32);
+        // bf16 dk and dv add up over chunks in float32.
+        using var keySums = chunk < q.Rows && dk.Tensor.DType != DType.F32 ? Scratch((long)k.Rows * dk.Cols, DType.F32) : null;
+        using var valueSums = chunk < q.Rows && dv.Tensor.DType != DType.F32 ? Scratch((long)k.Rows * dv.Cols, DType.F32) : null;
+        // On cuBLAS a bf16 pass rounds the float32 scores for their products with bf16 operands, one at a time.
+        if (Device.CuBlas && q.Tensor.DType == DType.BF16) Scratch(scores, DType.BF16).Dispose();
     }
 
     public void AdamWStep(DeviceTensor param, DeviceTensor grad, DeviceTensor m, DeviceTensor v, int step,
@@ -199,15 +184,15 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
     /// <summary>Checks the views; the sum is 0, as nothing is computed (its partials are not pooled on the GPU).</summary>
     public double SumOfSquares(params View[] views)
     {
-        foreach (var view in views) Float(view, nameof(views));
+        foreach (var view in views) Activation(view, nameof(views));
         return 0;
     }
 
     public void Scale(View x, float factor)
     {
-        FloatOutput(x);
+        Output(x);
         ViewRules.RequireDistinctOutputElements(x, nameof(x));
     }
 
-    public void Zero(View x) => FloatOutput(x);
+    public void Zero(View x) => Output(x);
 }

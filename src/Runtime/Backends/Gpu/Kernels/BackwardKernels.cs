@@ -134,8 +134,8 @@ public static class BackwardKernels
 
     /// <summary>dx = dy·σ(x)·(1 + x·(1 − σ(x))).</summary>
     public static void SiluBackward(Index1D index, int cols,
-        StridedMatrix dx, ArrayView<float> dxData, StridedMatrix dy, ArrayView<float> dyData,
-        StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix dx, Elements dxData, StridedMatrix dy, Elements dyData,
+        StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -147,8 +147,8 @@ public static class BackwardKernels
 
     /// <summary>dx = dy·(σ(z) + x·σ(z)(1 − σ(z))·z'), z = k(x + c·x³): the derivative of GELU's x·σ(z) form.</summary>
     public static void GeluTanhBackward(Index1D index, int cols,
-        StridedMatrix dx, ArrayView<float> dxData, StridedMatrix dy, ArrayView<float> dyData,
-        StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix dx, Elements dxData, StridedMatrix dy, Elements dyData,
+        StridedMatrix x, Elements xData)
     {
         const float TwoSqrtTwoOverPi = 1.5957691216057308f;
         const float Cubic = 0.044715f;
@@ -167,8 +167,8 @@ public static class BackwardKernels
     /// [m00, m01, m10, m11] in pe. Reads both before writing both, so dx may alias dy.
     /// </summary>
     public static void ApplyRopeBackward(Index1D index, int pairsPerRow, int pairsPerHead,
-        StridedMatrix dx, ArrayView<float> dxData, StridedMatrix dy, ArrayView<float> dyData,
-        StridedMatrix pe, ArrayView<float> peData)
+        StridedMatrix dx, Elements dxData, StridedMatrix dy, Elements dyData,
+        StridedMatrix pe, Elements peData)
     {
         long flatRow = index / pairsPerRow;
         int pair = index - (int)(flatRow * pairsPerRow);
@@ -184,7 +184,7 @@ public static class BackwardKernels
     }
 
     /// <summary>x = value at every element of the view.</summary>
-    public static void Fill(Index1D index, int cols, float value, StridedMatrix x, ArrayView<float> xData)
+    public static void Fill(Index1D index, int cols, float value, StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -192,7 +192,7 @@ public static class BackwardKernels
     }
 
     /// <summary>x ·= factor (a plain product: NaN·0 stays NaN, as on the CPU).</summary>
-    public static void ScaleInPlace(Index1D index, int cols, float factor, StridedMatrix x, ArrayView<float> xData)
+    public static void ScaleInPlace(Index1D index, int cols, float factor, StridedMatrix x, Elements xData)
     {
         long flatRow = index / cols;
         int col = index - (int)(flatRow * cols);
@@ -221,7 +221,7 @@ public static class BackwardKernels
 
     /// <summary>One thread per (output, chunk, column): the chunk's Σ x into partials (sum 0).</summary>
     public static void SumRowsPartials(Index1D index, ColumnChunks s,
-        StridedMatrix x, ArrayView<float> xData, ArrayView<float> partials)
+        StridedMatrix x, Elements xData, ArrayView<float> partials)
     {
         var cell = s.Cell(index);
         int col = cell.Col, first = cell.First, end = cell.End;
@@ -237,8 +237,8 @@ public static class BackwardKernels
     /// Σ dy into sum 0 and Σ dy·x into sum 1. dx may alias dy or x: each element is read before it is written.
     /// </summary>
     public static void ModulateBackwardPartials(Index1D index, ColumnChunks s,
-        StridedMatrix dx, ArrayView<float> dxData, StridedMatrix dy, ArrayView<float> dyData,
-        StridedMatrix x, ArrayView<float> xData, StridedMatrix scale, ArrayView<float> scaleData,
+        StridedMatrix dx, Elements dxData, StridedMatrix dy, Elements dyData,
+        StridedMatrix x, Elements xData, StridedMatrix scale, Elements scaleData,
         ArrayView<float> partials)
     {
         var cell = s.Cell(index);
@@ -264,8 +264,8 @@ public static class BackwardKernels
     /// dx may alias dy or x.
     /// </summary>
     public static void GatedResidualBackwardPartials(Index1D index, ColumnChunks s,
-        StridedMatrix dx, ArrayView<float> dxData, StridedMatrix dy, ArrayView<float> dyData,
-        StridedMatrix x, ArrayView<float> xData, StridedMatrix gate, ArrayView<float> gateData,
+        StridedMatrix dx, Elements dxData, StridedMatrix dy, Elements dyData,
+        StridedMatrix x, Elements xData, StridedMatrix gate, Elements gateData,
         ArrayView<float> partials)
     {
         var cell = s.Cell(index);
@@ -287,7 +287,7 @@ public static class BackwardKernels
     /// float64) + beta·y, with beta = 0 not reading y. y's flat row is the output.
     /// </summary>
     public static void FinishColumnSums(Index1D index, ColumnChunks s, int sum, float beta,
-        StridedMatrix y, ArrayView<float> yData, ArrayView<float> partials)
+        StridedMatrix y, Elements yData, ArrayView<float> partials)
     {
         int col = index % s.Cols;
         int output = index / s.Cols;
@@ -307,8 +307,8 @@ public static class BackwardKernels
     /// for the sums happens before the last barrier, so dx may alias dy.
     /// </summary>
     public static void LayerNormBackward(int cols, float eps,
-        StridedMatrix dx, ArrayView<float> dxData, StridedMatrix dy, ArrayView<float> dyData,
-        StridedMatrix x, ArrayView<float> xData)
+        StridedMatrix dx, Elements dxData, StridedMatrix dy, Elements dyData,
+        StridedMatrix x, Elements xData)
     {
         var partials = SharedMemory.Allocate<float>(MaxGroupSize);
         long flatRow = Grid.IdxX;
@@ -350,8 +350,8 @@ public static class BackwardKernels
     /// r = rsqrt(mean(x²) + eps). dx may alias dy (see <see cref="LayerNormBackward"/>).
     /// </summary>
     public static void RmsNormBackward(int groupSize, int groupsPerRow, float eps,
-        StridedMatrix dx, ArrayView<float> dxData, StridedMatrix dy, ArrayView<float> dyData,
-        StridedMatrix x, ArrayView<float> xData, ArrayView<float> scale)
+        StridedMatrix dx, Elements dxData, StridedMatrix dy, Elements dyData,
+        StridedMatrix x, Elements xData, ArrayView<float> scale)
     {
         var partials = SharedMemory.Allocate<float>(MaxGroupSize);
         long flatRow = Grid.IdxX / groupsPerRow;
@@ -400,7 +400,7 @@ public static class BackwardKernels
     /// the float64 Σ x² of the elements e ≡ g·groupSize + thread (mod grid·groupSize) of a count-element view.
     /// Widened before squaring, so large floats do not overflow; NaN and ±Inf propagate.
     /// </summary>
-    public static void SumOfSquaresPartials(long count, int cols, StridedMatrix x, ArrayView<float> xData,
+    public static void SumOfSquaresPartials(long count, int cols, StridedMatrix x, Elements xData,
         ArrayView<double> partials)
     {
         var shared = SharedMemory.Allocate<double>(MaxGroupSize);
@@ -438,8 +438,8 @@ public static class BackwardKernels
     /// <see cref="GemmKernels"/>: grid (⌈N / 4·DimX⌉, ⌈M / 4·DimY⌉, outputs), group (DimX, DimY) ≤ 16 × 16, each thread
     /// a 4×4 block of c. Loads follow the stored layout, so a transposed operand is still read along its rows.
     /// </summary>
-    public static void GeneralGemm(GemmShape s, GemmOperand a, ArrayView<float> aData,
-        GemmOperand b, ArrayView<float> bData, GemmOperand c, ArrayView<float> cData)
+    public static void GeneralGemm(GemmShape s, GemmOperand a, Elements aData,
+        GemmOperand b, Elements bData, GemmOperand c, Elements cData)
     {
         var aTile = SharedMemory.Allocate<float>(TileK * SharedStride);
         var bTile = SharedMemory.Allocate<float>(TileK * SharedStride);
@@ -528,7 +528,7 @@ public static class BackwardKernels
         StoreRow(s, c, cData, cBase, row0 + 3 * dimY, col0, dimX, c30, c31, c32, c33);
     }
 
-    private static void StoreRow(GemmShape s, GemmOperand c, ArrayView<float> cData, long cBase, int row, int col0, int colStep,
+    private static void StoreRow(GemmShape s, GemmOperand c, Elements cData, long cBase, int row, int col0, int colStep,
         float v0, float v1, float v2, float v3)
     {
         if (row >= s.M)
@@ -540,7 +540,7 @@ public static class BackwardKernels
         StoreOne(s, cData, rowBase, col0 + 3 * colStep, v3);
     }
 
-    private static void StoreOne(GemmShape s, ArrayView<float> cData, long rowBase, int col, float value)
+    private static void StoreOne(GemmShape s, Elements cData, long rowBase, int col, float value)
     {
         if (col >= s.N)
             return;

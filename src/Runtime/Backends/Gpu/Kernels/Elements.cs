@@ -26,7 +26,7 @@ public readonly struct Elements
 
     public static Elements BFloat16(ArrayView<ushort> words) => new(default, words, 1);
 
-    /// <summary>Float32 storage: host code that only ever has float32 buffers (scratch, training) passes them as is.</summary>
+    /// <summary>Float32 storage: host code that only ever has float32 buffers (scratch) passes them as is.</summary>
     public static implicit operator Elements(ArrayView<float> floats) => Float32(floats);
 
     public float this[long index]
@@ -40,14 +40,4 @@ public readonly struct Elements
                 Floats[index] = value;
         }
     }
-
-    /// <summary>
-    /// The float32 buffer, for host code whose kernels have only a float32 form (the training ops): a bf16 view there
-    /// is a caller's mistake, reported with <paramref name="user"/>'s name.
-    /// </summary>
-    public ArrayView<float> Float32Only(string user) =>
-        IsBFloat16 == 0
-            ? Floats
-            : throw new NotSupportedException(
-                $"{user} reads float32 activations only; this view holds bf16 (allocate it with IBackend.Allocate, not AllocateActivation)");
 }
