@@ -35,6 +35,7 @@ public sealed partial class IlgpuBackend
             return UploadWeight(shape, DType.F32, MemoryMarshal.AsBytes(weight.Decode().AsSpan()));
         ThrowIfDisposed();
         accelerator.Bind();
+        largestQuantizedLength = Math.Max(largestQuantizedLength, HostTensor.ElementCount(shape));
         if (Offloads(shape))
             return new GpuTensor(this, (int[])shape.Clone(), weight.Format, weight.Scale, blocks: null,
                 residency!.Register(weight.Bytes, $"a {weight.Format}{HostTensor.FormatShape(shape)} weight"));
@@ -45,6 +46,9 @@ public sealed partial class IlgpuBackend
     }
 
     public bool HoldsQuantizedWeights => true;
+
+    /// <summary>Elements of the largest quantized weight uploaded: the size of every dequantization scratch.</summary>
+    private long largestQuantizedLength;
 
     /// <summary>
     /// The weight's values in a pooled scratch tensor of its shape: float32, or bf16 words (rounded to nearest even).
@@ -57,9 +61,10 @@ public sealed partial class IlgpuBackend
         ArrayView<byte> blocks = weight.Blocks;
         int count = (int)CheckedCount(weight.Length), format = (int)weight.Format!.Value;
         var fp8Tables = Table("fp8-values", DequantizeKernels.Fp8Tables);
+        long length = GpuMemoryPolicy.DequantizeScratchLength(weight.Length, largestQuantizedLength);
         GpuTensor scratch = toBFloat16
-            ? new GpuTensor(this, weight.Shape, DType.BF16, wordPool.Rent(weight.Length), pooled: true)
-            : new GpuTensor(this, weight.Shape, floatPool.Rent(weight.Length), pooled: true);
+            ? new GpuTensor(this, weight.Shape, DType.BF16, wordPool.Rent(length), pooled: true)
+            : new GpuTensor(this, weight.Shape, floatPool.Rent(length), pooled: true);
         try
         {
             if (count == 0)

@@ -16,7 +16,7 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
         if (b.Tensor is PlannedTensor { IsQuantized: true } quantized)
         {
             QuantizedWeights.RequireWholeProductOperand(quantized, b, transposeA, sumOverBatches);
-            using var decoded = Rent(quantized.Shape, Device.CuBlas && Device.Precision == GpuPrecision.BFloat16 ? DType.BF16 : DType.F32);
+            using var decoded = RentDequantized(quantized.Shape, Device.CuBlas && Device.Precision == GpuPrecision.BFloat16 ? DType.BF16 : DType.F32);
             Gemm(c, a, transposeA, View.Of(decoded), transposeB, alpha, beta);
             return;
         }

@@ -105,6 +105,18 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
         return new PlannedTensor(this, (int[])shape.Clone(), dtype, pool, bucket, 0);
     }
 
+    /// <summary>The scratch a product dequantizes a quantized weight into, sized as IlgpuBackend.Dequantize sizes it.</summary>
+    internal PlannedTensor RentDequantized(int[] shape, DType dtype)
+    {
+        var pool = dtype == DType.BF16 ? wordPool : floatPool;
+        long bucket = pool.Rent(GpuMemoryPolicy.DequantizeScratchLength(HostTensor.ElementCount(shape), largestQuantizedLength));
+        TrackTotal();
+        return new PlannedTensor(this, (int[])shape.Clone(), dtype, pool, bucket, 0);
+    }
+
+    /// <summary>Elements of the largest quantized weight placed: the size of every dequantization scratch.</summary>
+    private long largestQuantizedLength;
+
     /// <summary>A scratch buffer rented for one op and given back when disposed.</summary>
     private PlannedTensor Scratch(long length, DType dtype) => Rent([checked((int)Math.Min(length, int.MaxValue))], dtype) is var t && length <= int.MaxValue
         ? t
@@ -166,6 +178,7 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
             return PlaceWeight(shape, DType.F32);
         long bytes = format.ByteCount(shape) ?? throw new ArgumentException(
             $"a {format} weight needs rows of whole {format.BlockElements()}-value blocks; {HostTensor.FormatShape(shape)} has rows of {shape[^1]}");
+        largestQuantizedLength = Math.Max(largestQuantizedLength, HostTensor.ElementCount(shape));
         bool offloaded = GpuMemoryPolicy.Offloads(Device.OffloadBudgetBytes is not null, shape);
         if (offloaded) RequireFitsArena(bytes, $"a {format}{HostTensor.FormatShape(shape)} weight");
         return Weight(shape, DType.F32, Math.Max(bytes, 1), format, offloaded);
@@ -303,7 +316,7 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
             if (quantized.Shape[1] != x.Cols || quantized.Shape[0] != y.Cols)
                 throw new ArgumentException($"weight {quantized} is not [{y.Cols}, {x.Cols}] for x {x} → y {y}", nameof(weight));
             // The whole weight dequantized into pooled scratch for the product: bf16 words for GemmEx, else float32.
-            using var decoded = Rent(quantized.Shape, Device.CuBlas && Device.Precision == GpuPrecision.BFloat16 ? DType.BF16 : DType.F32);
+            using var decoded = RentDequantized(quantized.Shape, Device.CuBlas && Device.Precision == GpuPrecision.BFloat16 ? DType.BF16 : DType.F32);
             Linear(y, x, decoded, bias);
             return;
         }
