@@ -20,7 +20,7 @@ internal static class GpuMemoryPolicy
     /// <summary>
     /// Elements of the scratch a product dequantizes a quantized weight into: the largest quantized weight held so far,
     /// so every product rents the same pool bucket and one buffer is parked between products, not one per weight shape
-    /// (FLUX has seven shapes: about 0.4 GB of bf16 scratch parked the other way).
+    /// (the plan of a 12B edit over a quantized base: 0.19 GB less at the pools' peak).
     /// </summary>
     public static long DequantizeScratchLength(long weightLength, long largestQuantizedLength) => Math.Max(weightLength, largestQuantizedLength);
 
