@@ -222,11 +222,11 @@ public static class MemoryPlan
     /// The plan takes a few seconds at real size, against minutes of loading into a GPU that cannot hold the run.
     /// </summary>
     public static void RequireFitsGpuForEditing(IBackend backend, CompiledModelInfo transformer, CompiledModelInfo vae, int width, int height,
-        int textTokens, BasePrecision? basePrecision, VaeTiling tiling, IReadOnlyDictionary<string, TensorFormat>? storedFormats = null)
+        int textTokens, BasePrecision? basePrecision, VaeTiling tiling, string checkpoint)
     {
         if (backend is not IlgpuBackend gpu || gpu.FreeDeviceBytes() is not long free) return;
         if (GpuShortfallForEditing(PlannedDevice.Of(gpu), free, gpu.Description.Split(',')[0], transformer, vae, width, height, textTokens, basePrecision, tiling,
-                storedFormats)
+                LoadedModel.StoredFormats(checkpoint, transformer))
             is string shortfall)
             throw new InsufficientMemoryException(shortfall);
     }
@@ -250,26 +250,36 @@ public static class MemoryPlan
             EditNeededBytes(on, transformer, vae, width, height, textTokens, precision, tiling, storedFormats);
         long needed = Needed(device, basePrecision);
         if (needed <= free) return null;
+        var fitting = CheaperSettings(device, free, basePrecision, Needed, alongside: "");
+        if (device.Precision != GpuPrecision.BFloat16 && Needed(device with { Precision = GpuPrecision.BFloat16 }, basePrecision) is var narrow && narrow <= free)
+            fitting.Add($"--precision bf16 ({Gb(narrow)} GB)");
+        return Shortfall($"editing at {width}x{height}", needed, deviceName, free, fitting, otherwise: "give a smaller --input");
+    }
+
+    /// <summary>
+    /// The cheaper settings <paramref name="needed"/> plans to fit <paramref name="free"/> bytes, each with
+    /// <paramref name="alongside"/>: every smaller --base-precision, and --offload at its default budget.
+    /// </summary>
+    private static List<string> CheaperSettings(PlannedDevice device, long free, BasePrecision? basePrecision,
+        Func<PlannedDevice, BasePrecision?, long> needed, string alongside)
+    {
         var fitting = new List<string>();
         foreach (string format in new[] { "q8_0", "q4_k" })
-        {
-            var cheaper = BasePrecision.Parse(format);
-            if (basePrecision?.Format != cheaper!.Format && Needed(device, cheaper) is var bytes && bytes <= free)
-                fitting.Add($"--base-precision {format} ({Gb(bytes)} GB)");
-        }
+            if (BasePrecision.Parse(format) is { } cheaper && basePrecision?.Format != cheaper.Format && needed(device, cheaper) is var bytes && bytes <= free)
+                fitting.Add($"--base-precision {format}{alongside} ({Gb(bytes)} GB)");
         if (device.OffloadBudgetBytes is null)
         {
             long budget = (long)(free * WeightOffload.DefaultShareOfFreeMemory);
-            if (Needed(device with { OffloadBudgetBytes = budget }, basePrecision) is var bytes && bytes <= free)
-                fitting.Add($"--offload ({Gb(bytes)} GB with its default budget of {Gb(budget)} GB)");
+            if (needed(device with { OffloadBudgetBytes = budget }, basePrecision) is var bytes && bytes <= free)
+                fitting.Add($"--offload{alongside} ({Gb(bytes)} GB with its default budget of {Gb(budget)} GB)");
         }
-        if (device.Precision != GpuPrecision.BFloat16 && Needed(device with { Precision = GpuPrecision.BFloat16 }, basePrecision) is var narrow && narrow <= free)
-            fitting.Add($"--precision bf16 ({Gb(narrow)} GB)");
-        return $"editing at {width}x{height} needs about {Gb(needed)} GB of GPU memory (planned from the CUDA backend's allocation rules), " +
-            $"and {deviceName} has {Gb(free)} GB free: " +
-            (fitting.Count > 0 ? $"planned to fit: {string.Join("; ", fitting)}" : "give a smaller --input") +
-            " ('influx-cli memory' plans every setting).";
+        return fitting;
     }
+
+    /// <summary>Why <paramref name="work"/> does not fit, and what would: the refusal's one line.</summary>
+    private static string Shortfall(string work, long needed, string deviceName, long free, List<string> fitting, string otherwise) =>
+        $"{work} needs about {Gb(needed)} GB of GPU memory (planned from the CUDA backend's allocation rules), and {deviceName} has {Gb(free)} GB free: " +
+        (fitting.Count > 0 ? $"planned to fit: {string.Join("; ", fitting)}" : otherwise) + " ('influx-cli memory' plans every setting).";
 
     /// <summary>
     /// On CUDA, refuses LoRA training whose planned need (the transformer's LoRA steps at the largest batch of tokens the
@@ -277,11 +287,11 @@ public static class MemoryPlan
     /// (--recompute, a smaller --base-precision, --offload); elsewhere does nothing.
     /// </summary>
     public static void RequireFitsGpuForTraining(IBackend backend, CompiledModelInfo transformer, int imageTokens, int textTokens, int batch,
-        int rank, string preset, bool recompute, BasePrecision? basePrecision, IReadOnlyDictionary<string, TensorFormat>? storedFormats)
+        int rank, string preset, bool recompute, BasePrecision? basePrecision, string checkpoint)
     {
         if (backend is not IlgpuBackend gpu || gpu.FreeDeviceBytes() is not long free) return;
         if (GpuShortfallForTraining(PlannedDevice.Of(gpu), free, gpu.Description.Split(',')[0], transformer, imageTokens, textTokens, batch, rank, preset,
-                recompute, basePrecision, storedFormats) is string shortfall)
+                recompute, basePrecision, LoadedModel.StoredFormats(checkpoint, transformer)) is string shortfall)
             throw new InsufficientMemoryException(shortfall);
     }
 
@@ -305,19 +315,9 @@ public static class MemoryPlan
         var fitting = new List<string>();
         if (!recompute && Needed(device, basePrecision, true) is var recomputed && recomputed <= free)
             fitting.Add($"--recompute ({Gb(recomputed)} GB)");
-        foreach (string format in new[] { "q8_0", "q4_k" })
-            if (BasePrecision.Parse(format) is { } cheaper && basePrecision?.Format != cheaper.Format && Needed(device, cheaper, true) is var bytes && bytes <= free)
-                fitting.Add($"--base-precision {format} --recompute ({Gb(bytes)} GB)");
-        if (device.OffloadBudgetBytes is null)
-        {
-            long budget = (long)(free * WeightOffload.DefaultShareOfFreeMemory);
-            if (Needed(device with { OffloadBudgetBytes = budget }, basePrecision, true) is var bytes && bytes <= free)
-                fitting.Add($"--offload --recompute ({Gb(bytes)} GB with its default budget of {Gb(budget)} GB)");
-        }
-        return $"training at {imageTokens} image + {textTokens} text tokens per example, batch {batch}, needs about {Gb(needed)} GB of GPU memory " +
-            $"(planned from the CUDA backend's allocation rules), and {deviceName} has {Gb(free)} GB free: " +
-            (fitting.Count > 0 ? $"planned to fit: {string.Join("; ", fitting)}" : "lower --resolution or --batch-size") +
-            " ('influx-cli memory' plans every setting).";
+        fitting.AddRange(CheaperSettings(device, free, basePrecision, (on, precision) => Needed(on, precision, true), alongside: " --recompute"));
+        return Shortfall($"training at {imageTokens} image + {textTokens} text tokens per example, batch {batch},", needed, deviceName, free, fitting,
+            otherwise: "lower --resolution or --batch-size");
     }
 
     private static string Gb(long bytes) => (bytes / 1e9).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);

@@ -122,7 +122,7 @@ public static class ImageEditor
             Runtime.Training.MemoryEstimate.AvailableBytes(backend), "give a smaller --input (or scale it down)",
             LoadedModel.HeldWeightBytes(checkpoint, transformerInfo, precision));
         Benchmarks.MemoryPlan.RequireFitsGpuForEditing(backend, transformerInfo, vaeInfo, autoencodedWidth, plan.Height, request.TextInEffect.PromptLength,
-            precision, request.VaeTiling, LoadedModel.StoredFormats(checkpoint, transformerInfo));
+            precision, request.VaeTiling, checkpoint);
 
         var text = CaptionEncodings.Encode([request.Prompt], request.TextInEffect, transformerInfo.Descriptor,
             request.TextCache ?? DefaultTextCache(), backend, catalog, log, progress)[request.Prompt];

@@ -98,8 +98,7 @@ public static class LoraTraining
         // On CUDA a plan of the run's LoRA step (a few seconds) refuses, before any caching or loading, what the GPU cannot hold.
         if (!settings.Full)
             Benchmarks.MemoryPlan.RequireFitsGpuForTraining(backend, transformerInfo, (int)(pixels / 256), request.TextInEffect.PromptLength,
-                Math.Max(1, settings.BatchSize / group.Size), settings.Rank, settings.Preset, settings.Recompute, precision,
-                LoadedModel.StoredFormats(checkpoint, transformerInfo));
+                Math.Max(1, settings.BatchSize / group.Size), settings.Rank, settings.Preset, settings.Recompute, precision, checkpoint);
         using var runFolder = !root ? null : RunFolder.Claim(request.Output, new RunFolderPolicy("--output", "checkpoint-*.safetensors",
             ["lora-*.safetensors", transformerInfo.Descriptor.Name + ".safetensors"], request.Resume != null, request.Overwrite), note => log.WriteLine("note: " + note));
 
