@@ -24,6 +24,8 @@ public sealed partial class CountingBackend : ITrainingBackend
         Timed(nameof(AttentionBackward), () => Training.AttentionBackward(dq, dk, dv, dOut, q, k, v, heads, scale));
     }
 
+    public void MoveToHost(DeviceTensor tensor) => Timed(nameof(MoveToHost), () => Training.MoveToHost(tensor));
+    public void MoveToDevice(DeviceTensor tensor) => Timed(nameof(MoveToDevice), () => Training.MoveToDevice(tensor));
     public void SumRows(View y, View x, float beta) => Timed(nameof(SumRows), () => Training.SumRows(y, x, beta));
     public void LayerNormBackward(View dx, View dy, View x, float eps) => Timed(nameof(LayerNormBackward), () => Training.LayerNormBackward(dx, dy, x, eps));
     public void RmsNormBackward(View dx, View dy, View x, DeviceTensor scale, int groupSize, float eps) =>

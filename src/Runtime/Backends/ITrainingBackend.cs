@@ -98,6 +98,17 @@ public interface ITrainingBackend : IBackend
     /// </summary>
     double SumOfSquares(params View[] views);
 
+    /// <summary>
+    /// Moves an activation's contents to host memory and gives its device memory back, for a value that waits long for
+    /// its next read: a block boundary a recomputing pass keeps for the backward (<see cref="Models.TrainingState.OffloadCheckpoints"/>).
+    /// Reading it before <see cref="MoveToDevice"/> is an error; disposing it frees the host copy. The copy is ordered
+    /// with the ops before and after it, so no wait is needed. A backend whose tensors are host memory keeps it in place.
+    /// </summary>
+    void MoveToHost(DeviceTensor tensor);
+
+    /// <summary>Brings back a tensor <see cref="MoveToHost"/> moved (no effect on one that was not moved), ordered before the ops after it.</summary>
+    void MoveToDevice(DeviceTensor tensor);
+
     /// <summary>x ·= factor in place (gradient clipping, loss scaling).</summary>
     void Scale(View x, float factor);
 

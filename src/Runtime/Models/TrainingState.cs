@@ -52,6 +52,14 @@ public sealed class TrainingState
     /// same; it costs about one more forward and saves all but one block's activations.
     /// </summary>
     public bool Recompute { get; set; }
+
+    /// <summary>
+    /// With <see cref="Recompute"/>: each value that crosses a block boundary moves to host memory once the blocks that
+    /// read it have run, and comes back one block before the backward that reads it (<see cref="Backends.ITrainingBackend.MoveToHost"/>).
+    /// The device then holds the boundaries of about two blocks instead of all of them (3.3 GB of 57 at 12B 1024²), for
+    /// two copies of each per step; the gradients are the same.
+    /// </summary>
+    public bool OffloadCheckpoints { get; set; }
 }
 
 /// <summary>What the forward keeps of a layer's adapters for the backward pass: x·Aᵀ of each.</summary>

@@ -301,6 +301,11 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         return rowPartials.Sum();
     }
 
+    /// <summary>A CPU tensor is host memory already: it stays where it is.</summary>
+    public void MoveToHost(DeviceTensor tensor) => AsCpu(tensor, nameof(tensor));
+
+    public void MoveToDevice(DeviceTensor tensor) => AsCpu(tensor, nameof(tensor));
+
     public void Zero(View x)
     {
         RequireInside(x, nameof(x));

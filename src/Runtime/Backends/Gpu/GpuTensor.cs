@@ -14,8 +14,9 @@ namespace InFluxEdit.Runtime.Backends.Gpu;
 public sealed class GpuTensor : DeviceTensor
 {
     private readonly IlgpuBackend owner;
-    private readonly MemoryBuffer1D<float, Stride1D.Dense>? floatBuffer;
-    private readonly MemoryBuffer1D<ushort, Stride1D.Dense>? wordBuffer;
+    private MemoryBuffer1D<float, Stride1D.Dense>? floatBuffer;
+    private MemoryBuffer1D<ushort, Stride1D.Dense>? wordBuffer;
+    private HostBuffer? onHost;
     private readonly MemoryBuffer1D<byte, Stride1D.Dense>? blockBuffer;
     private readonly bool pooled;
     private readonly OffloadedWeight? offloaded;
@@ -100,7 +101,7 @@ public sealed class GpuTensor : DeviceTensor
     {
         get
         {
-            ObjectDisposedException.ThrowIf(disposed, this);
+            ThrowIfUnreadable();
             if (offloaded is not null && DType == DType.F32 && !IsQuantized)
                 return offloaded.Acquire().View.Cast<float>().SubView(0, Length);
             return floatBuffer is not null
@@ -113,7 +114,7 @@ public sealed class GpuTensor : DeviceTensor
     {
         get
         {
-            ObjectDisposedException.ThrowIf(disposed, this);
+            ThrowIfUnreadable();
             if (offloaded is not null && DType != DType.F32 && !IsQuantized)
                 return offloaded.Acquire().View.Cast<ushort>().SubView(0, Length);
             return wordBuffer is not null
@@ -125,7 +126,7 @@ public sealed class GpuTensor : DeviceTensor
     /// <summary>Device address of element <paramref name="index"/>, for cuBLAS.</summary>
     internal IntPtr DevicePointer(long index)
     {
-        ObjectDisposedException.ThrowIf(disposed, this);
+        ThrowIfUnreadable();
         if (IsQuantized)
             throw new InvalidOperationException($"{this} holds quantized blocks: the products dequantize it into a scratch buffer first");
         if (offloaded is not null)
@@ -141,17 +142,68 @@ public sealed class GpuTensor : DeviceTensor
     /// </summary>
     internal GpuTensor AsFloat32()
     {
-        ObjectDisposedException.ThrowIf(disposed, this);
+        ThrowIfUnreadable();
         if (floatBuffer is not null || offloaded is not null && DType == DType.F32)
             return this;
         return widened ??= owner.Widen(this);
     }
+
+    private void ThrowIfUnreadable()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (onHost is not null)
+            throw new InvalidOperationException(ReadOnHost(this));
+    }
+
+    internal static string ReadOnHost(DeviceTensor tensor) =>
+        $"{tensor} is read while in host memory: MoveToHost moved it and MoveToDevice has not brought it back";
+
+    /// <summary>
+    /// Copies a pooled activation into host bytes of the backend's and gives its device buffer back to the pool. The copy
+    /// is queued on the one stream every op runs on, so the buffer's next user runs after it and nothing waits here.
+    /// </summary>
+    internal void MoveToHost()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (onHost is not null)
+            return;
+        if (!pooled || widened is not null)
+            throw new ArgumentException($"{this} is not an activation: only pooled activations move to host memory");
+        var host = owner.RentHostBuffer(Length * DType.SizeInBytes());
+        host.CopyFrom(DeviceBytes(), owner.Accelerator.DefaultStream);
+        if (floatBuffer is not null)
+            owner.ReturnToPool(floatBuffer);
+        else
+            owner.ReturnToPool(wordBuffer!);
+        (floatBuffer, wordBuffer, onHost) = (null, null, host);
+    }
+
+    /// <summary>Rents a device buffer again and queues the copy back; the host bytes return to the backend's keeping.</summary>
+    internal void MoveToDevice()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (onHost is not { } host)
+            return;
+        if (DType == DType.F32)
+            floatBuffer = owner.RentFloats(Length);
+        else
+            wordBuffer = owner.RentWords(Length);
+        onHost = null;
+        host.CopyTo(DeviceBytes(), owner.Accelerator.DefaultStream);
+        owner.ReturnHostBuffer(host);
+    }
+
+    private ArrayView1D<byte, Stride1D.Dense> DeviceBytes() => floatBuffer is not null
+        ? floatBuffer.View.SubView(0, Length).AsContiguous().Cast<byte>()
+        : wordBuffer!.View.SubView(0, Length).AsContiguous().Cast<byte>();
 
     public override void Dispose()
     {
         if (disposed)
             return;
         disposed = true;
+        if (onHost is not null)
+            owner.ReturnHostBuffer(onHost);
         widened?.Dispose();
         if (floatBuffer is not null)
         {

@@ -308,8 +308,12 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
         accelerator.Synchronize();
     }
 
-    /// <summary>Frees pooled buffers no tensor uses (after a forward pass of another size, say).</summary>
-    public long ReleaseCachedMemory() => floatPool.Trim() + wordPool.Trim();
+    /// <summary>Frees pooled buffers no tensor uses (after a forward pass of another size, say), and the kept host bytes of moved activations.</summary>
+    public long ReleaseCachedMemory()
+    {
+        FreeHostBuffers();
+        return floatPool.Trim() + wordPool.Trim();
+    }
 
     internal void ReturnToPool(MemoryBuffer1D<float, Stride1D.Dense> buffer)
     {
@@ -977,6 +981,7 @@ public sealed partial class IlgpuBackend : IBackend, IMemoryStatistics
             return;
         accelerator.Bind();
         accelerator.Synchronize();
+        FreeHostBuffers();
         disposed = true;
         cublas?.Dispose();
         residency?.Dispose();

@@ -91,7 +91,7 @@ internal sealed class WeightResidency : IDisposable
             throw new ArgumentException(
                 $"{what} takes {Format(bytes.Length)} on the device, more than the whole weight offload budget of {Format(BudgetBytes)}: " +
                 $"raise --gpu-memory-budget above {Format(bytes.Length)} (or run without --offload)");
-        var host = HostWeightBytes.Copy(accelerator, bytes, pinHost);
+        var host = HostBuffer.Copy(accelerator, bytes, pinHost);
         lock (gate)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
@@ -329,7 +329,7 @@ internal sealed class OffloadedWeight
 {
     private readonly WeightResidency owner;
 
-    internal OffloadedWeight(WeightResidency owner, HostWeightBytes host, long bytes, string what)
+    internal OffloadedWeight(WeightResidency owner, HostBuffer host, long bytes, string what)
     {
         this.owner = owner;
         Host = host;
@@ -337,7 +337,7 @@ internal sealed class OffloadedWeight
         What = what;
     }
 
-    internal HostWeightBytes Host { get; }
+    internal HostBuffer Host { get; }
     internal long Bytes { get; }
     internal string What { get; }
 
@@ -357,51 +357,4 @@ internal sealed class OffloadedWeight
     internal (ArrayView<byte> View, IntPtr Pointer) Acquire() => owner.Acquire(this);
 
     internal void Release() => owner.Release(this);
-}
-
-/// <summary>A weight's bytes in host memory: page-locked where the accelerator and system allow, else a plain array.</summary>
-internal sealed class HostWeightBytes : IDisposable
-{
-    private readonly PageLockedArray1D<byte>? pinned;
-    private readonly byte[]? pageable;
-
-    private HostWeightBytes(PageLockedArray1D<byte>? pinned, byte[]? pageable)
-    {
-        this.pinned = pinned;
-        this.pageable = pageable;
-    }
-
-    public bool Pinned => pinned is not null;
-
-    public static HostWeightBytes Copy(Accelerator accelerator, ReadOnlySpan<byte> bytes, bool pin)
-    {
-        if (pin)
-        {
-            PageLockedArray1D<byte>? locked = null;
-            try
-            {
-                locked = accelerator.AllocatePageLocked1D<byte>(bytes.Length, true);
-            }
-            catch (Exception e) when (e is not ArgumentException)
-            {
-                // The system limits page-locked memory (ulimit -l, or a host smaller than the model): fall back.
-            }
-            if (locked is not null)
-            {
-                bytes.CopyTo(locked.Span);
-                return new HostWeightBytes(locked, null);
-            }
-        }
-        return new HostWeightBytes(null, bytes.ToArray());
-    }
-
-    public void CopyTo(ArrayView1D<byte, Stride1D.Dense> place, AcceleratorStream stream)
-    {
-        if (pinned is not null)
-            place.CopyFromPageLockedAsync(stream, pinned);
-        else
-            place.CopyFromCPU(stream, new ReadOnlySpan<byte>(pageable));
-    }
-
-    public void Dispose() => pinned?.Dispose();
 }

@@ -195,4 +195,31 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
     }
 
     public void Zero(View x) => Output(x);
+
+    /// <summary>As the ILGPU backend: the pooled buffer goes back to its pool while the contents are in host memory.</summary>
+    public void MoveToHost(DeviceTensor tensor)
+    {
+        var moved = Movable(tensor);
+        if (moved.OnHost) return;
+        moved.Pool!.Return(moved.Bucket);
+        moved.OnHost = true;
+    }
+
+    public void MoveToDevice(DeviceTensor tensor)
+    {
+        var moved = Movable(tensor);
+        if (!moved.OnHost) return;
+        moved.Bucket = moved.Pool!.Rent(moved.Length);
+        moved.OnHost = false;
+        TrackTotal();
+    }
+
+    private PlannedTensor Movable(DeviceTensor tensor)
+    {
+        if (tensor is not PlannedTensor planned || !ReferenceEquals(planned.Owner, this))
+            throw new ArgumentException($"{tensor} was not allocated by this backend", nameof(tensor));
+        if (planned.Pool is null)
+            throw new ArgumentException($"{tensor} is a weight; only activations move to host memory", nameof(tensor));
+        return planned;
+    }
 }

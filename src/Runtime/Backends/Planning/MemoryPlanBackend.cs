@@ -243,6 +243,8 @@ public sealed partial class MemoryPlanBackend : IBackend, IMemoryStatistics
             throw new ArgumentException($"{name} ({tensor}) was not allocated by this backend", name);
         if (planned.IsQuantized)
             throw new ArgumentException(QuantizedWeights.OnlyLinearReads(planned), name);
+        if (planned.OnHost)
+            throw new InvalidOperationException(GpuTensor.ReadOnHost(planned));
         return planned;
     }
 

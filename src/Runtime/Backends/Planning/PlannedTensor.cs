@@ -32,7 +32,11 @@ public sealed class PlannedTensor : DeviceTensor
     /// <summary>The pool an activation or scratch tensor was rented from; null for a weight.</summary>
     internal PlannedPool? Pool { get; }
 
-    internal long Bucket { get; }
+    /// <summary>The pool bucket the tensor holds (while on the device).</summary>
+    internal long Bucket { get; set; }
+
+    /// <summary>Moved to host memory by MoveToHost: it holds no bucket until MoveToDevice.</summary>
+    internal bool OnHost { get; set; }
 
     /// <summary>The quantized format of a linear weight held in its blocks (DType is then F32, the values the products use).</summary>
     internal TensorFormat? Format { get; }
@@ -59,6 +63,6 @@ public sealed class PlannedTensor : DeviceTensor
         if (disposed) return;
         disposed = true;
         widened?.Dispose();
-        owner.Release(this);
+        if (!OnHost) owner.Release(this);
     }
 }
