@@ -79,22 +79,21 @@ public sealed partial class ModelEmitter
         _declared.Peek().Add("recompute");
         _declared.Peek().Add("again");
         _w.Line("bool recompute = Training?.Recompute == true;");
+        var regions = TrainingRegion.Of(entry, _recompute);
+        var offload = CheckpointOffloadPlan.Create(entry, _plan, regions);
+        bool offloads = regions.Any(r => offload.MovedAfter(r).Count > 0);
+        if (offloads)
+        {
+            _declared.Peek().Add("offloadCheckpoints");
+            _w.Line("bool offloadCheckpoints = Training?.OffloadCheckpoints == true;");
+        }
         _w.Line();
         _w.Line("// Forward, keeping every activation for the backward pass (recomputing: only the values that cross a block boundary).");
-        var regions = new List<(BoundStatement? Statement, RecomputeBlock? Block)>();
-        var statements = entry.Body.Statements;
-        for (int i = 0; i < statements.Count; i++)
+        foreach (var region in regions)
         {
-            var block = _recompute.Starting(statements[i]);
-            if (block == null)
-            {
-                regions.Add((statements[i], null));
-                EmitStatement(statements[i]);
-                continue;
-            }
-            regions.Add((null, block));
-            EmitBlockForward(block);
-            i += block.Statements.Count;
+            if (region.Block == null) EmitStatement(region.Statement);
+            else EmitBlockForward(region.Block);
+            MoveCheckpoints("MoveToHost", offload.MovedAfter(region));
         }
 
         var output = entry.Outputs[0];
@@ -105,11 +104,13 @@ public sealed partial class ModelEmitter
 
         _w.Line();
         _w.Line("// Backward: the ops in reverse, each adding its inputs' gradients.");
-        foreach (var (statement, block) in Enumerable.Reverse(regions))
+        foreach (var region in Enumerable.Reverse(regions))
         {
-            if (block == null)
+            MoveCheckpoints("MoveToDevice", offload.RestoredBefore(region));
+            if (region.Block is not { } block)
             {
-                EmitBackward(statement!);
+                EmitBackward(region.Statement);
+                FreeAfterBackward([region.Statement]);
                 continue;
             }
             string name = BlockFunction(block);
@@ -118,6 +119,7 @@ public sealed partial class ModelEmitter
             _w.Line($"if (recompute) Forward{name}(again: true);");
             foreach (var inner in Enumerable.Reverse(block.Statements)) EmitBackward(inner);
             _w.Line($"Release{name}();");
+            FreeAfterBackward(block.Statements.Where(s => s is BoundOp op && block.IsKept(op)));
         }
 
         if (handsBackInputs)
@@ -135,15 +137,35 @@ public sealed partial class ModelEmitter
         }
 
         _w.Line();
-        _w.Line("// Release the activations outside the blocks and what is left of the gradients.");
+        _w.Line("// Release what is left of the gradients and the adapters' activations outside the blocks.");
         foreach (string name in _gradientNames.Values.Distinct()) _w.Line($"{name}.Dispose();");
-        var releasedByBlocks = new HashSet<Storage>(_recompute.Blocks.SelectMany(b => b.Internal));
         foreach (var pair in _loraDowns.Where(p => !_releasedDowns.Contains(p.Key))) _w.Line($"{pair.Value}?.Dispose();");
-        foreach (var storage in _plan.Allocations.Where(s => !releasedByBlocks.Contains(s))) _w.Line($"{_tensorNames[storage]}.Dispose();");
         _declared.Pop();
         _w.Close();
         _training = false;
         _backwardFusion = null;
+    }
+
+    /// <summary>
+    /// Frees the storage <paramref name="statements"/> allocated (outside the blocks' inner storage, which their Release
+    /// functions free), right after their backward: only ops that ran after them in the forward read it, and their
+    /// backward has run. So the values that cross block boundaries go one block at a time, as the backward passes them,
+    /// instead of all at the end, and the pools hand their buffers to the backward of the blocks before.
+    /// </summary>
+    private void FreeAfterBackward(IEnumerable<BoundStatement> statements)
+    {
+        foreach (var op in statements.OfType<BoundOp>())
+            if (_plan.AllocatedBy(op) is { } storage)
+                _w.Line($"{_tensorNames[storage]}.Dispose();");
+    }
+
+    /// <summary>With TrainingState.OffloadCheckpoints, the training backend's move of each storage (see <see cref="CheckpointOffloadPlan"/>).</summary>
+    private void MoveCheckpoints(string move, IReadOnlyList<Storage> storage)
+    {
+        if (storage.Count == 0) return;
+        _w.Open("if (offloadCheckpoints)");
+        foreach (var s in storage) _w.Line($"Backward.{move}({_tensorNames[s]});");
+        _w.Close();
     }
 
     private RecomputePlan _recompute = null!;

@@ -65,9 +65,6 @@ public sealed class BufferPlan
 
     private bool _keepActivations;
 
-    /// <summary>Every storage an op allocates, for releasing them all after a training pass.</summary>
-    public IEnumerable<Storage> Allocations => _allocations.Values;
-
     private void AssignStorage(BoundScope scope, bool insideRepeat)
     {
         foreach (var statement in scope.Statements)
