@@ -6,7 +6,8 @@
 rows.tsv has one line per row: name, bars, the row's JSON file, and its exit status (or 'skipped'). bars is
 KIND[:KEY=VALUE,...]; KIND says how to read the row's JSON, the keys are the issue's bars to judge it by:
   forward  ratio (ours / PyTorch, at most), products and attention (TFLOP/s from --profile, at least)
-  train    kept_s, recompute_s (seconds per step, at most), recompute_gb (peak GB with recomputation, at most)
+  train    kept_s, recompute_s, host_s (seconds per step, at most), recompute_gb, host_gb (peak GB with recomputation,
+           and with it and --offload-checkpoints, at most)
   edit     s (seconds per image, at most)
   parity   rel (largest relative L2 over every tensor, at most); without it: the manifest's tolerances
   check    pytorch_flux_forward.py --check's own line: its rel L2 against its dtype's tolerance
@@ -64,7 +65,8 @@ def train_rows(name, result, bars):
         return [(name, "see its log", "-", "-", "-", "-")]
     rows = []
     for step in b["comparison"]:
-        kind = "recompute" if step["recompute"] else "kept"
+        # "no", "per block", or "per block, host" (--offload-checkpoints)
+        kind = {"no": "kept", "per block": "recompute"}.get(step["recompute"], "host")
         seconds = step["stepMs"] / 1e3
         ours = "%.3f s, %s" % (seconds, gb(step["peakBytes"]))
         theirs = ("%.3f s, %s" % (step["baselineMs"] / 1e3, gb(step.get("baselinePeakBytes"))) if step.get("baselineMs") is not None

@@ -101,7 +101,7 @@ public sealed record ForwardBenchResult(string Model, string Device, int Tokens,
 
 /// <summary>Our training step against PyTorch's with the same recomputation, when the baseline ran.</summary>
 /// <param name="BaselineError">Why PyTorch's step did not run ("out of memory"), when it did not.</param>
-public sealed record TrainStepComparison(bool Recompute, double StepMs, long PeakBytes, double? BaselineMs, long? BaselinePeakBytes, string? BaselineError = null)
+public sealed record TrainStepComparison(string Recompute, double StepMs, long PeakBytes, double? BaselineMs, long? BaselinePeakBytes, string? BaselineError = null)
 {
     /// <summary>Our time over PyTorch's (below 1: faster).</summary>
     public double? Ratio => BaselineMs is double ms ? StepMs / ms : null;
@@ -113,9 +113,13 @@ public sealed record TrainStepComparison(bool Recompute, double StepMs, long Pea
 public sealed record EditBenchResult(string Model, string Vae, string Device, int Width, int Height, EditMethod Method, int Steps,
     double SecondsPerStep, double SecondsPerImage, long? PeakDeviceBytes = null, string? TextEncoders = null, double? TextEncodingSeconds = null);
 
-/// <summary>A training step with or without per-block recomputation.</summary>
+/// <summary>A training step with or without per-block recomputation, and with the block boundaries in host memory.</summary>
 /// <param name="PeakBytes">The weights plus the backend's peak, or the process's peak working set where the backend does not count.</param>
-public sealed record TrainStepTiming(bool Recompute, double StepMs, long PeakBytes);
+public sealed record TrainStepTiming(bool Recompute, double StepMs, long PeakBytes, bool OffloadCheckpoints = false)
+{
+    /// <summary>The recomputation column: "no", "per block", or "per block, host" (--offload-checkpoints).</summary>
+    public string Label => (Recompute ? "per block" : "no") + (OffloadCheckpoints ? ", host" : "");
+}
 
 /// <summary>A LoRA training step against a forward of the same model and tokens.</summary>
 /// <param name="PeakCountedByBackend">Whether the peaks are the backend's count (else the process's peak working set, which never goes down).</param>
@@ -127,7 +131,7 @@ public sealed record TrainBenchResult(string Model, string Device, string Adapte
     public IReadOnlyList<TrainStepComparison> Comparison => Steps.Select(step =>
     {
         var theirs = Baseline?.TrainSteps?.FirstOrDefault(s => s.Recompute == step.Recompute);
-        return new TrainStepComparison(step.Recompute, step.StepMs, step.PeakBytes, theirs?.MedianMs, theirs?.PeakBytes, theirs?.Error);
+        return new TrainStepComparison(step.Label, step.StepMs, step.PeakBytes, theirs?.MedianMs, theirs?.PeakBytes, theirs?.Error);
     }).ToList();
 }
 
@@ -273,16 +277,19 @@ public static partial class Benchmarks
         var statistics = backend as IMemoryStatistics;
         long weightBytes = rig.Weights.Values.Sum(w => w.StoredBytes);
         var steps = new List<TrainStepTiming>();
-        foreach (bool recompute in new[] { false, true })
+        // Block boundaries in host memory only mean something where tensors live on a device.
+        var modes = backend is Runtime.Backends.Gpu.IlgpuBackend ? new[] { (false, false), (true, false), (true, true) } : new[] { (false, false), (true, false) };
+        foreach (var (recompute, offloadCheckpoints) in modes)
         {
             state.Recompute = recompute;
+            state.OffloadCheckpoints = offloadCheckpoints;
             statistics?.ResetPeak();
             double step = Median(settings, () => rig.Step());
             // The weights plus the most the backend held during the steps (activations, gradients, adapters, scratch).
             long peak = statistics != null
                 ? weightBytes + statistics.PeakAllocatedBytes
                 : Process.GetCurrentProcess().PeakWorkingSet64;
-            steps.Add(new TrainStepTiming(recompute, step, peak));
+            steps.Add(new TrainStepTiming(recompute, step, peak, offloadCheckpoints));
         }
         OpProfile? profile = null;
         double? stepGflop = null, forwardGflop = null;
@@ -292,7 +299,7 @@ public static partial class Benchmarks
             var counting = new CountingBackend(backend, profile: true);
             var profiled = info.Create(counting, rig.Weights);
             profiled.Training = state;
-            state.Recompute = false;
+            (state.Recompute, state.OffloadCheckpoints) = (false, false);
             counting.ResetCount();
             foreach (var output in profiled.Run(inputs).Values) output.Dispose();
             forwardGflop = counting.FloatingPointOperations / 1e9;

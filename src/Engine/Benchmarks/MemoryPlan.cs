@@ -66,8 +66,12 @@ public static class MemoryPlan
     public const string EditWork = "edit step (+ VAE encode/decode)";
     public const string LoraWork = "LoRA training step";
     public const string LoraRecomputeWork = "LoRA training step --recompute";
+    public const string LoraOffloadedCheckpointsWork = "LoRA step --recompute --offload-checkpoints";
 
-    /// <summary>Every row: the text encoders once, then per base precision (and again with --offload when a budget is given) an edit and a LoRA step without and with recomputation.</summary>
+    /// <summary>
+    /// Every row: the text encoders once, then per base precision (and again with --offload when a budget is given) an
+    /// edit and a LoRA step without recomputation, with it, and with it and the block boundaries in host memory.
+    /// </summary>
     public static IReadOnlyList<MemoryPlanRow> Plan(MemoryPlanSettings settings, IProgress<(int Done, int Total)>? progress = null)
     {
         if (settings.Width % 16 != 0 || settings.Height % 16 != 0 || settings.Width <= 0 || settings.Height <= 0)
@@ -76,7 +80,7 @@ public static class MemoryPlan
         var offloads = settings.OffloadBudgetBytes is null ? new[] { false } : new[] { false, true };
         // T5 as its checkpoint stores it (bf16), and as t5xxl_fp8_e4m3fn.safetensors does: an fp8 file stays fp8 in memory.
         BasePrecision?[] t5Precisions = [null, BasePrecision.Parse("fp8")];
-        int total = t5Precisions.Length + settings.Bases.Count * offloads.Length * 3, done = 0;
+        int total = t5Precisions.Length + settings.Bases.Count * offloads.Length * 4, done = 0;
         var rows = new List<MemoryPlanRow>();
         void Add(MemoryPlanRow row)
         {
@@ -93,6 +97,8 @@ public static class MemoryPlan
                 Add(new MemoryPlanRow(EditWork, name, offload, Edit(settings, basePrecision, offload)));
                 Add(new MemoryPlanRow(LoraWork, name, offload, LoraStep(settings, basePrecision, offload, recompute: false)));
                 Add(new MemoryPlanRow(LoraRecomputeWork, name, offload, LoraStep(settings, basePrecision, offload, recompute: true)));
+                Add(new MemoryPlanRow(LoraOffloadedCheckpointsWork, name, offload,
+                    LoraStep(settings, basePrecision, offload, recompute: true, offloadCheckpoints: true)));
             }
         return rows;
     }
@@ -164,7 +170,7 @@ public static class MemoryPlan
         }
     }
 
-    private static MemoryFigures LoraStep(MemoryPlanSettings settings, BasePrecision? basePrecision, bool offload, bool recompute)
+    private static MemoryFigures LoraStep(MemoryPlanSettings settings, BasePrecision? basePrecision, bool offload, bool recompute, bool offloadCheckpoints = false)
     {
         var plan = NewBackend(settings, offload);
         var bench = new BenchSettings
@@ -172,7 +178,7 @@ public static class MemoryPlan
             Model = settings.Model, ImageTokens = settings.ImageTokens, TextTokens = settings.TextTokens, Rank = settings.Rank, Preset = settings.Preset,
             BasePrecision = basePrecision,
         };
-        long peak = LoraStepPeak(plan, bench, recompute, model => plan.PlaceWeights(model, basePrecision), out long weightBytes);
+        long peak = LoraStepPeak(plan, bench, recompute, model => plan.PlaceWeights(model, basePrecision), out long weightBytes, offloadCheckpoints: offloadCheckpoints);
         return new MemoryFigures(weightBytes, peak, plan.PeakTotalBytes, plan.PeakNeededBytes);
     }
 
@@ -202,15 +208,17 @@ public static class MemoryPlan
     /// The <see cref="IMemoryStatistics"/> peak over LoRA training steps of the settings' model, preset and rank, with or
     /// without recomputation; <paramref name="weights"/> places the model's weights (null: seeded random ones). Two
     /// steps by default: the first creates AdamW's moments, the second runs as every later one does.
+    /// <paramref name="offloadCheckpoints"/>: the block boundaries wait in host memory (TrainingState.OffloadCheckpoints).
     /// </summary>
     public static long LoraStepPeak(IBackend backend, BenchSettings settings, bool recompute,
-        Func<ModelDescriptor, IReadOnlyDictionary<string, DeviceTensor>>? weights, out long weightBytes, int steps = 2)
+        Func<ModelDescriptor, IReadOnlyDictionary<string, DeviceTensor>>? weights, out long weightBytes, int steps = 2, bool offloadCheckpoints = false)
     {
         var statistics = Statistics(backend);
         using var rig = new LoraBenchRig(settings, backend, Benchmarks.Seed, null, weights);
         weightBytes = rig.Weights.Values.Sum(w => w.StoredBytes);
         rig.Model.Training = rig.State;
         rig.State.Recompute = recompute;
+        rig.State.OffloadCheckpoints = offloadCheckpoints;
         statistics.ResetPeak();
         for (int step = 0; step < steps; step++) rig.Step();
         return statistics.PeakAllocatedBytes;
@@ -284,22 +292,23 @@ public static class MemoryPlan
     /// <summary>
     /// On CUDA, refuses LoRA training whose planned need (the transformer's LoRA steps at the largest batch of tokens the
     /// run trains on) exceeds the GPU's free memory before the transformer loads, naming the settings planned to fit
-    /// (--recompute, a smaller --base-precision, --offload); elsewhere does nothing.
+    /// (--recompute, --offload-checkpoints, a smaller --base-precision, --offload); elsewhere does nothing.
     /// </summary>
     public static void RequireFitsGpuForTraining(IBackend backend, CompiledModelInfo transformer, int imageTokens, int textTokens, int batch,
-        int rank, string preset, bool recompute, BasePrecision? basePrecision, string checkpoint)
+        int rank, string preset, bool recompute, bool offloadCheckpoints, BasePrecision? basePrecision, string checkpoint)
     {
         if (backend is not IlgpuBackend gpu || gpu.FreeDeviceBytes() is not long free) return;
         if (GpuShortfallForTraining(PlannedDevice.Of(gpu), free, gpu.Description.Split(',')[0], transformer, imageTokens, textTokens, batch, rank, preset,
-                recompute, basePrecision, LoadedModel.StoredFormats(checkpoint, transformer)) is string shortfall)
+                recompute, offloadCheckpoints, basePrecision, LoadedModel.StoredFormats(checkpoint, transformer)) is string shortfall)
             throw new InsufficientMemoryException(shortfall);
     }
 
     /// <summary>Null when the planned LoRA training fits <paramref name="free"/> bytes; else why not, with the settings planned to fit.</summary>
     public static string? GpuShortfallForTraining(PlannedDevice device, long free, string deviceName, CompiledModelInfo transformer, int imageTokens,
-        int textTokens, int batch, int rank, string preset, bool recompute, BasePrecision? basePrecision, IReadOnlyDictionary<string, TensorFormat>? storedFormats)
+        int textTokens, int batch, int rank, string preset, bool recompute, bool offloadCheckpoints, BasePrecision? basePrecision,
+        IReadOnlyDictionary<string, TensorFormat>? storedFormats)
     {
-        long Needed(PlannedDevice on, BasePrecision? precision, bool withRecompute)
+        long Needed(PlannedDevice on, BasePrecision? precision, bool withRecompute, bool withOffloadedCheckpoints)
         {
             var plan = new MemoryPlanBackend(on);
             var settings = new BenchSettings
@@ -307,15 +316,19 @@ public static class MemoryPlan
                 Model = transformer.Descriptor.Name, ImageTokens = imageTokens, TextTokens = textTokens, Batch = batch, Rank = rank, Preset = preset,
                 BasePrecision = precision,
             };
-            LoraStepPeak(plan, settings, withRecompute, model => plan.PlaceWeights(model, precision, storedFormats), out _);
+            LoraStepPeak(plan, settings, withRecompute, model => plan.PlaceWeights(model, precision, storedFormats), out _,
+                offloadCheckpoints: withOffloadedCheckpoints);
             return plan.PeakNeededBytes;
         }
-        long needed = Needed(device, basePrecision, recompute);
+        long needed = Needed(device, basePrecision, recompute, offloadCheckpoints);
         if (needed <= free) return null;
         var fitting = new List<string>();
-        if (!recompute && Needed(device, basePrecision, true) is var recomputed && recomputed <= free)
+        if (!recompute && Needed(device, basePrecision, true, offloadCheckpoints) is var recomputed && recomputed <= free)
             fitting.Add($"--recompute ({Gb(recomputed)} GB)");
-        fitting.AddRange(CheaperSettings(device, free, basePrecision, (on, precision) => Needed(on, precision, true), alongside: " --recompute"));
+        if (!offloadCheckpoints && Needed(device, basePrecision, true, true) is var offloaded && offloaded <= free)
+            fitting.Add($"--recompute --offload-checkpoints ({Gb(offloaded)} GB)");
+        fitting.AddRange(CheaperSettings(device, free, basePrecision, (on, precision) => Needed(on, precision, true, true),
+            alongside: " --recompute --offload-checkpoints"));
         return Shortfall($"training at {imageTokens} image + {textTokens} text tokens per example, batch {batch},", needed, deviceName, free, fitting,
             otherwise: "lower --resolution or --batch-size");
     }

@@ -34,6 +34,9 @@ public sealed record TrainingSettings(
     /// <summary>Per-block recomputation in the training pass (<see cref="TrainingState.Recompute"/>).</summary>
     public bool Recompute { get; init; }
 
+    /// <summary>Block boundaries in host memory between their forward and backward (<see cref="TrainingState.OffloadCheckpoints"/>).</summary>
+    public bool OffloadCheckpoints { get; init; }
+
     /// <summary>Every weight of the transformer trained in full (no adapters): the weights given must be writable copies.</summary>
     public bool Full { get; init; }
 
@@ -163,6 +166,7 @@ public sealed class FillTrainer : IDisposable
             }
         _withGradients = _seedFrozen.Count == 0 ? _parameters : [.. _parameters, .. _seedFrozen];
         state.Recompute = settings.Recompute;
+        state.OffloadCheckpoints = settings.OffloadCheckpoints;
         transformer.Training = state;
         _optimizer = settings.Optimizer.Create(_training);
         _order = NewOrder();

@@ -98,7 +98,7 @@ public static class LoraTraining
         // On CUDA a plan of the run's LoRA step (a few seconds) refuses, before any caching or loading, what the GPU cannot hold.
         if (!settings.Full)
             Benchmarks.MemoryPlan.RequireFitsGpuForTraining(backend, transformerInfo, (int)(pixels / 256), request.TextInEffect.PromptLength,
-                Math.Max(1, settings.BatchSize / group.Size), settings.Rank, settings.Preset, settings.Recompute, precision, checkpoint);
+                Math.Max(1, settings.BatchSize / group.Size), settings.Rank, settings.Preset, settings.Recompute, settings.OffloadCheckpoints, precision, checkpoint);
         using var runFolder = !root ? null : RunFolder.Claim(request.Output, new RunFolderPolicy("--output", "checkpoint-*.safetensors",
             ["lora-*.safetensors", transformerInfo.Descriptor.Name + ".safetensors"], request.Resume != null, request.Overwrite), note => log.WriteLine("note: " + note));
 
@@ -148,7 +148,8 @@ public static class LoraTraining
             log.WriteLine($"training {trainer.Parameters.Count} tensors ({trainer.Parameters.Sum(p => p.Length):N0} values): " +
                           (settings.Full ? "every weight in full"
                               : $"{trainer.Targets.Count} adapters of rank {settings.Rank}, alpha {settings.Alpha}{(settings.TrainImgIn ? ", img_in in full" : "")}") +
-                          (settings.Recompute ? "; recomputing each block's activations in the backward pass" : ""));
+                          (settings.Recompute ? "; recomputing each block's activations in the backward pass" : "") +
+                          (settings.OffloadCheckpoints ? "; block boundaries wait in host memory" : ""));
 
             double before = trainer.Evaluate(EvaluationSigma, settings.Seed + 1);
             var tracker = new TrainingProgress(settings.Steps, trainer.Step, examplesPerStep: settings.BatchSize * settings.Accumulate, ranks: group.Size);
@@ -236,6 +237,7 @@ public static class LoraTraining
             Math.Max(1, request.CheckpointEvery), LoraWriter.ParseFormat(request.Format), request.ParsedLossRegion)
         {
             Recompute = request.Recompute,
+            OffloadCheckpoints = request.OffloadCheckpoints,
             BatchSize = TrainRequest.PositiveOrDefault(request.BatchSize, "batch-size"),
             ScheduleCycles = TrainRequest.PositiveOrDefault(request.LrCycles, "lr-cycles"),
             SchedulePower = request.LrPower ?? 1.0,

@@ -40,6 +40,9 @@ public sealed record TrainRequest : ModelSelection
     /// <summary>Per-block recomputation (gradient checkpointing).</summary>
     public bool Recompute { get; init; }
 
+    /// <summary>The values between blocks wait in host memory for the backward (<see cref="Runtime.Models.TrainingState.OffloadCheckpoints"/>).</summary>
+    public bool OffloadCheckpoints { get; init; }
+
     /// <summary>A published script's settings for every setting left null here: seed or diffusers (see <see cref="TrainRecipe"/>).</summary>
     public string? Recipe { get; init; }
 

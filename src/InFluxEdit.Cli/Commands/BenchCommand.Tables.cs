@@ -62,7 +62,7 @@ public static partial class BenchCommand
         var table = output.Table("model", "device", "tokens", "adapters", "recompute", "forward ms", "s per train step", "step / forward",
             result.PeakCountedByBackend ? "peak memory" : "peak process memory");
         foreach (var step in result.Steps)
-            table.AddCells(result.Model, result.Device, $"{options.ImageTokens}+{options.TextTokens}", result.Adapters, step.Recompute ? "per block" : "no",
+            table.AddCells(result.Model, result.Device, $"{options.ImageTokens}+{options.TextTokens}", result.Adapters, step.Label,
                 F(result.ForwardMs, "F1"), F(step.StepMs / 1000, "F3"), F(step.StepMs / result.ForwardMs, "F2") + "×", TrainingProgress.FormatBytes(step.PeakBytes));
         output.Write(table);
         var (kept, recomputed) = (result.Steps[0], result.Steps[1]);
@@ -74,7 +74,7 @@ public static partial class BenchCommand
         {
             var versus = output.Table("recompute", "ours s per step", "PyTorch s per step", "ours / PyTorch", "ours peak", "PyTorch peak");
             foreach (var step in result.Comparison)
-                versus.AddCells(step.Recompute ? "per block" : "no", F(step.StepMs / 1000, "F3"), step.BaselineMs is double ms ? F(ms / 1000, "F3") : step.BaselineError ?? "-",
+                versus.AddCells(step.Recompute, F(step.StepMs / 1000, "F3"), step.BaselineMs is double ms ? F(ms / 1000, "F3") : step.BaselineError ?? "-",
                     step.Ratio is double ratio ? F(ratio, "F2") + "x time" : "-", TrainingProgress.FormatBytes(step.PeakBytes), Bytes(step.BaselinePeakBytes));
             output.Log.WriteLine($"PyTorch {baseline.Torch} ({baseline.Device}, {baseline.DType} base, float32 LoRA, AdamW; recomputation by torch.utils.checkpoint per block), same run:");
             output.Write(versus);

@@ -22,7 +22,7 @@ public sealed class MemoryPlanTests
     // One sample of a few tokens: the simulator is slow, and every pool and policy is exercised at any size.
     private const int ImageTokens = 6, TextTokens = 3;
 
-    public enum Work { Forward, LoraStep, LoraStepRecompute, VaeRoundTrip }
+    public enum Work { Forward, LoraStep, LoraStepRecompute, LoraStepOffloadedCheckpoints, VaeRoundTrip }
 
     // Cases grouped by simulator: each new one compiles its kernels again, which is most of the time a case takes.
 
@@ -34,7 +34,7 @@ public sealed class MemoryPlanTests
     [Fact]
     public void BFloat16ForwardsOnBf16AndQ4KBasesLoraStepsAndAVaeRoundTrip() =>
         Compare(IlgpuBackend.CreateCpuSimulator(GpuPrecision.BFloat16), null, (Work.Forward, null), (Work.Forward, "q4_k"),
-            (Work.LoraStep, null), (Work.LoraStepRecompute, "q4_k"), (Work.VaeRoundTrip, null));
+            (Work.LoraStep, null), (Work.LoraStepRecompute, "q4_k"), (Work.LoraStepOffloadedCheckpoints, null), (Work.VaeRoundTrip, null));
 
     [Fact]
     public void ForwardWithWeightsOffloaded()
@@ -74,7 +74,7 @@ public sealed class MemoryPlanTests
         var transformer = global::InFluxEdit.Benchmarks.Benchmarks.Compiled(Model);
         var device = PlannedDevice.Cuda(GpuPrecision.Float32);
         string? Shortfall(long free, bool recompute) =>
-            MemoryPlan.GpuShortfallForTraining(device, free, "the test GPU", transformer, 64, 8, 2, 4, "diffusers", recompute, null, null);
+            MemoryPlan.GpuShortfallForTraining(device, free, "the test GPU", transformer, 64, 8, 2, 4, "diffusers", recompute, offloadCheckpoints: false, null, null);
         var plan = new MemoryPlanBackend(device);
         var settings = new BenchSettings { Model = Model, ImageTokens = 64, TextTokens = 8, Batch = 2, Rank = 4, Preset = "diffusers" };
         MemoryPlan.LoraStepPeak(plan, settings, recompute: false, model => plan.PlaceWeights(model), out _);
@@ -83,6 +83,7 @@ public sealed class MemoryPlanTests
         string refusal = Shortfall(kept - 1, recompute: false).ShouldNotBeNull();
         refusal.ShouldContain("the test GPU");
         refusal.ShouldContain("--recompute (");
+        refusal.ShouldContain("--recompute --offload-checkpoints (");
         refusal.ShouldContain("batch 2");
     }
 
@@ -174,7 +175,8 @@ public sealed class MemoryPlanTests
         }
         var settings = new BenchSettings { Model = Model, ImageTokens = ImageTokens, TextTokens = TextTokens, Rank = 4, BasePrecision = basePrecision };
         // One step: a second runs the same ops, and the simulator is slow.
-        long stepPeak = MemoryPlan.LoraStepPeak(backend, settings, work == Work.LoraStepRecompute, place, out long weightBytes, steps: 1);
+        long stepPeak = MemoryPlan.LoraStepPeak(backend, settings, work is Work.LoraStepRecompute or Work.LoraStepOffloadedCheckpoints, place, out long weightBytes,
+            steps: 1, offloadCheckpoints: work == Work.LoraStepOffloadedCheckpoints);
         return (weightBytes, stepPeak);
     }
 }
