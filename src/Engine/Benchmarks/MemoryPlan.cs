@@ -135,8 +135,8 @@ public static class MemoryPlan
 
     /// <summary>
     /// An edit as the CLI runs one on a fresh backend: the prompt encoded first (its parked buffers released after, as
-    /// edit does), then the transformer and the VAE loaded, the image encoded, two sampling steps, the decode. The
-    /// figures are those of the phase after the text encoders.
+    /// edit does), then as edit runs: the VAE loaded, the image encoded, the transformer loaded, two sampling steps, the
+    /// transformer freed, the decode. The figures are those of the phase after the text encoders.
     /// </summary>
     private static MemoryFigures Edit(MemoryPlanSettings settings, BasePrecision? basePrecision, bool offload)
     {
@@ -147,16 +147,21 @@ public static class MemoryPlan
         return Edit(plan, Benchmarks.Compiled(settings.Model), Benchmarks.Compiled(settings.VaeModel), settings, basePrecision);
     }
 
-    /// <summary>The transformer and VAE phase of an edit (its weights, the tiled encode, two steps, the decode) on <paramref name="plan"/>.</summary>
+    /// <summary>The transformer and VAE phase of an edit (the VAE, the tiled encode, the transformer loaded for two steps, the decode) on <paramref name="plan"/>.</summary>
     private static MemoryFigures Edit(MemoryPlanBackend plan, CompiledModelInfo transformerInfo, CompiledModelInfo vaeInfo, MemoryPlanSettings settings,
         BasePrecision? basePrecision)
     {
-        var transformerWeights = plan.PlaceWeights(transformerInfo.Descriptor, basePrecision, settings.TransformerFormats);
         var vaeWeights = plan.PlaceWeights(vaeInfo.Descriptor);
-        long weightBytes = plan.WeightBytes;
+        long weightBytes = 0;
         try
         {
-            var pipeline = new FillPipeline(transformerInfo.Create(plan, transformerWeights), vaeInfo.Create(plan, vaeWeights), settings.VaeTiling);
+            LoadedModel LoadTransformer()
+            {
+                var loaded = LoadedModel.Over(transformerInfo, plan, plan.PlaceWeights(transformerInfo.Descriptor, basePrecision, settings.TransformerFormats), "planned");
+                weightBytes = plan.WeightBytes;
+                return loaded;
+            }
+            var pipeline = FillPipeline.LoadingTransformerForSampling(transformerInfo.Descriptor, LoadTransformer, vaeInfo.Create(plan, vaeWeights), settings.VaeTiling);
             int Param(string name) => int.Parse(transformerInfo.Descriptor.Params[name], System.Globalization.CultureInfo.InvariantCulture);
             var request = new FillEditRequest(new HostTensor(1, 3, settings.Height, settings.Width), new HostTensor(1, 1, settings.Height, settings.Width),
                 EditMethod.Fill, new TextConditioning(new HostTensor(1, settings.TextTokens, Param("context_in_dim")), new HostTensor(1, Param("vec_in_dim"))),
@@ -166,7 +171,7 @@ public static class MemoryPlan
         }
         finally
         {
-            foreach (var w in transformerWeights.Values.Concat(vaeWeights.Values)) w.Dispose();
+            foreach (var w in vaeWeights.Values) w.Dispose();
         }
     }
 

@@ -46,20 +46,34 @@ public sealed class FillPipeline
     public const string TransformerFamily = FillTransformer.Family;
     public const int LatentChannels = 16;
 
-    private readonly FillTransformer _transformer;
+    private readonly FillTransformer? _transformer;
+    private readonly Func<LoadedModel>? _loadForSampling;
     private readonly CompiledModel _vae;
     private readonly VaeTiling _vaeTiling;
 
     /// <param name="vaeTiling">How large images are encoded and decoded; default: <see cref="VaeTiling.Default"/>.</param>
     public FillPipeline(CompiledModel transformer, CompiledModel vae, VaeTiling? vaeTiling = null)
+        : this(transformer.Info, null, vae, vaeTiling) => _transformer = new FillTransformer(transformer);
+
+    private FillPipeline(ModelDescriptor transformer, Func<LoadedModel>? loadForSampling, CompiledModel vae, VaeTiling? vaeTiling)
     {
-        _transformer = new FillTransformer(transformer);
         VaeCodec.Require(vae);
+        Transformer = transformer;
+        _loadForSampling = loadForSampling;
         _vae = vae;
         _vaeTiling = vaeTiling ?? VaeTiling.Default;
     }
 
-    public ModelDescriptor Transformer => _transformer.Info;
+    /// <summary>
+    /// A pipeline that loads the transformer (<paramref name="load"/>, a model of <paramref name="transformer"/>) when an
+    /// edit's sampling starts, after the VAE has encoded the conditioning, and frees it when sampling ends, before the
+    /// decode: its weights never sit beside the VAE's full-resolution activations, the fullest moments of a one-image
+    /// edit otherwise (edit's way; a pipeline that edits many images keeps one transformer loaded).
+    /// </summary>
+    public static FillPipeline LoadingTransformerForSampling(ModelDescriptor transformer, Func<LoadedModel> load, CompiledModel vae, VaeTiling? vaeTiling = null) =>
+        new(transformer, load, vae, vaeTiling);
+
+    public ModelDescriptor Transformer { get; }
 
     /// <summary>[1, 3, 8h, 8w] in [−1, 1] → the scaled, shifted posterior mean [1, 16, h, w].</summary>
     public HostTensor Encode(HostTensor image) => VaeTiles.Encode(_vae, image, _vaeTiling);
@@ -98,7 +112,16 @@ public sealed class FillPipeline
                 $"the noise is {HostTensor.FormatShape(noise.Shape)}; a {image.Shape[3]}×{image.Shape[2]} {request.Method.ToString().ToLowerInvariant()} edit starts from {HostTensor.FormatShape(noiseShape)}");
         var packedNoise = LatentPacking.Pack(noise);
         var schedule = FlowMatchSchedule.Shifted(request.Steps, condition.Tokens);
-        var latent = _transformer.Denoise(packedNoise, condition, request.Text, schedule, request.Guidance, progress);
+        HostTensor latent;
+        if (_transformer != null)
+            latent = _transformer.Denoise(packedNoise, condition, request.Text, schedule, request.Guidance, progress);
+        else
+        {
+            using var loaded = _loadForSampling!();
+            if (loaded.Model.Info.Name != Transformer.Name)
+                throw new InvalidOperationException($"the pipeline samples with {Transformer.Name}, and its loader gave {loaded.Model.Info.Name}");
+            latent = new FillTransformer(loaded.Model).Denoise(packedNoise, condition, request.Text, schedule, request.Guidance, progress);
+        }
         var unpacked = LatentPacking.Unpack(latent, condition.LatentHeight, condition.LatentWidth);
         backend.ReleaseCachedMemory();
         var decoded = Decode(unpacked);

@@ -140,8 +140,21 @@ public static class ImageEditor
             : [];
         var lora = LoraMerge.Split(request.Loras, transformerInfo.Descriptor, log, request.StrictLora, LoraSet.BaseWeightsOf(checkpoint),
             quantized, precision.ToString());
-        using var transformer = LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
-            StageProgress.Of(progress, "loading transformer", "tensors"), lora.Merged, precision, unmerged: lora.Unmerged);
+        // The transformer loads once the VAE has encoded the image and goes before the decode (FillPipeline.LoadingTransformerForSampling).
+        var loading = new Stopwatch();
+        LoadedModel LoadTransformer()
+        {
+            loading.Start();
+            try
+            {
+                return LoadedModel.Load(checkpoint, transformerInfo, transformerReason, backend,
+                    StageProgress.Of(progress, "loading transformer", "tensors"), lora.Merged, precision, unmerged: lora.Unmerged);
+            }
+            finally
+            {
+                loading.Stop();
+            }
+        }
         log.WriteLine($"vae: {vaeInfo.Descriptor.Name} — {vaeReason}");
         using var vae = LoadedModel.Load(vaePath, vaeInfo, vaeReason, backend, StageProgress.Of(progress, "loading vae", "tensors"));
         cancellation.ThrowIfCancellationRequested();
@@ -152,14 +165,14 @@ public static class ImageEditor
             var tiles = VaeTiles.Plan(vae.Model, request.VaeTiling, plan.Height / downscale, autoencodedWidth / downscale);
             if (tiles.IsTiled) log.WriteLine($"vae: encodes and decodes the {autoencodedWidth}×{plan.Height} image in {tiles.Describe()} (--{VaeTiling.OptionName})");
         }
-        var pipeline = new FillPipeline(transformer.Model, vae.Model, request.VaeTiling);
+        var pipeline = FillPipeline.LoadingTransformerForSampling(transformerInfo.Descriptor, LoadTransformer, vae.Model, request.VaeTiling);
         log.WriteLine($"method: {Name(request.Method)}, {request.Steps} steps, guidance {request.Guidance}, " +
                       (noise != null ? $"noise from {request.Noise}" : $"seed {seed}"));
         var clock = Stopwatch.StartNew();
         var result = pipeline.Edit(
             new FillEditRequest(image, mask, request.Method, text, request.Steps, request.Guidance, noise, seed, request.Fit),
             new CancellableSteps(StageProgress.Of(progress, "denoising", "it"), cancellation));
-        var elapsed = clock.Elapsed;
+        var elapsed = clock.Elapsed - loading.Elapsed;
         if (request.Output != null) ImageFile.SaveRgb(result.Image, request.Output);
         return new EditResult(result.Image, request.Output, seed, modelName, elapsed);
     }

@@ -30,6 +30,10 @@ public sealed class LoadedModel : IDisposable
         if (unmerged != null) model.Training = unmerged.State;
     }
 
+    /// <summary>A model of <paramref name="info"/> over weights already on <paramref name="backend"/> (a memory plan's placed ones), owning them.</summary>
+    internal static LoadedModel Over(CompiledModelInfo info, IBackend backend, IReadOnlyDictionary<string, DeviceTensor> weights, string reason) =>
+        new(info.Create(backend, weights), weights, reason);
+
     public CompiledModel Model { get; }
 
     /// <summary>The loaded weights by checkpoint key (training updates some in place).</summary>

@@ -56,8 +56,10 @@ public sealed class MemoryPlanTests
         var vae = global::InFluxEdit.Benchmarks.Benchmarks.Compiled(FluxVaeTiny.Descriptor.Name);
         var device = PlannedDevice.Cuda(GpuPrecision.Float32);
         var tiling = global::InFluxEdit.Fill.VaeTiling.Default;
-        long Needed(string? basePrecision) => MemoryPlan.EditNeededBytes(device, transformer, vae, 64, 48, 8, BasePrecision.Parse(basePrecision), tiling);
-        string? Shortfall(long free) => MemoryPlan.GpuShortfallForEditing(device, free, "the test GPU", transformer, vae, 64, 48, 8, null, tiling);
+        // A 16×16 image: the transformer is freed before the decode, so its phase must be the edit's fullest for its
+        // base precision to matter, and the tiny VAE's decode outgrows the tiny transformer at larger sizes.
+        long Needed(string? basePrecision) => MemoryPlan.EditNeededBytes(device, transformer, vae, 16, 16, 8, BasePrecision.Parse(basePrecision), tiling);
+        string? Shortfall(long free) => MemoryPlan.GpuShortfallForEditing(device, free, "the test GPU", transformer, vae, 16, 16, 8, null, tiling);
         long asStored = Needed(null), quantized = Needed("q4_k");
         quantized.ShouldBeLessThan(asStored);
 

@@ -110,6 +110,27 @@ public sealed class ToyModelTests(ITestOutputHelper output)
         ((double)score.Colours.Both / score.Count).ShouldBeGreaterThanOrEqualTo(0.8);
     }
 
+    /// <summary>
+    /// A pipeline that loads its transformer for each edit's sampling (as edit does, so neither the encode nor the decode
+    /// sits beside the weights) loads it once per edit, frees it before the decode, and gives the same image as one that
+    /// keeps the transformer loaded.
+    /// </summary>
+    [Fact]
+    public void A_pipeline_that_loads_its_transformer_for_sampling_gives_the_same_image()
+    {
+        var scene = ShapeScenes.Draw(new TrainingRandom(31), 32);
+        using var toy = new ShippedToy([scene.Caption]);
+        var request = new FillEditRequest(scene.Image, scene.Mask, EditMethod.Fill, toy.Texts[scene.Caption], Steps: 2, Guidance: ToyBase.ToyGuidance, Seed: 5);
+        var kept = toy.Pipeline.Edit(request).Image;
+        var loads = new List<LoadedModel>();
+        var loading = toy.PipelineLoadingTransformer(loads);
+        loading.Edit(request).Image.Data.ShouldBe(kept.Data);
+        loading.Edit(request).Image.Data.ShouldBe(kept.Data);
+        loads.Count.ShouldBe(2);
+        foreach (var loaded in loads)
+            Should.Throw<ObjectDisposedException>(() => toy.Backend.Download(loaded.Weights["img_in.weight"], loaded.Weights["img_in.weight"].Shape), "freed before the decode");
+    }
+
     /// <summary>The shipped toy on the CPU, with the captions' encodings (cached in a temporary folder).</summary>
     private sealed class ShippedToy : IDisposable
     {
@@ -130,6 +151,17 @@ public sealed class ToyModelTests(ITestOutputHelper output)
         }
 
         public FillPipeline Pipeline { get; }
+
+        public CpuBackend Backend => _backend;
+
+        /// <summary>A pipeline over the same VAE that loads the toy transformer again for each edit, adding each load to <paramref name="loads"/>.</summary>
+        public FillPipeline PipelineLoadingTransformer(List<LoadedModel> loads) => FillPipeline.LoadingTransformerForSampling(_transformer.Model.Info, () =>
+        {
+            string path = Path.Combine(ToyFolder, ToyBase.TransformerFile);
+            var (info, reason) = LoadedModel.Resolve(path, FillPipeline.TransformerFamily, ModelCatalog.All);
+            loads.Add(LoadedModel.Load(path, info, reason, _backend));
+            return loads[^1];
+        }, _vae.Model);
         public IReadOnlyDictionary<string, TextConditioning> Texts { get; }
 
         public void Dispose()
