@@ -128,11 +128,7 @@ public class RecomputeTests
     public void CheckpointsInHostMemoryGiveTheSameGradientsOnTheSimulator()
     {
         // The tiny golden graph (2 double and 2 single blocks: the simulator is slow) on random weights and 6 + 3 tokens.
-        var info = ModelCatalog.All.Single(m => m.Descriptor.Name == "flux-fill-tiny");
-        using var run = new Run(info,
-            backend => RandomWeights.Upload(info.Descriptor, backend, seed: 3),
-            (backend, _) => BenchInputs.Create(info.Descriptor, batch: 1, imageTokens: 6, textTokens: 3).ToDictionary(p => p.Key, p => backend.Upload(p.Value)),
-            preset: "diffusers", new CountingBackend(IlgpuBackend.CreateCpuSimulator(), profile: true));
+        using var run = OnRandomWeights("flux-fill-tiny", imageTokens: 6, textTokens: 3, new CountingBackend(IlgpuBackend.CreateCpuSimulator(), profile: true));
         var (recomputed, _) = run.Gradients(recompute: true);
         var (offloaded, _) = run.Gradients(recompute: true, offloadCheckpoints: true);
         ShouldBeTheSame(offloaded, recomputed, "with the boundaries in host memory", "recomputing on the device");
@@ -178,11 +174,17 @@ public class RecomputeTests
     public void ModelOfOtherSizesGivesTheSameGradientsWithRecomputation()
     {
         // flux-mid: hidden 512, 8 heads, 4 + 4 blocks, real text widths; diffusers' split adapters on the fused layers.
-        var info = ModelCatalog.All.Single(m => m.Descriptor.Name == "flux-mid");
-        using var run = new Run(info,
-            backend => RandomWeights.Upload(info.Descriptor, backend, seed: 3),
-            (backend, _) => BenchInputs.Create(info.Descriptor, batch: 1, imageTokens: 12, textTokens: 5).ToDictionary(p => p.Key, p => backend.Upload(p.Value)),
-            preset: "diffusers");
+        using var run = OnRandomWeights("flux-mid", imageTokens: 12, textTokens: 5);
         ShouldMatchBitForBit(run);
+    }
+
+    /// <summary>A model on seeded random weights and benchmark inputs, diffusers' targets; the CPU backend unless given.</summary>
+    private static Run OnRandomWeights(string model, int imageTokens, int textTokens, IBackend? backend = null)
+    {
+        var info = ModelCatalog.All.Single(m => m.Descriptor.Name == model);
+        return new Run(info,
+            on => RandomWeights.Upload(info.Descriptor, on, seed: 3),
+            (on, _) => BenchInputs.Create(info.Descriptor, batch: 1, imageTokens, textTokens).ToDictionary(p => p.Key, p => on.Upload(p.Value)),
+            preset: "diffusers", backend);
     }
 }
