@@ -16,6 +16,21 @@ internal static class ViewRules
     }
 
     /// <summary>
+    /// A per-sample gradient vector of <see cref="ITrainingBackend"/>'s modulation and gate backwards: [1, batch, cols],
+    /// one row per sample of <paramref name="x"/>, addressing each element once and sharing none with x or the op's
+    /// <paramref name="others"/> (it is stored while other column chunks still read them). Whether the vector lies
+    /// inside its tensor is the backend's own check.
+    /// </summary>
+    public static void RequirePerSampleVector(View vector, View x, string name, params View[] others)
+    {
+        if (vector.Batch != 1 || vector.Rows != x.Batch || vector.Cols != x.Cols)
+            throw new ArgumentException($"{vector} must be [1, {x.Batch}, {x.Cols}], one row per sample of {x}", name);
+        RequireDistinctOutputElements(vector, name);
+        RequireDisjoint(vector, x, name);
+        foreach (var other in others) RequireDisjoint(vector, other, name);
+    }
+
+    /// <summary>
     /// The sizes of <see cref="ITrainingBackend.Gemm"/>'s product, checked: op(a) is [m, k], op(b) [k, n], c [m, n];
     /// the batches of a and b match or one is 1, and c has them all or 1 to sum the products.
     /// </summary>

@@ -372,17 +372,10 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
 
     private delegate void ChunkBody(int output, int c0, int width, float* sums);
 
-    /// <summary>
-    /// A per-sample gradient vector: [1, batch, cols] with one row per sample of <paramref name="x"/>, sharing no element
-    /// with x or the op's other views (it is stored while other column chunks still read them).
-    /// </summary>
+    /// <summary>A per-sample gradient vector (<see cref="ViewRules.RequirePerSampleVector"/>) inside its tensor.</summary>
     private static void RequirePerSampleVector(View vector, View x, string name, params View[] otherViews)
     {
-        if (vector.Batch != 1 || vector.Rows != x.Batch || vector.Cols != x.Cols)
-            throw new ArgumentException($"{vector} must be [1, {x.Batch}, {x.Cols}], one row per sample of {x}", name);
+        ViewRules.RequirePerSampleVector(vector, x, name, otherViews);
         RequireInside(vector, name);
-        ViewRules.RequireDistinctOutputElements(vector, name);
-        ViewRules.RequireDisjoint(vector, x, name);
-        foreach (View other in otherViews) ViewRules.RequireDisjoint(vector, other, name);
     }
 }

@@ -372,17 +372,13 @@ public sealed partial class IlgpuBackend : ITrainingBackend
     }
 
     /// <summary>
-    /// A per-sample gradient vector: [1, batch, cols], one row per sample of <paramref name="x"/>, sharing no element
-    /// with x or the op's other views; as a layout whose flat row is the sample.
+    /// A per-sample gradient vector (<see cref="ViewRules.RequirePerSampleVector"/>) as a layout whose flat row is the
+    /// sample.
     /// </summary>
     private (StridedMatrix Layout, Elements Data) PerSampleVector(View vector, View x, string name, params View[] others)
     {
-        if (vector.Batch != 1 || vector.Rows != x.Batch || vector.Cols != x.Cols)
-            throw new ArgumentException($"{vector} must be [1, {x.Batch}, {x.Cols}], one row per sample of {x}", name);
+        ViewRules.RequirePerSampleVector(vector, x, name, others);
         var (_, data) = Strided(vector, name);
-        ViewRules.RequireDistinctOutputElements(vector, name);
-        ViewRules.RequireDisjoint(vector, x, name);
-        foreach (var other in others) ViewRules.RequireDisjoint(vector, other, name);
         return (new StridedMatrix(vector.Offset, vector.Rows, 0, vector.RowStride), data);
     }
 

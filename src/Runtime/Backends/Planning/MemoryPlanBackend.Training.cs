@@ -108,12 +108,8 @@ public sealed partial class MemoryPlanBackend : ITrainingBackend
 
     private void PerSampleVector(View vector, View x, string name, params View[] others)
     {
-        if (vector.Batch != 1 || vector.Rows != x.Batch || vector.Cols != x.Cols)
-            throw new ArgumentException($"{vector} must be [1, {x.Batch}, {x.Cols}], one row per sample of {x}", name);
+        ViewRules.RequirePerSampleVector(vector, x, name, others);
         Activation(vector, name);
-        ViewRules.RequireDistinctOutputElements(vector, name);
-        ViewRules.RequireDisjoint(vector, x, name);
-        foreach (var other in others) ViewRules.RequireDisjoint(vector, other, name);
     }
 
     public void SiluBackward(View dx, View dy, View x) => ElementwiseBackward(dx, dy, x);
